@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the issue-3 benchmarks on the GPU machine's host (16 cores), from the
+# repository root, with PostgreSQL 15 started from the carried bundle.
+#
+# Here (build machine):
+#   cargo build --release && bash bench/prepare-carry.sh
+# Then, through the device tool, with carry [".carry"]:
+#   ROWS=60000000 bash bench/gpu-host.sh
+# Results (JSON, one file per run) are written to $OUT (or bench/out).
+set -euo pipefail
+out=${OUT:-bench/out}
+mkdir -p "$out"
+rows=${ROWS:-60000000}
+bin=.carry/bin/gpupgparser
+dsn="host=/tmp user=postgres dbname=postgres"
+
+if ! /opt/pg/usr/lib/postgresql/15/bin/pg_isready -h /tmp -q 2>/dev/null; then
+  bash .carry/shared/device/start-pg.sh .carry/pg15.tar.xz >"$out/pg-start.log" 2>&1 \
+    || { cat "$out/pg-start.log"; exit 1; }
+fi
+nproc; grep -m1 'model name' /proc/cpuinfo; free -g | head -2
+
+# Parquet zstd (the headline number), then Arrow IPC without compression.
+"$bin" bench --dsn "$dsn" --rows "$rows" --create "${CREATE:-auto}" --runs "${RUNS:-2}" \
+  --json "$out/bench-parquet-zstd.json" 2>&1 | tee "$out/bench-parquet-zstd.log" | grep -v '^  ' || true
+"$bin" bench --dsn "$dsn" --create never --runs 1 --skip-ceiling --format arrow --compression none \
+  --json "$out/bench-arrow.json" 2>&1 | tee "$out/bench-arrow.log" | tail -3
+
+# Component speeds: the CPU decoder and the Parquet encoder alone.
+for ex in decode_speed parquet_speed; do
+  [ -x ".carry/bin/$ex" ] && ".carry/bin/$ex" 2>&1 | tee "$out/$ex.log" | tail -4
+done

@@ -1,0 +1,155 @@
+//! Binary COPY chunks to Arrow record batches.
+//!
+//! [`OutputSchema`] fixes, once per export, how every PostgreSQL column maps
+//! to an Arrow type (with [`TypeOptions`] for the choices that have no single
+//! right answer). A [`Decoder`] then turns each [`CopyChunk`] into a
+//! [`RecordBatch`]. [`CpuDecoder`] is the CPU implementation and the
+//! bit-exact reference the GPU decoder is tested against.
+//!
+//! The CPU decoder is laid out like the GPU kernels: pass 1 walks every row
+//! of a block once and records where each field starts and how long it is
+//! (checking the framing exactly); pass 2 decodes column by column from
+//! those offsets straight into Arrow buffers. Blocks of rows keep the offsets
+//! and the row bytes in cache between the two passes.
+
+mod builder;
+mod decoder;
+pub mod fuzz;
+mod schema;
+
+pub use decoder::CpuDecoder;
+pub use schema::OutputSchema;
+
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+use gpupg_format::copy::FramingError;
+use gpupg_format::value::ValueError;
+use gpupg_format::CopyChunk;
+use thiserror::Error;
+
+/// How values without one obvious Arrow type are represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TypeOptions {
+    pub interval: IntervalRepr,
+    pub numeric: UnconstrainedNumeric,
+    pub enums: EnumRepr,
+    pub arrays: ArrayRepr,
+}
+
+/// Arrow type of `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntervalRepr {
+    /// `Interval(MonthDayNano)`: the Arrow IPC type; nanoseconds are
+    /// microseconds × 1000 (an overflow is an error).
+    #[default]
+    MonthDayNano,
+    /// `Struct{months: Int32, days: Int32, microseconds: Int64}`: lossless,
+    /// for Parquet, which has no signed interval type.
+    Struct,
+}
+
+/// Arrow type of `numeric` without a typmod (or with a precision over 38, or
+/// a scale Arrow's decimals cannot hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnconstrainedNumeric {
+    /// Utf8 holding the canonical text, as `numeric_out` prints it: lossless.
+    #[default]
+    Text,
+    /// `Decimal128(38, scale)`, rounded half away from zero to `scale`
+    /// digits; NaN, ±Infinity and values of more than 38 digits are errors.
+    Decimal128 { scale: i8 },
+    /// Float64, the nearest double; NaN and ±Infinity kept.
+    Float64,
+}
+
+/// Arrow type of enum columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnumRepr {
+    /// Utf8 with the label.
+    #[default]
+    Utf8,
+    /// `Dictionary(Int32, Utf8)`, one dictionary per batch.
+    Dictionary,
+}
+
+/// Arrow type of array columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArrayRepr {
+    /// `List<element>`; a multi-dimensional array's elements are flattened
+    /// in row-major order and its shape is lost (counted in
+    /// [`DecodeStats::flattened_arrays`]).
+    #[default]
+    List,
+    /// `Struct{dims: List<Int32>, lower_bounds: List<Int32>, values:
+    /// List<element>}`: lossless.
+    Struct,
+}
+
+/// Counters a decoder keeps over its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeStats {
+    /// Rows decoded.
+    pub rows: u64,
+    /// Multi-dimensional array values flattened under [`ArrayRepr::List`].
+    pub flattened_arrays: u64,
+}
+
+/// Turns binary COPY chunks into record batches of one [`OutputSchema`].
+pub trait Decoder: Send {
+    /// Decodes every row of `chunk`. The batch has the schema's
+    /// [`OutputSchema::arrow_schema`] and `chunk.num_rows()` rows.
+    fn decode(&mut self, chunk: &CopyChunk) -> Result<RecordBatch, DecodeError>;
+    /// Counters since the decoder was made.
+    fn stats(&self) -> DecodeStats;
+}
+
+/// Why a schema could not be built or a chunk could not be decoded. Errors
+/// about data name the column, its type, the partition and the row (the
+/// index within the partition).
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    #[error("column {column} ({type_name}) cannot be exported: {reason}")]
+    Unsupported {
+        column: String,
+        type_name: String,
+        reason: String,
+    },
+    #[error("invalid type options: {0}")]
+    Options(String),
+    #[error("malformed chunk (partition {partition}, first row {first_row}): {reason}")]
+    BadChunk {
+        partition: u32,
+        first_row: u64,
+        reason: String,
+    },
+    #[error("partition {partition}, row {row}: {source}")]
+    Framing {
+        partition: u32,
+        row: u64,
+        source: FramingError,
+    },
+    #[error("column {column} ({type_name}), partition {partition}, row {row}: {source}")]
+    Value {
+        column: String,
+        type_name: String,
+        partition: u32,
+        row: u64,
+        source: ValueError,
+    },
+    #[error("column {column} ({type_name}), partition {partition}, row {row}: NULL in a column declared NOT NULL")]
+    UnexpectedNull {
+        column: String,
+        type_name: String,
+        partition: u32,
+        row: u64,
+    },
+    #[error("column {column} ({type_name}), partition {partition}, row {row}: the chunk holds more than 2 GiB of this column, over an Arrow batch's limit; use smaller chunks")]
+    TooLarge {
+        column: String,
+        type_name: String,
+        partition: u32,
+        row: u64,
+    },
+    #[error("building the Arrow batch: {0}")]
+    Arrow(#[from] ArrowError),
+}

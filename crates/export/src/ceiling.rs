@@ -1,0 +1,74 @@
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use gpupg_source::{pool::BufferPool, snapshot::begin_exported_snapshot, Connection};
+use serde::Serialize;
+
+use crate::connections::open_followers;
+use crate::plan::plan_export;
+use crate::{ExportError, ExportRequest};
+
+/// The server's own speed: the export's COPY statements on the same number
+/// of connections, with the data received and thrown away.
+#[derive(Debug, Clone, Serialize)]
+pub struct CeilingReport {
+    pub connections: usize,
+    pub seconds: f64,
+    pub rows: u64,
+    pub bytes_received: u64,
+}
+
+/// Runs the COPY statements of `req` (same snapshot, ranges and connections
+/// as [`crate::export`]) into nothing. The output settings of `req` are not
+/// used.
+pub fn measure_copy_ceiling(req: &ExportRequest<'_>) -> Result<CeilingReport, ExportError> {
+    let mut leader = Connection::connect(&req.connect)?;
+    let snapshot = begin_exported_snapshot(&mut leader)?;
+    let plan = plan_export(&mut leader, req)?;
+    let connections = req.parallel.min(plan.statements.len()).max(1);
+    let pool = BufferPool::new(2 * connections, req.chunk_bytes);
+    let next = AtomicUsize::new(0);
+    let (rows, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+    let first_error = Mutex::new(None);
+    let mut conns = vec![leader];
+    conns.extend(open_followers(&req.connect, &snapshot, connections - 1)?);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for (reader, mut conn) in conns.into_iter().enumerate() {
+            let (pool, next, rows, bytes, first_error, plan) =
+                (&pool, &next, &rows, &bytes, &first_error, &plan);
+            s.spawn(move || {
+                let mut run = || -> Result<(), ExportError> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(sql) = plan.statements.get(i) else { break };
+                        let stats = conn.copy_out(sql, pool, reader as u32, &mut |chunk| {
+                            pool.give(chunk.data);
+                            Ok(())
+                        })?;
+                        rows.fetch_add(stats.rows, Ordering::Relaxed);
+                        bytes.fetch_add(stats.wire_bytes, Ordering::Relaxed);
+                    }
+                    conn.execute("COMMIT")?;
+                    Ok(())
+                };
+                if let Err(e) = run() {
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(CeilingReport {
+        connections,
+        seconds: started.elapsed().as_secs_f64(),
+        rows: rows.into_inner(),
+        bytes_received: bytes.into_inner(),
+    })
+}

@@ -1,0 +1,20 @@
+use thiserror::Error;
+
+/// Why an export failed. Each variant's message is one line saying what went
+/// wrong and where; the underlying library errors already name the table,
+/// column, row or file.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Source(#[from] gpupg_source::SourceError),
+    #[error("{0}")]
+    Decode(#[from] gpupg_decode::DecodeError),
+    #[error("{0}")]
+    Sink(#[from] gpupg_sink::SinkError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("export interrupted; no output was left behind")]
+    Cancelled,
+    #[error("internal error: a {0} thread panicked")]
+    ThreadPanicked(&'static str),
+}

@@ -1,0 +1,29 @@
+//! The export pipeline: a COPY source feeds chunks of whole rows to decoder
+//! threads, whose Arrow batches go to a sink.
+//!
+//! ```text
+//!  connections (one snapshot)      decoder threads            sink
+//!  COPY range 0 ─┐                ┌─ decode ─ encode ─┐
+//!  COPY range 1 ─┼─ CopyChunk ──► ├─ decode ─ encode ─┼─► Parquet / Arrow IPC
+//!  COPY range k ─┘  (bounded)     └─ decode ─ encode ─┘    (temp file, renamed at the end)
+//! ```
+//!
+//! [`export`] runs one export described by an [`ExportRequest`] and returns an
+//! [`ExportReport`]; [`measure_copy_ceiling`] runs the same COPY statements into
+//! nothing, which is the server's own speed limit that `bench` compares with.
+
+mod ceiling;
+mod connections;
+mod error;
+mod pipeline;
+mod plan;
+mod progress;
+mod report;
+mod request;
+
+pub use ceiling::{measure_copy_ceiling, CeilingReport};
+pub use error::ExportError;
+pub use pipeline::export;
+pub use progress::{NoProgress, Progress};
+pub use report::{ExportReport, OutputFile, Phases};
+pub use request::{default_parallelism, Engine, ExportRequest, Output, Target};

@@ -1,0 +1,285 @@
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use gpupg_decode::{CpuDecoder, Decoder, OutputSchema};
+use gpupg_format::CopyChunk;
+use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
+use gpupg_source::{pool::BufferPool, snapshot::begin_exported_snapshot, Connection, SourceError};
+
+use crate::connections::open_followers;
+use crate::plan::plan_export;
+use crate::report::{ExportReport, Phases};
+use crate::{Engine, ExportError, ExportRequest, Output, Progress};
+
+/// The first error of any thread wins; the others stop as soon as they see it.
+struct Abort<'a> {
+    flag: AtomicBool,
+    first: Mutex<Option<ExportError>>,
+    user_cancel: Option<&'a AtomicBool>,
+}
+
+impl Abort<'_> {
+    fn fail(&self, e: ExportError) {
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(e);
+        }
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        if self.user_cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            self.fail(ExportError::Cancelled);
+        }
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+/// Time spent by the threads of one kind, summed.
+#[derive(Default)]
+struct Busy {
+    nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Busy {
+    fn add(&self, d: Duration) {
+        self.nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+    fn seconds(&self) -> f64 {
+        self.nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+/// Runs one export. Output appears only if everything succeeded: on any
+/// error (or cancellation) the temporary files are removed.
+pub fn export(
+    req: &ExportRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<ExportReport, ExportError> {
+    let started = Instant::now();
+    if req.parallel == 0 || req.workers == 0 {
+        return Err(ExportError::Invalid(
+            "--parallel and the number of threads must be at least 1".into(),
+        ));
+    }
+    if req.chunk_bytes < 64 * 1024 {
+        return Err(ExportError::Invalid(
+            "the chunk size must be at least 64 KiB".into(),
+        ));
+    }
+    match req.engine {
+        Engine::Auto | Engine::Cpu => {}
+    }
+
+    // Metadata: the first connection exports the snapshot every other
+    // connection imports, so all of them see exactly the same rows.
+    let mut leader = Connection::connect(&req.connect)?;
+    let snapshot = begin_exported_snapshot(&mut leader)?;
+    let plan = plan_export(&mut leader, req)?;
+    let descs: Vec<_> = plan.columns.iter().map(|c| c.desc.clone()).collect();
+    let schema = Arc::new(OutputSchema::new(&descs, &req.types)?);
+    let connections = req.parallel.min(plan.statements.len()).max(1);
+
+    let sinks: Vec<Box<dyn Sink>> = match &req.output {
+        Output::File(path) => vec![create_file_sink(path, schema.arrow_schema(), &req.sink)?],
+        Output::Dir(dir) => {
+            let stem = file_stem(&plan.label);
+            create_dir_sinks(dir, &stem, connections, schema.arrow_schema(), &req.sink)?
+        }
+    };
+    let mut conns = vec![leader];
+    conns.extend(open_followers(&req.connect, &snapshot, connections - 1)?);
+    let metadata_seconds = started.elapsed().as_secs_f64();
+    progress.start(plan.estimated_rows);
+
+    // Enough buffers for every connection to fill one while every decoder
+    // holds one, plus one in the channel each: memory is bounded by this,
+    // whatever the table size.
+    let pool = BufferPool::new(connections + 2 * req.workers, req.chunk_bytes);
+    let (tx, rx) = bounded::<CopyChunk>(req.workers);
+    let next_statement = AtomicUsize::new(0);
+    let abort = Abort {
+        flag: AtomicBool::new(false),
+        first: Mutex::new(None),
+        user_cancel: req.cancel,
+    };
+    let (decode_busy, write_busy, send_wait) = (Busy::default(), Busy::default(), Busy::default());
+    let wire_bytes = std::sync::atomic::AtomicU64::new(0);
+    let copy_bytes = std::sync::atomic::AtomicU64::new(0);
+    let rows = std::sync::atomic::AtomicU64::new(0);
+    let flattened = std::sync::atomic::AtomicU64::new(0);
+    let copy_started = Instant::now();
+    let copy_wall = Mutex::new(Duration::ZERO);
+
+    std::thread::scope(|s| {
+        let mut readers = Vec::new();
+        for (reader, mut conn) in conns.into_iter().enumerate() {
+            let tx = tx.clone();
+            let (pool, abort, next_statement) = (&pool, &abort, &next_statement);
+            let (send_wait, wire_bytes, copy_wall) = (&send_wait, &wire_bytes, &copy_wall);
+            let statements = &plan.statements;
+            readers.push(s.spawn(move || {
+                let mut run = || -> Result<(), ExportError> {
+                    loop {
+                        let i = next_statement.fetch_add(1, Ordering::Relaxed);
+                        if i >= statements.len() || abort.stopped() {
+                            break;
+                        }
+                        let mut on_chunk = |chunk: CopyChunk| -> Result<(), SourceError> {
+                            if abort.stopped() {
+                                return Err(SourceError::Downstream("another export thread failed".into()));
+                            }
+                            let t = Instant::now();
+                            let sent = tx.send(chunk);
+                            send_wait.add(t.elapsed());
+                            sent.map_err(|_| SourceError::Downstream("another export thread failed".into()))
+                        };
+                        let stats =
+                            conn.copy_out(&statements[i], pool, reader as u32, &mut on_chunk)?;
+                        wire_bytes.fetch_add(stats.wire_bytes, Ordering::Relaxed);
+                    }
+                    if !abort.stopped() {
+                        conn.execute("COMMIT")?;
+                    }
+                    let mut wall = copy_wall.lock().unwrap_or_else(|p| p.into_inner());
+                    *wall = (*wall).max(copy_started.elapsed());
+                    Ok(())
+                };
+                if let Err(e) = run() {
+                    // A reader stopped because another thread failed reports
+                    // nothing of its own.
+                    if !matches!(e, ExportError::Source(SourceError::Downstream(_))) {
+                        abort.fail(e);
+                    }
+                }
+            }));
+        }
+        drop(tx);
+
+        let mut workers = Vec::new();
+        for _ in 0..req.workers {
+            let rx = rx.clone();
+            let (pool, abort, sinks, schema) = (&pool, &abort, &sinks, &schema);
+            let (decode_busy, write_busy) = (&decode_busy, &write_busy);
+            let (rows, copy_bytes, flattened) = (&rows, &copy_bytes, &flattened);
+            workers.push(s.spawn(move || {
+                let mut decoder = CpuDecoder::new(schema.clone());
+                for chunk in rx.iter() {
+                    // After a failure keep draining, so readers blocked on
+                    // the channel or the pool can finish and see the abort.
+                    if abort.stopped() {
+                        pool.give(chunk.data);
+                        continue;
+                    }
+                    let t = Instant::now();
+                    let decoded = decoder.decode(&chunk);
+                    decode_busy.add(t.elapsed());
+                    let (n, bytes, partition) =
+                        (chunk.num_rows() as u64, chunk.row_bytes(), chunk.partition);
+                    pool.give(chunk.data);
+                    let batch = match decoded {
+                        Ok(b) => b,
+                        Err(e) => {
+                            abort.fail(e.into());
+                            continue;
+                        }
+                    };
+                    let t = Instant::now();
+                    let sink = &sinks[(partition as usize).min(sinks.len() - 1)];
+                    if let Err(e) = sink.write(&batch) {
+                        abort.fail(e.into());
+                        continue;
+                    }
+                    write_busy.add(t.elapsed());
+                    rows.fetch_add(n, Ordering::Relaxed);
+                    copy_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    progress.advance(n, bytes);
+                }
+                flattened.fetch_add(decoder.stats().flattened_arrays, Ordering::Relaxed);
+            }));
+        }
+        for r in readers {
+            if r.join().is_err() {
+                abort.fail(ExportError::ThreadPanicked("reader"));
+            }
+        }
+        for w in workers {
+            if w.join().is_err() {
+                abort.fail(ExportError::ThreadPanicked("decoder"));
+            }
+        }
+    });
+    progress.finish();
+    if let Some(e) = abort.first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        // Dropping the sinks removes their temporary files.
+        drop(sinks);
+        return Err(e);
+    }
+
+    let finishing = Instant::now();
+    let mut files = Vec::new();
+    let mut encode_seconds = 0.0;
+    for sink in sinks {
+        let stats = sink.finish()?;
+        encode_seconds += stats.encode_seconds;
+        files.extend(stats.files.into_iter().map(|(path, bytes)| crate::OutputFile { path, bytes }));
+    }
+    let finish_seconds = finishing.elapsed().as_secs_f64();
+    let copy_wall = copy_wall.into_inner().unwrap_or_else(|p| p.into_inner());
+
+    Ok(ExportReport {
+        target: plan.label,
+        rows: rows.into_inner(),
+        bytes_received: wire_bytes.into_inner(),
+        copy_bytes: copy_bytes.into_inner(),
+        seconds: started.elapsed().as_secs_f64(),
+        engine: "cpu".into(),
+        source: "copy".into(),
+        connections,
+        workers: req.workers,
+        statements: plan.statements.len(),
+        serial_reason: plan.serial_reason,
+        flattened_arrays: flattened.into_inner(),
+        phases: Phases {
+            metadata: metadata_seconds,
+            copy_receive: copy_wall.as_secs_f64(),
+            decode: decode_busy.seconds(),
+            write: write_busy.seconds(),
+            encode_in_write: encode_seconds,
+            finish: finish_seconds,
+            reader_wait: send_wait.seconds(),
+        },
+        files,
+    })
+}
+
+/// A file name stem from a table label: `"public"."lineorder"` -> `lineorder`.
+fn file_stem(label: &str) -> String {
+    let last = label.rsplit("\".\"").next().unwrap_or(label);
+    let cleaned: String = last
+        .chars()
+        .filter(|c| *c != '"')
+        .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    if cleaned.is_empty() {
+        "export".into()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_stem;
+
+    #[test]
+    fn stems() {
+        assert_eq!(file_stem("\"public\".\"lineorder\""), "lineorder");
+        assert_eq!(file_stem("\"s\".\"my table/x\""), "my_table_x");
+        assert_eq!(file_stem("query"), "query");
+        assert_eq!(file_stem("\"\""), "export");
+    }
+}

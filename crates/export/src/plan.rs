@@ -1,0 +1,128 @@
+//! Turns a request into the COPY statements to run: one per page range of
+//! each heap relation, or a single one for a query or a relation without
+//! ctids.
+
+use gpupg_source::{
+    catalog::{self, SelectColumn},
+    plan::{copy_query_sql, copy_sql, plan_table_reads, ReadSpec},
+    Connection,
+};
+
+use crate::{ExportError, ExportRequest, Target};
+
+/// The first PostgreSQL version with TID Range Scan; older servers would scan
+/// the whole table once per ctid range, so they are read on one connection.
+const TID_RANGE_SCAN_VERSION: u32 = 140000;
+
+/// Ranges planned per connection (see `plan_table_reads`).
+const RANGES_PER_CONNECTION: usize = 4;
+/// No range smaller than this many pages (128 KiB at 8 KiB pages): below
+/// that, a COPY statement's start-up costs more than the range.
+const MIN_RANGE_PAGES: u64 = 16;
+
+/// The COPY statements of one export and what they read.
+pub(crate) struct ExportPlan {
+    pub columns: Vec<SelectColumn>,
+    pub statements: Vec<String>,
+    /// What the target is called in messages and reports.
+    pub label: String,
+    /// Planner's row estimate, for the progress bar's ETA.
+    pub estimated_rows: Option<u64>,
+    /// Why the plan is serial, if it is (shown to the user).
+    pub serial_reason: Option<String>,
+}
+
+pub(crate) fn plan_export(
+    conn: &mut Connection,
+    req: &ExportRequest<'_>,
+) -> Result<ExportPlan, ExportError> {
+    match &req.target {
+        Target::Query(sql) => {
+            if req.filter.is_some() {
+                return Err(ExportError::Invalid(
+                    "--where applies to --table; put the condition into the --query".into(),
+                ));
+            }
+            if req.columns.is_some() {
+                return Err(ExportError::Invalid(
+                    "--columns applies to --table; select the columns in the --query".into(),
+                ));
+            }
+            let columns = catalog::query_columns(conn, sql, req.unsupported)?;
+            let select = columns
+                .iter()
+                .map(|c| c.select_expr.clone())
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Wrapping keeps the user's statement intact while letting
+            // unsupported columns be cast to text by name.
+            let wrapped = format!("SELECT {select} FROM ({sql}) AS gpupg_query");
+            Ok(ExportPlan {
+                columns,
+                statements: vec![copy_query_sql(&wrapped)],
+                label: "query".into(),
+                estimated_rows: None,
+                serial_reason: Some("a query is read on one connection".into()),
+            })
+        }
+        Target::Table(name) => {
+            let table = catalog::resolve_table(conn, name)?;
+            let columns =
+                catalog::table_columns(conn, &table, req.columns.as_deref(), req.unsupported)?;
+            let exprs: Vec<String> = columns.iter().map(|c| c.select_expr.clone()).collect();
+            let filter = req.filter.as_ref().map(|f| format!("({f})"));
+            let version = conn.server_version_num();
+            // Many more ranges than connections, so that a connection that
+            // finishes early takes work from the queue instead of idling
+            // while one slow range finishes the export.
+            let tasks = plan_table_reads(
+                &table,
+                &exprs,
+                filter.as_deref(),
+                req.parallel * RANGES_PER_CONNECTION,
+                MIN_RANGE_PAGES,
+                version,
+            );
+            let mut statements: Vec<String> = tasks.iter().map(|t| t.sql()).collect();
+            if statements.is_empty() {
+                // A partitioned table without partitions has no rows, but the
+                // output still carries its schema.
+                statements.push(copy_sql(
+                    &ReadSpec {
+                        relation: table.qualified(),
+                        columns: exprs,
+                        filter,
+                    },
+                    None,
+                ));
+            }
+            let serial_reason = (statements.len() == 1).then(|| {
+                if version < TID_RANGE_SCAN_VERSION {
+                    "the server is older than PostgreSQL 14 (no TID Range Scan)".to_string()
+                } else if !table.has_ctid() && !table.is_partitioned() {
+                    format!("{} has no ctids to split on", table.qualified())
+                } else {
+                    "the table is small".to_string()
+                }
+            });
+            let leaves = if table.is_partitioned() {
+                table.partitions.iter().collect()
+            } else {
+                vec![&table]
+            };
+            let estimated_rows = leaves
+                .iter()
+                .map(|t| t.reltuples)
+                .filter(|r| *r > 0.0)
+                .map(|r| r as u64)
+                .reduce(|a, b| a + b);
+            Ok(ExportPlan {
+                columns,
+                statements,
+                label: table.qualified(),
+                estimated_rows,
+                serial_reason,
+            })
+        }
+    }
+}

@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use gpupg_decode::TypeOptions;
+use gpupg_sink::SinkOptions;
+use gpupg_source::{ConnectConfig, UnsupportedTypes};
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A table, view or materialized view, named as in SQL (schema-qualified,
+    /// quoted or not). Plain and partitioned tables are read in parallel
+    /// page ranges.
+    Table(String),
+    /// A SELECT statement, read on one connection.
+    Query(String),
+}
+
+/// Where to write.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// One file for the whole result.
+    File(PathBuf),
+    /// One file per connection (partition) in this directory.
+    Dir(PathBuf),
+}
+
+/// Which decoder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The best one available (the CPU decoder in this build).
+    Auto,
+    Cpu,
+}
+
+/// Everything one export needs.
+pub struct ExportRequest<'a> {
+    pub connect: ConnectConfig,
+    pub target: Target,
+    /// Only these columns, in this order.
+    pub columns: Option<Vec<String>>,
+    /// A SQL condition added to the WHERE clause (tables only).
+    pub filter: Option<String>,
+    pub output: Output,
+    /// Number of connections.
+    pub parallel: usize,
+    /// Number of decode/encode threads.
+    pub workers: usize,
+    /// Size of one chunk buffer in bytes.
+    pub chunk_bytes: usize,
+    pub engine: Engine,
+    pub types: TypeOptions,
+    pub unsupported: UnsupportedTypes,
+    pub sink: SinkOptions,
+    /// Set (e.g. by a Ctrl-C handler) to stop the export; it then fails with
+    /// [`crate::ExportError::Cancelled`] and leaves no output.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// Connections to use when the user does not say: one per core, at most 16
+/// (the server needs cores of its own to produce COPY data, and more
+/// connections than its cores gain nothing).
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(4)
+        .clamp(1, 16)
+}

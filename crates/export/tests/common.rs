@@ -1,0 +1,92 @@
+//! Shared by the export integration tests: a server, requests, reading back.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use gpupg_decode::{IntervalRepr, TypeOptions};
+use gpupg_export::{ExportRequest, Output, Target};
+use gpupg_sink::{Compression, Format, SinkOptions};
+use gpupg_source::{ConnectConfig, Connection, UnsupportedTypes};
+
+pub fn config(dsn: &str) -> ConnectConfig {
+    ConnectConfig::resolve(Some(dsn)).expect("test DSN parses")
+}
+
+/// A request with small chunks and several connections, so that even small
+/// tables go through many ranges, chunks and threads.
+pub fn request(dsn: &str, target: Target, output: Output, format: Format) -> ExportRequest<'static> {
+    ExportRequest {
+        connect: config(dsn),
+        target,
+        columns: None,
+        filter: None,
+        output,
+        parallel: 4,
+        workers: 3,
+        chunk_bytes: 64 * 1024,
+        engine: gpupg_export::Engine::Cpu,
+        types: TypeOptions {
+            interval: match format {
+                Format::Parquet => IntervalRepr::Struct,
+                Format::Arrow => IntervalRepr::MonthDayNano,
+            },
+            ..TypeOptions::default()
+        },
+        unsupported: UnsupportedTypes::Error,
+        sink: SinkOptions {
+            format,
+            compression: Compression::Zstd(1),
+            overwrite: false,
+            row_group_rows: 1 << 20,
+        },
+        cancel: None,
+    }
+}
+
+pub fn table(name: &str) -> Target {
+    Target::Table(name.to_string())
+}
+
+pub fn file(dir: &Path, name: &str) -> (PathBuf, Output) {
+    let p = dir.join(name);
+    (p.clone(), Output::File(p))
+}
+
+/// All batches of a Parquet or Arrow IPC file.
+pub fn read_back(path: &Path) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(path).expect("output exists");
+    if path.extension().is_some_and(|e| e == "parquet") {
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .expect("parquet opens")
+            .build()
+            .expect("reader builds")
+            .map(|b| b.expect("batch reads"))
+            .collect()
+    } else {
+        arrow::ipc::reader::FileReader::try_new(f, None)
+            .expect("arrow opens")
+            .map(|b| b.expect("batch reads"))
+            .collect()
+    }
+}
+
+pub fn query(dsn: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut c = Connection::connect(&config(dsn)).expect("connect");
+    c.simple_query(sql).expect("query")
+}
+
+pub fn exec(dsn: &str, sql: &str) {
+    let mut c = Connection::connect(&config(dsn)).expect("connect");
+    c.execute(sql).expect("execute");
+}
+
+/// Files left in a directory (to check that failures leave nothing).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,23 @@
+//! PostgreSQL data formats with no I/O.
+//!
+//! This crate is the bottom of the pipeline: it knows how PostgreSQL lays out
+//! data on the wire (the binary `COPY` format) and nothing about sockets,
+//! files or Arrow. Everything above it (the COPY source, the CPU and GPU
+//! decoders) shares these definitions.
+//!
+//! - [`types`]: the PostgreSQL types gpupgparser understands ([`PgType`]) and a
+//!   column as the catalog describes it ([`ColumnDesc`]).
+//! - [`chunk`]: a [`CopyChunk`], one large buffer of whole COPY rows plus
+//!   their offsets, the unit every decoder consumes.
+//! - [`copy`]: the binary COPY file header and tuple framing.
+//! - [`value`]: decoding of single values from their binary send format.
+//! - [`encode`]: the inverse, building tuples from typed values (for tests).
+
+pub mod chunk;
+pub mod copy;
+pub mod encode;
+pub mod types;
+pub mod value;
+
+pub use chunk::CopyChunk;
+pub use types::{ColumnDesc, PgType};

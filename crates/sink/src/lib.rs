@@ -1,0 +1,368 @@
+//! Output stage of gpupgparser: writes Arrow record batches to Parquet or Arrow IPC files.
+//!
+//! A sink is shared by many decoder threads. For Parquet, each thread encodes and compresses
+//! its own batches (the expensive part) and only the append of finished column chunks to the
+//! file is serialized, so encoding scales with the number of writer threads.
+//!
+//! Output is atomic: a sink writes a hidden temporary file next to the destination and renames
+//! it into place in [`Sink::finish`]; a sink dropped without `finish` removes its temporary
+//! file, so a failed or interrupted export leaves nothing behind.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{ArrowError, DataType, IntervalUnit, Schema, SchemaRef};
+use parquet::errors::ParquetError;
+
+mod ipc;
+mod parquet_sink;
+mod target;
+
+/// The file format written by a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Parquet,
+    /// The Arrow IPC *file* format (random access, with footer), a.k.a. Feather v2.
+    Arrow,
+}
+
+impl Format {
+    /// File name extension used for `--output-dir` partition files.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrow",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrow",
+        })
+    }
+}
+
+/// Compression codec. Parquet supports all of them; Arrow IPC only zstd, lz4 and none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at the given level (1..=22); level 1 is the default because it is several times
+    /// faster than the higher levels for a few percent larger files.
+    Zstd(i32),
+    Snappy,
+    /// Parquet: LZ4_RAW (the Hadoop-framed LZ4 codec is deprecated); Arrow IPC: LZ4_FRAME.
+    Lz4,
+    Gzip,
+    Brotli,
+    None,
+}
+
+/// Default zstd level: the speed target leaves no room for the slower levels.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+/// Default rows per Parquet row group when `SinkOptions::row_group_rows` is 0.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(DEFAULT_ZSTD_LEVEL)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Zstd(level) => write!(f, "zstd:{level}"),
+            Compression::Snappy => f.write_str("snappy"),
+            Compression::Lz4 => f.write_str("lz4"),
+            Compression::Gzip => f.write_str("gzip"),
+            Compression::Brotli => f.write_str("brotli"),
+            Compression::None => f.write_str("none"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = SinkError;
+
+    /// Parses `zstd`, `zstd:LEVEL`, `snappy`, `lz4`, `gzip`, `brotli`, `none` (case-insensitive;
+    /// `uncompressed` is accepted for `none`).
+    fn from_str(spec: &str) -> Result<Self, SinkError> {
+        let invalid = |reason: String| SinkError::InvalidCompression {
+            spec: spec.to_string(),
+            reason,
+        };
+        let lower = spec.trim().to_ascii_lowercase();
+        let (name, level) = match lower.split_once(':') {
+            Some((name, level)) => (name, Some(level)),
+            None => (lower.as_str(), None),
+        };
+        let codec = match name {
+            "zstd" => {
+                let level = match level {
+                    None => DEFAULT_ZSTD_LEVEL,
+                    Some(l) => l
+                        .parse::<i32>()
+                        .map_err(|_| invalid(format!("zstd level {l:?} is not an integer")))?,
+                };
+                if !(1..=22).contains(&level) {
+                    return Err(invalid(format!("zstd level {level} is outside 1..=22")));
+                }
+                return Ok(Compression::Zstd(level));
+            }
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "gzip" => Compression::Gzip,
+            "brotli" => Compression::Brotli,
+            "none" | "uncompressed" => Compression::None,
+            other => {
+                return Err(invalid(format!(
+                    "unknown codec {other:?} (expected zstd, zstd:LEVEL, snappy, lz4, gzip, brotli or none)"
+                )))
+            }
+        };
+        match level {
+            Some(_) => Err(invalid(format!("only zstd takes a level, not {name}"))),
+            None => Ok(codec),
+        }
+    }
+}
+
+/// How a sink writes its file(s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkOptions {
+    pub format: Format,
+    pub compression: Compression,
+    /// Replace existing output files; without it an existing file is refused.
+    pub overwrite: bool,
+    /// Rows per Parquet row group (0: [`DEFAULT_ROW_GROUP_ROWS`]). Batches are split to respect
+    /// it and small batches of different `write` calls are gathered into one row group, so
+    /// groups have exactly this many rows except up to one partial group per writer thread.
+    /// Arrow IPC writes each batch as one record batch and ignores it.
+    pub row_group_rows: usize,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        Self {
+            format: Format::Parquet,
+            compression: Compression::default(),
+            overwrite: false,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// What a sink wrote.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OutputStats {
+    /// Final path and size in bytes of each file written.
+    pub files: Vec<(PathBuf, u64)>,
+    pub rows: u64,
+    /// Time spent encoding and compressing, summed over the writing threads (Parquet; for Arrow
+    /// IPC encoding happens inside the serialized write and is counted in `write_seconds`).
+    pub encode_seconds: f64,
+    /// Time spent holding the file lock appending encoded data, plus the footer in `finish`.
+    pub write_seconds: f64,
+}
+
+/// A destination that many worker threads write to at once.
+pub trait Sink: Send + Sync {
+    /// Encodes `batch` in the calling thread (for Parquet: column encoding and compression)
+    /// and appends the result; only the final append to the file is serialized. Batches from
+    /// different threads may land in any order. After an error the sink is unusable: later
+    /// writes fail and it should be dropped, which removes its temporary file.
+    fn write(&self, batch: &RecordBatch) -> Result<(), SinkError>;
+
+    /// Finishes the file(s): flushes buffered rows, writes the footer (no fsync) and renames
+    /// each temporary file to its final name. Returns what was written.
+    fn finish(self: Box<Self>) -> Result<OutputStats, SinkError>;
+}
+
+/// Errors of the output stage; each displays as one line naming the file (and column).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{}: output file already exists (use overwrite to replace it)", path.display())]
+    Exists { path: PathBuf },
+
+    #[error("{}: I/O error while {during}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        during: &'static str,
+        source: std::io::Error,
+    },
+
+    #[error("unsupported: {what}")]
+    Unsupported { what: String },
+
+    #[error("invalid compression {spec:?}: {reason}")]
+    InvalidCompression { spec: String, reason: String },
+
+    #[error("invalid argument: {what}")]
+    InvalidArgument { what: String },
+
+    #[error("{}: batch does not match the sink schema at column {column:?}: {detail}", path.display())]
+    SchemaMismatch {
+        path: PathBuf,
+        column: String,
+        detail: String,
+    },
+
+    #[error("{}: cannot encode column {column:?} as Parquet: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        column: String,
+        source: ParquetError,
+    },
+
+    #[error("{}: Parquet error while {during}: {source}", path.display())]
+    Parquet {
+        path: PathBuf,
+        during: &'static str,
+        source: ParquetError,
+    },
+
+    #[error("{}: Arrow error while {during}: {source}", path.display())]
+    Arrow {
+        path: PathBuf,
+        during: &'static str,
+        source: ArrowError,
+    },
+
+    #[error("{}: the sink failed earlier and accepts no more data", path.display())]
+    Failed { path: PathBuf },
+}
+
+/// Creates a sink writing one file at `path`. Refuses an existing file unless
+/// `opts.overwrite`; nothing appears at `path` until [`Sink::finish`] succeeds.
+pub fn create_file_sink(
+    path: &Path,
+    schema: SchemaRef,
+    opts: &SinkOptions,
+) -> Result<Box<dyn Sink>, SinkError> {
+    validate(&schema, opts)?;
+    let (target, file) = target::OutputTarget::create(path, opts.overwrite)?;
+    match opts.format {
+        Format::Parquet => Ok(Box::new(parquet_sink::ParquetSink::new(
+            target, file, schema, opts,
+        )?)),
+        Format::Arrow => Ok(Box::new(ipc::IpcSink::new(target, file, schema, opts)?)),
+    }
+}
+
+/// `--output-dir`: one sink per partition, writing `dir/{stem}-{i:05}.{ext}`; partition `i`
+/// should be written only by the worker that owns it. The directory is created if missing.
+/// All names are checked before any file is created, so an existing file (without overwrite)
+/// is refused without leaving anything behind.
+pub fn create_dir_sinks(
+    dir: &Path,
+    stem: &str,
+    partitions: usize,
+    schema: SchemaRef,
+    opts: &SinkOptions,
+) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+    if stem.is_empty() || stem.contains(['/', '\\']) || stem.starts_with('.') {
+        return Err(SinkError::InvalidArgument {
+            what: format!(
+                "file stem {stem:?} must be non-empty, contain no path separator and not start with '.'"
+            ),
+        });
+    }
+    validate(&schema, opts)?;
+    std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+        path: dir.to_path_buf(),
+        during: "creating the output directory",
+        source,
+    })?;
+    let paths: Vec<PathBuf> = (0..partitions)
+        .map(|i| dir.join(format!("{stem}-{i:05}.{}", opts.format.extension())))
+        .collect();
+    for path in &paths {
+        target::check_destination(path, opts.overwrite)?;
+    }
+    paths
+        .iter()
+        .map(|path| create_file_sink(path, schema.clone(), opts))
+        .collect()
+}
+
+/// Rejects option/schema combinations before any file is created.
+fn validate(schema: &Schema, opts: &SinkOptions) -> Result<(), SinkError> {
+    match opts.format {
+        Format::Parquet => {
+            parquet_sink::parquet_compression(opts.compression)?;
+            for field in schema.fields() {
+                if contains_type(field.data_type(), &|t| {
+                    matches!(
+                        t,
+                        DataType::Interval(IntervalUnit::MonthDayNano) | DataType::Union(..)
+                    )
+                }) {
+                    return Err(SinkError::Unsupported {
+                        what: format!(
+                            "column {:?} of type {} cannot be written to Parquet",
+                            field.name(),
+                            field.data_type()
+                        ),
+                    });
+                }
+            }
+        }
+        Format::Arrow => {
+            ipc::ipc_compression(opts.compression)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `pred` holds for `dt` or any type nested in it.
+fn contains_type(dt: &DataType, pred: &dyn Fn(&DataType) -> bool) -> bool {
+    if pred(dt) {
+        return true;
+    }
+    match dt {
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => contains_type(f.data_type(), pred),
+        DataType::Struct(fields) => fields.iter().any(|f| contains_type(f.data_type(), pred)),
+        DataType::Dictionary(_, v) => contains_type(v, pred),
+        _ => false,
+    }
+}
+
+/// Checks that `batch` has the sink's column count and types (names and metadata may differ:
+/// the file uses the sink schema's).
+fn check_batch_schema(path: &Path, schema: &Schema, batch: &RecordBatch) -> Result<(), SinkError> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(SinkError::SchemaMismatch {
+            path: path.to_path_buf(),
+            column: String::new(),
+            detail: format!(
+                "batch has {} columns, the sink {}",
+                batch.num_columns(),
+                schema.fields().len()
+            ),
+        });
+    }
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.data_type().equals_datatype(column.data_type()) {
+            return Err(SinkError::SchemaMismatch {
+                path: path.to_path_buf(),
+                column: field.name().clone(),
+                detail: format!("expected {}, got {}", field.data_type(), column.data_type()),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

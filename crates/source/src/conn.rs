@@ -1,0 +1,661 @@
+//! One blocking connection to a PostgreSQL server: socket (TCP, Unix, TLS),
+//! startup, the simple and extended query exchanges we need, and the
+//! message reader shared with the COPY reader.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::auth::authenticate;
+use crate::dsn::{ConnectConfig, Host, SslMode};
+use crate::error::SourceError;
+use crate::protocol::{self, tag, ErrorFields, ProtocolViolation, HEADER_LEN};
+use crate::tls;
+
+/// Size of the buffer of the message reader (the COPY reader reads into its
+/// own large buffers instead).
+const READ_BUF: usize = 64 * 1024;
+
+/// A plain socket.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+            Socket::Unix(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.flush(),
+            Socket::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// The byte stream of a connection, encrypted or not.
+pub(crate) enum Stream {
+    Plain(Socket),
+    Tls(Box<StreamOwned<ClientConnection, Socket>>),
+}
+
+impl Stream {
+    fn socket(&self) -> &Socket {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// A backend message read by the message reader.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub tag: u8,
+    pub body: Vec<u8>,
+}
+
+/// A result column as the extended protocol's Describe reports it: name,
+/// type OID, typmod, table OID (0 if not a plain column), column attnum.
+pub type DescribedColumn = (String, u32, i32, u32, i16);
+
+/// A session with one server. Not thread-safe by design: each COPY worker
+/// owns its connection.
+pub struct Connection {
+    pub(crate) stream: Stream,
+    /// Bytes received but not yet consumed are `rbuf[rstart..rend]`.
+    pub(crate) rbuf: Vec<u8>,
+    pub(crate) rstart: usize,
+    pub(crate) rend: usize,
+    endpoint: String,
+    params: HashMap<String, String>,
+    backend_pid: i32,
+    secret_key: i32,
+    server_version_num: u32,
+    tls: bool,
+    /// Set when the session is out of step with the server (e.g. a COPY
+    /// abandoned half-way); every later call fails with `Broken`.
+    pub(crate) broken: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("endpoint", &self.endpoint)
+            .field("backend_pid", &self.backend_pid)
+            .field("server_version_num", &self.server_version_num)
+            .field("tls", &self.tls)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+/// Whether this attempt negotiates TLS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsWanted {
+    No,
+    IfOffered,
+    Required,
+}
+
+impl Connection {
+    /// Opens a session: socket, TLS per `sslmode`, startup, authentication.
+    pub fn connect(cfg: &ConnectConfig) -> Result<Connection, SourceError> {
+        let unix = matches!(cfg.host, Host::Unix(_));
+        // libpq ignores sslmode on Unix sockets: they cannot carry TLS.
+        let wanted = match cfg.sslmode {
+            _ if unix => TlsWanted::No,
+            SslMode::Disable | SslMode::Allow => TlsWanted::No,
+            SslMode::Prefer => TlsWanted::IfOffered,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => TlsWanted::Required,
+        };
+        match Self::connect_once(cfg, wanted) {
+            // allow: plaintext first, TLS if the server refused plaintext.
+            Err(SourceError::Auth { .. } | SourceError::Server { .. })
+                if cfg.sslmode == SslMode::Allow && !unix =>
+            {
+                Self::connect_once(cfg, TlsWanted::Required)
+            }
+            other => other,
+        }
+    }
+
+    fn connect_once(cfg: &ConnectConfig, wanted: TlsWanted) -> Result<Connection, SourceError> {
+        let endpoint = cfg.endpoint();
+        let socket = open_socket(cfg)?;
+        let lost = |during: &str, e: io::Error| SourceError::ConnectionLost {
+            host: endpoint.clone(),
+            during: during.to_string(),
+            reason: e.to_string(),
+        };
+        // connect_timeout bounds the whole startup, as in libpq.
+        socket
+            .set_timeouts(cfg.connect_timeout)
+            .map_err(|e| lost("setting socket timeouts", e))?;
+
+        let mut socket = socket;
+        let stream = if wanted == TlsWanted::No {
+            Stream::Plain(socket)
+        } else {
+            socket
+                .write_all(&protocol::ssl_request())
+                .map_err(|e| lost("sending SSLRequest", e))?;
+            // Read exactly one byte: anything buffered beyond it would be
+            // unauthenticated plaintext injected before the handshake.
+            let mut answer = [0u8; 1];
+            socket
+                .read_exact(&mut answer)
+                .map_err(|e| lost("waiting for the SSLRequest answer", e))?;
+            match answer[0] {
+                b'S' => Stream::Tls(Box::new(tls::handshake(socket, cfg)?)),
+                b'N' if wanted == TlsWanted::IfOffered => Stream::Plain(socket),
+                b'N' => {
+                    return Err(SourceError::Tls {
+                        host: endpoint,
+                        message: format!(
+                        "the server does not accept TLS connections, but sslmode={} requires TLS",
+                        cfg.sslmode.as_str()
+                    ),
+                    })
+                }
+                other => {
+                    return Err(SourceError::Protocol {
+                        host: endpoint,
+                        during: "negotiating TLS".into(),
+                        message: format!("unexpected answer {other:#04x} to SSLRequest"),
+                    })
+                }
+            }
+        };
+        let tls = matches!(stream, Stream::Tls(_));
+        let mut conn = Connection {
+            stream,
+            rbuf: vec![0; READ_BUF],
+            rstart: 0,
+            rend: 0,
+            endpoint,
+            params: HashMap::new(),
+            backend_pid: 0,
+            secret_key: 0,
+            server_version_num: 0,
+            tls,
+            broken: false,
+        };
+
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", &cfg.user),
+            ("database", &cfg.dbname),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO"),
+            ("application_name", &cfg.application_name),
+            ("extra_float_digits", "3"),
+        ];
+        if let Some(o) = &cfg.options {
+            params.push(("options", o));
+        }
+        conn.send(&protocol::startup(&params), "sending the startup message")?;
+        authenticate(&mut conn, cfg)?;
+        conn.finish_startup()?;
+        conn.stream
+            .socket()
+            .set_timeouts(None)
+            .map_err(|e| conn.lost("clearing socket timeouts", e))?;
+        Ok(conn)
+    }
+
+    /// After AuthenticationOk: parameters and key data up to ReadyForQuery.
+    fn finish_startup(&mut self) -> Result<(), SourceError> {
+        const DURING: &str = "starting the session";
+        loop {
+            let msg = self.next_message(DURING)?;
+            match msg.tag {
+                tag::BACKEND_KEY_DATA => {
+                    let (pid, key) = protocol::parse_backend_key(&msg.body)
+                        .map_err(|v| self.violation(DURING, v))?;
+                    self.backend_pid = pid;
+                    self.secret_key = key;
+                }
+                tag::READY_FOR_QUERY => break,
+                tag::ERROR_RESPONSE => {
+                    let f =
+                        protocol::parse_error(&msg.body).map_err(|v| self.violation(DURING, v))?;
+                    return Err(self.server_error(f, DURING.to_string()));
+                }
+                // We request no protocol extensions, so a downgrade notice
+                // changes nothing for us.
+                tag::NEGOTIATE_PROTOCOL_VERSION => {}
+                other => {
+                    return Err(self.protocol_error(
+                        DURING,
+                        &format!("unexpected message {:?}", char::from(other)),
+                    ))
+                }
+            }
+        }
+        // Binary timestamps are int64 microseconds only with
+        // integer_datetimes; the float format (removed in PostgreSQL 10) is
+        // not decoded.
+        if let Some(v) = self.params.get("integer_datetimes") {
+            if v != "on" {
+                return Err(SourceError::UnsupportedServer {
+                    host: self.endpoint.clone(),
+                    message: format!(
+                        "integer_datetimes is {v}; binary timestamps need integer_datetimes=on"
+                    ),
+                });
+            }
+        }
+        self.server_version_num = match self
+            .params
+            .get("server_version")
+            .and_then(|v| protocol::parse_server_version(v))
+        {
+            Some(n) => n,
+            None => {
+                let rows = self.simple_query("SHOW server_version_num")?;
+                rows.first()
+                    .and_then(|r| r.first())
+                    .and_then(|v| v.as_deref())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| SourceError::UnsupportedServer {
+                        host: self.endpoint.clone(),
+                        message: "cannot tell the server version".to_string(),
+                    })?
+            }
+        };
+        Ok(())
+    }
+
+    /// `host:port` or the Unix socket path.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// e.g. 150018 for 15.18.
+    pub fn server_version_num(&self) -> u32 {
+        self.server_version_num
+    }
+
+    /// Process id of the server backend (for `pg_terminate_backend`,
+    /// `pg_cancel_backend`, logs).
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid
+    }
+
+    /// Whether the session is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// A server parameter reported by ParameterStatus (server_version,
+    /// TimeZone, integer_datetimes, ...).
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// Runs `sql` (one or more statements) with the simple protocol and
+    /// returns the rows of the last result as text, `None` for NULL.
+    pub fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        let context = format!("running `{}`", summary(sql));
+        self.check_usable()?;
+        self.send(&protocol::query(sql), &context)?;
+        let mut rows = Vec::new();
+        let mut current = Vec::new();
+        let mut error: Option<ErrorFields> = None;
+        loop {
+            let msg = self.next_message(&context)?;
+            match msg.tag {
+                tag::ROW_DESCRIPTION => current.clear(),
+                tag::DATA_ROW => current.push(
+                    protocol::parse_data_row(&msg.body).map_err(|v| self.violation(&context, v))?,
+                ),
+                tag::COMMAND_COMPLETE | tag::EMPTY_QUERY_RESPONSE => {
+                    rows = std::mem::take(&mut current);
+                }
+                tag::ERROR_RESPONSE => {
+                    error = Some(
+                        protocol::parse_error(&msg.body)
+                            .map_err(|v| self.violation(&context, v))?,
+                    );
+                }
+                tag::READY_FOR_QUERY => break,
+                tag::COPY_OUT_RESPONSE | tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE => {
+                    self.broken = true;
+                    return Err(
+                        self.protocol_error(&context, "simple_query cannot run COPY; use copy_out")
+                    );
+                }
+                other => {
+                    self.broken = true;
+                    return Err(self.protocol_error(
+                        &context,
+                        &format!("unexpected message {:?}", char::from(other)),
+                    ));
+                }
+            }
+        }
+        match error {
+            Some(f) => Err(self.server_error(f, context)),
+            None => Ok(rows),
+        }
+    }
+
+    /// Runs `sql` and discards any rows.
+    pub fn execute(&mut self, sql: &str) -> Result<(), SourceError> {
+        self.simple_query(sql).map(|_| ())
+    }
+
+    /// The result columns of `sql` without running it (Parse, Describe,
+    /// Sync of the unnamed statement): (name, type OID, typmod, table OID,
+    /// column attnum). A statement returning no rows gives an empty list.
+    pub fn describe(&mut self, sql: &str) -> Result<Vec<DescribedColumn>, SourceError> {
+        let context = format!("describing `{}`", summary(sql));
+        self.check_usable()?;
+        self.send(&protocol::parse_describe_sync(sql), &context)?;
+        let mut columns = Vec::new();
+        let mut error: Option<ErrorFields> = None;
+        loop {
+            let msg = self.next_message(&context)?;
+            match msg.tag {
+                tag::PARSE_COMPLETE | tag::PARAMETER_DESCRIPTION | tag::NO_DATA => {}
+                tag::ROW_DESCRIPTION => {
+                    columns = protocol::parse_row_description(&msg.body)
+                        .map_err(|v| self.violation(&context, v))?
+                        .into_iter()
+                        .map(|f| (f.name, f.type_oid, f.typmod, f.table_oid, f.column_attnum))
+                        .collect();
+                }
+                tag::ERROR_RESPONSE => {
+                    error = Some(
+                        protocol::parse_error(&msg.body)
+                            .map_err(|v| self.violation(&context, v))?,
+                    );
+                }
+                tag::READY_FOR_QUERY => break,
+                other => {
+                    self.broken = true;
+                    return Err(self.protocol_error(
+                        &context,
+                        &format!("unexpected message {:?}", char::from(other)),
+                    ));
+                }
+            }
+        }
+        match error {
+            Some(f) => Err(self.server_error(f, context)),
+            None => Ok(columns),
+        }
+    }
+
+    // ---- plumbing shared with auth and copy -------------------------------
+
+    pub(crate) fn check_usable(&self) -> Result<(), SourceError> {
+        if self.broken {
+            return Err(SourceError::Broken {
+                host: self.endpoint.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn send(&mut self, bytes: &[u8], during: &str) -> Result<(), SourceError> {
+        let r = self
+            .stream
+            .write_all(bytes)
+            .and_then(|()| self.stream.flush());
+        r.map_err(|e| {
+            self.broken = true;
+            self.lost(during, e)
+        })
+    }
+
+    /// The next message, with ParameterStatus recorded and notices dropped
+    /// (they can come at any time).
+    pub(crate) fn next_message(&mut self, during: &str) -> Result<Message, SourceError> {
+        loop {
+            let msg = self.read_message(during)?;
+            match msg.tag {
+                tag::PARAMETER_STATUS => self.record_parameter_status(&msg.body, during)?,
+                tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE => {}
+                _ => return Ok(msg),
+            }
+        }
+    }
+
+    pub(crate) fn record_parameter_status(
+        &mut self,
+        body: &[u8],
+        during: &str,
+    ) -> Result<(), SourceError> {
+        let (k, v) =
+            protocol::parse_parameter_status(body).map_err(|e| self.violation(during, e))?;
+        self.params.insert(k, v);
+        Ok(())
+    }
+
+    fn read_message(&mut self, during: &str) -> Result<Message, SourceError> {
+        loop {
+            let avail = self.rend - self.rstart;
+            if avail >= HEADER_LEN {
+                let (t, len) =
+                    protocol::header(&self.rbuf[self.rstart..self.rend]).map_err(|v| {
+                        self.broken = true;
+                        self.violation(during, v)
+                    })?;
+                if avail >= HEADER_LEN + len {
+                    let start = self.rstart + HEADER_LEN;
+                    let body = self.rbuf[start..start + len].to_vec();
+                    self.rstart = start + len;
+                    return Ok(Message { tag: t, body });
+                }
+                if self.rbuf.len() < HEADER_LEN + len {
+                    self.rbuf.resize(HEADER_LEN + len, 0);
+                }
+            }
+            // Move the partial message to the front to make room.
+            if self.rstart > 0 {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
+            }
+            let n = loop {
+                match self.stream.read(&mut self.rbuf[self.rend..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(self.lost(during, e));
+                    }
+                }
+            };
+            if n == 0 {
+                self.broken = true;
+                return Err(self.lost(
+                    during,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"),
+                ));
+            }
+            self.rend += n;
+        }
+    }
+
+    /// Puts bytes the COPY reader read past its last message back in front
+    /// of the message reader.
+    pub(crate) fn unread(&mut self, bytes: &[u8]) {
+        let pending = self.rend - self.rstart;
+        let mut v = Vec::with_capacity((bytes.len() + pending).max(READ_BUF));
+        v.extend_from_slice(bytes);
+        v.extend_from_slice(&self.rbuf[self.rstart..self.rend]);
+        let used = v.len();
+        v.resize(v.capacity(), 0);
+        self.rbuf = v;
+        self.rstart = 0;
+        self.rend = used;
+    }
+
+    /// Reads up to ReadyForQuery after an error so the session is usable
+    /// again.
+    pub(crate) fn wait_ready(&mut self, during: &str) -> Result<(), SourceError> {
+        loop {
+            if self.next_message(during)?.tag == tag::READY_FOR_QUERY {
+                return Ok(());
+            }
+        }
+    }
+
+    pub(crate) fn server_error(&mut self, f: ErrorFields, context: String) -> SourceError {
+        // FATAL and PANIC end the session; the server closes the socket.
+        if f.severity == "FATAL" || f.severity == "PANIC" {
+            self.broken = true;
+        }
+        SourceError::Server {
+            code: f.code,
+            message: f.message,
+            detail: f.detail,
+            hint: f.hint,
+            context: format!("{context} on {}", self.endpoint),
+        }
+    }
+
+    pub(crate) fn lost(&self, during: &str, e: io::Error) -> SourceError {
+        SourceError::ConnectionLost {
+            host: self.endpoint.clone(),
+            during: during.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    pub(crate) fn violation(&self, during: &str, v: ProtocolViolation) -> SourceError {
+        self.protocol_error(during, &v.0)
+    }
+
+    pub(crate) fn protocol_error(&self, during: &str, message: &str) -> SourceError {
+        SourceError::Protocol {
+            host: self.endpoint.clone(),
+            during: during.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.broken {
+            // Polite goodbye so the server logs no "unexpected EOF"; the
+            // socket closes either way.
+            let _ = self.stream.write_all(&protocol::terminate());
+            let _ = self.stream.flush();
+        }
+    }
+}
+
+fn open_socket(cfg: &ConnectConfig) -> Result<Socket, SourceError> {
+    let endpoint = cfg.endpoint();
+    let connect_err = |source: io::Error| SourceError::Connect {
+        host: endpoint.clone(),
+        source,
+    };
+    match &cfg.host {
+        Host::Unix(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{}", cfg.port));
+            UnixStream::connect(&path)
+                .map(Socket::Unix)
+                .map_err(connect_err)
+        }
+        Host::Tcp(host) => {
+            let addrs: Vec<SocketAddr> = match cfg.hostaddr {
+                Some(ip) => vec![SocketAddr::new(ip, cfg.port)],
+                None => (host.as_str(), cfg.port)
+                    .to_socket_addrs()
+                    .map_err(connect_err)?
+                    .collect(),
+            };
+            let mut last =
+                io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
+            for addr in addrs {
+                let r = match cfg.connect_timeout {
+                    Some(t) => TcpStream::connect_timeout(&addr, t),
+                    None => TcpStream::connect(addr),
+                };
+                match r {
+                    Ok(s) => {
+                        // Requests are small and latency-bound; COPY data
+                        // flows the other way and is unaffected.
+                        s.set_nodelay(true).map_err(connect_err)?;
+                        return Ok(Socket::Tcp(s));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(connect_err(last))
+        }
+    }
+}
+
+/// The start of a SQL text on one line, for error contexts.
+pub(crate) fn summary(sql: &str) -> String {
+    let one = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 100 {
+        format!("{}...", one.chars().take(100).collect::<String>())
+    } else {
+        one
+    }
+}

@@ -1,0 +1,694 @@
+//! Connection settings: libpq keyword/value strings, `postgresql://` URLs,
+//! the environment and the defaults.
+//!
+//! Resolution follows libpq: the connection string (given, or the first of
+//! `GPUPGPARSER_PG_DSN`, `GPUPASER_PG_DSN`, `DATABASE_URL` that is set) wins;
+//! a setting it leaves out comes from the `PG*` environment variable, then
+//! from the default.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::SourceError;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A host name or IP address, connected over TCP.
+    Tcp(String),
+    /// The directory holding the Unix socket `.s.PGSQL.<port>`.
+    Unix(PathBuf),
+}
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// Plaintext first; TLS only if the server refuses plaintext.
+    Allow,
+    /// TLS if the server offers it (certificate not verified), else plaintext.
+    Prefer,
+    /// TLS, certificate not verified.
+    Require,
+    /// TLS, certificate chain verified against the root certificates, host
+    /// name not checked.
+    VerifyCa,
+    /// TLS, chain and host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<SslMode, SourceError> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(SourceError::Dsn(format!(
+                "sslmode \"{other}\" is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            )))
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Everything needed to open a connection. `Debug` never shows the
+/// password; use [`ConnectConfig::redacted`] in messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectConfig {
+    pub host: Host,
+    /// An IP address to connect to instead of resolving `host` (which is
+    /// still used for TLS host-name verification).
+    pub hostaddr: Option<IpAddr>,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub application_name: String,
+    pub connect_timeout: Option<Duration>,
+    /// Command-line options sent to the server (e.g. `-c work_mem=1GB`).
+    pub options: Option<String>,
+}
+
+impl fmt::Debug for ConnectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectConfig")
+            .field("host", &self.host)
+            .field("hostaddr", &self.hostaddr)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dbname", &self.dbname)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("application_name", &self.application_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// The settings one source (string or environment) gave, before defaults.
+#[derive(Default, Debug)]
+struct Settings {
+    host: Option<String>,
+    hostaddr: Option<String>,
+    port: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    dbname: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+    application_name: Option<String>,
+    connect_timeout: Option<String>,
+    options: Option<String>,
+}
+
+impl Settings {
+    fn set(&mut self, key: &str, value: String) -> Result<(), SourceError> {
+        let slot = match key {
+            "host" => &mut self.host,
+            "hostaddr" => &mut self.hostaddr,
+            "port" => &mut self.port,
+            "user" => &mut self.user,
+            "password" => &mut self.password,
+            "dbname" => &mut self.dbname,
+            "sslmode" => &mut self.sslmode,
+            "sslrootcert" => &mut self.sslrootcert,
+            "application_name" => &mut self.application_name,
+            "connect_timeout" => &mut self.connect_timeout,
+            "options" => &mut self.options,
+            other => {
+                return Err(SourceError::Dsn(format!(
+                "unknown key \"{other}\" (supported: host, hostaddr, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout, options)"
+            )))
+            }
+        };
+        *slot = Some(value);
+        Ok(())
+    }
+}
+
+/// Environment variables that may hold a whole connection string, in order.
+const DSN_VARS: [&str; 3] = ["GPUPGPARSER_PG_DSN", "GPUPASER_PG_DSN", "DATABASE_URL"];
+
+impl ConnectConfig {
+    /// Resolves the settings from `dsn` (or a connection string in the
+    /// environment), the `PG*` environment variables and the defaults.
+    pub fn resolve(dsn: Option<&str>) -> Result<ConnectConfig, SourceError> {
+        Self::resolve_with(dsn, &|k| std::env::var(k).ok(), &|p: &Path| p.exists())
+    }
+
+    /// [`ConnectConfig::resolve`] with the environment and the file system
+    /// as closures, so tests need not touch the process environment.
+    fn resolve_with(
+        dsn: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+        exists: &dyn Fn(&Path) -> bool,
+    ) -> Result<ConnectConfig, SourceError> {
+        let (dsn, origin) = match dsn {
+            Some(d) => (
+                Some(d.to_string()),
+                "the given connection string".to_string(),
+            ),
+            None => match DSN_VARS
+                .iter()
+                .find_map(|v| env(v).filter(|s| !s.trim().is_empty()).map(|s| (s, *v)))
+            {
+                Some((s, var)) => (Some(s), format!("environment variable {var}")),
+                None => (None, String::new()),
+            },
+        };
+        let mut s = match &dsn {
+            Some(d) => parse_dsn(d).map_err(|e| match e {
+                SourceError::Dsn(m) => SourceError::Dsn(format!("{m} (in {origin})")),
+                other => other,
+            })?,
+            None => Settings::default(),
+        };
+
+        // libpq falls back to the environment for each missing setting.
+        let fill = |slot: &mut Option<String>, var: &str| {
+            if slot.is_none() {
+                *slot = env(var).filter(|v| !v.is_empty());
+            }
+        };
+        fill(&mut s.host, "PGHOST");
+        fill(&mut s.hostaddr, "PGHOSTADDR");
+        fill(&mut s.port, "PGPORT");
+        fill(&mut s.user, "PGUSER");
+        fill(&mut s.password, "PGPASSWORD");
+        fill(&mut s.dbname, "PGDATABASE");
+        fill(&mut s.sslmode, "PGSSLMODE");
+        fill(&mut s.sslrootcert, "PGSSLROOTCERT");
+        fill(&mut s.application_name, "PGAPPNAME");
+        fill(&mut s.connect_timeout, "PGCONNECT_TIMEOUT");
+        fill(&mut s.options, "PGOPTIONS");
+
+        let port = match &s.port {
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    SourceError::Dsn(format!("port \"{p}\" is not a TCP port number"))
+                })?,
+            None => 5432,
+        };
+        let host = match &s.host {
+            Some(h) if h.contains(',') => {
+                return Err(SourceError::Dsn(format!(
+                    "host list \"{h}\": only one host is supported"
+                )))
+            }
+            Some(h) if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
+            Some(h) if !h.is_empty() => Host::Tcp(h.clone()),
+            _ => default_host(port, exists),
+        };
+        let hostaddr =
+            match &s.hostaddr {
+                Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
+                    SourceError::Dsn(format!("hostaddr \"{a}\" is not an IP address"))
+                })?),
+                None => None,
+            };
+        let user = s
+            .user
+            .clone()
+            .or_else(|| env("USER"))
+            .or_else(|| env("LOGNAME"))
+            .unwrap_or_else(|| "postgres".to_string());
+        let dbname = s.dbname.clone().unwrap_or_else(|| user.clone());
+        let sslmode = match &s.sslmode {
+            Some(m) => SslMode::parse(m)?,
+            None => SslMode::Prefer,
+        };
+        let connect_timeout = match &s.connect_timeout {
+            Some(t) => {
+                let secs: i64 = t.trim().parse().map_err(|_| {
+                    SourceError::Dsn(format!(
+                        "connect_timeout \"{t}\" is not a number of seconds"
+                    ))
+                })?;
+                // libpq: zero or negative means wait forever; 1 is raised to 2.
+                (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64))
+            }
+            None => None,
+        };
+        Ok(ConnectConfig {
+            host,
+            hostaddr,
+            port,
+            user,
+            password: s.password,
+            dbname,
+            sslmode,
+            sslrootcert: s.sslrootcert.map(PathBuf::from),
+            application_name: s
+                .application_name
+                .unwrap_or_else(|| "gpupgparser".to_string()),
+            connect_timeout,
+            options: s.options,
+        })
+    }
+
+    /// The settings as a keyword/value string without the password, for
+    /// messages and logs.
+    pub fn redacted(&self) -> String {
+        let host = match &self.host {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        };
+        let mut out = format!(
+            "host={} port={} user={} dbname={} sslmode={}",
+            kv_quote(&host),
+            self.port,
+            kv_quote(&self.user),
+            kv_quote(&self.dbname),
+            self.sslmode.as_str()
+        );
+        if let Some(a) = self.hostaddr {
+            out.push_str(&format!(" hostaddr={a}"));
+        }
+        if self.password.is_some() {
+            out.push_str(" password=<redacted>");
+        }
+        if let Some(r) = &self.sslrootcert {
+            out.push_str(&format!(
+                " sslrootcert={}",
+                kv_quote(&r.display().to_string())
+            ));
+        }
+        out
+    }
+
+    /// `host:port` (TCP) or the socket path (Unix), for error messages.
+    pub fn endpoint(&self) -> String {
+        match &self.host {
+            Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
+            Host::Tcp(h) => format!("{h}:{}", self.port),
+            Host::Unix(dir) => dir
+                .join(format!(".s.PGSQL.{}", self.port))
+                .display()
+                .to_string(),
+        }
+    }
+}
+
+/// libpq's default: the Unix socket of the usual directories when it exists,
+/// else localhost over TCP.
+fn default_host(port: u16, exists: &dyn Fn(&Path) -> bool) -> Host {
+    for dir in ["/var/run/postgresql", "/tmp"] {
+        let dir = Path::new(dir);
+        if exists(&dir.join(format!(".s.PGSQL.{port}"))) {
+            return Host::Unix(dir.to_path_buf());
+        }
+    }
+    Host::Tcp("localhost".to_string())
+}
+
+fn kv_quote(v: &str) -> String {
+    if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return v.to_string();
+    }
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn parse_dsn(dsn: &str) -> Result<Settings, SourceError> {
+    let t = dsn.trim();
+    if let Some(rest) = t
+        .strip_prefix("postgresql://")
+        .or_else(|| t.strip_prefix("postgres://"))
+    {
+        parse_url(rest)
+    } else if t.contains("://") {
+        Err(SourceError::Dsn(
+            "URL scheme must be postgresql:// or postgres://".to_string(),
+        ))
+    } else {
+        parse_keyword_value(t)
+    }
+}
+
+/// `key = value ...` where a value is bare (ends at white space) or in
+/// single quotes; backslash escapes the next character in both.
+fn parse_keyword_value(s: &str) -> Result<Settings, SourceError> {
+    let mut out = Settings::default();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(SourceError::Dsn(format!(
+                "missing \"=\" after key \"{key}\""
+            )));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some(n) => value.push(n),
+                        None => break,
+                    },
+                    '\'' => {
+                        closed = true;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(SourceError::Dsn(format!(
+                    "unterminated quoted value for key \"{key}\""
+                )));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        value.push(n);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.set(&key, value)?;
+    }
+    Ok(out)
+}
+
+/// The part of a `postgresql://` URL after the scheme:
+/// `[user[:password]@][host][:port][/dbname][?key=value&...]`.
+fn parse_url(rest: &str) -> Result<Settings, SourceError> {
+    let mut out = Settings::default();
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match main.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (main, None),
+    };
+    // The last '@' separates credentials: a password may contain '@' only
+    // percent-encoded, but be lenient about it.
+    let hostport = match authority.rsplit_once('@') {
+        Some((cred, hp)) => {
+            let (u, p) = match cred.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (cred, None),
+            };
+            if !u.is_empty() {
+                out.user = Some(percent_decode(u, "user")?);
+            }
+            if let Some(p) = p {
+                out.password = Some(percent_decode(p, "password")?);
+            }
+            hp
+        }
+        None => authority,
+    };
+    if hostport.contains(',') {
+        return Err(SourceError::Dsn(format!(
+            "host list \"{hostport}\": only one host is supported"
+        )));
+    }
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| SourceError::Dsn(format!("unclosed \"[\" in host \"{hostport}\"")))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => {
+                return Err(SourceError::Dsn(format!(
+                    "unexpected \"{after}\" after IPv6 host"
+                )))
+            }
+        };
+        (h, port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if !host.is_empty() {
+        out.host = Some(percent_decode(host, "host")?);
+    }
+    if let Some(p) = port.filter(|p| !p.is_empty()) {
+        out.port = Some(percent_decode(p, "port")?);
+    }
+    if let Some(db) = path.filter(|p| !p.is_empty()) {
+        out.dbname = Some(percent_decode(db, "dbname")?);
+    }
+    if let Some(q) = query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                SourceError::Dsn(format!("URL parameter \"{pair}\" has no \"=\""))
+            })?;
+            let k = percent_decode(k, "parameter name")?;
+            let v = percent_decode(v, &k)?;
+            out.set(&k, v)?;
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str, what: &str) -> Result<String, SourceError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| SourceError::Dsn(format!("bad percent-encoding in URL {what}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| SourceError::Dsn(format!("URL {what} is not UTF-8 after percent-decoding")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(dsn: Option<&str>, env: &[(&str, &str)]) -> Result<ConnectConfig, SourceError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ConnectConfig::resolve_with(dsn, &|k| env.get(k).cloned(), &|_| false)
+    }
+
+    #[test]
+    fn keyword_value_with_quotes_and_escapes() {
+        let c = resolve(
+            Some(r"host=db.example port = 6543 user='my user' password='it\'s \\ secret' dbname=x sslmode=verify-full application_name=app connect_timeout=1 options='-c work_mem=64MB'"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.host, Host::Tcp("db.example".into()));
+        assert_eq!(c.port, 6543);
+        assert_eq!(c.user, "my user");
+        assert_eq!(c.password.as_deref(), Some(r"it's \ secret"));
+        assert_eq!(c.dbname, "x");
+        assert_eq!(c.sslmode, SslMode::VerifyFull);
+        assert_eq!(c.application_name, "app");
+        assert_eq!(c.connect_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.options.as_deref(), Some("-c work_mem=64MB"));
+    }
+
+    #[test]
+    fn url_with_percent_encoding_and_params() {
+        let c = resolve(
+            Some("postgresql://us%40er:p%20w%3A@[::1]:5433/my%20db?sslmode=require&application_name=a%26b"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.user, "us@er");
+        assert_eq!(c.password.as_deref(), Some("p w:"));
+        assert_eq!(c.host, Host::Tcp("::1".into()));
+        assert_eq!(c.port, 5433);
+        assert_eq!(c.dbname, "my db");
+        assert_eq!(c.sslmode, SslMode::Require);
+        assert_eq!(c.application_name, "a&b");
+        assert_eq!(c.endpoint(), "[::1]:5433");
+    }
+
+    #[test]
+    fn unix_sockets() {
+        let c = resolve(Some("postgres://%2Fvar%2Frun%2Fpostgresql/db"), &[]).unwrap();
+        assert_eq!(c.host, Host::Unix("/var/run/postgresql".into()));
+        assert_eq!(c.endpoint(), "/var/run/postgresql/.s.PGSQL.5432");
+        let c = resolve(Some("host=/tmp port=5444"), &[]).unwrap();
+        assert_eq!(c.host, Host::Unix("/tmp".into()));
+        let c = resolve(Some("postgresql:///db?host=/sock"), &[]).unwrap();
+        assert_eq!(c.host, Host::Unix("/sock".into()));
+        assert_eq!(c.dbname, "db");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = resolve(Some("host=x bogus=1"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key \"bogus\""), "{e}");
+        let e = resolve(Some("host=x port=99999"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port \"99999\""), "{e}");
+        let e = resolve(Some("host='x"), &[]).unwrap_err().to_string();
+        assert!(e.contains("unterminated"), "{e}");
+        let e = resolve(Some("host"), &[]).unwrap_err().to_string();
+        assert!(e.contains("missing \"=\""), "{e}");
+        let e = resolve(Some("sslmode=maybe"), &[]).unwrap_err().to_string();
+        assert!(e.contains("sslmode \"maybe\""), "{e}");
+        let e = resolve(Some("postgres://a,b/db"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only one host"), "{e}");
+        let e = resolve(Some("mysql://x"), &[]).unwrap_err().to_string();
+        assert!(e.contains("scheme"), "{e}");
+        let e = resolve(None, &[("DATABASE_URL", "postgres://h/?foo=1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn env_precedence() {
+        // The given string beats every variable.
+        let c = resolve(
+            Some("host=given"),
+            &[("GPUPGPARSER_PG_DSN", "host=a"), ("PGHOST", "pghost")],
+        )
+        .unwrap();
+        assert_eq!(c.host, Host::Tcp("given".into()));
+        // Then the DSN variables in order.
+        let c = resolve(
+            None,
+            &[
+                ("GPUPGPARSER_PG_DSN", "host=a"),
+                ("GPUPASER_PG_DSN", "host=b"),
+                ("DATABASE_URL", "postgres://c"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.host, Host::Tcp("a".into()));
+        let c = resolve(
+            None,
+            &[
+                ("GPUPASER_PG_DSN", "host=b"),
+                ("DATABASE_URL", "postgres://c"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.host, Host::Tcp("b".into()));
+        let c = resolve(None, &[("DATABASE_URL", "postgres://c")]).unwrap();
+        assert_eq!(c.host, Host::Tcp("c".into()));
+        // PG* variables fill what the string leaves out.
+        let c = resolve(
+            None,
+            &[
+                ("DATABASE_URL", "postgres://c/db1"),
+                ("PGHOST", "ignored"),
+                ("PGPASSWORD", "pw"),
+                ("PGUSER", "u"),
+                ("PGSSLMODE", "disable"),
+                ("PGSSLROOTCERT", "/ca.pem"),
+                ("PGAPPNAME", "x"),
+                ("PGPORT", "7000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.host, Host::Tcp("c".into()));
+        assert_eq!(c.dbname, "db1");
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        assert_eq!(c.user, "u");
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.sslmode, SslMode::Disable);
+        assert_eq!(c.sslrootcert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.application_name, "x");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve(None, &[("USER", "alice")]).unwrap();
+        assert_eq!(c.host, Host::Tcp("localhost".into()));
+        assert_eq!(c.port, 5432);
+        assert_eq!(c.user, "alice");
+        assert_eq!(c.dbname, "alice");
+        assert_eq!(c.sslmode, SslMode::Prefer);
+        assert_eq!(c.application_name, "gpupgparser");
+        // The Unix socket is the default host when it exists.
+        let c = ConnectConfig::resolve_with(None, &|_| None, &|p: &Path| {
+            p == Path::new("/tmp/.s.PGSQL.5432")
+        })
+        .unwrap();
+        assert_eq!(c.host, Host::Unix("/tmp".into()));
+    }
+
+    #[test]
+    fn password_is_never_shown() {
+        let c = resolve(Some("host=h user=u password=hunter2"), &[]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.redacted().contains("hunter2"));
+        assert!(c.redacted().contains("password=<redacted>"));
+        assert!(c.redacted().contains("host=h port=5432 user=u"));
+    }
+}

@@ -1,0 +1,144 @@
+//! The errors of talking to PostgreSQL. Each one says what failed and where
+//! (server, table, column, protocol phase) on one line.
+
+use gpupg_format::copy::FramingError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// The connection string or environment is malformed.
+    #[error("invalid connection string: {0}")]
+    Dsn(String),
+
+    /// The TCP or Unix-socket connection could not be opened.
+    #[error("cannot connect to {host}: {source}")]
+    Connect {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// TLS could not be negotiated or the certificate was rejected.
+    #[error("TLS with {host}: {message}")]
+    Tls { host: String, message: String },
+
+    /// The server rejected the credentials, or needs some we do not have.
+    #[error("authentication of user \"{user}\" at {host} failed: {message}")]
+    Auth {
+        host: String,
+        user: String,
+        message: String,
+    },
+
+    /// The server answered with an ErrorResponse.
+    #[error(
+        "{context}: {message} (SQLSTATE {code}){}{}",
+        opt_part(" DETAIL: ", detail),
+        opt_part(" HINT: ", hint)
+    )]
+    Server {
+        /// The SQLSTATE, e.g. `42P01`.
+        code: String,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+        /// What we were doing and where, e.g. "COPY of partition 3 on
+        /// db:5432".
+        context: String,
+    },
+
+    /// The socket closed or failed in the middle of an exchange.
+    #[error("connection to {host} lost while {during}: {reason}")]
+    ConnectionLost {
+        host: String,
+        during: String,
+        reason: String,
+    },
+
+    /// The server sent something the protocol does not allow here.
+    #[error("protocol error from {host} while {during}: {message}")]
+    Protocol {
+        host: String,
+        during: String,
+        message: String,
+    },
+
+    /// The binary COPY stream itself is malformed.
+    #[error("malformed binary COPY data from {host} while {during}: {source}")]
+    Framing {
+        host: String,
+        during: String,
+        #[source]
+        source: FramingError,
+    },
+
+    /// The server is too old or configured in a way we cannot read.
+    #[error("server {host} is not supported: {message}")]
+    UnsupportedServer { host: String, message: String },
+
+    #[error("table {table} does not exist (or is not visible with the current search_path)")]
+    NoSuchTable { table: String },
+
+    #[error("column \"{column}\" does not exist in table {table}")]
+    NoSuchColumn { table: String, column: String },
+
+    #[error("column \"{column}\" of {table} has type {type_name}, which gpupgparser cannot decode; export it as text with the cast-unsupported-types-to-text option (UnsupportedTypes::CastToText), or cast it in a --query")]
+    UnsupportedType {
+        table: String,
+        column: String,
+        type_name: String,
+    },
+
+    /// The connection broke earlier (e.g. a COPY was abandoned) and cannot be
+    /// used again.
+    #[error("connection to {host} is unusable after an earlier failure; open a new one")]
+    Broken { host: String },
+
+    /// The consumer of COPY chunks stopped (e.g. a decoder failed).
+    #[error("COPY consumer stopped: {0}")]
+    Downstream(String),
+}
+
+impl SourceError {
+    /// The SQLSTATE of a server error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            SourceError::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// `prefix + text` with line breaks flattened, or nothing: keeps server
+/// details and hints on the error's single line.
+fn opt_part(prefix: &str, text: &Option<String>) -> String {
+    match text {
+        Some(t) => format!(
+            "{prefix}{}",
+            t.split_whitespace().collect::<Vec<_>>().join(" ")
+        ),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_error_is_one_line_with_context() {
+        let e = SourceError::Server {
+            code: "42501".into(),
+            message: "permission denied for table t".into(),
+            detail: Some("line one\nline two".into()),
+            hint: None,
+            context: "COPY of partition 2 on db:5432".into(),
+        };
+        let s = e.to_string();
+        assert_eq!(
+            s,
+            "COPY of partition 2 on db:5432: permission denied for table t (SQLSTATE 42501) DETAIL: line one line two"
+        );
+        assert_eq!(e.sqlstate(), Some("42501"));
+    }
+}

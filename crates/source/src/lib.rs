@@ -1,0 +1,41 @@
+//! Everything that talks to PostgreSQL: a minimal blocking frontend/backend
+//! protocol v3 client whose COPY reader frames `COPY ... TO STDOUT (FORMAT
+//! binary)` straight in large chunk buffers, plus the catalog queries,
+//! snapshot sharing and range planning of a parallel export.
+//!
+//! Layout (one concept per file; protocol parts without I/O beneath the
+//! client):
+//! - [`dsn`]: connection strings, environment and defaults.
+//! - [`protocol`]: message encoding and decoding, no I/O.
+//! - [`conn`]: sockets, startup, simple/extended queries; [`tls`] and
+//!   [`auth`] beneath it.
+//! - [`copy`]: the COPY reader (the hot path); [`pool`]: its buffers.
+//! - [`catalog`], [`snapshot`], [`plan`], [`sql`]: what to read and how.
+
+mod auth;
+pub mod catalog;
+pub mod conn;
+pub mod copy;
+pub mod dsn;
+pub mod error;
+pub mod plan;
+pub mod pool;
+pub mod protocol;
+pub mod snapshot;
+pub mod sql;
+mod tls;
+
+pub use catalog::{
+    query_columns, resolve_table, table_columns, SelectColumn, TableInfo, UnsupportedTypes,
+};
+pub use conn::{Connection, DescribedColumn};
+pub use copy::CopyOutStats;
+pub use dsn::{ConnectConfig, Host, SslMode};
+pub use error::SourceError;
+pub use plan::{
+    copy_query_sql, copy_sql, plan_ranges, plan_table_reads, PageRange, RangeQueue, ReadSpec,
+    ReadTask,
+};
+pub use pool::BufferPool;
+pub use snapshot::{begin_exported_snapshot, begin_with_snapshot};
+pub use sql::{quote_ident, quote_literal};

@@ -1,0 +1,479 @@
+//! Frontend/backend protocol v3 messages without I/O: encoding of what we
+//! send and decoding of the bodies of what the server sends.
+//!
+//! A backend message is a type byte, an int32 length that counts itself but
+//! not the type byte, and the body. The COPY hot path frames messages in its
+//! own buffers with [`header`]; everything else goes through the connection's
+//! message reader and the `parse_*` functions here.
+
+/// Backend message type bytes.
+pub mod tag {
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const DATA_ROW: u8 = b'D';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const NO_DATA: u8 = b'n';
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+}
+
+/// Bytes of a message header: type byte and int32 length.
+pub const HEADER_LEN: usize = 5;
+
+/// The largest message we accept: PostgreSQL's rows are at most 1 GB, and a
+/// larger length means a corrupt stream rather than a row to buffer.
+pub const MAX_MESSAGE_LEN: usize = (1 << 30) + (64 << 20);
+
+/// A malformed message body; the connection adds host and phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolViolation(pub String);
+
+/// Type byte and body length of the message header at the start of `buf`
+/// (which must hold at least [`HEADER_LEN`] bytes).
+#[inline]
+pub fn header(buf: &[u8]) -> Result<(u8, usize), ProtocolViolation> {
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if !(4..=MAX_MESSAGE_LEN).contains(&len) {
+        return Err(ProtocolViolation(format!(
+            "message of type {:?} has impossible length {len}",
+            char::from(buf[0])
+        )));
+    }
+    Ok((buf[0], len - 4))
+}
+
+// ---- frontend messages -------------------------------------------------
+
+/// The 8-byte SSLRequest.
+pub fn ssl_request() -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..4].copy_from_slice(&8u32.to_be_bytes());
+    m[4..].copy_from_slice(&80877103u32.to_be_bytes());
+    m
+}
+
+/// StartupMessage for protocol 3.0 with the given parameters.
+pub fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut m = vec![0, 0, 0, 0];
+    m.extend_from_slice(&196608u32.to_be_bytes());
+    for (k, v) in params {
+        put_cstr(&mut m, k);
+        put_cstr(&mut m, v);
+    }
+    m.push(0);
+    let len = m.len() as u32;
+    m[..4].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+/// A typed message: type byte, length, body.
+fn typed(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(body.len() + HEADER_LEN);
+    m.push(tag);
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// PasswordMessage (cleartext or md5 hash): the password as a C string.
+pub fn password(pw: &[u8]) -> Vec<u8> {
+    let mut body = pw.to_vec();
+    body.push(0);
+    typed(b'p', &body)
+}
+
+/// SASLInitialResponse: mechanism name and the client-first message.
+pub fn sasl_initial(mechanism: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_cstr(&mut body, mechanism);
+    body.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    body.extend_from_slice(data);
+    typed(b'p', &body)
+}
+
+/// SASLResponse: the next client message.
+pub fn sasl_response(data: &[u8]) -> Vec<u8> {
+    typed(b'p', data)
+}
+
+/// Query (simple protocol).
+pub fn query(sql: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(sql.len() + 1);
+    put_cstr(&mut body, sql);
+    typed(b'Q', &body)
+}
+
+/// Parse of the unnamed statement with no parameter types, Describe of it,
+/// and Sync, in one write.
+pub fn parse_describe_sync(sql: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(sql.len() + 4);
+    body.push(0); // unnamed statement
+    put_cstr(&mut body, sql);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    let mut m = typed(b'P', &body);
+    m.extend_from_slice(&typed(b'D', b"S\0"));
+    m.extend_from_slice(&typed(b'S', &[]));
+    m
+}
+
+/// Terminate.
+pub fn terminate() -> Vec<u8> {
+    typed(b'X', &[])
+}
+
+/// CancelRequest for another connection's backend (sent on a new socket).
+pub fn cancel_request(pid: i32, secret: i32) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[..4].copy_from_slice(&16u32.to_be_bytes());
+    m[4..8].copy_from_slice(&80877102u32.to_be_bytes());
+    m[8..12].copy_from_slice(&pid.to_be_bytes());
+    m[12..].copy_from_slice(&secret.to_be_bytes());
+    m
+}
+
+fn put_cstr(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(s.as_bytes());
+    buf.push(0);
+}
+
+// ---- backend message bodies ------------------------------------------------
+
+/// A cursor over a message body.
+struct Body<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Body<'a> {
+    fn short(&self) -> ProtocolViolation {
+        ProtocolViolation(format!("{} message is truncated", self.what))
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProtocolViolation> {
+        if self.buf.len() < n {
+            return Err(self.short());
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, ProtocolViolation> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn i16(&mut self) -> Result<i16, ProtocolViolation> {
+        let b = self.bytes(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Result<i32, ProtocolViolation> {
+        let b = self.bytes(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn cstr(&mut self) -> Result<String, ProtocolViolation> {
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| self.short())?;
+        let s = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+}
+
+/// An Authentication request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthRequest {
+    Ok,
+    Cleartext,
+    Md5 {
+        salt: [u8; 4],
+    },
+    Sasl {
+        mechanisms: Vec<String>,
+    },
+    SaslContinue(Vec<u8>),
+    SaslFinal(Vec<u8>),
+    /// Kerberos, GSSAPI, SSPI...: not supported.
+    Other(i32),
+}
+
+pub fn parse_auth(body: &[u8]) -> Result<AuthRequest, ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "Authentication",
+    };
+    Ok(match b.i32()? {
+        0 => AuthRequest::Ok,
+        3 => AuthRequest::Cleartext,
+        5 => {
+            let s = b.bytes(4)?;
+            AuthRequest::Md5 {
+                salt: [s[0], s[1], s[2], s[3]],
+            }
+        }
+        10 => {
+            let mut mechanisms = Vec::new();
+            loop {
+                let m = b.cstr()?;
+                if m.is_empty() {
+                    break;
+                }
+                mechanisms.push(m);
+            }
+            AuthRequest::Sasl { mechanisms }
+        }
+        11 => AuthRequest::SaslContinue(b.buf.to_vec()),
+        12 => AuthRequest::SaslFinal(b.buf.to_vec()),
+        other => AuthRequest::Other(other),
+    })
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that we report.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub fn parse_error(body: &[u8]) -> Result<ErrorFields, ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "ErrorResponse",
+    };
+    let mut f = ErrorFields::default();
+    loop {
+        let t = b.u8()?;
+        if t == 0 {
+            break;
+        }
+        let v = b.cstr()?;
+        match t {
+            // 'V' is the untranslated severity (9.6+); prefer it.
+            b'V' => f.severity = v,
+            b'S' if f.severity.is_empty() => f.severity = v,
+            b'C' => f.code = v,
+            b'M' => f.message = v,
+            b'D' => f.detail = Some(v),
+            b'H' => f.hint = Some(v),
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+/// ParameterStatus: name and value.
+pub fn parse_parameter_status(body: &[u8]) -> Result<(String, String), ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "ParameterStatus",
+    };
+    Ok((b.cstr()?, b.cstr()?))
+}
+
+/// BackendKeyData: process id and secret key.
+pub fn parse_backend_key(body: &[u8]) -> Result<(i32, i32), ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "BackendKeyData",
+    };
+    Ok((b.i32()?, b.i32()?))
+}
+
+/// One field of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDescription {
+    pub name: String,
+    pub table_oid: u32,
+    pub column_attnum: i16,
+    pub type_oid: u32,
+    pub type_size: i16,
+    pub typmod: i32,
+    pub format: i16,
+}
+
+pub fn parse_row_description(body: &[u8]) -> Result<Vec<FieldDescription>, ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "RowDescription",
+    };
+    let n = b.i16()?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        out.push(FieldDescription {
+            name: b.cstr()?,
+            table_oid: b.i32()? as u32,
+            column_attnum: b.i16()?,
+            type_oid: b.i32()? as u32,
+            type_size: b.i16()?,
+            typmod: b.i32()?,
+            format: b.i16()?,
+        });
+    }
+    Ok(out)
+}
+
+/// DataRow of the simple protocol: text values, `None` for NULL.
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "DataRow",
+    };
+    let n = b.i16()?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = b.i32()?;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let v = b.bytes(len as usize)?;
+            out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// CopyOutResponse: whether the overall format is binary (1) and the
+/// per-column formats.
+pub fn parse_copy_out_response(body: &[u8]) -> Result<(i8, Vec<i16>), ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "CopyOutResponse",
+    };
+    let overall = b.u8()? as i8;
+    let n = b.i16()?;
+    let mut cols = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        cols.push(b.i16()?);
+    }
+    Ok((overall, cols))
+}
+
+/// server_version ("15.18 (Debian ...)", "9.6.24", "17beta1") as
+/// server_version_num (150018, 90624, 170000).
+pub fn parse_server_version(v: &str) -> Option<u32> {
+    let digits_end = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let mut parts = v.trim().split('.');
+    let first = parts.next()?;
+    let major: u32 = first[..digits_end(first)].parse().ok()?;
+    let mut next = || -> u32 {
+        parts
+            .next()
+            .and_then(|p| p[..digits_end(p)].parse().ok())
+            .unwrap_or(0)
+    };
+    if major >= 10 {
+        Some(major * 10000 + next())
+    } else {
+        let minor = next();
+        let patch = next();
+        Some(major * 10000 + minor * 100 + patch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_layout() {
+        let m = startup(&[("user", "u")]);
+        assert_eq!(&m[..4], &(m.len() as u32).to_be_bytes());
+        assert_eq!(&m[4..8], &[0, 3, 0, 0]);
+        assert_eq!(&m[8..], b"user\0u\0\0");
+    }
+
+    #[test]
+    fn query_and_extended_messages() {
+        assert_eq!(query("SELECT 1"), b"Q\0\0\0\x0dSELECT 1\0");
+        let m = parse_describe_sync("S");
+        assert_eq!(&m[..1], b"P");
+        assert!(m.ends_with(b"D\0\0\0\x06S\0S\0\0\0\x04"));
+    }
+
+    #[test]
+    fn header_rejects_impossible_lengths() {
+        assert_eq!(header(b"d\0\0\0\x08xxxx").unwrap(), (b'd', 4));
+        assert!(header(b"d\0\0\0\x03").is_err());
+        assert!(header(b"d\xff\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn error_fields() {
+        let body = b"SERROR\0VERROR\0C42P01\0Mrelation \"x\" does not exist\0P15\0\0";
+        let f = parse_error(body).unwrap();
+        assert_eq!(f.code, "42P01");
+        assert_eq!(f.severity, "ERROR");
+        assert_eq!(f.message, "relation \"x\" does not exist");
+        assert!(parse_error(b"C42").is_err());
+    }
+
+    #[test]
+    fn auth_requests() {
+        assert_eq!(parse_auth(&[0, 0, 0, 0]).unwrap(), AuthRequest::Ok);
+        assert_eq!(
+            parse_auth(&[0, 0, 0, 5, 1, 2, 3, 4]).unwrap(),
+            AuthRequest::Md5 { salt: [1, 2, 3, 4] }
+        );
+        let mut sasl = vec![0, 0, 0, 10];
+        sasl.extend_from_slice(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        assert_eq!(
+            parse_auth(&sasl).unwrap(),
+            AuthRequest::Sasl {
+                mechanisms: vec!["SCRAM-SHA-256-PLUS".into(), "SCRAM-SHA-256".into()]
+            }
+        );
+        assert!(parse_auth(&[0, 0, 0, 5, 1]).is_err());
+    }
+
+    #[test]
+    fn data_rows_and_descriptions() {
+        let mut body = vec![0, 2];
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"hi");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(
+            parse_data_row(&body).unwrap(),
+            vec![Some("hi".to_string()), None]
+        );
+        let mut rd = vec![0, 1];
+        rd.extend_from_slice(b"id\0");
+        rd.extend_from_slice(&16384u32.to_be_bytes());
+        rd.extend_from_slice(&1i16.to_be_bytes());
+        rd.extend_from_slice(&23u32.to_be_bytes());
+        rd.extend_from_slice(&4i16.to_be_bytes());
+        rd.extend_from_slice(&(-1i32).to_be_bytes());
+        rd.extend_from_slice(&0i16.to_be_bytes());
+        let f = parse_row_description(&rd).unwrap();
+        assert_eq!(f[0].name, "id");
+        assert_eq!(
+            (f[0].table_oid, f[0].column_attnum, f[0].type_oid),
+            (16384, 1, 23)
+        );
+    }
+
+    #[test]
+    fn server_versions() {
+        assert_eq!(
+            parse_server_version("15.18 (Debian 15.18-1.pgdg120+1)"),
+            Some(150018)
+        );
+        assert_eq!(parse_server_version("9.6.24"), Some(90624));
+        assert_eq!(parse_server_version("17beta1"), Some(170000));
+        assert_eq!(parse_server_version("x"), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! `gpupgparser bench`: an export of SSB lineorder measured against the
+//! server's own COPY speed on the same connections, recorded as JSON with the
+//! machine and the arguments.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use gpupg_export::{measure_copy_ceiling, CeilingReport, ExportReport, NoProgress, Output, Target};
+use gpupg_localpg::LocalServer;
+use gpupg_source::{sql::quote_literal, ConnectConfig, Connection};
+use serde::Serialize;
+
+use crate::export_args::{install_ctrlc, ConnArgs, ExportOptions};
+use crate::machine::{describe, Machine};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Server to measure (default: a throwaway local server).
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Table to export.
+    #[arg(long, default_value = "lineorder")]
+    pub table: String,
+    /// Rows of lineorder to generate when the table is created.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Create the table: when missing (auto), always (replacing it), or never.
+    #[arg(long, value_enum, default_value_t = CreateArg::Auto)]
+    pub create: CreateArg,
+    /// Directory for the output files, removed after each run (default: the system's temporary directory).
+    #[arg(long)]
+    pub scratch_dir: Option<PathBuf>,
+    /// Export runs (the best is reported, all are recorded).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Do not measure the server's COPY ceiling.
+    #[arg(long)]
+    pub skip_ceiling: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: ExportOptions,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Serialize)]
+struct BenchResult {
+    machine: Machine,
+    command: Vec<String>,
+    server_version: String,
+    table: String,
+    rows: u64,
+    heap_bytes: u64,
+    ceiling: Option<CeilingReport>,
+    runs: Vec<ExportReport>,
+    best_seconds: f64,
+    rows_per_second: f64,
+    copy_gb_per_second: f64,
+    /// Export time over ceiling time (1.0 = as fast as COPY into nothing).
+    ratio_to_ceiling: Option<f64>,
+    /// COPY bytes decoded per second of one decoder thread.
+    decode_gb_per_second_per_core: f64,
+}
+
+fn scalar(conn: &mut Connection, sql: &str) -> Result<String> {
+    conn.simple_query(sql)?
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .with_context(|| format!("no value from: {sql}"))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    install_ctrlc();
+    let server;
+    let config = match &args.conn.dsn {
+        Some(_) => args.conn.resolve()?,
+        None => {
+            eprintln!("no --dsn: starting a throwaway PostgreSQL server");
+            server = LocalServer::start().context("starting the benchmark server")?;
+            ConnectConfig::resolve(Some(&server.dsn()))?
+        }
+    };
+    let mut conn = Connection::connect(&config)?;
+    let exists = scalar(
+        &mut conn,
+        &format!("SELECT to_regclass({}) IS NOT NULL", quote_literal(&args.table)),
+    )? == "t";
+    if args.create == CreateArg::Always || (args.create == CreateArg::Auto && !exists) {
+        let t = Instant::now();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        eprintln!("creating {} with {} rows ...", args.table, args.rows);
+        gpupg_datagen::create_lineorder(&config, &args.table, args.rows, cores)?;
+        eprintln!("  created in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let server_version = scalar(&mut conn, "SHOW server_version")?;
+    let regclass = quote_literal(&args.table);
+    let heap_bytes: u64 = scalar(
+        &mut conn,
+        &format!("SELECT pg_relation_size({regclass}::regclass)"),
+    )?
+    .parse()
+    .context("pg_relation_size")?;
+
+    let scratch = tempfile::Builder::new()
+        .prefix("gpupg-bench-")
+        .tempdir_in(args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir))
+        .context("creating the scratch directory")?;
+    let mut options = args.options.clone();
+    options.overwrite = true;
+    let ext = match options.format {
+        Some(crate::export_args::FormatArg::Arrow) => "arrow",
+        _ => "parquet",
+    };
+    let out = scratch.path().join(format!("bench.{ext}"));
+    let req = options.request(
+        config.clone(),
+        Target::Table(args.table.clone()),
+        Output::File(out.clone()),
+    )?;
+
+    let ceiling = if args.skip_ceiling {
+        None
+    } else {
+        eprintln!(
+            "measuring the COPY ceiling: COPY BINARY into nothing on {} connection(s) ...",
+            req.parallel
+        );
+        let c = measure_copy_ceiling(&req)?;
+        eprintln!(
+            "  ceiling: {:.2} s, {} rows, {:.2} GB ({:.2} GB/s)",
+            c.seconds,
+            c.rows,
+            c.bytes_received as f64 / 1e9,
+            c.bytes_received as f64 / 1e9 / c.seconds
+        );
+        Some(c)
+    };
+
+    let mut runs = Vec::new();
+    for i in 0..args.runs.max(1) {
+        let report = gpupg_export::export(&req, &NoProgress)?;
+        eprintln!("\nrun {}:\n{}", i + 1, report.summary());
+        std::fs::remove_file(&out).ok();
+        runs.push(report);
+    }
+    let best = runs
+        .iter()
+        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+        .context("no run")?;
+    let result = BenchResult {
+        machine: describe(),
+        command: std::env::args().collect(),
+        server_version,
+        table: args.table.clone(),
+        rows: best.rows,
+        heap_bytes,
+        best_seconds: best.seconds,
+        rows_per_second: best.rows_per_second(),
+        copy_gb_per_second: best.copy_gb_per_second(),
+        ratio_to_ceiling: ceiling.as_ref().map(|c| best.seconds / c.seconds),
+        decode_gb_per_second_per_core: best.copy_bytes as f64 / 1e9 / best.phases.decode.max(1e-9),
+        ceiling,
+        runs,
+    };
+    eprintln!(
+        "\nbench: {} rows ({:.2} GB heap) in {:.2} s: {:.0} rows/s, {:.2} GB/s of COPY data, decoder {:.2} GB/s per core{}",
+        result.rows,
+        heap_bytes as f64 / 1e9,
+        result.best_seconds,
+        result.rows_per_second,
+        result.copy_gb_per_second,
+        result.decode_gb_per_second_per_core,
+        match result.ratio_to_ceiling {
+            Some(r) => format!(", {r:.2}x the COPY ceiling's time"),
+            None => String::new(),
+        }
+    );
+    let json = serde_json::to_string_pretty(&result)?;
+    match &args.json {
+        Some(path) => {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("results written to {}", path.display());
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! `gpupgparser export`: command-line arguments to an [`ExportRequest`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use gpupg_decode::{ArrayRepr, EnumRepr, IntervalRepr, TypeOptions, UnconstrainedNumeric};
+use gpupg_export::{default_parallelism, Engine, ExportRequest, Output, Target};
+use gpupg_sink::{Compression, Format, SinkOptions};
+use gpupg_source::{ConnectConfig, UnsupportedTypes};
+
+use crate::progress::Bar;
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Table, view or materialized view to export (schema-qualified, quoted as in SQL).
+    #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+    pub table: Option<String>,
+    /// A SELECT statement to export (read on one connection).
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Output file.
+    #[arg(long, conflicts_with = "output_dir", required_unless_present = "output_dir")]
+    pub output: Option<PathBuf>,
+    /// Output directory: one file per connection.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: ExportOptions,
+    /// Write a JSON report (rows, bytes, seconds, engine, source, phases) to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// libpq connection string or postgresql:// URL. Default: $GPUPGPARSER_PG_DSN,
+    /// $GPUPASER_PG_DSN, $DATABASE_URL, then the PG* variables.
+    #[arg(long)]
+    pub dsn: Option<String>,
+}
+
+impl ConnArgs {
+    pub fn resolve(&self) -> Result<ConnectConfig> {
+        Ok(ConnectConfig::resolve(self.dsn.as_deref())?)
+    }
+}
+
+/// Options shared by `export` and `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportOptions {
+    /// Output format (default: from the file extension, else parquet).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// zstd[:LEVEL], snappy, lz4, gzip, brotli or none (Arrow IPC: zstd, lz4, none).
+    #[arg(long, default_value = "zstd")]
+    pub compression: String,
+    /// Connections to the server (default: cores, at most 16).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Decode and encode threads (default: cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Only these columns, in this order (names as the catalog spells them).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// SQL condition on the table's rows.
+    #[arg(long = "where")]
+    pub filter: Option<String>,
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// numeric without precision (or above 38 digits): text (lossless), float64, or decimal:SCALE (Decimal128(38,SCALE)).
+    #[arg(long, default_value = "text")]
+    pub numeric: String,
+    /// Enums as utf8 or dictionary.
+    #[arg(long, value_enum, default_value_t = EnumArg::Utf8)]
+    pub enums: EnumArg,
+    /// Arrays as list (multi-dimensional values flattened) or struct (dims, lower bounds and values: lossless).
+    #[arg(long, value_enum, default_value_t = ArrayArg::List)]
+    pub arrays: ArrayArg,
+    /// Have the server cast columns of unsupported types to text instead of failing.
+    #[arg(long)]
+    pub cast_unsupported: bool,
+    /// Chunk size in MiB (memory in use is about (connections + 2 x threads) x chunk size).
+    #[arg(long, default_value_t = 32)]
+    pub chunk_mib: usize,
+    /// Rows per Parquet row group at most.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub row_group_rows: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatArg {
+    Parquet,
+    Arrow,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineArg {
+    Auto,
+    Cpu,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnumArg {
+    Utf8,
+    Dictionary,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayArg {
+    List,
+    Struct,
+}
+
+/// Set by the Ctrl-C handler; the export then stops and removes its output.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+pub fn install_ctrlc() {
+    // A second Ctrl-C while cleaning up still stops the process.
+    let _ = ctrlc::set_handler(|| {
+        if CANCEL.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+}
+
+fn format_for(path: &Path, arg: Option<FormatArg>) -> Format {
+    match arg {
+        Some(FormatArg::Parquet) => Format::Parquet,
+        Some(FormatArg::Arrow) => Format::Arrow,
+        None => match path.extension().and_then(|e| e.to_str()) {
+            Some("arrow" | "arrows" | "ipc" | "feather") => Format::Arrow,
+            _ => Format::Parquet,
+        },
+    }
+}
+
+fn parse_numeric(s: &str) -> Result<UnconstrainedNumeric> {
+    Ok(match s {
+        "text" => UnconstrainedNumeric::Text,
+        "float64" => UnconstrainedNumeric::Float64,
+        _ => match s.strip_prefix("decimal:") {
+            Some(scale) => {
+                let scale: i8 = scale
+                    .parse()
+                    .ok()
+                    .filter(|s| (-38..=38).contains(s))
+                    .with_context(|| format!("--numeric {s}: the scale must be a number from -38 to 38"))?;
+                UnconstrainedNumeric::Decimal128 { scale }
+            }
+            None => bail!("--numeric {s}: expected text, float64 or decimal:SCALE"),
+        },
+    })
+}
+
+impl ExportOptions {
+    /// Builds the request for `target` into `output`.
+    pub fn request(
+        &self,
+        connect: ConnectConfig,
+        target: Target,
+        output: Output,
+    ) -> Result<ExportRequest<'static>> {
+        let path = match &output {
+            Output::File(p) => p.clone(),
+            Output::Dir(_) => PathBuf::new(),
+        };
+        let format = format_for(&path, self.format);
+        let compression: Compression = self
+            .compression
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--compression {}: {e}", self.compression))?;
+        if self.chunk_mib == 0 || self.chunk_mib > 1024 {
+            bail!("--chunk-mib {}: must be from 1 to 1024", self.chunk_mib);
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4);
+        Ok(ExportRequest {
+            connect,
+            target,
+            columns: self.columns.clone(),
+            filter: self.filter.clone(),
+            output,
+            parallel: self.parallel.unwrap_or_else(default_parallelism),
+            workers: self.threads.unwrap_or(cores),
+            chunk_bytes: self.chunk_mib << 20,
+            engine: match self.engine {
+                EngineArg::Auto => Engine::Auto,
+                EngineArg::Cpu => Engine::Cpu,
+            },
+            types: TypeOptions {
+                // Parquet has no signed interval type: a struct keeps all three parts.
+                interval: match format {
+                    Format::Parquet => IntervalRepr::Struct,
+                    Format::Arrow => IntervalRepr::MonthDayNano,
+                },
+                numeric: parse_numeric(&self.numeric)?,
+                enums: match self.enums {
+                    EnumArg::Utf8 => EnumRepr::Utf8,
+                    EnumArg::Dictionary => EnumRepr::Dictionary,
+                },
+                arrays: match self.arrays {
+                    ArrayArg::List => ArrayRepr::List,
+                    ArrayArg::Struct => ArrayRepr::Struct,
+                },
+            },
+            unsupported: if self.cast_unsupported {
+                UnsupportedTypes::CastToText
+            } else {
+                UnsupportedTypes::Error
+            },
+            sink: SinkOptions {
+                format,
+                compression,
+                overwrite: self.overwrite,
+                row_group_rows: self.row_group_rows,
+            },
+            cancel: Some(&CANCEL),
+        })
+    }
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let connect = args.conn.resolve()?;
+    let target = match (&args.table, &args.query) {
+        (Some(t), None) => Target::Table(t.clone()),
+        (None, Some(q)) => Target::Query(q.clone()),
+        _ => bail!("give exactly one of --table and --query"),
+    };
+    let output = match (&args.output, &args.output_dir) {
+        (Some(f), None) => Output::File(f.clone()),
+        (None, Some(d)) => Output::Dir(d.clone()),
+        _ => bail!("give exactly one of --output and --output-dir"),
+    };
+    if let Some(report) = &args.report {
+        if report.is_dir() {
+            bail!("--report {}: is a directory", report.display());
+        }
+    }
+    let req = args.options.request(connect, target, output)?;
+    install_ctrlc();
+    let bar = Bar::new(args.quiet);
+    let report = gpupg_export::export(&req, &bar)?;
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    if !args.quiet {
+        eprintln!("{}", report.summary());
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The real binary, run as a user would run it.
+
+use std::process::Command;
+
+use gpupg_localpg::LocalServer;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gpupgparser"))
+}
+
+#[test]
+fn export_writes_the_file_and_the_report() {
+    let server = LocalServer::start().expect("server");
+    server
+        .psql("CREATE SCHEMA s; CREATE TABLE s.\"Mixed Case\" (a int, b text); INSERT INTO s.\"Mixed Case\" SELECT g, 'r' || g FROM generate_series(1, 5000) g;")
+        .expect("setup");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("x.parquet");
+    let report = dir.path().join("report.json");
+    let o = bin()
+        .args(["export", "--dsn", &server.dsn(), "--table", "s.\"Mixed Case\"", "--parallel", "3"])
+        .arg("--output")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("exported 5000 rows"), "{stderr}");
+    assert!(stderr.contains("decode"), "the breakdown is printed: {stderr}");
+    assert!(out.exists());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(json["rows"], 5000);
+    assert_eq!(json["engine"], "cpu");
+    assert_eq!(json["source"], "copy");
+    for phase in ["metadata", "copy_receive", "decode", "write"] {
+        assert!(json["phases"][phase].is_number(), "phase {phase}");
+    }
+    assert!(json["bytes_received"].as_u64().expect("bytes") > 5000 * 10);
+
+    // Arrow IPC to a directory: one file per connection, nothing else.
+    let d = dir.path().join("parts");
+    let o = bin()
+        .args(["export", "--dsn", &server.dsn(), "--table", "s.\"Mixed Case\"", "--parallel", "2", "--format", "arrow", "--quiet"])
+        .arg("--output-dir")
+        .arg(&d)
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names: Vec<_> = std::fs::read_dir(&d)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Mixed_Case-00000.arrow", "Mixed_Case-00001.arrow"]);
+}
+
+#[test]
+fn errors_are_one_line_with_a_nonzero_exit_and_no_output() {
+    let server = LocalServer::start().expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("never.parquet");
+    let cases: Vec<Vec<String>> = vec![
+        vec!["--table".into(), "missing_table".into(), "--dsn".into(), server.dsn()],
+        vec!["--table".into(), "pg_class".into(), "--dsn".into(), "host=127.0.0.1 port=1 user=x".into()],
+        vec!["--table".into(), "pg_class".into(), "--dsn".into(), "not a dsn ===".into()],
+        vec!["--table".into(), "pg_class".into(), "--dsn".into(), server.dsn(), "--compression".into(), "lzma".into()],
+    ];
+    for args in cases {
+        let o = bin().arg("export").args(&args).arg("--output").arg(&out).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out.exists());
+    }
+    assert!(std::fs::read_dir(dir.path()).expect("dir").next().is_none(), "nothing left behind");
+}
+
+#[test]
+fn usage_errors_and_help() {
+    let o = bin().args(["export", "--table", "t"]).output().expect("runs");
+    assert_eq!(o.status.code(), Some(2), "missing --output is a usage error");
+    let o = bin().arg("--help").output().expect("runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    for cmd in ["export", "demo", "bench"] {
+        assert!(out.contains(cmd), "{out}");
+    }
+}
