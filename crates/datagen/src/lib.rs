@@ -144,7 +144,7 @@ pub fn all_types_sql(rows: u64) -> Vec<String> {
     ];
     if rows > 4 {
         v.push(format!(
-            "INSERT INTO all_types SELECT g, g % 2 = 0, (g % 30000)::smallint, g::int * 7, g * 1000003,
+            "INSERT INTO all_types SELECT g, g % 2 = 0, (g % 30000)::smallint, g::int * 7, g::bigint * 1000003,
                 g::real / 7, g::float8 / 3, (g * 1.37)::numeric(15,2), (g / 7.0)::numeric(38,10),
                 ((g % 9999) * 100)::numeric(6,-2), (g::numeric / 9) ^ 3, 'row ' || g, 'v' || g % 100,
                 'name' || g, chr(65 + (g % 26)::int), sha256(g::text::bytea),

@@ -55,7 +55,7 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     .expect("quoted name");
     assert_eq!(report.rows, 2);
     // The output exists now: a second export is refused without overwrite.
-    let msg = fails(&request(&dsn, table("t"), out(), Format::Parquet));
+    let msg = fails(&request(&dsn, table("\"odd \"\"name\""), out(), Format::Parquet));
     assert!(msg.contains("out.parquet"), "{msg}");
     std::fs::remove_file(dir.path().join("out.parquet")).expect("rm");
 

@@ -82,7 +82,7 @@ pub enum SourceError {
     #[error("column \"{column}\" does not exist in table {table}")]
     NoSuchColumn { table: String, column: String },
 
-    #[error("column \"{column}\" of {table} has type {type_name}, which gpupgparser cannot decode; export it as text with the cast-unsupported-types-to-text option (UnsupportedTypes::CastToText), or cast it in a --query")]
+    #[error("column \"{column}\" of {table} has type {type_name}, which gpupgparser cannot decode; use --cast-unsupported to have the server cast it to text, or cast it in a --query")]
     UnsupportedType {
         table: String,
         column: String,
