@@ -92,11 +92,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut conn = Connection::connect(&config)?;
     let exists = scalar(
         &mut conn,
-        &format!("SELECT to_regclass({}) IS NOT NULL", quote_literal(&args.table)),
+        &format!(
+            "SELECT to_regclass({}) IS NOT NULL",
+            quote_literal(&args.table)
+        ),
     )? == "t";
     if args.create == CreateArg::Always || (args.create == CreateArg::Auto && !exists) {
         let t = Instant::now();
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         eprintln!("creating {} with {} rows ...", args.table, args.rows);
         gpupg_datagen::create_lineorder(&config, &args.table, args.rows, cores)?;
         eprintln!("  created in {:.1} s", t.elapsed().as_secs_f64());

@@ -39,7 +39,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let config = ConnectConfig::resolve(Some(&server.dsn()))?;
 
     let t = Instant::now();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     gpupg_datagen::create_lineorder(&config, "lineorder", args.rows, cores)?;
     gpupg_datagen::create_all_types(&config, 1000)?;
     eprintln!(
@@ -88,7 +90,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 report.rows
             );
         }
-        eprintln!("read back {}: {written} rows, as in the table", path.display());
+        eprintln!(
+            "read back {}: {written} rows, as in the table",
+            path.display()
+        );
     }
     // A query export too: one connection, a cast the server computes.
     let path = dir.join("revenue_by_shipmode.parquet");
@@ -97,12 +102,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let req = options.request(
         config.clone(),
         Target::Query(
-            "SELECT lo_shipmode, sum(lo_revenue)::bigint AS revenue FROM lineorder GROUP BY 1".into(),
+            "SELECT lo_shipmode, sum(lo_revenue)::bigint AS revenue FROM lineorder GROUP BY 1"
+                .into(),
         ),
         Output::File(path.clone()),
     )?;
     let report = gpupg_export::export(&req, &NoProgress)?;
-    eprintln!("\nexport of a query -> {}: {} rows", path.display(), report.rows);
+    eprintln!(
+        "\nexport of a query -> {}: {} rows",
+        path.display(),
+        report.rows
+    );
     drop(server);
     eprintln!("\ndemo passed: every export read back with the table's row count; server stopped");
     Ok(())

@@ -23,7 +23,11 @@ pub struct ExportArgs {
     #[arg(long)]
     pub query: Option<String>,
     /// Output file.
-    #[arg(long, conflicts_with = "output_dir", required_unless_present = "output_dir")]
+    #[arg(
+        long,
+        conflicts_with = "output_dir",
+        required_unless_present = "output_dir"
+    )]
     pub output: Option<PathBuf>,
     /// Output directory: one file per connection.
     #[arg(long)]
@@ -155,7 +159,9 @@ fn parse_numeric(s: &str) -> Result<UnconstrainedNumeric> {
                     .parse()
                     .ok()
                     .filter(|s| (-38..=38).contains(s))
-                    .with_context(|| format!("--numeric {s}: the scale must be a number from -38 to 38"))?;
+                    .with_context(|| {
+                        format!("--numeric {s}: the scale must be a number from -38 to 38")
+                    })?;
                 UnconstrainedNumeric::Decimal128 { scale }
             }
             None => bail!("--numeric {s}: expected text, float64 or decimal:SCALE"),
@@ -183,7 +189,9 @@ impl ExportOptions {
         if self.chunk_mib == 0 || self.chunk_mib > 1024 {
             bail!("--chunk-mib {}: must be from 1 to 1024", self.chunk_mib);
         }
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(4);
         Ok(ExportRequest {
             connect,
             target,

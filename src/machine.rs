@@ -32,7 +32,9 @@ pub fn describe() -> Machine {
     Machine {
         hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
         cpu,
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         memory_gib: memory_kib / 1024.0 / 1024.0,
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         gpupgparser: env!("CARGO_PKG_VERSION"),

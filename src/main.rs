@@ -31,7 +31,38 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
 }
 
+/// Decoders allocate and free multi-megabyte Arrow buffers for every chunk.
+/// By default glibc serves those with mmap and returns them to the kernel on
+/// free, so every chunk pays page faults and zeroing again (about a third of
+/// decoding time). Raising the mmap and trim thresholds keeps them in the heap
+/// for reuse; memory stays bounded by the pipeline's chunks in flight.
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator parameters; it is called before
+    // any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// The error and its causes on one line. The libraries' messages already
+/// include their cause's text, so a cause already spelled out is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Export(args) => export_args::run(*args),
@@ -41,8 +72,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the libraries' errors already say what and where.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

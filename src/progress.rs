@@ -39,8 +39,10 @@ impl Progress for Bar {
                 );
             }
             None => self.bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {human_pos} rows, {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {human_pos} rows, {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
         }
         self.bar.enable_steady_tick(Duration::from_millis(200));

@@ -18,7 +18,15 @@ fn export_writes_the_file_and_the_report() {
     let out = dir.path().join("x.parquet");
     let report = dir.path().join("report.json");
     let o = bin()
-        .args(["export", "--dsn", &server.dsn(), "--table", "s.\"Mixed Case\"", "--parallel", "3"])
+        .args([
+            "export",
+            "--dsn",
+            &server.dsn(),
+            "--table",
+            "s.\"Mixed Case\"",
+            "--parallel",
+            "3",
+        ])
         .arg("--output")
         .arg(&out)
         .arg("--report")
@@ -28,7 +36,10 @@ fn export_writes_the_file_and_the_report() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("exported 5000 rows"), "{stderr}");
-    assert!(stderr.contains("decode"), "the breakdown is printed: {stderr}");
+    assert!(
+        stderr.contains("decode"),
+        "the breakdown is printed: {stderr}"
+    );
     assert!(out.exists());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
@@ -43,7 +54,18 @@ fn export_writes_the_file_and_the_report() {
     // Arrow IPC to a directory: one file per connection, nothing else.
     let d = dir.path().join("parts");
     let o = bin()
-        .args(["export", "--dsn", &server.dsn(), "--table", "s.\"Mixed Case\"", "--parallel", "2", "--format", "arrow", "--quiet"])
+        .args([
+            "export",
+            "--dsn",
+            &server.dsn(),
+            "--table",
+            "s.\"Mixed Case\"",
+            "--parallel",
+            "2",
+            "--format",
+            "arrow",
+            "--quiet",
+        ])
         .arg("--output-dir")
         .arg(&d)
         .output()
@@ -63,13 +85,41 @@ fn errors_are_one_line_with_a_nonzero_exit_and_no_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("never.parquet");
     let cases: Vec<Vec<String>> = vec![
-        vec!["--table".into(), "missing_table".into(), "--dsn".into(), server.dsn()],
-        vec!["--table".into(), "pg_class".into(), "--dsn".into(), "host=127.0.0.1 port=1 user=x".into()],
-        vec!["--table".into(), "pg_class".into(), "--dsn".into(), "not a dsn ===".into()],
-        vec!["--table".into(), "pg_class".into(), "--dsn".into(), server.dsn(), "--compression".into(), "lzma".into()],
+        vec![
+            "--table".into(),
+            "missing_table".into(),
+            "--dsn".into(),
+            server.dsn(),
+        ],
+        vec![
+            "--table".into(),
+            "pg_class".into(),
+            "--dsn".into(),
+            "host=127.0.0.1 port=1 user=x".into(),
+        ],
+        vec![
+            "--table".into(),
+            "pg_class".into(),
+            "--dsn".into(),
+            "not a dsn ===".into(),
+        ],
+        vec![
+            "--table".into(),
+            "pg_class".into(),
+            "--dsn".into(),
+            server.dsn(),
+            "--compression".into(),
+            "lzma".into(),
+        ],
     ];
     for args in cases {
-        let o = bin().arg("export").args(&args).arg("--output").arg(&out).output().expect("runs");
+        let o = bin()
+            .arg("export")
+            .args(&args)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .expect("runs");
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
@@ -77,13 +127,23 @@ fn errors_are_one_line_with_a_nonzero_exit_and_no_output() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!out.exists());
     }
-    assert!(std::fs::read_dir(dir.path()).expect("dir").next().is_none(), "nothing left behind");
+    assert!(
+        std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "nothing left behind"
+    );
 }
 
 #[test]
 fn usage_errors_and_help() {
-    let o = bin().args(["export", "--table", "t"]).output().expect("runs");
-    assert_eq!(o.status.code(), Some(2), "missing --output is a usage error");
+    let o = bin()
+        .args(["export", "--table", "t"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "missing --output is a usage error"
+    );
     let o = bin().arg("--help").output().expect("runs");
     let out = String::from_utf8_lossy(&o.stdout);
     for cmd in ["export", "demo", "bench"] {

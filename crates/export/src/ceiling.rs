@@ -42,7 +42,9 @@ pub fn measure_copy_ceiling(req: &ExportRequest<'_>) -> Result<CeilingReport, Ex
                 let mut run = || -> Result<(), ExportError> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(sql) = plan.statements.get(i) else { break };
+                        let Some(sql) = plan.statements.get(i) else {
+                            break;
+                        };
                         let stats = conn.copy_out(sql, pool, reader as u32, &mut |chunk| {
                             pool.give(chunk.data);
                             Ok(())

@@ -45,8 +45,7 @@ struct Busy {
 
 impl Busy {
     fn add(&self, d: Duration) {
-        self.nanos
-            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
     fn seconds(&self) -> f64 {
         self.nanos.load(Ordering::Relaxed) as f64 / 1e9
@@ -130,12 +129,16 @@ pub fn export(
                         }
                         let mut on_chunk = |chunk: CopyChunk| -> Result<(), SourceError> {
                             if abort.stopped() {
-                                return Err(SourceError::Downstream("another export thread failed".into()));
+                                return Err(SourceError::Downstream(
+                                    "another export thread failed".into(),
+                                ));
                             }
                             let t = Instant::now();
                             let sent = tx.send(chunk);
                             send_wait.add(t.elapsed());
-                            sent.map_err(|_| SourceError::Downstream("another export thread failed".into()))
+                            sent.map_err(|_| {
+                                SourceError::Downstream("another export thread failed".into())
+                            })
                         };
                         let stats =
                             conn.copy_out(&statements[i], pool, reader as u32, &mut on_chunk)?;
@@ -225,7 +228,12 @@ pub fn export(
     for sink in sinks {
         let stats = sink.finish()?;
         encode_seconds += stats.encode_seconds;
-        files.extend(stats.files.into_iter().map(|(path, bytes)| crate::OutputFile { path, bytes }));
+        files.extend(
+            stats
+                .files
+                .into_iter()
+                .map(|(path, bytes)| crate::OutputFile { path, bytes }),
+        );
     }
     let finish_seconds = finishing.elapsed().as_secs_f64();
     let copy_wall = copy_wall.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -262,7 +270,13 @@ fn file_stem(label: &str) -> String {
     let cleaned: String = last
         .chars()
         .filter(|c| *c != '"')
-        .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if cleaned.is_empty() {
         "export".into()

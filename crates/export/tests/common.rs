@@ -15,7 +15,12 @@ pub fn config(dsn: &str) -> ConnectConfig {
 
 /// A request with small chunks and several connections, so that even small
 /// tables go through many ranges, chunks and threads.
-pub fn request(dsn: &str, target: Target, output: Output, format: Format) -> ExportRequest<'static> {
+pub fn request(
+    dsn: &str,
+    target: Target,
+    output: Output,
+    format: Format,
+) -> ExportRequest<'static> {
     ExportRequest {
         connect: config(dsn),
         target,

@@ -27,7 +27,12 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = || Output::File(dir.path().join("out.parquet"));
 
-    let msg = fails(&request(&dsn, table("no_such_table"), out(), Format::Parquet));
+    let msg = fails(&request(
+        &dsn,
+        table("no_such_table"),
+        out(),
+        Format::Parquet,
+    ));
     assert!(msg.contains("no_such_table"), "{msg}");
 
     let mut req = request(&dsn, table("t"), out(), Format::Parquet);
@@ -44,7 +49,10 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     let report = gpupg_export::export(&req, &gpupg_export::NoProgress).expect("cast to text");
     assert_eq!(report.rows, 100);
     let batches = read_back(&dir.path().join("out.parquet"));
-    assert_eq!(batches[0].schema().field(1).data_type(), &arrow::datatypes::DataType::Utf8);
+    assert_eq!(
+        batches[0].schema().field(1).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
     std::fs::remove_file(dir.path().join("out.parquet")).expect("rm");
 
     // Quoted names are found and never pasted unquoted.
@@ -55,7 +63,12 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     .expect("quoted name");
     assert_eq!(report.rows, 2);
     // The output exists now: a second export is refused without overwrite.
-    let msg = fails(&request(&dsn, table("\"odd \"\"name\""), out(), Format::Parquet));
+    let msg = fails(&request(
+        &dsn,
+        table("\"odd \"\"name\""),
+        out(),
+        Format::Parquet,
+    ));
     assert!(msg.contains("out.parquet"), "{msg}");
     std::fs::remove_file(dir.path().join("out.parquet")).expect("rm");
 
@@ -78,7 +91,12 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     assert!(msg.contains(&port.to_string()), "{msg}");
 
     // A bad query is the server's error, with context.
-    let msg = fails(&request(&dsn, Target::Query("SELEC 1".into()), out(), Format::Parquet));
+    let msg = fails(&request(
+        &dsn,
+        Target::Query("SELEC 1".into()),
+        out(),
+        Format::Parquet,
+    ));
     assert!(msg.contains("syntax error"), "{msg}");
 
     // Bad options.
@@ -87,7 +105,11 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     req.target = Target::Query("SELECT 1".into());
     fails(&req);
 
-    assert!(files_in(dir.path()).is_empty(), "failed exports left {:?}", files_in(dir.path()));
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "failed exports left {:?}",
+        files_in(dir.path())
+    );
 }
 
 #[test]
@@ -98,7 +120,8 @@ fn a_connection_lost_mid_stream_fails_cleanly() {
     let (_, out) = file(dir.path(), "lost.parquet");
     // 2000 rows at once, then one row per 10 ms: the COPY is surely running,
     // with data already received, when the backend is killed.
-    let sql = "SELECT g + CASE WHEN g > 2000 THEN (SELECT 0 FROM pg_sleep(0.01)) ELSE 0 END AS id, \
+    let sql =
+        "SELECT g + CASE WHEN g > 2000 THEN (SELECT 0 FROM pg_sleep(0.01)) ELSE 0 END AS id, \
                repeat('y', 500) AS pad FROM generate_series(1, 100000) g";
     let req = request(&dsn, Target::Query(sql.into()), out, Format::Parquet);
     let killer_dsn = dsn.clone();
@@ -117,12 +140,21 @@ fn a_connection_lost_mid_stream_fails_cleanly() {
         false
     });
     let result = gpupg_export::export(&req, &gpupg_export::NoProgress);
-    assert!(killer.join().expect("killer thread"), "the COPY backend was found and killed");
-    let msg = result.expect_err("the export must fail when its connection is killed").to_string();
+    assert!(
+        killer.join().expect("killer thread"),
+        "the COPY backend was found and killed"
+    );
+    let msg = result
+        .expect_err("the export must fail when its connection is killed")
+        .to_string();
     assert!(!msg.contains('\n'), "{msg}");
     assert!(
         msg.contains("terminat") || msg.contains("lost") || msg.contains("closed"),
         "{msg}"
     );
-    assert!(files_in(dir.path()).is_empty(), "{:?}", files_in(dir.path()));
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{:?}",
+        files_in(dir.path())
+    );
 }

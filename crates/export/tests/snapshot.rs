@@ -57,14 +57,21 @@ fn exports_see_one_snapshot_under_concurrent_writes() {
             req.chunk_bytes = 64 * 1024;
             req.columns = Some(vec!["id".into(), "balance".into()]);
             let report = gpupg_export::export(&req, &gpupg_export::NoProgress).expect("export");
-            assert!(report.statements > 4, "the table is split into several ranges");
+            assert!(
+                report.statements > 4,
+                "the table is split into several ranges"
+            );
             let mut ids = HashSet::new();
             let mut sum = 0i64;
             for b in read_back(&path) {
                 let id = b.column(0).as_primitive::<Int64Type>();
                 let bal = b.column(1).as_primitive::<Int64Type>();
                 for i in 0..b.num_rows() {
-                    assert!(ids.insert(id.value(i)), "run {run}: id {} twice", id.value(i));
+                    assert!(
+                        ids.insert(id.value(i)),
+                        "run {run}: id {} twice",
+                        id.value(i)
+                    );
                     sum += bal.value(i);
                 }
             }

@@ -5,10 +5,10 @@
 mod common;
 
 use arrow::array::{
-    Array, AsArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, IntervalMonthDayNanoArray,
-    ListArray, RecordBatch, StringArray, StructArray, Time64MicrosecondArray,
-    TimestampMicrosecondArray, UInt32Array,
+    Array, AsArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray, Float32Array,
+    Float64Array, Int16Array, Int32Array, Int64Array, IntervalMonthDayNanoArray, ListArray,
+    RecordBatch, StringArray, StructArray, Time64MicrosecondArray, TimestampMicrosecondArray,
+    UInt32Array,
 };
 use arrow::datatypes::{DataType, Int32Type};
 use common::*;
@@ -106,7 +106,14 @@ fn decimal_text(v: i128, scale: i8) -> String {
 
 fn uuid_text(b: &[u8]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The canonical text of element `i` of `a`, or None for NULL.
@@ -121,14 +128,33 @@ fn canon(a: &dyn Array, i: usize) -> Option<String> {
         DataType::Int32 => any.downcast_ref::<Int32Array>()?.value(i).to_string(),
         DataType::Int64 => any.downcast_ref::<Int64Array>()?.value(i).to_string(),
         DataType::UInt32 => any.downcast_ref::<UInt32Array>()?.value(i).to_string(),
-        DataType::Float32 => format!("f32:{:08x}", canon_f32(any.downcast_ref::<Float32Array>()?.value(i))),
-        DataType::Float64 => format!("f64:{:016x}", canon_f64(any.downcast_ref::<Float64Array>()?.value(i))),
-        DataType::Decimal128(_, s) => decimal_text(any.downcast_ref::<Decimal128Array>()?.value(i), *s),
+        DataType::Float32 => format!(
+            "f32:{:08x}",
+            canon_f32(any.downcast_ref::<Float32Array>()?.value(i))
+        ),
+        DataType::Float64 => format!(
+            "f64:{:016x}",
+            canon_f64(any.downcast_ref::<Float64Array>()?.value(i))
+        ),
+        DataType::Decimal128(_, s) => {
+            decimal_text(any.downcast_ref::<Decimal128Array>()?.value(i), *s)
+        }
         DataType::Utf8 => any.downcast_ref::<StringArray>()?.value(i).to_string(),
-        DataType::Binary => a.as_binary::<i32>().value(i).iter().map(|x| format!("{x:02x}")).collect(),
+        DataType::Binary => a
+            .as_binary::<i32>()
+            .value(i)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect(),
         DataType::Date32 => any.downcast_ref::<Date32Array>()?.value(i).to_string(),
-        DataType::Time64(_) => any.downcast_ref::<Time64MicrosecondArray>()?.value(i).to_string(),
-        DataType::Timestamp(_, _) => any.downcast_ref::<TimestampMicrosecondArray>()?.value(i).to_string(),
+        DataType::Time64(_) => any
+            .downcast_ref::<Time64MicrosecondArray>()?
+            .value(i)
+            .to_string(),
+        DataType::Timestamp(_, _) => any
+            .downcast_ref::<TimestampMicrosecondArray>()?
+            .value(i)
+            .to_string(),
         DataType::Interval(_) => {
             let v = any.downcast_ref::<IntervalMonthDayNanoArray>()?.value(i);
             format!("{},{},{}", v.months, v.days, v.nanoseconds / 1000)
@@ -140,7 +166,9 @@ fn canon(a: &dyn Array, i: usize) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join(",")
         }
-        DataType::FixedSizeBinary(16) => uuid_text(any.downcast_ref::<FixedSizeBinaryArray>()?.value(i)),
+        DataType::FixedSizeBinary(16) => {
+            uuid_text(any.downcast_ref::<FixedSizeBinaryArray>()?.value(i))
+        }
         DataType::List(_) => {
             let l = any.downcast_ref::<ListArray>()?;
             let v = l.value(i);
@@ -159,10 +187,18 @@ fn canon(a: &dyn Array, i: usize) -> Option<String> {
 }
 
 fn canon_f64(v: f64) -> u64 {
-    if v.is_nan() { f64::NAN.to_bits() } else { v.to_bits() }
+    if v.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        v.to_bits()
+    }
 }
 fn canon_f32(v: f32) -> u32 {
-    if v.is_nan() { f32::NAN.to_bits() } else { v.to_bits() }
+    if v.is_nan() {
+        f32::NAN.to_bits()
+    } else {
+        v.to_bits()
+    }
 }
 
 /// The server's float text as the same canonical bits.
@@ -174,7 +210,10 @@ fn server_float(text: &str, f32_col: bool) -> String {
         t => t.parse().expect("server float parses"),
     };
     if f32_col {
-        format!("f32:{:08x}", canon_f32(text.parse::<f32>().unwrap_or(v as f32)))
+        format!(
+            "f32:{:08x}",
+            canon_f32(text.parse::<f32>().unwrap_or(v as f32))
+        )
     } else {
         format!("f64:{:016x}", canon_f64(v))
     }
@@ -186,13 +225,23 @@ fn check_against_server(dsn: &str, batches: &[RecordBatch], rows: usize) {
     // Exported rows by id (the order of ranges is not the table's order).
     let mut by_id = std::collections::HashMap::new();
     for (bi, b) in batches.iter().enumerate() {
-        let ids = b.column_by_name("id").expect("id column").as_primitive::<Int32Type>();
+        let ids = b
+            .column_by_name("id")
+            .expect("id column")
+            .as_primitive::<Int32Type>();
         for r in 0..b.num_rows() {
-            assert!(by_id.insert(ids.value(r), (bi, r)).is_none(), "duplicate id {}", ids.value(r));
+            assert!(
+                by_id.insert(ids.value(r), (bi, r)).is_none(),
+                "duplicate id {}",
+                ids.value(r)
+            );
         }
     }
     for (col, expr) in expectations() {
-        let expected = query(dsn, &format!("SELECT id::text, {expr} FROM all_types ORDER BY id"));
+        let expected = query(
+            dsn,
+            &format!("SELECT id::text, {expr} FROM all_types ORDER BY id"),
+        );
         assert_eq!(expected.len(), rows);
         for row in expected {
             let id: i32 = row[0].as_ref().expect("id").parse().expect("id parses");
@@ -227,7 +276,13 @@ fn every_type_matches_the_server_in_parquet_and_arrow() {
         check_against_server(&dsn, &batches, rows as usize);
         // Types as documented.
         let schema = batches[0].schema();
-        let ty = |c: &str| schema.field_with_name(c).expect("field").data_type().clone();
+        let ty = |c: &str| {
+            schema
+                .field_with_name(c)
+                .expect("field")
+                .data_type()
+                .clone()
+        };
         assert_eq!(ty("n"), DataType::Decimal128(15, 2));
         assert_eq!(ty("n38"), DataType::Decimal128(38, 10));
         // Parquet has no negative scales: numeric(6,-2) is stored as
@@ -241,11 +296,21 @@ fn every_type_matches_the_server_in_parquet_and_arrow() {
         assert_eq!(ty("o"), DataType::UInt32);
         assert_eq!(ty("dom"), DataType::Int32);
         assert_eq!(
-            schema.field_with_name("u").expect("u").metadata().get("ARROW:extension:name").map(String::as_str),
+            schema
+                .field_with_name("u")
+                .expect("u")
+                .metadata()
+                .get("ARROW:extension:name")
+                .map(String::as_str),
             Some("arrow.uuid")
         );
         assert_eq!(
-            schema.field_with_name("jb").expect("jb").metadata().get("ARROW:extension:name").map(String::as_str),
+            schema
+                .field_with_name("jb")
+                .expect("jb")
+                .metadata()
+                .get("ARROW:extension:name")
+                .map(String::as_str),
             Some("arrow.json")
         );
         match format {
@@ -274,7 +339,10 @@ fn options_change_the_mapping() {
     let schema = batches[0].schema();
     let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["id", "e", "nu", "a2"]);
-    assert!(matches!(schema.field(1).data_type(), DataType::Dictionary(_, _)));
+    assert!(matches!(
+        schema.field(1).data_type(),
+        DataType::Dictionary(_, _)
+    ));
     assert_eq!(schema.field(2).data_type(), &DataType::Float64);
     assert!(matches!(schema.field(3).data_type(), DataType::Struct(_)));
     let mut seen_nan = false;
@@ -293,7 +361,8 @@ fn options_change_the_mapping() {
     let mut req = request(&dsn, table("all_types"), out, Format::Parquet);
     req.types.numeric = gpupg_decode::UnconstrainedNumeric::Decimal128 { scale: 4 };
     req.columns = Some(vec!["id".into(), "nu".into()]);
-    let err = gpupg_export::export(&req, &gpupg_export::NoProgress).expect_err("NaN cannot be a decimal");
+    let err =
+        gpupg_export::export(&req, &gpupg_export::NoProgress).expect_err("NaN cannot be a decimal");
     assert!(err.to_string().contains("nu"), "{err}");
     assert!(files_in(dir.path()).iter().all(|f| f != "dec.parquet"));
 }
