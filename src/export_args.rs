@@ -62,9 +62,10 @@ pub struct ExportOptions {
     /// Output format (default: from the file extension, else parquet).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-    /// zstd[:LEVEL], snappy, lz4, gzip, brotli or none (Arrow IPC: zstd, lz4, none).
-    #[arg(long, default_value = "zstd")]
-    pub compression: String,
+    /// zstd[:LEVEL], snappy, lz4, gzip, brotli or none. Default: zstd (level 1) for
+    /// Parquet; none for Arrow IPC (which also takes zstd and lz4, compressed on one thread).
+    #[arg(long)]
+    pub compression: Option<String>,
     /// Connections to the server (default: cores, at most 16).
     #[arg(long)]
     pub parallel: Option<usize>,
@@ -182,10 +183,13 @@ impl ExportOptions {
             Output::Dir(_) => PathBuf::new(),
         };
         let format = format_for(&path, self.format);
-        let compression: Compression = self
-            .compression
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--compression {}: {e}", self.compression))?;
+        let compression: Compression = match (&self.compression, format) {
+            (Some(c), _) => c
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--compression {c}: {e}"))?,
+            (None, Format::Parquet) => Compression::Zstd(gpupg_sink::DEFAULT_ZSTD_LEVEL),
+            (None, Format::Arrow) => Compression::None,
+        };
         if self.chunk_mib == 0 || self.chunk_mib > 1024 {
             bail!("--chunk-mib {}: must be from 1 to 1024", self.chunk_mib);
         }

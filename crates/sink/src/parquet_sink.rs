@@ -33,10 +33,12 @@ use crate::{
     DEFAULT_ROW_GROUP_ROWS,
 };
 
-/// Dictionary pages are capped at 1 MiB: a column whose distinct values outgrow this falls
-/// back to plain encoding (high-cardinality keys gain nothing from a dictionary, and a large
-/// dictionary costs hashing time and reader memory).
-const DICTIONARY_PAGE_SIZE_LIMIT: usize = 1 << 20;
+/// Dictionary pages are capped at 128 KiB: a column whose distinct values outgrow this falls
+/// back to plain encoding early (high-cardinality keys gain nothing from a dictionary, and a
+/// large dictionary costs hashing time and reader memory). Measured on a lineorder-like batch
+/// (examples/parquet_speed, zstd:1, one thread): 1 MiB took 1.18 s of encoding for 4M rows and
+/// gave a 131.8 MB file; 128 KiB took 0.84 s and gave 118.4 MB.
+const DICTIONARY_PAGE_SIZE_LIMIT: usize = 1 << 17;
 
 pub(crate) fn parquet_compression(c: Compression) -> Result<PqCompression, SinkError> {
     let invalid = |e: ParquetError| SinkError::InvalidCompression {

@@ -1,0 +1,1464 @@
+//! `GpuDecoder`: binary COPY chunks to Arrow columns on the GPU, either
+//! kept on the device ([`GpuDecoder::decode_to_device`]) or copied back as a
+//! `RecordBatch` (the [`Decoder`] trait, bit-identical to `CpuDecoder`).
+//!
+//! Per piece of a chunk (a chunk larger than the device budget is split
+//! into pieces of whole rows):
+//! 1. upload: the row bytes and row offsets are staged into a pinned buffer
+//!    (unless already pinned) and copied asynchronously on the copy stream
+//!    into one of two device input slots, so the next piece's copy overlaps
+//!    this piece's kernels;
+//! 2. framing kernel: per-field offsets and lengths, column-major;
+//! 3. decode kernels, one launch per phase for all columns: arrays (counts,
+//!    scan, element walk), fixed-width values, variable-width lengths, scan,
+//!    copy; scratch comes from the stream-ordered pool;
+//! 4. flags: any malformed value sends the chunk to the CPU decoder, whose
+//!    error names the column, partition and row; a column the GPU cannot
+//!    convert bit-exactly in this chunk is decoded on the CPU for it.
+//!
+//! Columns whose type has no GPU kernel (enum as dictionary, arrays as
+//! struct) are decoded by the CPU decoder on a projection of the chunk and
+//! reported in [`GpuStats::cpu_columns`].
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_schema::{DataType, Field, Fields, Schema};
+use cudarc::driver::sys;
+use gpupg_decode::{CpuDecoder, DecodeError, DecodeStats, Decoder, OutputSchema};
+use gpupg_format::CopyChunk;
+use serde::Serialize;
+
+use crate::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
+use crate::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
+use crate::error::GpuError;
+use crate::kernels::{Kernels, Kind, Task, FLAG_CPU, FLAG_ERROR};
+use crate::pinned::{is_pinned, PinnedBuffer};
+use crate::plan::{merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan};
+
+/// Tunables of a [`GpuDecoder`].
+#[derive(Debug, Clone, Copy)]
+pub struct GpuOptions {
+    /// Most row bytes decoded in one piece: bounds device memory (about 4x
+    /// this for input, field table and outputs of a typical table) whatever
+    /// the chunk size.
+    pub max_piece_bytes: u64,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            max_piece_bytes: 512 << 20,
+        }
+    }
+}
+
+/// A column decoded on the CPU, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CpuColumn {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Time per stage and memory, summed over the decoder's life.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GpuStats {
+    pub device: usize,
+    pub chunks: u64,
+    pub pieces: u64,
+    pub rows: u64,
+    /// Bytes copied host -> device (row bytes and offsets).
+    pub h2d_bytes: u64,
+    /// Bytes copied device -> host.
+    pub d2h_bytes: u64,
+    /// Host time copying chunks into pinned staging (0 for pinned chunks).
+    pub stage_s: f64,
+    /// Host-to-device copy time (device events).
+    pub h2d_s: f64,
+    /// Framing kernel time (device events).
+    pub frame_s: f64,
+    /// Decode kernels, including the short waits for output sizes.
+    pub decode_s: f64,
+    /// Device-to-host copies and Arrow assembly (host clock).
+    pub d2h_s: f64,
+    /// CPU decoding of fallback columns (host clock).
+    pub cpu_fallback_s: f64,
+    /// Most device memory this decoder held at once (its own allocations).
+    pub peak_device_bytes: u64,
+    /// Columns always decoded on the CPU.
+    pub cpu_columns: Vec<CpuColumn>,
+    /// (column, chunk) pairs the GPU handed to the CPU (values without an
+    /// exact GPU conversion, e.g. numeric -> float64 outside the fast path).
+    pub dynamic_cpu_fallbacks: u64,
+    /// Chunks re-decoded on the CPU because the GPU found malformed data.
+    pub cpu_rechecks: u64,
+    /// Chunks decoded on the CPU after a GPU failure (trait path only).
+    pub gpu_failures: u64,
+    pub last_gpu_failure: Option<String>,
+    /// Kernel build: milliseconds of NVRTC (0 when cached) and target.
+    pub kernel_compile_ms: f64,
+    pub kernels_from_cache: bool,
+    pub arch: String,
+}
+
+static KERNELS: OnceLock<Mutex<HashMap<usize, Arc<Kernels>>>> = OnceLock::new();
+
+/// The kernels of a device, compiled/loaded once per process.
+fn kernels_for(ctx: &Arc<Context>) -> Result<Arc<Kernels>, GpuError> {
+    let map = KERNELS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = m.get(&ctx.ordinal) {
+        return Ok(k.clone());
+    }
+    let k = Arc::new(Kernels::load(ctx)?);
+    m.insert(ctx.ordinal, k.clone());
+    Ok(k)
+}
+
+/// One of the two input slots (double buffering).
+#[derive(Debug)]
+struct Slot {
+    dev: Option<DeviceBuffer>,
+    staging: Option<PinnedBuffer>,
+    h2d_start: Event,
+    h2d_done: Event,
+    /// Recorded on the compute stream once kernels no longer read `dev`.
+    freed: Event,
+    used: bool,
+}
+
+/// A piece whose bytes are on their way to the device.
+#[derive(Debug)]
+struct Uploaded {
+    slot: usize,
+    rows: Range<usize>,
+    lo: u32,
+    hi: u32,
+    /// Identity of the chunk (for `prefetch`).
+    key: (usize, usize, usize, u64),
+}
+
+/// What the kernels made of a piece.
+enum Outcome {
+    /// Columns (None: decoded on the CPU), columns to redo on the CPU, and
+    /// the number of flattened multi-dimensional arrays.
+    Done {
+        columns: Vec<Option<DeviceColumn>>,
+        redo_on_cpu: Vec<usize>,
+        flattened: u64,
+    },
+    /// Malformed data somewhere: the CPU decoder must say where.
+    BadData,
+}
+
+/// Decodes binary COPY chunks on one GPU.
+pub struct GpuDecoder {
+    ctx: Arc<Context>,
+    kernels: Arc<Kernels>,
+    schema: Arc<OutputSchema>,
+    plans: Vec<ColPlan>,
+    /// Columns decoded on the CPU always, and their projection decoder.
+    cpu_cols: Vec<usize>,
+    cpu_proj: Option<CpuDecoder>,
+    /// Decoders of single columns for per-chunk fallbacks.
+    single: HashMap<usize, CpuDecoder>,
+    /// The whole-schema CPU decoder for malformed chunks.
+    full_cpu: Option<CpuDecoder>,
+    copy: Stream,
+    compute: Stream,
+    slots: [Slot; 2],
+    next_slot: usize,
+    /// Chunks whose copies are in flight, oldest first (at most one per
+    /// input slot).
+    prefetched: std::collections::VecDeque<Uploaded>,
+    out_staging: Option<PinnedBuffer>,
+    ctrl_host: PinnedBuffer,
+    options: GpuOptions,
+    stats: GpuStats,
+    decode_stats: DecodeStats,
+    /// For tests: fill every output with this byte before decoding.
+    poison: Option<u8>,
+}
+
+// SAFETY: every CUDA handle inside is usable from any thread once the
+// context is bound, which each public method does first; nothing is shared
+// with other threads without synchronization.
+unsafe impl Send for GpuDecoder {}
+
+impl std::fmt::Debug for GpuDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuDecoder")
+            .field("device", &self.ctx.ordinal)
+            .field("plans", &self.plans)
+            .finish()
+    }
+}
+
+fn field_of(schema: &Schema, c: usize) -> &Field {
+    schema.field(c)
+}
+
+impl GpuDecoder {
+    /// A decoder for `schema` on device `device` with default options.
+    pub fn new(device: usize, schema: Arc<OutputSchema>) -> Result<GpuDecoder, GpuError> {
+        Self::with_options(device, schema, GpuOptions::default())
+    }
+
+    /// A decoder with explicit options.
+    pub fn with_options(
+        device: usize,
+        schema: Arc<OutputSchema>,
+        options: GpuOptions,
+    ) -> Result<GpuDecoder, GpuError> {
+        let ctx = Context::new(device)?;
+        cuda::keep_pool_memory(&ctx)?;
+        let kernels = kernels_for(&ctx)?;
+        let arrow = schema.arrow_schema();
+        let cols = schema.columns();
+        let plans: Vec<ColPlan> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| plan_for(&c.pg_type, field_of(&arrow, i).data_type()))
+            .collect();
+        let cpu_cols: Vec<usize> = (0..plans.len()).filter(|&i| plans[i].is_cpu()).collect();
+        let cpu_columns = cpu_cols
+            .iter()
+            .map(|&i| CpuColumn {
+                name: cols[i].name.clone(),
+                reason: match &plans[i] {
+                    ColPlan::Cpu(r) => (*r).to_string(),
+                    _ => String::new(),
+                },
+            })
+            .collect();
+        let cpu_proj = if cpu_cols.is_empty() {
+            None
+        } else {
+            Some(CpuDecoder::new(Arc::new(projection_schema(
+                &schema, &cpu_cols,
+            )?)))
+        };
+        let mk_slot = || -> Result<Slot, GpuError> {
+            Ok(Slot {
+                dev: None,
+                staging: None,
+                h2d_start: Event::new(&ctx)?,
+                h2d_done: Event::new(&ctx)?,
+                freed: Event::new(&ctx)?,
+                used: false,
+            })
+        };
+        let stats = GpuStats {
+            device,
+            cpu_columns,
+            kernel_compile_ms: kernels.info.compile_ms,
+            kernels_from_cache: kernels.info.from_cache,
+            arch: kernels.info.arch.clone(),
+            ..GpuStats::default()
+        };
+        Ok(GpuDecoder {
+            copy: Stream::new(&ctx)?,
+            compute: Stream::new(&ctx)?,
+            slots: [mk_slot()?, mk_slot()?],
+            ctrl_host: PinnedBuffer::new(64 << 10)?,
+            ctx,
+            kernels,
+            schema,
+            plans,
+            cpu_cols,
+            cpu_proj,
+            single: HashMap::new(),
+            full_cpu: None,
+            next_slot: 0,
+            prefetched: std::collections::VecDeque::new(),
+            out_staging: None,
+            options,
+            stats,
+            decode_stats: DecodeStats::default(),
+            poison: None,
+        })
+    }
+
+    /// Time and memory counters.
+    pub fn gpu_stats(&self) -> GpuStats {
+        let mut s = self.stats.clone();
+        s.peak_device_bytes = self.ctx.mem.peak();
+        s
+    }
+
+    /// The decode plan of every column (for reports and tests).
+    pub fn plans(&self) -> &[ColPlan] {
+        &self.plans
+    }
+
+    /// Tests: fill every device output with `byte` before the kernels run,
+    /// so an element they fail to write shows.
+    pub fn set_poison(&mut self, byte: Option<u8>) {
+        self.poison = byte;
+    }
+
+    /// Starts copying `chunk` to the device now (into a free input slot), so
+    /// the copy overlaps whatever the GPU is doing; the next
+    /// `decode*` call with the same chunk uses it.
+    pub fn prefetch(&mut self, chunk: &CopyChunk) -> Result<(), GpuError> {
+        self.ctx.bind()?;
+        if chunk.num_rows() == 0 || chunk.row_ends.len() != chunk.num_rows() {
+            return Ok(());
+        }
+        let n = chunk.num_rows();
+        if let Some(up) = self.upload(chunk, 0..n, true)? {
+            self.push_prefetched(up);
+        }
+        Ok(())
+    }
+
+    /// As [`Self::prefetch`], but when the chunk's bytes are page-locked
+    /// (a [`crate::pinned::HostRegistration`] or pinned buffer) they are
+    /// copied straight from it, with no staging copy on the CPU.
+    ///
+    /// # Safety
+    /// The copy runs after this returns: `chunk` must stay alive and
+    /// unchanged until the next `decode*` call on this decoder returns.
+    pub unsafe fn prefetch_direct(&mut self, chunk: &CopyChunk) -> Result<(), GpuError> {
+        self.ctx.bind()?;
+        if chunk.num_rows() == 0 || chunk.row_ends.len() != chunk.num_rows() {
+            return Ok(());
+        }
+        let n = chunk.num_rows();
+        if let Some(up) = self.upload(chunk, 0..n, false)? {
+            self.push_prefetched(up);
+        }
+        Ok(())
+    }
+
+    fn key(chunk: &CopyChunk) -> (usize, usize, usize, u64) {
+        (
+            chunk.data.as_ptr() as usize,
+            chunk.data.len(),
+            chunk.num_rows(),
+            chunk.first_row,
+        )
+    }
+
+    /// Decodes a chunk into device-resident columns (plain `cuMemAlloc`
+    /// memory, exportable later through CUDA IPC). The whole chunk is one
+    /// piece here, so it must fit the device.
+    pub fn decode_to_device(&mut self, chunk: &CopyChunk) -> Result<DeviceBatch, GpuError> {
+        self.ctx.bind()?;
+        self.stats.chunks += 1;
+        let n = chunk.num_rows();
+        if n == 0 || chunk.row_ends.len() != n {
+            let b = self.cpu_full(chunk)?;
+            return self.upload_batch(&b, Vec::new());
+        }
+        let up = match self.take_prefetched(chunk) {
+            Some(u) => Some(u),
+            None => self.upload(chunk, 0..n, false)?,
+        };
+        let Some(up) = up else {
+            let b = self.cpu_full(chunk)?;
+            return self.upload_batch(&b, Vec::new());
+        };
+        match self.run(&up, AllocKind::Plain)? {
+            Outcome::BadData => {
+                let b = self.cpu_full(chunk)?;
+                self.upload_batch(&b, Vec::new())
+            }
+            Outcome::Done {
+                columns,
+                redo_on_cpu,
+                flattened,
+            } => {
+                let mut cols = columns;
+                let mut cpu_names = Vec::new();
+                let host = self.cpu_columns_for(chunk, 0..n, &redo_on_cpu)?;
+                for (c, arr) in host {
+                    cpu_names.push((self.schema.columns()[c].name.clone(), self.cpu_reason(c)));
+                    cols[c] = Some(upload_array(&self.ctx, &self.compute, &arr.to_data())?);
+                }
+                self.decode_stats.rows += n as u64;
+                self.decode_stats.flattened_arrays += flattened;
+                self.stats.rows += n as u64;
+                let columns = cols
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        c.ok_or_else(|| GpuError::Layout {
+                            column: self.schema.columns()[i].name.clone(),
+                            what: "no output".into(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(DeviceBatch {
+                    schema: self.schema.arrow_schema(),
+                    num_rows: n,
+                    columns,
+                    cpu_columns: cpu_names,
+                    ctx: self.ctx.clone(),
+                })
+            }
+        }
+    }
+
+    /// Decodes a chunk to a host `RecordBatch`, returning GPU failures as
+    /// errors (the [`Decoder`] impl instead falls back to the CPU on them).
+    pub fn decode_batch(&mut self, chunk: &CopyChunk) -> Result<RecordBatch, GpuError> {
+        self.ctx.bind()?;
+        self.stats.chunks += 1;
+        let n = chunk.num_rows();
+        if n == 0 || chunk.row_ends.len() != n {
+            return self.cpu_full(chunk);
+        }
+        let pieces = split_rows(
+            &chunk.row_starts,
+            &chunk.row_ends,
+            self.options.max_piece_bytes,
+        );
+        let mut per_col: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.plans.len()];
+        let mut next = match self.take_prefetched(chunk) {
+            Some(u) if pieces.len() == 1 => Some(u),
+            _ => self.upload(chunk, pieces[0].clone(), false)?,
+        };
+        let mut flattened_total = 0;
+        for k in 0..pieces.len() {
+            let Some(cur) = next.take() else {
+                return self.cpu_full(chunk);
+            };
+            if k + 1 < pieces.len() {
+                // Issued before this piece's kernels: the copy overlaps them.
+                next = self.upload(chunk, pieces[k + 1].clone(), false)?;
+            }
+            let rows = cur.rows.clone();
+            match self.run(&cur, AllocKind::Pool)? {
+                Outcome::BadData => return self.cpu_full(chunk),
+                Outcome::Done {
+                    columns,
+                    redo_on_cpu,
+                    flattened,
+                } => {
+                    flattened_total += flattened;
+                    let t = Instant::now();
+                    let present: Vec<usize> = (0..columns.len())
+                        .filter(|&i| columns[i].is_some())
+                        .collect();
+                    let dev: Vec<DeviceColumn> = columns.into_iter().flatten().collect();
+                    let arrays = copy_columns_to_host(
+                        &dev,
+                        &self.compute,
+                        &mut self.out_staging,
+                        self.ctx.ordinal,
+                    )?;
+                    self.stats.d2h_bytes +=
+                        dev.iter().map(|c| c.device_bytes() as u64).sum::<u64>();
+                    drop(dev);
+                    self.stats.d2h_s += t.elapsed().as_secs_f64();
+                    for (i, a) in present.into_iter().zip(arrays) {
+                        per_col[i].push(a);
+                    }
+                    // Always-CPU and redone columns have no GPU output for
+                    // this piece.
+                    for (c, arr) in self.cpu_columns_for(chunk, rows.clone(), &redo_on_cpu)? {
+                        per_col[c].push(arr);
+                    }
+                }
+            }
+        }
+        let mut arrays = Vec::with_capacity(per_col.len());
+        for (i, parts) in per_col.into_iter().enumerate() {
+            let a = if parts.len() == 1 {
+                parts.into_iter().next().ok_or_else(|| GpuError::Layout {
+                    column: self.schema.columns()[i].name.clone(),
+                    what: "no output".into(),
+                })?
+            } else {
+                let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+                arrow_select::concat::concat(&refs).map_err(|e| GpuError::Layout {
+                    column: self.schema.columns()[i].name.clone(),
+                    what: e.to_string(),
+                })?
+            };
+            arrays.push(a);
+        }
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.arrow_schema(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(|e| GpuError::Layout {
+            column: "(batch)".into(),
+            what: e.to_string(),
+        })?;
+        self.decode_stats.rows += n as u64;
+        self.decode_stats.flattened_arrays += flattened_total;
+        self.stats.rows += n as u64;
+        Ok(batch)
+    }
+
+    fn push_prefetched(&mut self, up: Uploaded) {
+        // The new copy took the slot of the oldest entry when both were in
+        // use: that entry's data is being overwritten, so forget it.
+        self.prefetched.retain(|p| p.slot != up.slot);
+        self.prefetched.push_back(up);
+    }
+
+    fn take_prefetched(&mut self, chunk: &CopyChunk) -> Option<Uploaded> {
+        let key = Self::key(chunk);
+        let at = self
+            .prefetched
+            .iter()
+            .position(|u| u.key == key && u.rows == (0..chunk.num_rows()))?;
+        // Entries older than the one used are abandoned: their slots are
+        // reused in order.
+        let up = self.prefetched.remove(at);
+        self.prefetched.drain(..at);
+        up
+    }
+
+    fn cpu_reason(&self, c: usize) -> String {
+        match &self.plans[c] {
+            ColPlan::Cpu(r) => (*r).to_string(),
+            _ => "values without an exact GPU conversion in this chunk".to_string(),
+        }
+    }
+
+    /// The whole chunk on the CPU: for malformed data (the CPU decoder's
+    /// error is the answer), empty chunks and GPU false alarms.
+    fn cpu_full(&mut self, chunk: &CopyChunk) -> Result<RecordBatch, GpuError> {
+        let t = Instant::now();
+        let schema = self.schema.clone();
+        let dec = self.full_cpu.get_or_insert_with(|| CpuDecoder::new(schema));
+        let before = dec.stats();
+        let r = dec.decode(chunk);
+        let after = dec.stats();
+        self.stats.cpu_fallback_s += t.elapsed().as_secs_f64();
+        if chunk.num_rows() > 0 {
+            self.stats.cpu_rechecks += 1;
+        }
+        let b = r?;
+        self.decode_stats.rows += after.rows - before.rows;
+        self.decode_stats.flattened_arrays += after.flattened_arrays - before.flattened_arrays;
+        self.stats.rows += after.rows - before.rows;
+        Ok(b)
+    }
+
+    /// Uploads a whole host batch (CPU-decoded) as a device batch.
+    fn upload_batch(
+        &mut self,
+        b: &RecordBatch,
+        mut cpu_names: Vec<(String, String)>,
+    ) -> Result<DeviceBatch, GpuError> {
+        let mut columns = Vec::with_capacity(b.num_columns());
+        for (i, a) in b.columns().iter().enumerate() {
+            columns.push(upload_array(&self.ctx, &self.compute, &a.to_data())?);
+            cpu_names.push((
+                self.schema.columns()[i].name.clone(),
+                "whole chunk decoded on the CPU".into(),
+            ));
+        }
+        Ok(DeviceBatch {
+            schema: b.schema(),
+            num_rows: b.num_rows(),
+            columns,
+            cpu_columns: cpu_names,
+            ctx: self.ctx.clone(),
+        })
+    }
+
+    /// Decodes, for rows `rows`, the always-CPU columns and the columns in
+    /// `redo` on the CPU. A data error there is reported as the whole-chunk
+    /// CPU decoder reports it (the first error in its order).
+    fn cpu_columns_for(
+        &mut self,
+        chunk: &CopyChunk,
+        rows: Range<usize>,
+        redo: &[usize],
+    ) -> Result<Vec<(usize, ArrayRef)>, GpuError> {
+        match self.cpu_columns_inner(chunk, rows, redo) {
+            Err(GpuError::Decode(e)) => match self.cpu_full(chunk) {
+                Err(full) => Err(full),
+                Ok(_) => Err(GpuError::Decode(e)),
+            },
+            other => other,
+        }
+    }
+
+    fn cpu_columns_inner(
+        &mut self,
+        chunk: &CopyChunk,
+        rows: Range<usize>,
+        redo: &[usize],
+    ) -> Result<Vec<(usize, ArrayRef)>, GpuError> {
+        if self.cpu_cols.is_empty() && redo.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = Instant::now();
+        let ncols = self.plans.len();
+        let no_proj = || GpuError::Layout {
+            column: "(projection)".into(),
+            what: "framing failed after the GPU accepted it".into(),
+        };
+        let mut out = Vec::with_capacity(self.cpu_cols.len() + redo.len());
+        if let Some(dec) = self.cpu_proj.as_mut() {
+            let proj =
+                project_chunk(chunk, rows.clone(), ncols, &self.cpu_cols).ok_or_else(no_proj)?;
+            let before = dec.stats().flattened_arrays;
+            let b = dec.decode(&proj)?;
+            self.decode_stats.flattened_arrays += dec.stats().flattened_arrays - before;
+            for (k, &c) in self.cpu_cols.iter().enumerate() {
+                out.push((c, b.column(k).clone()));
+            }
+        }
+        for &c in redo {
+            if !self.single.contains_key(&c) {
+                let s = projection_schema(&self.schema, &[c])?;
+                self.single.insert(c, CpuDecoder::new(Arc::new(s)));
+            }
+            self.stats.dynamic_cpu_fallbacks += 1;
+            let proj = project_chunk(chunk, rows.clone(), ncols, &[c]).ok_or_else(no_proj)?;
+            let Some(dec) = self.single.get_mut(&c) else {
+                continue;
+            };
+            let b = dec.decode(&proj)?;
+            out.push((c, b.column(0).clone()));
+        }
+        self.stats.cpu_fallback_s += t.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    /// Stages rows `rows` of `chunk` and starts their copy into the next
+    /// input slot. `None` when the rows do not lie inside the chunk's
+    /// buffer (malformed: the CPU decoder reports it).
+    fn upload(
+        &mut self,
+        chunk: &CopyChunk,
+        rows: Range<usize>,
+        always_stage: bool,
+    ) -> Result<Option<Uploaded>, GpuError> {
+        let Some((lo, hi)) = row_span(chunk, rows.clone()) else {
+            return Ok(None);
+        };
+        let n = rows.len();
+        let data_bytes = (hi - lo) as usize;
+        let data_pad = data_bytes.div_ceil(16) * 16;
+        let total = data_pad + 8 * n;
+        let slot_i = self.next_slot;
+        self.next_slot ^= 1;
+        // A prefetched piece still waiting in this slot is about to be
+        // overwritten: forget it (its decode will upload again).
+        self.prefetched.retain(|p| p.slot != slot_i);
+        let ordinal = self.ctx.ordinal;
+        let t = Instant::now();
+        let direct = !always_stage && is_pinned(chunk.data.as_ptr());
+        let slot = &mut self.slots[slot_i];
+        if slot.used {
+            // The staging buffer may still be the source of this slot's
+            // previous copy.
+            slot.h2d_done.sync()?;
+        }
+        let staged = if direct { 8 * n } else { total };
+        if slot.staging.as_ref().is_none_or(|b| b.capacity() < staged) {
+            slot.staging = None;
+            slot.staging = Some(PinnedBuffer::new(staged + staged / 4)?);
+        }
+        let Some(st) = slot.staging.as_mut() else {
+            return Err(GpuError::Pinned("no staging buffer".into()));
+        };
+        let buf = st.full_mut();
+        let off_at = if direct { 0 } else { data_pad };
+        if !direct {
+            buf[..data_bytes].copy_from_slice(&chunk.data[lo as usize..hi as usize]);
+        }
+        // Row offsets as the kernels read them: native-endian u32 arrays.
+        for (src, at) in [
+            (&chunk.row_starts[rows.clone()], off_at),
+            (&chunk.row_ends[rows.clone()], off_at + 4 * n),
+        ] {
+            for (d, v) in buf[at..at + 4 * n].chunks_exact_mut(4).zip(src) {
+                d.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+        if !direct {
+            self.stats.stage_s += t.elapsed().as_secs_f64();
+        }
+        // Device input: grows to the largest piece; freed only with the
+        // decoder. Before reusing it the copy stream waits until the kernels
+        // of its previous piece are done with it.
+        if slot.dev.as_ref().is_none_or(|d| d.len() < total) {
+            if slot.used {
+                slot.freed.sync()?;
+            }
+            slot.dev = None;
+            slot.dev = Some(DeviceBuffer::alloc(
+                &self.ctx,
+                total + total / 4,
+                AllocKind::Plain,
+                &self.copy,
+            )?);
+        } else if slot.used {
+            self.copy.wait(&slot.freed)?;
+        }
+        let (Some(dev), Some(st)) = (slot.dev.as_ref(), slot.staging.as_ref()) else {
+            return Err(GpuError::Pinned("no staging buffer".into()));
+        };
+        slot.h2d_start.record(&self.copy)?;
+        // SAFETY: both ranges are inside their buffers (sizes computed
+        // above); the pinned sources stay alive until h2d_done, which is
+        // waited on before they are reused or freed (the decoder syncs its
+        // streams on drop; a direct source is the caller's chunk, borrowed
+        // for the whole decode call that also waits for the copy).
+        unsafe {
+            if direct {
+                check(
+                    sys::cuMemcpyHtoDAsync_v2(
+                        dev.ptr(),
+                        chunk.data.as_ptr().add(lo as usize) as *const c_void,
+                        data_bytes,
+                        self.copy.raw,
+                    ),
+                    "cuMemcpyHtoDAsync",
+                    ordinal,
+                )?;
+                check(
+                    sys::cuMemcpyHtoDAsync_v2(
+                        dev.ptr() + data_pad as u64,
+                        st.full_mut_ptr() as *const c_void,
+                        8 * n,
+                        self.copy.raw,
+                    ),
+                    "cuMemcpyHtoDAsync",
+                    ordinal,
+                )?;
+            } else {
+                check(
+                    sys::cuMemcpyHtoDAsync_v2(
+                        dev.ptr(),
+                        st.full_mut_ptr() as *const c_void,
+                        total,
+                        self.copy.raw,
+                    ),
+                    "cuMemcpyHtoDAsync",
+                    ordinal,
+                )?;
+            }
+        }
+        slot.h2d_done.record(&self.copy)?;
+        slot.used = true;
+        self.stats.h2d_bytes += total as u64;
+        Ok(Some(Uploaded {
+            slot: slot_i,
+            rows,
+            lo,
+            hi,
+            key: Self::key(chunk),
+        }))
+    }
+
+    fn alloc(&self, bytes: usize, kind: AllocKind) -> Result<DeviceBuffer, GpuError> {
+        let b = DeviceBuffer::alloc(&self.ctx, bytes, kind, &self.compute)?;
+        if let Some(v) = self.poison {
+            self.kernels.fill(&self.compute, b.ptr(), bytes as u64, v)?;
+        }
+        Ok(b)
+    }
+
+    fn zeroed(&self, bytes: usize) -> Result<DeviceBuffer, GpuError> {
+        let b = DeviceBuffer::alloc(&self.ctx, bytes, AllocKind::Pool, &self.compute)?;
+        // SAFETY: b has `bytes` bytes.
+        check(
+            unsafe { sys::cuMemsetD8Async(b.ptr(), 0, bytes.max(1), self.compute.raw) },
+            "cuMemsetD8Async",
+            self.ctx.ordinal,
+        )?;
+        Ok(b)
+    }
+
+    /// Reads `count` u64 values at device addresses `addrs` (totals of
+    /// scans), synchronizing the compute stream.
+    fn read_u64s(&mut self, addrs: &[u64]) -> Result<Vec<u64>, GpuError> {
+        let need = addrs.len() * 8;
+        if self.ctrl_host.capacity() < need {
+            self.ctrl_host = PinnedBuffer::new(need)?;
+        }
+        let base = self.ctrl_host.full_mut_ptr();
+        for (k, &a) in addrs.iter().enumerate() {
+            // SAFETY: 8 bytes at slot k of the pinned control buffer; the
+            // device address is the last element of a scan output.
+            check(
+                unsafe {
+                    sys::cuMemcpyDtoHAsync_v2(
+                        base.add(8 * k) as *mut c_void,
+                        a,
+                        8,
+                        self.compute.raw,
+                    )
+                },
+                "cuMemcpyDtoHAsync",
+                self.ctx.ordinal,
+            )?;
+        }
+        self.compute.sync()?;
+        let host = self.ctrl_host.full_mut();
+        Ok((0..addrs.len())
+            .map(|k| u64::from_ne_bytes(host[8 * k..8 * k + 8].try_into().unwrap_or([0; 8])))
+            .collect())
+    }
+
+    /// Runs the kernels over an uploaded piece.
+    fn run(&mut self, up: &Uploaded, out_kind: AllocKind) -> Result<Outcome, GpuError> {
+        let n = up.rows.len();
+        let ncols = self.plans.len();
+        let ordinal = self.ctx.ordinal;
+        let slot = &self.slots[up.slot];
+        let Some(dev) = slot.dev.as_ref() else {
+            return Err(GpuError::Unsupported {
+                device: ordinal,
+                what: "input slot without a buffer".into(),
+            });
+        };
+        let data_bytes = (up.hi - up.lo) as usize;
+        let data_pad = data_bytes.div_ceil(16) * 16;
+        // Field offsets are absolute in the chunk: the kernels see the data
+        // pointer shifted down by `lo`, so `data + offset` lands inside the
+        // piece's bytes (wrapping arithmetic on the address is exact).
+        let data = dev.ptr().wrapping_sub(u64::from(up.lo));
+        let starts = dev.ptr() + data_pad as u64;
+        let ends = starts + 4 * n as u64;
+        self.compute.wait(&slot.h2d_done)?;
+        let ev0 = Event::new(&self.ctx)?;
+        let ev_framed = Event::new(&self.ctx)?;
+        let ev_done = Event::new(&self.ctx)?;
+        ev0.record(&self.compute)?;
+        let fields = n * ncols;
+        let foff = self.alloc(4 * fields, AllocKind::Pool)?;
+        let flen = self.alloc(4 * fields, AllocKind::Pool)?;
+        // Control words: [0] framing flag; per column: flag, nulls, element
+        // flag, element nulls, flattened arrays.
+        let ctrl_words = 1 + 5 * ncols;
+        let ctrl = self.zeroed(4 * ctrl_words)?;
+        let cw = |i: usize| ctrl.ptr() + 4 * i as u64;
+        let (flag_of, nulls_of, eflag_of, enulls_of, flat_of) = (
+            |c: usize| 1 + c,
+            |c: usize| 1 + ncols + c,
+            |c: usize| 1 + 2 * ncols + c,
+            |c: usize| 1 + 3 * ncols + c,
+            |c: usize| 1 + 4 * ncols + c,
+        );
+        self.kernels.frame(
+            &self.compute,
+            data,
+            u64::from(up.hi),
+            starts,
+            ends,
+            n as u32,
+            ncols as u32,
+            foff.ptr(),
+            flen.ptr(),
+            cw(0),
+        )?;
+        ev_framed.record(&self.compute)?;
+        let field_ptrs = |c: usize| {
+            (
+                foff.ptr() + 4 * (c * n) as u64,
+                flen.ptr() + 4 * (c * n) as u64,
+            )
+        };
+        let words = |m: usize| m.div_ceil(32) * 4;
+        let mut keep: Vec<DeviceBuffer> = Vec::new();
+        let mut outputs: Vec<Option<DeviceColumn>> = (0..ncols).map(|_| None).collect();
+        let arrow = self.schema.arrow_schema();
+        let nullable: Vec<bool> = self.schema.columns().iter().map(|c| c.nullable).collect();
+
+        // --- arrays: element counts, list offsets, element fields ---
+        struct ListPart {
+            col: usize,
+            total: u64,
+            valid: DeviceBuffer,
+            offsets: Option<DeviceBuffer>,
+            eoff: Option<DeviceBuffer>,
+            elen: Option<DeviceBuffer>,
+        }
+        let list_cols: Vec<usize> = (0..ncols)
+            .filter(|&c| matches!(self.plans[c], ColPlan::List(_)))
+            .collect();
+        let mut lists: Vec<ListPart> = Vec::new();
+        if !list_cols.is_empty() {
+            let counts = self.alloc(4 * n * list_cols.len(), AllocKind::Pool)?;
+            let incl = self.alloc(8 * n * list_cols.len(), AllocKind::Pool)?;
+            let mut tasks = Vec::new();
+            for (k, &c) in list_cols.iter().enumerate() {
+                let valid = self.alloc(words(n), out_kind)?;
+                let (o, l) = field_ptrs(c);
+                tasks.push(Task {
+                    off: o,
+                    len: l,
+                    out2: cw(flat_of(c)),
+                    valid: valid.ptr(),
+                    aux: counts.ptr() + (4 * k * n) as u64,
+                    flag: cw(flag_of(c)),
+                    nulls: cw(nulls_of(c)),
+                    n: n as u32,
+                    nullable: u32::from(nullable[c]),
+                    ..Task::default()
+                });
+                lists.push(ListPart {
+                    col: c,
+                    total: 0,
+                    valid,
+                    offsets: None,
+                    eoff: None,
+                    elen: None,
+                });
+            }
+            self.kernels
+                .array_count(&self.compute, data, &tasks, &mut keep)?;
+            self.kernels.scan_u32(
+                &self.compute,
+                counts.ptr(),
+                incl.ptr(),
+                n as u64,
+                list_cols.len() as u32,
+                n as u64,
+            )?;
+            let last: Vec<u64> = (0..list_cols.len())
+                .map(|k| incl.ptr() + 8 * (k * n + n - 1) as u64)
+                .collect();
+            let totals = self.read_u64s(&last)?;
+            let mut etasks = Vec::new();
+            for (k, lp) in lists.iter_mut().enumerate() {
+                lp.total = totals[k];
+                if lp.total > i32::MAX as u64 {
+                    // Over an Arrow list's offsets: the CPU reports TooLarge.
+                    return Ok(Outcome::BadData);
+                }
+                let t = lp.total as usize;
+                let offsets = self.alloc(4 * (n + 1), out_kind)?;
+                let eoff = self.alloc(4 * t, AllocKind::Pool)?;
+                let elen = self.alloc(4 * t, AllocKind::Pool)?;
+                let (o, l) = field_ptrs(lp.col);
+                etasks.push(Task {
+                    off: o,
+                    len: l,
+                    out0: offsets.ptr(),
+                    out1: eoff.ptr(),
+                    aux: elen.ptr(),
+                    aux2: incl.ptr() + (8 * k * n) as u64,
+                    flag: cw(flag_of(lp.col)),
+                    n: n as u32,
+                    ..Task::default()
+                });
+                lp.offsets = Some(offsets);
+                lp.eoff = Some(eoff);
+                lp.elen = Some(elen);
+            }
+            self.kernels
+                .array_elems(&self.compute, data, &etasks, &mut keep)?;
+            keep.push(counts);
+            keep.push(incl);
+        }
+
+        // --- value tasks: top-level columns and array elements ---
+        struct Target {
+            col: usize,
+            element: bool,
+            plan: ColPlan,
+            n: usize,
+            off: u64,
+            len: u64,
+            nullable: bool,
+            data_type: DataType,
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        for (c, &col_nullable) in nullable.iter().enumerate() {
+            let dt = field_of(&arrow, c).data_type().clone();
+            match &self.plans[c] {
+                ColPlan::Cpu(_) => {}
+                ColPlan::List(elem) => {
+                    let lp = lists.iter().find(|l| l.col == c);
+                    let (Some(lp), DataType::List(item)) = (lp, &dt) else {
+                        continue;
+                    };
+                    let (Some(eo), Some(el)) = (lp.eoff.as_ref(), lp.elen.as_ref()) else {
+                        continue;
+                    };
+                    targets.push(Target {
+                        col: c,
+                        element: true,
+                        plan: (**elem).clone(),
+                        n: lp.total as usize,
+                        off: eo.ptr(),
+                        len: el.ptr(),
+                        nullable: true,
+                        data_type: item.data_type().clone(),
+                    });
+                }
+                p => {
+                    let (o, l) = field_ptrs(c);
+                    targets.push(Target {
+                        col: c,
+                        element: false,
+                        plan: p.clone(),
+                        n,
+                        off: o,
+                        len: l,
+                        nullable: col_nullable,
+                        data_type: dt,
+                    });
+                }
+            }
+        }
+        // Outputs per target: (validity, buffers, children buffers).
+        struct Out {
+            valid: DeviceBuffer,
+            bufs: Vec<DeviceBuffer>,
+            lens_scratch: Option<DeviceBuffer>,
+            incl: Option<DeviceBuffer>,
+        }
+        // All outputs of the targets come from one allocation (and the var
+        // values from a second, once their sizes are known): one
+        // cuMemAlloc per piece instead of dozens.
+        let align = |b: usize| b.max(1).div_ceil(256) * 256;
+        let mut slab_bytes = 0usize;
+        for t in &targets {
+            slab_bytes += align(words(t.n));
+            slab_bytes += match &t.plan {
+                ColPlan::Fixed {
+                    kind: Kind::Bool, ..
+                } => align(words(t.n)),
+                ColPlan::Fixed {
+                    kind: Kind::IntervalStruct,
+                    ..
+                } => 2 * align(4 * t.n) + align(8 * t.n),
+                ColPlan::Fixed { kind, .. } => align(kind.out_width().unwrap_or(16) * t.n),
+                ColPlan::Var(_) => align(4 * (t.n + 1)),
+                _ => 0,
+            };
+        }
+        let mut slab = Carver::new(Arc::new(self.alloc(slab_bytes, out_kind)?));
+        let mut outs: Vec<Option<Out>> = Vec::new();
+        let mut fixed_tasks = Vec::new();
+        let mut var_tasks = Vec::new();
+        let mut var_idx = Vec::new();
+        for (ti, t) in targets.iter().enumerate() {
+            let (flag, nulls) = if t.element {
+                (cw(eflag_of(t.col)), cw(enulls_of(t.col)))
+            } else {
+                (cw(flag_of(t.col)), cw(nulls_of(t.col)))
+            };
+            let valid = slab.carve(words(t.n));
+            match &t.plan {
+                ColPlan::Fixed {
+                    kind,
+                    precision,
+                    scale,
+                    round,
+                } => {
+                    let bufs = match kind {
+                        Kind::Bool => vec![slab.carve(words(t.n))],
+                        Kind::IntervalStruct => vec![
+                            slab.carve(4 * t.n),
+                            slab.carve(4 * t.n),
+                            slab.carve(8 * t.n),
+                        ],
+                        k => vec![slab.carve(k.out_width().unwrap_or(16) * t.n)],
+                    };
+                    fixed_tasks.push(Task {
+                        off: t.off,
+                        len: t.len,
+                        out0: bufs[0].ptr(),
+                        out1: bufs.get(1).map_or(0, |b| b.ptr()),
+                        out2: bufs.get(2).map_or(0, |b| b.ptr()),
+                        valid: valid.ptr(),
+                        flag,
+                        nulls,
+                        n: t.n as u32,
+                        kind: *kind as u32,
+                        nullable: u32::from(t.nullable),
+                        precision: *precision,
+                        scale: *scale,
+                        round: u32::from(*round),
+                        ..Task::default()
+                    });
+                    outs.push(Some(Out {
+                        valid,
+                        bufs,
+                        lens_scratch: None,
+                        incl: None,
+                    }));
+                }
+                ColPlan::Var(kind) => {
+                    let offsets = slab.carve(4 * (t.n + 1));
+                    let lens = self.alloc(4 * t.n, AllocKind::Pool)?;
+                    let incl = self.alloc(8 * t.n, AllocKind::Pool)?;
+                    var_tasks.push(Task {
+                        off: t.off,
+                        len: t.len,
+                        valid: valid.ptr(),
+                        aux: lens.ptr(),
+                        aux2: incl.ptr(),
+                        flag,
+                        nulls,
+                        n: t.n as u32,
+                        kind: *kind as u32,
+                        nullable: u32::from(t.nullable),
+                        ..Task::default()
+                    });
+                    var_idx.push(ti);
+                    outs.push(Some(Out {
+                        valid,
+                        bufs: vec![offsets],
+                        lens_scratch: Some(lens),
+                        incl: Some(incl),
+                    }));
+                }
+                _ => outs.push(None),
+            }
+        }
+        self.kernels
+            .fixed(&self.compute, data, &fixed_tasks, &mut keep)?;
+        if !var_tasks.is_empty() {
+            self.kernels
+                .var_lengths(&self.compute, data, &var_tasks, &mut keep)?;
+            let mut last = Vec::new();
+            for &ti in &var_idx {
+                let t = &targets[ti];
+                let mut at = 0;
+                if let Some(Some(o)) = outs.get(ti) {
+                    if let (Some(l), Some(i)) = (o.lens_scratch.as_ref(), o.incl.as_ref()) {
+                        self.kernels.scan_u32(
+                            &self.compute,
+                            l.ptr(),
+                            i.ptr(),
+                            t.n as u64,
+                            1,
+                            t.n as u64,
+                        )?;
+                        if t.n > 0 {
+                            at = i.ptr() + 8 * (t.n as u64 - 1);
+                        }
+                    }
+                }
+                last.push(at);
+            }
+            let nz: Vec<u64> = last.iter().copied().filter(|&a| a != 0).collect();
+            let vals = self.read_u64s(&nz)?;
+            let totals: Vec<u64> = {
+                let mut it = vals.into_iter();
+                last.iter()
+                    .map(|&a| if a != 0 { it.next().unwrap_or(0) } else { 0 })
+                    .collect()
+            };
+            if totals.iter().any(|&t| t > i32::MAX as u64) {
+                // Over Arrow's 2 GiB per array: the CPU reports TooLarge.
+                return Ok(Outcome::BadData);
+            }
+            let values_bytes: usize = totals.iter().map(|&t| align(t as usize)).sum();
+            let mut values_slab = Carver::new(Arc::new(self.alloc(values_bytes, out_kind)?));
+            for (k, &ti) in var_idx.iter().enumerate() {
+                let values = values_slab.carve(totals[k] as usize);
+                if let Some(Some(o)) = outs.get_mut(ti) {
+                    var_tasks[k].out0 = o.bufs.first().map_or(0, |b| b.ptr());
+                    var_tasks[k].out1 = values.ptr();
+                    o.bufs.push(values);
+                }
+            }
+            self.kernels
+                .var_copy(&self.compute, data, &var_tasks, &mut keep)?;
+        }
+        ev_done.record(&self.compute)?;
+        self.slots[up.slot].freed.record(&self.compute)?;
+        // Control words back, then one synchronization for the piece.
+        if self.ctrl_host.capacity() < 4 * ctrl_words {
+            self.ctrl_host = PinnedBuffer::new(4 * ctrl_words)?;
+        }
+        // SAFETY: the control buffer has ctrl_words u32s; the pinned host
+        // buffer has room (checked above).
+        check(
+            unsafe {
+                sys::cuMemcpyDtoHAsync_v2(
+                    self.ctrl_host.full_mut_ptr() as *mut c_void,
+                    ctrl.ptr(),
+                    4 * ctrl_words,
+                    self.compute.raw,
+                )
+            },
+            "cuMemcpyDtoHAsync",
+            ordinal,
+        )?;
+        self.compute.sync()?;
+        let host = self.ctrl_host.full_mut();
+        let word =
+            |i: usize| u32::from_ne_bytes(host[4 * i..4 * i + 4].try_into().unwrap_or([0; 4]));
+        let ctrl_vals: Vec<u32> = (0..ctrl_words).map(word).collect();
+        drop(keep);
+        drop(foff);
+        drop(flen);
+        drop(ctrl);
+        let slot = &self.slots[up.slot];
+        self.stats.h2d_s += slot.h2d_done.since(&slot.h2d_start)? / 1e3;
+        self.stats.frame_s += ev_framed.since(&ev0)? / 1e3;
+        self.stats.decode_s += ev_done.since(&ev_framed)? / 1e3;
+        self.stats.pieces += 1;
+        self.stats.peak_device_bytes = self.ctx.mem.peak();
+
+        if ctrl_vals[0] & FLAG_ERROR != 0 {
+            return Ok(Outcome::BadData);
+        }
+        let mut redo = Vec::new();
+        for c in 0..ncols {
+            let f = ctrl_vals[flag_of(c)] | ctrl_vals[eflag_of(c)];
+            if f & FLAG_ERROR != 0 {
+                return Ok(Outcome::BadData);
+            }
+            if f & FLAG_CPU != 0 {
+                redo.push(c);
+            }
+        }
+        let flattened: u64 = list_cols
+            .iter()
+            .map(|&c| u64::from(ctrl_vals[flat_of(c)]))
+            .sum();
+
+        // --- assemble Arrow-layout device columns ---
+        let mut elements: HashMap<usize, DeviceColumn> = HashMap::new();
+        for (ti, t) in targets.into_iter().enumerate() {
+            let Some(o) = outs.get_mut(ti).and_then(Option::take) else {
+                continue;
+            };
+            let nulls = if t.element {
+                ctrl_vals[enulls_of(t.col)]
+            } else {
+                ctrl_vals[nulls_of(t.col)]
+            } as usize;
+            let validity = (nulls > 0).then(|| DeviceSlice {
+                len: t.n.div_ceil(8),
+                buffer: o.valid,
+            });
+            let col = match &t.plan {
+                ColPlan::Fixed { kind, .. } => match kind {
+                    Kind::Bool => {
+                        let mut bufs = o.bufs;
+                        let b = bufs.remove(0);
+                        DeviceColumn {
+                            data_type: t.data_type.clone(),
+                            len: t.n,
+                            null_count: nulls,
+                            validity,
+                            buffers: vec![DeviceSlice {
+                                len: t.n.div_ceil(8),
+                                buffer: b,
+                            }],
+                            children: Vec::new(),
+                        }
+                    }
+                    Kind::IntervalStruct => {
+                        let fields: Fields = match &t.data_type {
+                            DataType::Struct(f) => f.clone(),
+                            _ => Fields::empty(),
+                        };
+                        let children = o
+                            .bufs
+                            .into_iter()
+                            .enumerate()
+                            .map(|(k, b)| DeviceColumn {
+                                data_type: fields
+                                    .get(k)
+                                    .map_or(DataType::Null, |f| f.data_type().clone()),
+                                len: t.n,
+                                null_count: 0,
+                                validity: None,
+                                buffers: vec![DeviceSlice {
+                                    len: if k == 2 { 8 * t.n } else { 4 * t.n },
+                                    buffer: b,
+                                }],
+                                children: Vec::new(),
+                            })
+                            .collect();
+                        DeviceColumn {
+                            data_type: t.data_type.clone(),
+                            len: t.n,
+                            null_count: nulls,
+                            validity,
+                            buffers: Vec::new(),
+                            children,
+                        }
+                    }
+                    k => {
+                        let w = k.out_width().unwrap_or(16);
+                        DeviceColumn {
+                            data_type: t.data_type.clone(),
+                            len: t.n,
+                            null_count: nulls,
+                            validity,
+                            buffers: o
+                                .bufs
+                                .into_iter()
+                                .map(|b| DeviceSlice {
+                                    len: w * t.n,
+                                    buffer: b,
+                                })
+                                .collect(),
+                            children: Vec::new(),
+                        }
+                    }
+                },
+                ColPlan::Var(_) => {
+                    let mut bufs = o.bufs.into_iter();
+                    let (Some(offs), Some(vals)) = (bufs.next(), bufs.next()) else {
+                        continue;
+                    };
+                    let vlen = vals.len();
+                    DeviceColumn {
+                        data_type: t.data_type.clone(),
+                        len: t.n,
+                        null_count: nulls,
+                        validity,
+                        buffers: vec![
+                            DeviceSlice {
+                                len: 4 * (t.n + 1),
+                                buffer: offs,
+                            },
+                            DeviceSlice {
+                                len: vlen,
+                                buffer: vals,
+                            },
+                        ],
+                        children: Vec::new(),
+                    }
+                }
+                _ => continue,
+            };
+            if t.element {
+                elements.insert(t.col, col);
+            } else {
+                outputs[t.col] = Some(col);
+            }
+        }
+        for lp in lists {
+            let nulls = ctrl_vals[nulls_of(lp.col)] as usize;
+            let (Some(child), Some(offs)) = (elements.remove(&lp.col), lp.offsets) else {
+                continue;
+            };
+            outputs[lp.col] = Some(DeviceColumn {
+                data_type: field_of(&arrow, lp.col).data_type().clone(),
+                len: n,
+                null_count: nulls,
+                validity: (nulls > 0).then(|| DeviceSlice {
+                    len: n.div_ceil(8),
+                    buffer: lp.valid,
+                }),
+                buffers: vec![DeviceSlice {
+                    len: 4 * (n + 1),
+                    buffer: offs,
+                }],
+                children: vec![child],
+            });
+        }
+        // A column redone on the CPU drops its GPU output.
+        for &c in &redo {
+            outputs[c] = None;
+        }
+        Ok(Outcome::Done {
+            columns: outputs,
+            redo_on_cpu: redo,
+            flattened,
+        })
+    }
+}
+
+/// Hands out 256-byte aligned views of one device allocation.
+struct Carver {
+    slab: Arc<DeviceBuffer>,
+    cursor: usize,
+}
+
+impl Carver {
+    fn new(slab: Arc<DeviceBuffer>) -> Carver {
+        Carver { slab, cursor: 0 }
+    }
+
+    /// The next `bytes` (callers sized the slab for every carve).
+    fn carve(&mut self, bytes: usize) -> DeviceBuffer {
+        let at = self.cursor;
+        self.cursor += bytes.max(1).div_ceil(256) * 256;
+        debug_assert!(self.cursor <= self.slab.len().max(1).div_ceil(256) * 256);
+        DeviceBuffer::view(&self.slab, at, bytes)
+    }
+}
+
+/// The output schema of a projection onto `cols`, with the type options
+/// that give each column the same Arrow type as in `schema`.
+fn projection_schema(schema: &OutputSchema, cols: &[usize]) -> Result<OutputSchema, GpuError> {
+    let arrow = schema.arrow_schema();
+    let descs: Vec<_> = cols.iter().map(|&c| schema.columns()[c].clone()).collect();
+    // One export has one set of type options, so the options each column
+    // implies never conflict: merge them.
+    let typed: Vec<_> = cols
+        .iter()
+        .zip(&descs)
+        .map(|(&c, d)| (&d.pg_type, arrow.field(c).data_type()))
+        .collect();
+    let opts = merged_options(&typed);
+    let s = OutputSchema::new(&descs, &opts)?;
+    let got = s.arrow_schema();
+    for (k, &c) in cols.iter().enumerate() {
+        if got.field(k).data_type() != arrow.field(c).data_type() {
+            return Err(GpuError::Layout {
+                column: schema.columns()[c].name.clone(),
+                what: format!(
+                    "CPU projection gives {} instead of {}",
+                    got.field(k).data_type(),
+                    arrow.field(c).data_type()
+                ),
+            });
+        }
+    }
+    Ok(s)
+}
+
+impl Decoder for GpuDecoder {
+    /// Decodes on the GPU; data errors are the CPU decoder's own errors.
+    /// A failure of the GPU itself (out of memory, a CUDA error) is recorded
+    /// in [`GpuStats::gpu_failures`] and the chunk is decoded on the CPU, so
+    /// an export never stops because of the GPU.
+    fn decode(&mut self, chunk: &CopyChunk) -> Result<RecordBatch, DecodeError> {
+        match self.decode_batch(chunk) {
+            Ok(b) => Ok(b),
+            Err(GpuError::Decode(e)) => Err(e),
+            Err(other) => {
+                self.stats.gpu_failures += 1;
+                self.stats.last_gpu_failure = Some(other.to_string());
+                // Make sure nothing of this chunk is still in flight.
+                let _ = self.compute.sync();
+                let _ = self.copy.sync();
+                self.prefetched.clear();
+                match self.cpu_full(chunk) {
+                    Ok(b) => Ok(b),
+                    Err(GpuError::Decode(e)) => Err(e),
+                    Err(e) => Err(DecodeError::BadChunk {
+                        partition: chunk.partition,
+                        first_row: chunk.first_row,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> DecodeStats {
+        self.decode_stats
+    }
+}
+
+impl Drop for GpuDecoder {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind();
+        let _ = self.copy.sync();
+        let _ = self.compute.sync();
+        // Give idle pool memory back to other users of the device.
+        cuda::trim_pool(&self.ctx);
+    }
+}

@@ -1,0 +1,68 @@
+//! The one error type of the GPU path.
+
+use thiserror::Error;
+
+/// Everything that can go wrong on the GPU path. Each variant names what a
+/// user needs to act on: where a library was looked for, which device, which
+/// CUDA call, which column and row.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    /// No usable CUDA driver library (`libcuda.so.1`) was found.
+    #[error("no CUDA driver found (looked in: {looked_in}){}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    NoDriver {
+        /// The places searched, in order.
+        looked_in: String,
+        /// Why the last candidate failed, when one existed.
+        detail: Option<String>,
+    },
+    /// The driver loaded but reports no CUDA device (or not this ordinal).
+    #[error("no CUDA device{}", .0.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    NoDevice(Option<String>),
+    /// The driver is older than this build needs.
+    #[error("CUDA driver too old: it supports CUDA {}, gpupgparser needs {}", fmt_ver(*.found), fmt_ver(*.need))]
+    DriverTooOld { found: i32, need: i32 },
+    /// A CUDA driver call failed.
+    #[error("CUDA call {call} failed on device {device}: {code}")]
+    Cuda {
+        call: &'static str,
+        /// The driver's error name and text, e.g. `CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)`.
+        code: String,
+        device: usize,
+    },
+    /// NVRTC is missing or failed to compile the kernels.
+    #[error("NVRTC: {log}")]
+    Nvrtc { log: String },
+    /// A device or pinned allocation did not fit.
+    #[error("out of memory on device {device}: {bytes} bytes requested")]
+    OutOfMemory { device: usize, bytes: u64 },
+    /// Pinned (page-locked) host memory could not be allocated.
+    #[error("pinned host memory: {0}")]
+    Pinned(String),
+    /// The data itself is bad; the CPU decoder's message (which names the
+    /// column, partition and row) is kept as it is.
+    #[error(transparent)]
+    Decode(#[from] gpupg_decode::DecodeError),
+    /// A chunk does not fit the limits of the device path (offsets beyond
+    /// u32, too many columns, ...).
+    #[error("chunk cannot be decoded on device {device}: {what}")]
+    Unsupported { device: usize, what: String },
+    /// Building the Arrow arrays from the decoded buffers failed (a bug: the
+    /// kernels produced an inconsistent layout).
+    #[error("column {column}: building the Arrow array failed: {what}")]
+    Layout { column: String, what: String },
+}
+
+fn fmt_ver(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+impl GpuError {
+    /// Whether the error says the GPU is unusable here (as opposed to a
+    /// failure while using one), for `--engine auto` to choose the CPU.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            GpuError::NoDriver { .. } | GpuError::NoDevice(_) | GpuError::DriverTooOld { .. }
+        )
+    }
+}

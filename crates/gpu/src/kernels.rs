@@ -1,0 +1,538 @@
+//! The only place that launches kernels: loads the compiled module and
+//! wraps each kernel in a function with typed arguments, plus the launch
+//! planning (grid sizes, scan levels) as pure functions.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::driver::sys;
+use serde::Serialize;
+
+use crate::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
+use crate::error::GpuError;
+use crate::nvrtc;
+
+/// Value kinds understood by the kernels (`K_*` in kernels/decode.cu).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    Bool = 0,
+    Int2 = 1,
+    Int4 = 2,
+    Int8 = 3,
+    Float4 = 4,
+    Float8 = 5,
+    Oid = 6,
+    Date = 7,
+    Time = 8,
+    Timestamp = 9,
+    Uuid = 10,
+    IntervalMdn = 11,
+    IntervalStruct = 12,
+    Decimal = 13,
+    NumericF64 = 14,
+    Text = 20,
+    Jsonb = 21,
+    Bytea = 22,
+    NumericText = 23,
+}
+
+impl Kind {
+    /// Bytes per output value of a fixed-width kind (Bool: bits, reported
+    /// as 0), `None` for variable-width kinds.
+    pub fn out_width(self) -> Option<usize> {
+        Some(match self {
+            Kind::Bool => 0,
+            Kind::Int2 => 2,
+            Kind::Int4 | Kind::Float4 | Kind::Oid | Kind::Date => 4,
+            Kind::Int8 | Kind::Float8 | Kind::Time | Kind::Timestamp | Kind::NumericF64 => 8,
+            Kind::Uuid | Kind::IntervalMdn | Kind::Decimal => 16,
+            // Three child arrays: months i32, days i32, micros i64.
+            Kind::IntervalStruct => 16,
+            Kind::Text | Kind::Jsonb | Kind::Bytea | Kind::NumericText => return None,
+        })
+    }
+}
+
+/// Per-column work description, `struct Task` in kernels/decode.cu.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct Task {
+    pub off: u64,
+    pub len: u64,
+    pub out0: u64,
+    pub out1: u64,
+    pub out2: u64,
+    pub valid: u64,
+    pub aux: u64,
+    pub aux2: u64,
+    pub flag: u64,
+    pub nulls: u64,
+    pub n: u32,
+    pub kind: u32,
+    pub nullable: u32,
+    pub precision: i32,
+    pub scale: i32,
+    pub round: u32,
+    pub pad0: u32,
+    pub pad1: u32,
+}
+
+/// Flag bits a kernel raises for a column (FLAG_* in the source).
+pub const FLAG_ERROR: u32 = 1;
+pub const FLAG_CPU: u32 = 2;
+
+/// Threads per block of the per-value kernels (a multiple of 32, for the
+/// warp ballots).
+pub const BLOCK: u32 = 256;
+/// Values per block of the scan kernels (SCAN_TILE in the source).
+pub const SCAN_TILE: u64 = 2048;
+const SCAN_THREADS: u32 = 256;
+
+/// Blocks for a grid-stride kernel over `n` items: enough to fill the
+/// device (`blocks_per_sm` resident blocks on each of `sms`
+/// multiprocessors), never more than the items need, at least 1.
+pub fn grid_for(n: u64, block: u32, sms: u32, blocks_per_sm: u32) -> u32 {
+    let need = n.div_ceil(u64::from(block)).max(1);
+    let fill = u64::from(sms.max(1)) * u64::from(blocks_per_sm.max(1));
+    need.min(fill).min(u64::from(i32::MAX as u32)) as u32
+}
+
+/// Tile counts of each level of the multi-level scan of `n` values: level
+/// 0 scans the values, level k+1 the tile sums of level k, until one tile
+/// holds everything.
+pub fn scan_levels(n: u64) -> Vec<u64> {
+    let mut v = Vec::new();
+    let mut m = n.max(1);
+    loop {
+        let tiles = m.div_ceil(SCAN_TILE);
+        v.push(tiles);
+        if tiles <= 1 {
+            break;
+        }
+        m = tiles;
+    }
+    v
+}
+
+/// The loaded module and its kernels.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    ctx: Arc<Context>,
+    module: sys::CUmodule,
+    frame: sys::CUfunction,
+    fixed: sys::CUfunction,
+    var_lengths: sys::CUfunction,
+    var_copy: sys::CUfunction,
+    scan_reduce_u32: sys::CUfunction,
+    scan_reduce_u64: sys::CUfunction,
+    scan_tiles_u32: sys::CUfunction,
+    scan_tiles_u64: sys::CUfunction,
+    array_count: sys::CUfunction,
+    array_elems: sys::CUfunction,
+    fill: sys::CUfunction,
+    pub sms: u32,
+    pub info: ModuleInfo,
+}
+
+/// How the module was obtained (for stats and `info`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleInfo {
+    pub arch: String,
+    pub compile_ms: f64,
+    pub from_cache: bool,
+    pub image: nvrtc::ImageKind,
+}
+
+// SAFETY: module and function handles are plain driver handles, usable from
+// any thread once the context is bound.
+unsafe impl Send for Kernels {}
+// SAFETY: as above; launching is thread-safe in the driver.
+unsafe impl Sync for Kernels {}
+
+impl Kernels {
+    /// Compiles (or reads from the cache) and loads the kernels for the
+    /// context's device.
+    pub(crate) fn load(ctx: &Arc<Context>) -> Result<Kernels, GpuError> {
+        ctx.bind()?;
+        let major =
+            ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor =
+            ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let sms = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let driver = crate::cuda::driver()?;
+        let nv = crate::cuda::nvrtc_version()?;
+        // A cubin from a newer NVRTC than the driver may use an ELF ABI the
+        // driver cannot load; say so up front instead of failing obscurely.
+        if nv.0 * 1000 > driver.version {
+            return Err(GpuError::DriverTooOld {
+                found: driver.version,
+                need: nv.0 * 1000 + nv.1 * 10,
+            });
+        }
+        let cache = nvrtc::cache_dir();
+        let compiled = nvrtc::compile(nvrtc::KERNEL_SOURCE, (major, minor), cache.as_deref())?;
+        let mut image = compiled.image.clone();
+        if compiled.kind == nvrtc::ImageKind::Ptx {
+            image.push(0);
+        }
+        let mut module = std::ptr::null_mut();
+        // SAFETY: image is a complete cubin (or NUL-terminated PTX).
+        let r = unsafe { sys::cuModuleLoadData(&mut module, image.as_ptr() as *const c_void) };
+        if r != sys::CUresult::CUDA_SUCCESS && compiled.from_cache {
+            // A cached image the driver rejects: drop it and compile anew.
+            if let Some(p) = &compiled.cache_path {
+                let _ = std::fs::remove_file(p);
+            }
+            return Self::load(ctx);
+        }
+        check(r, "cuModuleLoadData", ctx.ordinal)?;
+        let get = |name: &std::ffi::CStr| -> Result<sys::CUfunction, GpuError> {
+            let mut f = std::ptr::null_mut();
+            // SAFETY: module loaded; name is NUL-terminated.
+            check(
+                unsafe { sys::cuModuleGetFunction(&mut f, module, name.as_ptr()) },
+                "cuModuleGetFunction",
+                ctx.ordinal,
+            )?;
+            Ok(f)
+        };
+        Ok(Kernels {
+            ctx: ctx.clone(),
+            module,
+            frame: get(c"frame_rows")?,
+            fixed: get(c"decode_fixed")?,
+            var_lengths: get(c"var_lengths")?,
+            var_copy: get(c"var_copy")?,
+            scan_reduce_u32: get(c"scan_reduce_u32")?,
+            scan_reduce_u64: get(c"scan_reduce_u64")?,
+            scan_tiles_u32: get(c"scan_tiles_u32")?,
+            scan_tiles_u64: get(c"scan_tiles_u64")?,
+            array_count: get(c"array_count")?,
+            array_elems: get(c"array_elems")?,
+            fill: get(c"fill_u8")?,
+            sms: sms.max(1) as u32,
+            info: ModuleInfo {
+                arch: compiled.arch,
+                compile_ms: compiled.compile_ms,
+                from_cache: compiled.from_cache,
+                image: compiled.kind,
+            },
+        })
+    }
+
+    /// Launches `f` with `args` (pointers to each argument value).
+    fn launch(
+        &self,
+        f: sys::CUfunction,
+        grid: (u32, u32),
+        block: u32,
+        stream: &Stream,
+        args: &mut [*mut c_void],
+    ) -> Result<(), GpuError> {
+        if grid.1 == 0 {
+            return Ok(());
+        }
+        // SAFETY: each kernel's wrapper below passes exactly the parameters
+        // its CUDA signature declares, by pointer, in order.
+        check(
+            unsafe {
+                sys::cuLaunchKernel(
+                    f,
+                    grid.0.max(1),
+                    grid.1,
+                    1,
+                    block,
+                    1,
+                    1,
+                    0,
+                    stream.raw,
+                    args.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            },
+            "cuLaunchKernel",
+            self.ctx.ordinal,
+        )
+    }
+
+    fn grid(&self, n: u64) -> u32 {
+        // 8 resident blocks of 256 threads fill an SM's 2048 threads.
+        grid_for(n, BLOCK, self.sms, 8)
+    }
+
+    /// Framing of `nrows` rows into column-major field offsets/lengths.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn frame(
+        &self,
+        s: &Stream,
+        data: u64,
+        data_len: u64,
+        starts: u64,
+        ends: u64,
+        nrows: u32,
+        ncols: u32,
+        foff: u64,
+        flen: u64,
+        flag: u64,
+    ) -> Result<(), GpuError> {
+        let (mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7, mut a8) =
+            (data, data_len, starts, ends, nrows, ncols, foff, flen, flag);
+        let mut args = [
+            &mut a0 as *mut _ as *mut c_void,
+            &mut a1 as *mut _ as *mut c_void,
+            &mut a2 as *mut _ as *mut c_void,
+            &mut a3 as *mut _ as *mut c_void,
+            &mut a4 as *mut _ as *mut c_void,
+            &mut a5 as *mut _ as *mut c_void,
+            &mut a6 as *mut _ as *mut c_void,
+            &mut a7 as *mut _ as *mut c_void,
+            &mut a8 as *mut _ as *mut c_void,
+        ];
+        self.launch(
+            self.frame,
+            (self.grid(u64::from(nrows)), 1),
+            BLOCK,
+            s,
+            &mut args,
+        )
+    }
+
+    /// Uploads a task table (small; the copy from pageable memory is staged
+    /// by the driver before the call returns, so `tasks` may be dropped).
+    pub(crate) fn upload_tasks(
+        &self,
+        s: &Stream,
+        tasks: &[Task],
+    ) -> Result<DeviceBuffer, GpuError> {
+        let bytes = std::mem::size_of_val(tasks);
+        let buf = DeviceBuffer::alloc(&self.ctx, bytes, AllocKind::Pool, s)?;
+        if bytes > 0 {
+            // SAFETY: buf has `bytes` bytes; tasks is plain data.
+            check(
+                unsafe {
+                    sys::cuMemcpyHtoDAsync_v2(
+                        buf.ptr(),
+                        tasks.as_ptr() as *const c_void,
+                        bytes,
+                        s.raw,
+                    )
+                },
+                "cuMemcpyHtoDAsync",
+                self.ctx.ordinal,
+            )?;
+        }
+        Ok(buf)
+    }
+
+    fn task_launch(
+        &self,
+        f: sys::CUfunction,
+        s: &Stream,
+        data: u64,
+        tasks: &[Task],
+        keep: &mut Vec<DeviceBuffer>,
+    ) -> Result<(), GpuError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let max_n = tasks.iter().map(|t| u64::from(t.n)).max().unwrap_or(1);
+        let dev = self.upload_tasks(s, tasks)?;
+        let (mut a0, mut a1) = (data, dev.ptr());
+        let mut args = [
+            &mut a0 as *mut _ as *mut c_void,
+            &mut a1 as *mut _ as *mut c_void,
+        ];
+        // Task tables beyond the 65535 grid rows are launched in slices.
+        let grid_x = self.grid(max_n).div_ceil(tasks.len().min(8) as u32).max(1);
+        let r = self.launch(f, (grid_x, tasks.len() as u32), BLOCK, s, &mut args);
+        keep.push(dev);
+        r
+    }
+
+    /// Fixed-width decode of every task (one launch, `blockIdx.y` = task).
+    pub(crate) fn fixed(
+        &self,
+        s: &Stream,
+        data: u64,
+        tasks: &[Task],
+        keep: &mut Vec<DeviceBuffer>,
+    ) -> Result<(), GpuError> {
+        self.task_launch(self.fixed, s, data, tasks, keep)
+    }
+
+    /// Output lengths and validity of variable-width tasks.
+    pub(crate) fn var_lengths(
+        &self,
+        s: &Stream,
+        data: u64,
+        tasks: &[Task],
+        keep: &mut Vec<DeviceBuffer>,
+    ) -> Result<(), GpuError> {
+        self.task_launch(self.var_lengths, s, data, tasks, keep)
+    }
+
+    /// Offsets and bytes of variable-width tasks.
+    pub(crate) fn var_copy(
+        &self,
+        s: &Stream,
+        data: u64,
+        tasks: &[Task],
+        keep: &mut Vec<DeviceBuffer>,
+    ) -> Result<(), GpuError> {
+        self.task_launch(self.var_copy, s, data, tasks, keep)
+    }
+
+    /// Element counts and validity of array columns.
+    pub(crate) fn array_count(
+        &self,
+        s: &Stream,
+        data: u64,
+        tasks: &[Task],
+        keep: &mut Vec<DeviceBuffer>,
+    ) -> Result<(), GpuError> {
+        self.task_launch(self.array_count, s, data, tasks, keep)
+    }
+
+    /// List offsets and element (offset, length) of array columns.
+    pub(crate) fn array_elems(
+        &self,
+        s: &Stream,
+        data: u64,
+        tasks: &[Task],
+        keep: &mut Vec<DeviceBuffer>,
+    ) -> Result<(), GpuError> {
+        self.task_launch(self.array_elems, s, data, tasks, keep)
+    }
+
+    /// Inclusive prefix sums of `nseg` segments of `n` u32 values each
+    /// (segment k at `input + 4 * k * seg_stride`) into u64 values at the
+    /// same positions of `out`. Scratch for the upper levels comes from the
+    /// stream-ordered pool and is freed in stream order.
+    pub(crate) fn scan_u32(
+        &self,
+        s: &Stream,
+        input: u64,
+        out: u64,
+        n: u64,
+        nseg: u32,
+        seg_stride: u64,
+    ) -> Result<(), GpuError> {
+        self.scan_level(s, input, true, out, n, nseg, seg_stride)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scan_level(
+        &self,
+        s: &Stream,
+        input: u64,
+        is_u32: bool,
+        out: u64,
+        n: u64,
+        nseg: u32,
+        seg_stride: u64,
+    ) -> Result<(), GpuError> {
+        if n == 0 || nseg == 0 {
+            return Ok(());
+        }
+        let tiles = n.div_ceil(SCAN_TILE);
+        let mut sums_incl: u64 = 0;
+        let mut scratch = Vec::new();
+        if tiles > 1 {
+            let bytes = (tiles * u64::from(nseg) * 8) as usize;
+            let sums = DeviceBuffer::alloc(&self.ctx, bytes, AllocKind::Pool, s)?;
+            let incl = DeviceBuffer::alloc(&self.ctx, bytes, AllocKind::Pool, s)?;
+            let (mut a0, mut a1, mut a2, mut a3, mut a4) =
+                (input, n, seg_stride, sums.ptr(), tiles);
+            let mut args = [
+                &mut a0 as *mut _ as *mut c_void,
+                &mut a1 as *mut _ as *mut c_void,
+                &mut a2 as *mut _ as *mut c_void,
+                &mut a3 as *mut _ as *mut c_void,
+                &mut a4 as *mut _ as *mut c_void,
+            ];
+            let f = if is_u32 {
+                self.scan_reduce_u32
+            } else {
+                self.scan_reduce_u64
+            };
+            self.launch(f, (tiles as u32, nseg), SCAN_THREADS, s, &mut args)?;
+            self.scan_level(s, sums.ptr(), false, incl.ptr(), tiles, nseg, tiles)?;
+            sums_incl = incl.ptr();
+            scratch.push(sums);
+            scratch.push(incl);
+        }
+        let (mut a0, mut a1, mut a2, mut a3, mut a4, mut a5) =
+            (input, out, n, seg_stride, sums_incl, tiles);
+        let mut args = [
+            &mut a0 as *mut _ as *mut c_void,
+            &mut a1 as *mut _ as *mut c_void,
+            &mut a2 as *mut _ as *mut c_void,
+            &mut a3 as *mut _ as *mut c_void,
+            &mut a4 as *mut _ as *mut c_void,
+            &mut a5 as *mut _ as *mut c_void,
+        ];
+        let f = if is_u32 {
+            self.scan_tiles_u32
+        } else {
+            self.scan_tiles_u64
+        };
+        self.launch(f, (tiles as u32, nseg), SCAN_THREADS, s, &mut args)?;
+        // Dropping the scratch frees it in stream order, after the launch.
+        drop(scratch);
+        Ok(())
+    }
+
+    /// Fills `n` bytes at `ptr` with `v` (tests poison outputs with it).
+    pub(crate) fn fill(&self, s: &Stream, ptr: u64, n: u64, v: u8) -> Result<(), GpuError> {
+        let (mut a0, mut a1, mut a2) = (ptr, n, u32::from(v));
+        let mut args = [
+            &mut a0 as *mut _ as *mut c_void,
+            &mut a1 as *mut _ as *mut c_void,
+            &mut a2 as *mut _ as *mut c_void,
+        ];
+        self.launch(self.fill, (self.grid(n), 1), BLOCK, s, &mut args)
+    }
+}
+
+impl Drop for Kernels {
+    fn drop(&mut self) {
+        // SAFETY: the module is ours and no launch can be pending once its
+        // owner (the decoder) has synchronized its streams.
+        unsafe {
+            let _ = self.ctx.bind();
+            let _ = sys::cuModuleUnload(self.module);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_layout_matches_the_cuda_struct() {
+        // 10 pointers + 8 32-bit fields, no padding: 112 bytes.
+        assert_eq!(std::mem::size_of::<Task>(), 112);
+        assert_eq!(std::mem::align_of::<Task>(), 8);
+    }
+
+    #[test]
+    fn grids() {
+        assert_eq!(grid_for(0, 256, 132, 8), 1);
+        assert_eq!(grid_for(1, 256, 132, 8), 1);
+        assert_eq!(grid_for(256, 256, 132, 8), 1);
+        assert_eq!(grid_for(257, 256, 132, 8), 2);
+        assert_eq!(grid_for(100_000_000, 256, 132, 8), 132 * 8);
+        assert_eq!(grid_for(10, 256, 0, 0), 1);
+    }
+
+    #[test]
+    fn scan_level_counts() {
+        assert_eq!(scan_levels(0), vec![1]);
+        assert_eq!(scan_levels(2048), vec![1]);
+        assert_eq!(scan_levels(2049), vec![2, 1]);
+        assert_eq!(scan_levels(2048 * 2048), vec![2048, 1]);
+        assert_eq!(scan_levels(2048 * 2048 + 1), vec![2049, 2, 1]);
+    }
+}

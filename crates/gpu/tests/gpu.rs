@@ -1,0 +1,1026 @@
+//! GPU tests: run on a machine with a GPU with
+//! `cargo test -p gpupg-gpu --release -- --ignored --nocapture --test-threads=1`
+//! (gpu/run-tests.sh does that with prebuilt binaries). Each prints
+//! `RESULT <name> <key number>` lines that the script collects.
+//!
+//! Reference: the CPU decoder. Every comparison is Arrow equality of the
+//! whole batch (schema, types, validity, values), bit for bit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{Array, RecordBatch};
+use gpupg_decode::{
+    ArrayRepr, CpuDecoder, Decoder, EnumRepr, IntervalRepr, OutputSchema, TypeOptions,
+    UnconstrainedNumeric,
+};
+use gpupg_format::encode::{element_oid_of, encode_tuple, Value};
+use gpupg_format::types::NumericTypmod;
+use gpupg_format::{ColumnDesc, CopyChunk, PgType};
+use gpupg_gpu::{GpuDecoder, GpuOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn col(name: &str, pg: PgType, nullable: bool) -> ColumnDesc {
+    ColumnDesc {
+        name: name.to_string(),
+        type_name: String::new(),
+        type_oid: 0,
+        typmod: -1,
+        pg_type: pg,
+        nullable,
+    }
+}
+
+fn num(p: u16, s: i16) -> PgType {
+    PgType::Numeric(Some(NumericTypmod {
+        precision: p,
+        scale: s,
+    }))
+}
+
+fn arr(e: PgType) -> PgType {
+    PgType::Array(Box::new(e))
+}
+
+/// Every type, nullable, plus NOT NULL columns.
+fn all_columns() -> Vec<ColumnDesc> {
+    let mut v = vec![
+        col("b", PgType::Bool, true),
+        col("i2", PgType::Int2, true),
+        col("i4", PgType::Int4, true),
+        col("i8", PgType::Int8, true),
+        col("f4", PgType::Float4, true),
+        col("f8", PgType::Float8, true),
+        col("oid", PgType::Oid, true),
+        col("n152", num(15, 2), true),
+        col("n3810", num(38, 10), true),
+        col("n5m2", num(5, -2), true),
+        col("n", PgType::Numeric(None), true),
+        col("t", PgType::Text, true),
+        col("by", PgType::Bytea, true),
+        col("d", PgType::Date, true),
+        col("tm", PgType::Time, true),
+        col("ts", PgType::Timestamp, true),
+        col("tstz", PgType::Timestamptz, true),
+        col("iv", PgType::Interval, true),
+        col("u", PgType::Uuid, true),
+        col("j", PgType::Json, true),
+        col("jb", PgType::Jsonb, true),
+        col("e", PgType::Enum, true),
+        col("nn_i4", PgType::Int4, false),
+        col("nn_t", PgType::Text, false),
+    ];
+    for (n, e) in [
+        ("a_i4", PgType::Int4),
+        ("a_t", PgType::Text),
+        ("a_f8", PgType::Float8),
+        ("a_n", PgType::Numeric(None)),
+        ("a_n102", num(10, 2)),
+        ("a_d", PgType::Date),
+        ("a_b", PgType::Bool),
+        ("a_u", PgType::Uuid),
+        ("a_iv", PgType::Interval),
+        ("a_jb", PgType::Jsonb),
+        ("a_by", PgType::Bytea),
+        ("a_e", PgType::Enum),
+        ("a_ts", PgType::Timestamptz),
+    ] {
+        v.push(col(n, arr(e), true));
+    }
+    v
+}
+
+fn all_options() -> Vec<(&'static str, TypeOptions)> {
+    let d = TypeOptions::default();
+    vec![
+        ("default", d),
+        (
+            "struct-float-dict",
+            TypeOptions {
+                interval: IntervalRepr::Struct,
+                numeric: UnconstrainedNumeric::Float64,
+                enums: EnumRepr::Dictionary,
+                arrays: ArrayRepr::Struct,
+            },
+        ),
+        (
+            "decimal4",
+            TypeOptions {
+                numeric: UnconstrainedNumeric::Decimal128 { scale: 4 },
+                ..d
+            },
+        ),
+    ]
+}
+
+const LABELS: [&str; 4] = ["red", "green", "blue", "ünïcode"];
+
+fn rand_text(rng: &mut StdRng, max: usize) -> String {
+    let n = rng.random_range(0..=max);
+    let pool = [
+        'a',
+        'z',
+        '0',
+        ' ',
+        'é',
+        'ß',
+        '中',
+        '😀',
+        '\u{7ff}',
+        '\u{ffff}',
+        '\u{10ffff}',
+    ];
+    (0..n)
+        .map(|_| {
+            if rng.random_bool(0.8) {
+                (b'a' + rng.random_range(0..26)) as char
+            } else {
+                pool[rng.random_range(0..pool.len())]
+            }
+        })
+        .collect()
+}
+
+fn rand_numeric(rng: &mut StdRng, int_digits: u32, frac_digits: u32, specials: bool) -> Value {
+    if specials && rng.random_bool(0.03) {
+        return Value::Numeric(
+            ["NaN", "Infinity", "-Infinity"][rng.random_range(0..3)].to_string(),
+        );
+    }
+    let i = rng.random_range(0..=int_digits);
+    let f = rng.random_range(0..=frac_digits);
+    let mut s = String::new();
+    if rng.random_bool(0.5) {
+        s.push('-');
+    }
+    if i == 0 {
+        s.push('0');
+    }
+    for _ in 0..i {
+        s.push((b'0' + rng.random_range(0..10)) as char);
+    }
+    if f > 0 {
+        s.push('.');
+        for _ in 0..f {
+            s.push((b'0' + rng.random_range(0..10)) as char);
+        }
+    }
+    Value::Numeric(s)
+}
+
+/// A random non-NULL value of a type, in the range the CPU decoder accepts.
+fn rand_value(rng: &mut StdRng, pg: &PgType, opts: &TypeOptions, _depth: u32) -> Value {
+    match pg {
+        PgType::Bool => Value::Bool(rng.random()),
+        PgType::Int2 => Value::Int2(rng.random()),
+        PgType::Int4 => Value::Int4(rng.random()),
+        PgType::Int8 => Value::Int8(rng.random()),
+        PgType::Float4 => Value::Float4(f32::from_bits(rng.random())),
+        PgType::Float8 => Value::Float8(f64::from_bits(rng.random())),
+        PgType::Oid => Value::Oid(rng.random()),
+        PgType::Numeric(Some(t)) if t.precision == 15 => rand_numeric(rng, 13, 2, false),
+        PgType::Numeric(Some(t)) if t.precision == 38 => rand_numeric(rng, 28, 10, false),
+        PgType::Numeric(Some(t)) if t.scale < 0 => {
+            // numeric(5,-2): multiples of 100 up to 7 digits.
+            let v: i64 = rng.random_range(-99_999..=99_999);
+            Value::Numeric(format!("{}", v * 100))
+        }
+        PgType::Numeric(Some(_)) => rand_numeric(rng, 8, 2, false),
+        PgType::Numeric(None) => match opts.numeric {
+            UnconstrainedNumeric::Decimal128 { .. } => rand_numeric(rng, 30, 8, false),
+            // Short values hit the GPU's exact float path, long ones the
+            // per-chunk CPU fallback.
+            UnconstrainedNumeric::Float64 if rng.random_bool(0.7) => rand_numeric(rng, 8, 6, true),
+            _ => {
+                if rng.random_bool(0.1) {
+                    Value::Numeric(format!(
+                        "{}e{}",
+                        rng.random_range(1..999),
+                        rng.random_range(-40..40)
+                    ))
+                } else {
+                    rand_numeric(rng, 40, 30, true)
+                }
+            }
+        },
+        PgType::Text | PgType::Json => {
+            let max = if rng.random_bool(0.1) { 300 } else { 20 };
+            Value::Text(rand_text(rng, max))
+        }
+        PgType::Jsonb => Value::Jsonb(rand_text(rng, 50)),
+        PgType::Enum => Value::Text(LABELS[rng.random_range(0..LABELS.len())].to_string()),
+        PgType::Bytea => Value::Bytes((0..rng.random_range(0..80)).map(|_| rng.random()).collect()),
+        PgType::Date => match rng.random_range(0..50) {
+            0 => Value::Date(i32::MAX),
+            1 => Value::Date(i32::MIN),
+            _ => Value::Date(rng.random_range(-2_000_000_000..2_000_000_000)),
+        },
+        PgType::Time => Value::Time(rng.random_range(0..=86_400_000_000)),
+        PgType::Timestamp | PgType::Timestamptz => match rng.random_range(0..50) {
+            0 => Value::Timestamp(i64::MAX),
+            1 => Value::Timestamp(i64::MIN),
+            _ => Value::Timestamp(
+                rng.random_range(-9_000_000_000_000_000_000..9_000_000_000_000_000_000),
+            ),
+        },
+        PgType::Interval => Value::Interval {
+            micros: rng.random_range(-9_000_000_000_000_000..9_000_000_000_000_000),
+            days: rng.random(),
+            months: rng.random(),
+        },
+        PgType::Uuid => Value::Uuid(rng.random()),
+        PgType::Array(e) => {
+            let elem_oid = element_oid_of(e);
+            let shape: Vec<(i32, i32)> = match rng.random_range(0..10) {
+                0 => vec![],
+                1 => vec![(2, 1), (3, rng.random_range(-5..5))],
+                2 => vec![(0, 1)],
+                _ => vec![(rng.random_range(1..8), 1)],
+            };
+            let count: i32 = if shape.is_empty() {
+                0
+            } else {
+                shape.iter().map(|d| d.0).product()
+            };
+            let elements = (0..count)
+                .map(|_| {
+                    if rng.random_bool(0.1) {
+                        Value::Null
+                    } else {
+                        rand_value(rng, e, opts, _depth + 1)
+                    }
+                })
+                .collect();
+            Value::Array {
+                element_oid: elem_oid,
+                dims: if count == 0 { vec![] } else { shape },
+                elements,
+            }
+        }
+    }
+}
+
+fn chunk_of(rows: &[Vec<Value>]) -> CopyChunk {
+    let mut c = CopyChunk::default();
+    for r in rows {
+        // The 5-byte CopyData header the source leaves between rows.
+        c.data.extend_from_slice(b"d\0\0\0\0");
+        let t = encode_tuple(r);
+        let start = c.data.len() as u32;
+        c.data.extend_from_slice(&t);
+        c.row_starts.push(start);
+        c.row_ends.push(c.data.len() as u32);
+    }
+    c.partition = 3;
+    c.first_row = 1000;
+    c
+}
+
+fn random_rows(cols: &[ColumnDesc], opts: &TypeOptions, n: usize, seed: u64) -> Vec<Vec<Value>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            cols.iter()
+                .map(|c| {
+                    if c.nullable && rng.random_bool(0.15) {
+                        Value::Null
+                    } else {
+                        rand_value(&mut rng, &c.pg_type, opts, 0)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Compares column by column, naming the first difference.
+fn assert_same(gpu: &RecordBatch, cpu: &RecordBatch, what: &str) {
+    assert_eq!(gpu.schema(), cpu.schema(), "{what}: schema");
+    assert_eq!(gpu.num_rows(), cpu.num_rows(), "{what}: rows");
+    for (i, (g, c)) in gpu.columns().iter().zip(cpu.columns()).enumerate() {
+        g.to_data()
+            .validate_full()
+            .unwrap_or_else(|e| panic!("{what}: column {i} invalid: {e}"));
+        if g.to_data() != c.to_data() {
+            let name = gpu.schema().field(i).name().clone();
+            let n = g.len().min(c.len());
+            let first = (0..n).find(|&r| g.slice(r, 1).to_data() != c.slice(r, 1).to_data());
+            panic!(
+                "{what}: column {name} differs (first row {first:?}): gpu {:?} cpu {:?}",
+                first.map(|r| g.slice(r, 1)),
+                first.map(|r| c.slice(r, 1))
+            );
+        }
+    }
+}
+
+fn decoders(
+    cols: &[ColumnDesc],
+    opts: &TypeOptions,
+    gopts: GpuOptions,
+) -> (GpuDecoder, CpuDecoder) {
+    let schema = Arc::new(OutputSchema::new(cols, opts).expect("schema"));
+    let g = GpuDecoder::with_options(0, schema.clone(), gopts).expect("GPU decoder");
+    (g, CpuDecoder::new(schema))
+}
+
+/// Both GPU paths (host batch; device batch copied back) against the CPU.
+fn check_chunk(g: &mut GpuDecoder, cpu: &mut CpuDecoder, chunk: &CopyChunk, what: &str) {
+    let (c0, g0) = (cpu.stats(), g.stats());
+    let want = cpu.decode(chunk).expect("CPU decode");
+    let got = g
+        .decode_batch(chunk)
+        .unwrap_or_else(|e| panic!("{what}: GPU: {e}"));
+    assert_same(&got, &want, &format!("{what} (host path)"));
+    let (c1, g1) = (cpu.stats(), g.stats());
+    assert_eq!(
+        g1.flattened_arrays - g0.flattened_arrays,
+        c1.flattened_arrays - c0.flattened_arrays,
+        "{what}: flattened array count"
+    );
+    assert_eq!(g1.rows - g0.rows, c1.rows - c0.rows, "{what}: rows");
+    let dev = g
+        .decode_to_device(chunk)
+        .unwrap_or_else(|e| panic!("{what}: GPU device: {e}"));
+    let back = dev.to_host().expect("to_host");
+    assert_same(&back, &want, &format!("{what} (device path)"));
+}
+
+fn result(name: &str, value: impl std::fmt::Display) {
+    println!("RESULT {name} {value}");
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn a_info() {
+    let t = Instant::now();
+    let report = gpupg_gpu::info_report(Some(std::path::Path::new("/tmp")));
+    println!("{report}");
+    let d = gpupg_gpu::devices().expect("devices");
+    result("info_devices", format!("{} ({})", d.len(), d[0].name));
+    // First decoder on a fresh machine: includes the NVRTC compile.
+    let schema = Arc::new(OutputSchema::new(&all_columns(), &TypeOptions::default()).unwrap());
+    let g = GpuDecoder::new(0, schema).expect("decoder");
+    let s = g.gpu_stats();
+    result(
+        "kernel_compile",
+        format!(
+            "{:.0}ms from_cache={} arch={}",
+            s.kernel_compile_ms, s.kernels_from_cache, s.arch
+        ),
+    );
+    println!("plans: {:?}", g.plans());
+    // NVRTC compile of the kernels, uncached, and the cached path.
+    let dir = tempfile::tempdir().unwrap();
+    let dev = &d[0];
+    let cc: Vec<i32> = dev
+        .compute_capability
+        .split('.')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let c1 = gpupg_gpu::nvrtc::compile(
+        gpupg_gpu::nvrtc::KERNEL_SOURCE,
+        (cc[0], cc[1]),
+        Some(dir.path()),
+    )
+    .unwrap();
+    let t2 = Instant::now();
+    let c2 = gpupg_gpu::nvrtc::compile(
+        gpupg_gpu::nvrtc::KERNEL_SOURCE,
+        (cc[0], cc[1]),
+        Some(dir.path()),
+    )
+    .unwrap();
+    assert!(c2.from_cache && !c1.from_cache);
+    result(
+        "nvrtc_compile_uncached",
+        format!(
+            "{:.0}ms ({} bytes cubin); cached read {:.1}ms",
+            c1.compile_ms,
+            c1.image.len(),
+            t2.elapsed().as_secs_f64() * 1e3
+        ),
+    );
+    println!("info took {:?}", t.elapsed());
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn b_edge_values() {
+    let cols = all_columns();
+    for (oname, opts) in all_options() {
+        let edges = edge_rows(&cols, &opts);
+        let chunk = chunk_of(&edges);
+        let (mut g, mut cpu) = decoders(&cols, &opts, GpuOptions::default());
+        check_chunk(&mut g, &mut cpu, &chunk, &format!("edges/{oname}"));
+        println!(
+            "edges/{oname}: {} rows ok, stats {:?}",
+            edges.len(),
+            g.gpu_stats().cpu_columns
+        );
+    }
+    result("edge_values", "ok (3 option sets)");
+}
+
+/// Rows cycling through each type's edge values (and NULLs).
+fn edge_rows(cols: &[ColumnDesc], opts: &TypeOptions) -> Vec<Vec<Value>> {
+    let per_type = |pg: &PgType| -> Vec<Value> {
+        match pg {
+            PgType::Bool => vec![Value::Bool(true), Value::Bool(false), Value::Bytes(vec![7])],
+            PgType::Int2 => vec![
+                Value::Int2(i16::MIN),
+                Value::Int2(i16::MAX),
+                Value::Int2(0),
+                Value::Int2(-1),
+            ],
+            PgType::Int4 => vec![
+                Value::Int4(i32::MIN),
+                Value::Int4(i32::MAX),
+                Value::Int4(0),
+                Value::Int4(-1),
+            ],
+            PgType::Int8 => vec![Value::Int8(i64::MIN), Value::Int8(i64::MAX), Value::Int8(0)],
+            PgType::Float4 => vec![
+                Value::Float4(f32::NAN),
+                Value::Float4(f32::from_bits(0x7fc0_0001)),
+                Value::Float4(f32::INFINITY),
+                Value::Float4(f32::NEG_INFINITY),
+                Value::Float4(-0.0),
+                Value::Float4(f32::MIN_POSITIVE / 2.0),
+            ],
+            PgType::Float8 => vec![
+                Value::Float8(f64::NAN),
+                Value::Float8(f64::INFINITY),
+                Value::Float8(-0.0),
+                Value::Float8(f64::MAX),
+                Value::Float8(5e-324),
+            ],
+            PgType::Oid => vec![Value::Oid(0), Value::Oid(u32::MAX)],
+            PgType::Numeric(Some(t)) if t.precision == 15 => [
+                "0",
+                "-0.00",
+                "9999999999999.99",
+                "-9999999999999.99",
+                "0.01",
+                "1",
+                "-12345.6",
+            ]
+            .iter()
+            .map(|s| Value::Numeric(s.to_string()))
+            .collect(),
+            PgType::Numeric(Some(t)) if t.precision == 38 => [
+                "0",
+                "9999999999999999999999999999.9999999999",
+                "-9999999999999999999999999999.9999999999",
+                "0.0000000001",
+                "123456789.123",
+                "10000",
+                "1e20",
+            ]
+            .iter()
+            .map(|s| Value::Numeric(s.to_string()))
+            .collect(),
+            PgType::Numeric(Some(t)) if t.scale < 0 => ["0", "9999900", "-100", "12300"]
+                .iter()
+                .map(|s| Value::Numeric(s.to_string()))
+                .collect(),
+            PgType::Numeric(Some(_)) => ["0", "99999999.99", "-0.01", "1.5"]
+                .iter()
+                .map(|s| Value::Numeric(s.to_string()))
+                .collect(),
+            PgType::Numeric(None) => {
+                let mut v: Vec<Value> = [
+                    "0",
+                    "0.00",
+                    "-0.00",
+                    "1",
+                    "-12345.678",
+                    "10000",
+                    "0.0001",
+                    "0.00001",
+                    "2.5",
+                    "-2.5",
+                    "0.125",
+                    "0.00005",
+                    "123456789012345678901234567890.5",
+                    "1e-20",
+                    "1.5e3",
+                    "007.50",
+                    "9007199254740993",
+                    "0.1",
+                    "1e22",
+                    "1e-22",
+                    "12345678901234567890",
+                ]
+                .iter()
+                .map(|s| Value::Numeric(s.to_string()))
+                .collect();
+                // Non-canonical wire forms: negative zero with digits,
+                // leading zero digits, digits below dscale.
+                v.push(Value::NumericRaw(vec![0, 1, 0, 0, 0x40, 0, 0, 2, 0, 0]));
+                v.push(Value::NumericRaw(vec![0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 12]));
+                v.push(Value::NumericRaw(vec![
+                    0, 2, 0, 0, 0, 0, 0, 2, 0, 1, 0x09, 0x29,
+                ]));
+                v.push(Value::NumericRaw(vec![
+                    0, 1, 0xff, 0xff, 0x40, 0, 0, 2, 0, 10,
+                ]));
+                if !matches!(opts.numeric, UnconstrainedNumeric::Decimal128 { .. }) {
+                    for s in ["NaN", "Infinity", "-Infinity", "1e300", "-1e-300"] {
+                        v.push(Value::Numeric(s.to_string()));
+                    }
+                }
+                v
+            }
+            PgType::Text | PgType::Json => vec![
+                Value::Text(String::new()),
+                Value::Text("a".into()),
+                Value::Text("héllo wörld 😀".into()),
+                Value::Text("x".repeat(33)),
+                Value::Text("é".repeat(100)),
+                Value::Text("padded    ".into()),
+                Value::Text("\u{10ffff}\u{0}".into()),
+            ],
+            PgType::Jsonb => vec![
+                Value::Jsonb("{}".into()),
+                Value::Jsonb(String::new()),
+                Value::Jsonb("{\"k\": \"ü\"}".repeat(5)),
+            ],
+            PgType::Enum => LABELS.iter().map(|l| Value::Text(l.to_string())).collect(),
+            PgType::Bytea => vec![
+                Value::Bytes(vec![]),
+                Value::Bytes(vec![0xff, 0, 0x80]),
+                Value::Bytes(vec![0xc3; 70]),
+            ],
+            PgType::Date => vec![
+                Value::Date(i32::MAX),
+                Value::Date(i32::MIN),
+                Value::Date(0),
+                Value::Date(i32::MAX - 10957),
+                Value::Date(-2_451_545),
+            ],
+            PgType::Time => vec![
+                Value::Time(0),
+                Value::Time(86_400_000_000),
+                Value::Time(43_200_000_001),
+            ],
+            PgType::Timestamp | PgType::Timestamptz => vec![
+                Value::Timestamp(i64::MAX),
+                Value::Timestamp(i64::MIN),
+                Value::Timestamp(0),
+                Value::Timestamp(i64::MAX - 946_684_800_000_000),
+                Value::Timestamp(i64::MIN + 1),
+            ],
+            PgType::Interval => vec![
+                Value::Interval {
+                    micros: 9_223_372_036_854_775,
+                    days: i32::MIN,
+                    months: i32::MAX,
+                },
+                Value::Interval {
+                    micros: -9_223_372_036_854_775,
+                    days: -1,
+                    months: -14,
+                },
+                Value::Interval {
+                    micros: 0,
+                    days: 0,
+                    months: 0,
+                },
+            ],
+            PgType::Uuid => vec![
+                Value::Uuid([0; 16]),
+                Value::Uuid([0xff; 16]),
+                Value::Uuid(*b"0123456789abcdef"),
+            ],
+            PgType::Array(e) => {
+                let oid = element_oid_of(e);
+                let mut rng = StdRng::seed_from_u64(7);
+                vec![
+                    Value::array1(oid, vec![]),
+                    Value::Array {
+                        element_oid: oid,
+                        dims: vec![(0, 1)],
+                        elements: vec![],
+                    },
+                    Value::array1(oid, vec![Value::Null]),
+                    Value::Array {
+                        element_oid: oid,
+                        dims: vec![(2, 1), (2, 0)],
+                        elements: (0..4).map(|_| rand_value(&mut rng, e, opts, 1)).collect(),
+                    },
+                    Value::array1(
+                        oid,
+                        (0..40).map(|_| rand_value(&mut rng, e, opts, 1)).collect(),
+                    ),
+                ]
+            }
+        }
+    };
+    let lists: Vec<Vec<Value>> = cols.iter().map(|c| per_type(&c.pg_type)).collect();
+    let n = lists.iter().map(|l| l.len()).max().unwrap_or(1) * 3;
+    (0..n)
+        .map(|r| {
+            cols.iter()
+                .zip(&lists)
+                .map(|(c, l)| {
+                    if c.nullable && r % 3 == 2 {
+                        Value::Null
+                    } else {
+                        l[(r / 3 + r % 3) % l.len()].clone()
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn c_random_every_type() {
+    let cols = all_columns();
+    let mut total = 0;
+    for (oname, opts) in all_options() {
+        for seed in 0..3u64 {
+            let rows = random_rows(&cols, &opts, 20_000, seed * 31 + oname.len() as u64);
+            let chunk = chunk_of(&rows);
+            let (mut g, mut cpu) = decoders(&cols, &opts, GpuOptions::default());
+            check_chunk(&mut g, &mut cpu, &chunk, &format!("random/{oname}/{seed}"));
+            total += rows.len();
+            let s = g.gpu_stats();
+            println!(
+                "random/{oname}/{seed}: ok; cpu columns {:?}, dynamic fallbacks {}",
+                s.cpu_columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                s.dynamic_cpu_fallbacks
+            );
+        }
+    }
+    result(
+        "random_every_type",
+        format!("ok ({total} rows, 3 option sets)"),
+    );
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn d_poisoned_outputs() {
+    let cols = all_columns();
+    for (oname, opts) in all_options() {
+        let rows = random_rows(&cols, &opts, 5_003, 99);
+        let chunk = chunk_of(&rows);
+        let (mut g, mut cpu) = decoders(&cols, &opts, GpuOptions::default());
+        for byte in [0xAB, 0x00, 0xFF] {
+            g.set_poison(Some(byte));
+            check_chunk(
+                &mut g,
+                &mut cpu,
+                &chunk,
+                &format!("poison {byte:#x}/{oname}"),
+            );
+        }
+    }
+    result("poisoned_outputs", "ok (0xAB, 0x00, 0xFF)");
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn e_errors_match_cpu() {
+    let cols = vec![
+        col("i4", PgType::Int4, true),
+        col("d", PgType::Date, true),
+        col("t", PgType::Text, true),
+        col("nn", PgType::Int8, false),
+        col("n", num(5, 2), true),
+        col("tm", PgType::Time, true),
+        col("a", arr(PgType::Int4), true),
+        col("jb", PgType::Jsonb, true),
+    ];
+    let good = || {
+        vec![
+            Value::Int4(1),
+            Value::Date(5),
+            Value::Text("ok".into()),
+            Value::Int8(2),
+            Value::Numeric("1.25".into()),
+            Value::Time(5),
+            Value::array1(23, vec![Value::Int4(1)]),
+            Value::Jsonb("{}".into()),
+        ]
+    };
+    let mut cases: Vec<(&str, CopyChunk)> = Vec::new();
+    let with = |k: usize, v: Value| {
+        let mut rows: Vec<Vec<Value>> = (0..100).map(|_| good()).collect();
+        rows[57][k] = v;
+        chunk_of(&rows)
+    };
+    cases.push(("int4 wrong length", with(0, Value::Int8(1))));
+    cases.push(("date overflow", with(1, Value::Date(i32::MAX - 1))));
+    cases.push(("bad utf8", with(2, Value::Bytes(vec![b'a', 0xc3]))));
+    cases.push((
+        "bad utf8 long",
+        with(
+            2,
+            Value::Bytes([vec![b'a'; 40], vec![0xed, 0xa0, 0x80]].concat()),
+        ),
+    ));
+    cases.push(("null in not null", with(3, Value::Null)));
+    cases.push(("numeric too big", with(4, Value::Numeric("1000".into()))));
+    cases.push(("numeric inexact", with(4, Value::Numeric("1.255".into()))));
+    cases.push(("numeric NaN", with(4, Value::Numeric("NaN".into()))));
+    cases.push(("time range", with(5, Value::Time(86_400_000_001))));
+    cases.push((
+        "array 7 dims",
+        with(
+            6,
+            Value::Bytes([7i32, 0, 23].iter().flat_map(|v| v.to_be_bytes()).collect()),
+        ),
+    ));
+    cases.push(("jsonb version", with(7, Value::Bytes(vec![2, b'{', b'}']))));
+    let mut trunc = with(0, Value::Int4(1));
+    trunc.row_ends[10] -= 1;
+    cases.push(("truncated row", trunc));
+    let mut extra = with(0, Value::Int4(1));
+    extra.row_starts[20] -= 1;
+    cases.push(("bad field count", extra));
+    let mut outside = with(0, Value::Int4(1));
+    outside.row_ends[99] = u32::MAX;
+    cases.push(("row outside buffer", outside));
+    let opts = TypeOptions::default();
+    let (mut g, mut cpu) = decoders(&cols, &opts, GpuOptions::default());
+    for (name, chunk) in &cases {
+        let want = cpu.decode(chunk).expect_err(name).to_string();
+        let got = g.decode(chunk).expect_err(name).to_string();
+        assert_eq!(got, want, "{name}");
+        let got_dev = g.decode_to_device(chunk).expect_err(name).to_string();
+        assert_eq!(got_dev, want, "{name} (device path)");
+        println!("{name}: {got}");
+    }
+    result("errors_match_cpu", format!("ok ({} cases)", cases.len()));
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn f_chunks_larger_than_device_budget() {
+    let cols = all_columns();
+    let opts = TypeOptions::default();
+    // Pieces of at most 1 MiB: every chunk streams through in many pieces,
+    // and memory stays bounded by the piece size, not the data.
+    let (mut g, mut cpu) = decoders(
+        &cols,
+        &opts,
+        GpuOptions {
+            max_piece_bytes: 1 << 20,
+        },
+    );
+    let mut bytes = 0u64;
+    for seed in 0..6u64 {
+        let rows = random_rows(&cols, &opts, 15_000, 1000 + seed);
+        let chunk = chunk_of(&rows);
+        bytes += chunk.data.len() as u64;
+        let want = cpu.decode(&chunk).unwrap();
+        let got = g.decode_batch(&chunk).unwrap();
+        assert_same(&got, &want, &format!("split chunk {seed}"));
+    }
+    let s = g.gpu_stats();
+    println!(
+        "{} chunks, {} pieces, {bytes} bytes, device peak {} bytes",
+        s.chunks, s.pieces, s.peak_device_bytes
+    );
+    assert!(s.pieces > s.chunks * 4, "chunks were split");
+    assert!(
+        s.peak_device_bytes < 64 << 20,
+        "device memory bounded by the piece size"
+    );
+    result(
+        "chunks_over_budget",
+        format!(
+            "ok ({} MB in {} pieces, peak {} MB)",
+            bytes >> 20,
+            s.pieces,
+            s.peak_device_bytes >> 20
+        ),
+    );
+}
+
+/// lineorder-like rows: 14 int4, bpchar(15), bpchar(1), bpchar(10), with the
+/// CopyData headers between rows, written straight into the chunk buffer.
+fn lineorder_chunk(rows: usize, seed: u64) -> CopyChunk {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = CopyChunk {
+        data: Vec::with_capacity(rows * 160),
+        row_starts: Vec::with_capacity(rows),
+        row_ends: Vec::with_capacity(rows),
+        ..CopyChunk::default()
+    };
+    let prio = [
+        "1-URGENT       ",
+        "2-HIGH         ",
+        "3-MEDIUM       ",
+        "4-NOT SPECI    ",
+        "5-LOW          ",
+    ];
+    let modes = [
+        "AIR       ",
+        "RAIL      ",
+        "SHIP      ",
+        "TRUCK     ",
+        "MAIL      ",
+        "FOB       ",
+        "REG AIR   ",
+    ];
+    for _ in 0..rows {
+        c.data.extend_from_slice(&[b'd', 0, 0, 0, 0]);
+        c.row_starts.push(c.data.len() as u32);
+        c.data.extend_from_slice(&17i16.to_be_bytes());
+        for k in 0..14 {
+            c.data.extend_from_slice(&4i32.to_be_bytes());
+            let v: i32 = if k < 5 {
+                rng.random_range(1..6_000_000)
+            } else {
+                rng.random_range(0..10_000_000)
+            };
+            c.data.extend_from_slice(&v.to_be_bytes());
+        }
+        for s in [
+            prio[rng.random_range(0..5)],
+            if rng.random_bool(0.5) { "0" } else { "1" },
+            modes[rng.random_range(0..7)],
+        ] {
+            c.data.extend_from_slice(&(s.len() as i32).to_be_bytes());
+            c.data.extend_from_slice(s.as_bytes());
+        }
+        c.row_ends.push(c.data.len() as u32);
+    }
+    c
+}
+
+fn lineorder_cols() -> Vec<ColumnDesc> {
+    let mut v: Vec<ColumnDesc> = (0..14)
+        .map(|i| col(&format!("c{i}"), PgType::Int4, false))
+        .collect();
+    v.push(col("lo_orderpriority", PgType::Text, false));
+    v.push(col("lo_shippriority", PgType::Text, false));
+    v.push(col("lo_shipmode", PgType::Text, false));
+    v
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn g_lineorder_throughput() {
+    let cols = lineorder_cols();
+    let opts = TypeOptions::default();
+    let t = Instant::now();
+    // 8 chunks of ~256 MB = ~2 GB of COPY bytes.
+    let chunks: Vec<CopyChunk> = (0..8).map(|s| lineorder_chunk(1_700_000, s)).collect();
+    let copy_bytes: u64 = chunks.iter().map(|c| c.data.len() as u64).sum();
+    println!("generated {} MB in {:?}", copy_bytes >> 20, t.elapsed());
+    let (mut g, mut cpu) = decoders(&cols, &opts, GpuOptions::default());
+    // Correctness on one chunk, and warm-up (pool, module, pinned staging).
+    let want = cpu.decode(&chunks[0]).unwrap();
+    let got = g.decode_batch(&chunks[0]).unwrap();
+    assert_same(&got, &want, "lineorder");
+    drop((want, got));
+    // Device-resident decode: H2D overlapped with the previous chunk's
+    // kernels via prefetch; kernel time from device events.
+    for round in 0..2 {
+        let before = g.gpu_stats();
+        let t = Instant::now();
+        g.prefetch(&chunks[0]).unwrap();
+        let mut keep = Vec::new();
+        for k in 0..chunks.len() {
+            let b = g.decode_to_device(&chunks[k]).unwrap();
+            if k + 1 < chunks.len() {
+                g.prefetch(&chunks[k + 1]).unwrap();
+            }
+            keep.push(b.device_bytes());
+            drop(b);
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let s = g.gpu_stats();
+        let kernel_s = (s.frame_s - before.frame_s) + (s.decode_s - before.decode_s);
+        let h2d_s = s.h2d_s - before.h2d_s;
+        let h2d_b = (s.h2d_bytes - before.h2d_bytes) as f64;
+        let stage_s = s.stage_s - before.stage_s;
+        println!(
+            "round {round}: frame {:.1} ms, decode {:.1} ms, h2d {:.1} ms ({:.1} GB/s pinned), stage {:.1} ms, wall {:.1} ms, peak {} MB",
+            (s.frame_s - before.frame_s) * 1e3,
+            (s.decode_s - before.decode_s) * 1e3,
+            h2d_s * 1e3,
+            h2d_b / h2d_s / 1e9,
+            stage_s * 1e3,
+            wall * 1e3,
+            s.peak_device_bytes >> 20
+        );
+        if round == 1 {
+            result(
+                "lineorder_decode_resident",
+                format!(
+                    "{:.1} GB/s ({} MB COPY, kernels {:.1} ms)",
+                    copy_bytes as f64 / kernel_s / 1e9,
+                    copy_bytes >> 20,
+                    kernel_s * 1e3
+                ),
+            );
+            result("pinned_h2d", format!("{:.1} GB/s", h2d_b / h2d_s / 1e9));
+            result(
+                "lineorder_end_to_end",
+                format!(
+                    "{:.1} GB/s wall (staging memcpy {:.0} ms incl.)",
+                    copy_bytes as f64 / wall / 1e9,
+                    stage_s * 1e3
+                ),
+            );
+        }
+    }
+    // The target pipeline: chunks already in page-locked memory (as the
+    // COPY reader will fill them), copied straight to the device while the
+    // previous chunk is decoded; no CPU copies at all.
+    let regs: Vec<gpupg_gpu::HostRegistration> = chunks
+        .iter()
+        // SAFETY: the chunks outlive the registrations (dropped below).
+        .map(|c| unsafe { gpupg_gpu::HostRegistration::new(&c.data) }.unwrap())
+        .collect();
+    for round in 0..2 {
+        let before = g.gpu_stats();
+        let t = Instant::now();
+        // SAFETY: chunks live and unchanged until after the decodes.
+        unsafe { g.prefetch_direct(&chunks[0]) }.unwrap();
+        for k in 0..chunks.len() {
+            if k + 1 < chunks.len() {
+                // The next chunk's copy runs while this one is decoded.
+                // SAFETY: as above.
+                unsafe { g.prefetch_direct(&chunks[k + 1]) }.unwrap();
+            }
+            let b = g.decode_to_device(&chunks[k]).unwrap();
+            drop(b);
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let s = g.gpu_stats();
+        println!(
+            "pinned pipeline round {round}: wall {:.1} ms, h2d {:.1} ms, kernels {:.1} ms, stage {:.1} ms",
+            wall * 1e3,
+            (s.h2d_s - before.h2d_s) * 1e3,
+            ((s.frame_s - before.frame_s) + (s.decode_s - before.decode_s)) * 1e3,
+            (s.stage_s - before.stage_s) * 1e3
+        );
+        if round == 1 {
+            result(
+                "lineorder_pinned_to_device",
+                format!(
+                    "{:.1} GB/s wall (H2D overlapped with decode, no staging)",
+                    copy_bytes as f64 / wall / 1e9
+                ),
+            );
+        }
+    }
+    drop(regs);
+    // One 2 GB chunk: the asymptote without per-chunk overheads.
+    let big = lineorder_chunk(13_600_000, 42);
+    let mut g2 = GpuDecoder::with_options(
+        0,
+        Arc::new(OutputSchema::new(&cols, &opts).unwrap()),
+        GpuOptions {
+            max_piece_bytes: 4 << 30,
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let before = g2.gpu_stats();
+        let b = g2.decode_to_device(&big).unwrap();
+        drop(b);
+        let s = g2.gpu_stats();
+        let k = (s.frame_s - before.frame_s) + (s.decode_s - before.decode_s);
+        println!(
+            "2 GB chunk: frame {:.1} ms decode {:.1} ms -> {:.1} GB/s",
+            (s.frame_s - before.frame_s) * 1e3,
+            (s.decode_s - before.decode_s) * 1e3,
+            big.data.len() as f64 / k / 1e9
+        );
+    }
+    let s = g2.gpu_stats();
+    let k = s.frame_s + s.decode_s;
+    result(
+        "lineorder_one_2GB_chunk",
+        format!(
+            "{:.1} GB/s (2 runs, peak {} MB)",
+            2.0 * big.data.len() as f64 / k / 1e9,
+            s.peak_device_bytes >> 20
+        ),
+    );
+    // Host path (RecordBatch through pinned memory) for the record.
+    let t = Instant::now();
+    let before = g.gpu_stats();
+    for c in &chunks {
+        let _ = g.decode_batch(c).unwrap();
+    }
+    let s = g.gpu_stats();
+    result(
+        "lineorder_to_host_batches",
+        format!(
+            "{:.1} GB/s wall (d2h+assembly {:.0} ms)",
+            copy_bytes as f64 / t.elapsed().as_secs_f64() / 1e9,
+            (s.d2h_s - before.d2h_s) * 1e3
+        ),
+    );
+}

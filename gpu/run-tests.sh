@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs the GPU tests of crates/gpu on a machine with an NVIDIA GPU and prints
+# a short results table at the end.
+#
+# Usage, from the repository root:
+#   gpu/run-tests.sh              # runs the binaries carried in .carry/gpu/
+#   gpu/run-tests.sh --build      # builds them first (needs a Rust toolchain)
+#
+# Binaries are built where Rust is installed with
+#   gpu/run-tests.sh --stage-only
+# which runs `cargo test -p gpupg-gpu --release --no-run` and copies the test
+# executables into .carry/gpu/ (ignored by git) for a machine without Rust.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+CARRY=.carry/gpu
+OUT_DIR=${OUT:-/tmp}
+
+stage() {
+    mkdir -p "$CARRY"
+    rm -f "$CARRY"/*
+    cargo test -p gpupg-gpu --release --no-run --message-format=json 2>/dev/null \
+        | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu"):
+        print(m["executable"])
+' | while read -r exe; do
+        cp "$exe" "$CARRY/$(basename "$exe" | sed 's/-[0-9a-f]*$//')"
+    done
+    ls -la "$CARRY"
+}
+
+case "${1:-}" in
+--stage-only) stage; exit 0 ;;
+--build) stage ;;
+esac
+
+if [ ! -x "$CARRY/gpu" ]; then
+    echo "no test binaries in $CARRY: run gpu/run-tests.sh --stage-only where Rust is installed" >&2
+    exit 2
+fi
+
+LOG="$OUT_DIR/gpu-tests.log"
+: >"$LOG"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$LOG"
+status=0
+# Unit tests (NVRTC compile included: the toolkit's NVRTC is found without
+# LD_LIBRARY_PATH), then the GPU tests one at a time.
+for bin in gpupg_gpu gpu; do
+    [ -x "$CARRY/$bin" ] || continue
+    echo "=== $bin" | tee -a "$LOG"
+    args=(--nocapture --test-threads=1)
+    [ "$bin" = gpu ] && args=(--ignored "${args[@]}")
+    "$CARRY/$bin" "${args[@]}" 2>&1 | tee -a "$LOG"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+
+echo
+echo "| test | result | key number |"
+echo "| --- | --- | --- |"
+# A test's RESULT lines are those printed after its "test NAME ..." line;
+# failed tests are listed by libtest after "failures:".
+awk '
+    /^test [A-Za-z0-9_:]+ \.\.\. / { name = $2; sub(/.*::/, "", name); order[++n] = name; key[name] = ""; status[name] = "ok" }
+    n > 0 && match($0, /RESULT [^ ]+ .*/) {
+        r = substr($0, RSTART + 7); k = r; sub(/ .*/, "", k); v = r; sub(/^[^ ]+ /, "", v)
+        key[order[n]] = key[order[n]] (key[order[n]] == "" ? "" : "; ") k ": " v
+    }
+    /^failures:$/ { inf = 1; next }
+    inf && /^    [A-Za-z0-9_:]+$/ { f = $1; sub(/.*::/, "", f); status[f] = "FAILED" }
+    /^test result:/ { inf = 0 }
+    /ignored, needs a GPU/ { status[name] = "ignored" }
+    END { for (i = 1; i <= n; i++) printf "| %s | %s | %s |\n", order[i], status[order[i]], key[order[i]] }
+' "$LOG"
+exit $status
