@@ -78,8 +78,12 @@ pub struct ExportOptions {
     /// SQL condition on the table's rows.
     #[arg(long = "where")]
     pub filter: Option<String>,
+    /// Decoder: gpu when one is usable (auto), cpu, or gpu (fails when no GPU is usable).
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     pub engine: EngineArg,
+    /// GPU to decode on (see `gpupgparser info`).
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
     /// Replace existing output files.
     #[arg(long)]
     pub overwrite: bool,
@@ -113,6 +117,7 @@ pub enum FormatArg {
 pub enum EngineArg {
     Auto,
     Cpu,
+    Gpu,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +213,9 @@ impl ExportOptions {
             engine: match self.engine {
                 EngineArg::Auto => Engine::Auto,
                 EngineArg::Cpu => Engine::Cpu,
+                EngineArg::Gpu => Engine::Gpu,
             },
+            device: self.device,
             types: TypeOptions {
                 // Parquet has no signed interval type: a struct keeps all three parts.
                 interval: match format {

@@ -29,6 +29,15 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure an export of SSB lineorder against the server's own COPY speed.
     Bench(Box<bench::BenchArgs>),
+    /// Show the GPUs, driver, CUDA and NVRTC versions, pinned memory and GPUDirect Storage.
+    Info(InfoArgs),
+}
+
+#[derive(clap::Args)]
+struct InfoArgs {
+    /// Check whether GPUDirect Storage (cuFile) can register a file in this directory.
+    #[arg(long, value_name = "DIR")]
+    check_gds: Option<std::path::PathBuf>,
 }
 
 /// Decoders allocate and free multi-megabyte Arrow buffers for every chunk.
@@ -68,6 +77,11 @@ fn main() -> ExitCode {
         Command::Export(args) => export_args::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(*args),
+        Command::Info(args) => {
+            // No GPU is not an error here: the report says so.
+            print!("{}", gpupg_gpu::info_report(args.check_gds.as_deref()));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

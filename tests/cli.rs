@@ -150,3 +150,72 @@ fn usage_errors_and_help() {
         assert!(out.contains(cmd), "{out}");
     }
 }
+
+/// This test machine has no GPU: `info` says so and succeeds, `--engine gpu`
+/// fails at once with a clear line and no output, `--engine auto` runs on the
+/// CPU and says why. (On a GPU machine, gpu/run-tests.sh covers the GPU side.)
+#[test]
+fn engine_choice_without_a_gpu() {
+    if gpupg_gpu::devices().is_ok() {
+        eprintln!("a GPU is present: the no-GPU behaviour is not what this machine shows");
+        return;
+    }
+    let o = bin().arg("info").output().expect("runs");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("GPU: none usable"));
+
+    let server = LocalServer::start().expect("server");
+    server
+        .psql("CREATE TABLE g AS SELECT g AS id FROM generate_series(1, 100) g;")
+        .expect("setup");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("g.parquet");
+    let o = bin()
+        .args([
+            "export",
+            "--dsn",
+            &server.dsn(),
+            "--table",
+            "g",
+            "--engine",
+            "gpu",
+        ])
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: --engine gpu: "), "{stderr}");
+    assert!(stderr.contains("CUDA driver"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!out.exists());
+
+    let report = dir.path().join("r.json");
+    let o = bin()
+        .args([
+            "export",
+            "--dsn",
+            &server.dsn(),
+            "--table",
+            "g",
+            "--engine",
+            "auto",
+        ])
+        .arg("--output")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("engine: cpu (CPU decoder: no usable GPU"),
+        "{stderr}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(json["engine"], "cpu");
+    assert!(json["gpu"].is_null());
+}

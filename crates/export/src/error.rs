@@ -11,6 +11,8 @@ pub enum ExportError {
     Decode(#[from] gpupg_decode::DecodeError),
     #[error("{0}")]
     Sink(#[from] gpupg_sink::SinkError),
+    #[error("--engine gpu: {0}")]
+    Gpu(gpupg_gpu::GpuError),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("export interrupted; no output was left behind")]

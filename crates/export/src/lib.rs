@@ -14,6 +14,7 @@
 
 mod ceiling;
 mod connections;
+mod engine;
 mod error;
 mod pipeline;
 mod plan;
@@ -25,5 +26,5 @@ pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::ExportError;
 pub use pipeline::export;
 pub use progress::{NoProgress, Progress};
-pub use report::{ExportReport, OutputFile, Phases};
+pub use report::{ExportReport, GpuPhases, OutputFile, Phases};
 pub use request::{default_parallelism, Engine, ExportRequest, Output, Target};

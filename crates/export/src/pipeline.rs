@@ -3,15 +3,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
-use gpupg_decode::{CpuDecoder, Decoder, OutputSchema};
+use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
 use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
 use gpupg_source::{pool::BufferPool, snapshot::begin_exported_snapshot, Connection, SourceError};
 
 use crate::connections::open_followers;
+use crate::engine::{choose, merge_gpu_stats, Chosen, ThreadDecoder};
 use crate::plan::plan_export;
-use crate::report::{ExportReport, Phases};
-use crate::{Engine, ExportError, ExportRequest, Output, Progress};
+use crate::report::{ExportReport, GpuPhases, Phases};
+use crate::{ExportError, ExportRequest, Output, Progress};
 
 /// The first error of any thread wins; the others stop as soon as they see it.
 struct Abort<'a> {
@@ -69,9 +70,9 @@ pub fn export(
             "the chunk size must be at least 64 KiB".into(),
         ));
     }
-    match req.engine {
-        Engine::Auto | Engine::Cpu => {}
-    }
+    // Before anything is opened: `--engine gpu` without a usable GPU fails
+    // here, leaving nothing behind.
+    let chosen = choose(req.engine, req.device)?;
 
     // Metadata: the first connection exports the snapshot every other
     // connection imports, so all of them see exactly the same rows.
@@ -110,6 +111,8 @@ pub fn export(
     let copy_bytes = std::sync::atomic::AtomicU64::new(0);
     let rows = std::sync::atomic::AtomicU64::new(0);
     let flattened = std::sync::atomic::AtomicU64::new(0);
+    let gpu_stats = Mutex::new(None::<gpupg_gpu::GpuStats>);
+    let engine_notes = Mutex::new(Vec::<String>::new());
     let copy_started = Instant::now();
     let copy_wall = Mutex::new(Duration::ZERO);
 
@@ -168,9 +171,28 @@ pub fn export(
             let (pool, abort, sinks, schema) = (&pool, &abort, &sinks, &schema);
             let (decode_busy, write_busy) = (&decode_busy, &write_busy);
             let (rows, copy_bytes, flattened) = (&rows, &copy_bytes, &flattened);
+            let (chosen, gpu_stats, engine_notes) = (&chosen, &gpu_stats, &engine_notes);
             workers.push(s.spawn(move || {
-                let mut decoder = CpuDecoder::new(schema.clone());
+                let mut decoder = match ThreadDecoder::new(chosen, schema) {
+                    Ok((d, note)) => {
+                        if let Some(n) = note {
+                            let mut notes = engine_notes.lock().unwrap_or_else(|p| p.into_inner());
+                            if !notes.contains(&n) {
+                                notes.push(n);
+                            }
+                        }
+                        Some(d)
+                    }
+                    Err(e) => {
+                        abort.fail(e);
+                        None
+                    }
+                };
                 for chunk in rx.iter() {
+                    let Some(decoder) = decoder.as_mut() else {
+                        pool.give(chunk.data);
+                        continue;
+                    };
                     // After a failure keep draining, so readers blocked on
                     // the channel or the pool can finish and see the abort.
                     if abort.stopped() {
@@ -186,7 +208,7 @@ pub fn export(
                     let batch = match decoded {
                         Ok(b) => b,
                         Err(e) => {
-                            abort.fail(e.into());
+                            abort.fail(e);
                             continue;
                         }
                     };
@@ -201,7 +223,15 @@ pub fn export(
                     copy_bytes.fetch_add(bytes, Ordering::Relaxed);
                     progress.advance(n, bytes);
                 }
+                let Some(decoder) = decoder else { return };
                 flattened.fetch_add(decoder.stats().flattened_arrays, Ordering::Relaxed);
+                if let Some(g) = decoder.gpu_stats() {
+                    let mut total = gpu_stats.lock().unwrap_or_else(|p| p.into_inner());
+                    match total.as_mut() {
+                        Some(t) => merge_gpu_stats(t, &g),
+                        None => *total = Some(g),
+                    }
+                }
             }));
         }
         for r in readers {
@@ -237,6 +267,28 @@ pub fn export(
     }
     let finish_seconds = finishing.elapsed().as_secs_f64();
     let copy_wall = copy_wall.into_inner().unwrap_or_else(|p| p.into_inner());
+    let gpu = gpu_stats.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut notes = engine_notes.into_inner().unwrap_or_else(|p| p.into_inner());
+    let engine_detail = match &chosen {
+        Chosen::Cpu { why: None } => "CPU decoder".to_string(),
+        Chosen::Cpu { why: Some(why) } => format!("CPU decoder: {why}"),
+        Chosen::Gpu { device, name, .. } => format!("GPU {device} ({name})"),
+    };
+    if let Some(g) = &gpu {
+        if g.gpu_failures > 0 {
+            notes.push(format!(
+                "{} chunk(s) decoded on the CPU after GPU failures (last: {})",
+                g.gpu_failures,
+                g.last_gpu_failure.as_deref().unwrap_or("unknown")
+            ));
+        }
+        for c in &g.cpu_columns {
+            notes.push(format!(
+                "column {} decoded on the CPU: {}",
+                c.name, c.reason
+            ));
+        }
+    }
 
     Ok(ExportReport {
         target: plan.label,
@@ -244,7 +296,9 @@ pub fn export(
         bytes_received: wire_bytes.into_inner(),
         copy_bytes: copy_bytes.into_inner(),
         seconds: started.elapsed().as_secs_f64(),
-        engine: "cpu".into(),
+        engine: chosen.name().into(),
+        engine_detail,
+        engine_notes: notes,
         source: "copy".into(),
         connections,
         workers: req.workers,
@@ -259,7 +313,9 @@ pub fn export(
             encode_in_write: encode_seconds,
             finish: finish_seconds,
             reader_wait: send_wait.seconds(),
+            gpu: gpu.as_ref().map(GpuPhases::from),
         },
+        gpu,
         files,
     })
 }

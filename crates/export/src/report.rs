@@ -1,6 +1,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use gpupg_gpu::GpuStats;
 use serde::Serialize;
 
 /// Where the time went. `metadata`, `copy_receive` and `finish` are
@@ -23,6 +24,42 @@ pub struct Phases {
     /// Time the connections waited for a free decoder (back-pressure),
     /// thread-seconds: large when decoding or writing is the bottleneck.
     pub reader_wait: f64,
+    /// The GPU engine's stages, summed over the decoder threads (part of
+    /// `decode`); absent on the CPU engine.
+    pub gpu: Option<GpuPhases>,
+}
+
+/// The GPU decode broken down like the original tool's timing: staging into
+/// pinned memory, host-to-device copy, parse (framing kernel), decode
+/// kernels, device-to-host copy with Arrow assembly, CPU fallback columns.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuPhases {
+    pub stage: f64,
+    pub h2d: f64,
+    pub parse: f64,
+    pub decode: f64,
+    pub d2h: f64,
+    pub cpu_fallback: f64,
+    pub h2d_bytes: u64,
+    pub d2h_bytes: u64,
+    /// Sum of each decoder thread's peak: an upper bound of device memory in use.
+    pub device_memory_peak: u64,
+}
+
+impl From<&GpuStats> for GpuPhases {
+    fn from(g: &GpuStats) -> Self {
+        GpuPhases {
+            stage: g.stage_s,
+            h2d: g.h2d_s,
+            parse: g.frame_s,
+            decode: g.decode_s,
+            d2h: g.d2h_s,
+            cpu_fallback: g.cpu_fallback_s,
+            h2d_bytes: g.h2d_bytes,
+            d2h_bytes: g.d2h_bytes,
+            device_memory_peak: g.peak_device_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +82,10 @@ pub struct ExportReport {
     pub seconds: f64,
     /// "cpu" or "gpu".
     pub engine: String,
+    /// Which device, or why the CPU ran.
+    pub engine_detail: String,
+    /// Fallbacks worth knowing: GPU failures, columns decoded on the CPU.
+    pub engine_notes: Vec<String>,
     /// "copy" (later also "heap").
     pub source: String,
     pub connections: usize,
@@ -56,6 +97,8 @@ pub struct ExportReport {
     /// Multi-dimensional array values flattened (see `--arrays`).
     pub flattened_arrays: u64,
     pub phases: Phases,
+    /// Full GPU decoder statistics (GPU engine only).
+    pub gpu: Option<GpuStats>,
     pub files: Vec<OutputFile>,
 }
 
@@ -83,9 +126,17 @@ impl ExportReport {
         );
         let _ = writeln!(
             s,
-            "engine: {}, source: {} over {} connection(s) ({} range(s)), {} decoder thread(s)",
-            self.engine, self.source, self.connections, self.statements, self.workers
+            "engine: {} ({}), source: {} over {} connection(s) ({} range(s)), {} decoder thread(s)",
+            self.engine,
+            self.engine_detail,
+            self.source,
+            self.connections,
+            self.statements,
+            self.workers
         );
+        for note in &self.engine_notes {
+            let _ = writeln!(s, "note: {note}");
+        }
         if let Some(why) = &self.serial_reason {
             let _ = writeln!(s, "serial: {why}");
         }
@@ -105,6 +156,20 @@ impl ExportReport {
             p.write,
             p.write / w
         );
+        if let Some(g) = &p.gpu {
+            let _ = writeln!(
+                s,
+                "    GPU stages (thread-seconds): staging {:.3}, host->device {:.3} ({:.2} GB), parse {:.3}, decode {:.3}, device->host {:.3}, CPU fallback {:.3}; device memory peak <= {:.0} MB",
+                g.stage,
+                g.h2d,
+                g.h2d_bytes as f64 / 1e9,
+                g.parse,
+                g.decode,
+                g.d2h,
+                g.cpu_fallback,
+                g.device_memory_peak as f64 / 1e6
+            );
+        }
         let _ = writeln!(s, "  finish          {:8.3} s", p.finish);
         let _ = writeln!(s, "  total           {:8.3} s", self.seconds);
         let _ = write!(

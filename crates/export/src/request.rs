@@ -28,9 +28,12 @@ pub enum Output {
 /// Which decoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// The best one available (the CPU decoder in this build).
+    /// The GPU when one is usable, else the CPU; a GPU failure during the
+    /// export is reported and the affected chunks are decoded on the CPU.
     Auto,
     Cpu,
+    /// The GPU or nothing: fails at once when no GPU is usable.
+    Gpu,
 }
 
 /// Everything one export needs.
@@ -49,6 +52,8 @@ pub struct ExportRequest<'a> {
     /// Size of one chunk buffer in bytes.
     pub chunk_bytes: usize,
     pub engine: Engine,
+    /// GPU ordinal for the GPU engine.
+    pub device: usize,
     pub types: TypeOptions,
     pub unsupported: UnsupportedTypes,
     pub sink: SinkOptions,

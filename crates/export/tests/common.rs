@@ -31,6 +31,7 @@ pub fn request(
         workers: 3,
         chunk_bytes: 64 * 1024,
         engine: gpupg_export::Engine::Cpu,
+        device: 0,
         types: TypeOptions {
             interval: match format {
                 Format::Parquet => IntervalRepr::Struct,

@@ -1,0 +1,167 @@
+//! Which decoder the export threads run: the CPU decoder, or one
+//! `GpuDecoder` per thread on the chosen GPU.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use gpupg_decode::{CpuDecoder, DecodeStats, Decoder, OutputSchema};
+use gpupg_format::CopyChunk;
+use gpupg_gpu::{GpuDecoder, GpuStats};
+
+use crate::{Engine, ExportError};
+
+/// The engine an export runs with, decided once before any data moves.
+#[derive(Debug, Clone)]
+pub(crate) enum Chosen {
+    Cpu {
+        /// Why the CPU runs although the GPU was asked for or preferred.
+        why: Option<String>,
+    },
+    Gpu {
+        device: usize,
+        name: String,
+        /// `--engine gpu`: a GPU failure fails the export. `auto`: the chunk
+        /// is decoded on the CPU and the failure reported.
+        strict: bool,
+    },
+}
+
+impl Chosen {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Chosen::Cpu { .. } => "cpu",
+            Chosen::Gpu { .. } => "gpu",
+        }
+    }
+}
+
+/// Decides the engine: probes the driver and the device before the first
+/// CUDA call, so that a missing GPU is an error value (gpu) or a reason to
+/// use the CPU (auto), never a crash.
+pub(crate) fn choose(engine: Engine, device: usize) -> Result<Chosen, ExportError> {
+    if engine == Engine::Cpu {
+        return Ok(Chosen::Cpu { why: None });
+    }
+    let strict = engine == Engine::Gpu;
+    let found = gpupg_gpu::devices().and_then(|devices| {
+        let count = devices.len();
+        let d = devices.into_iter().find(|d| d.ordinal == device).ok_or(
+            gpupg_gpu::GpuError::NoDevice(Some(format!(
+                "--device {device}: this machine has {count} GPU(s)"
+            ))),
+        )?;
+        match &d.nvrtc_error {
+            Some(e) => Err(gpupg_gpu::GpuError::Nvrtc { log: e.clone() }),
+            None => Ok(d),
+        }
+    });
+    match found {
+        Ok(d) => Ok(Chosen::Gpu {
+            device,
+            name: d.name,
+            strict,
+        }),
+        Err(e) if strict => Err(ExportError::Gpu(e)),
+        Err(e) => Ok(Chosen::Cpu {
+            why: Some(format!("no usable GPU ({e})")),
+        }),
+    }
+}
+
+/// The decoder of one export thread.
+pub(crate) enum ThreadDecoder {
+    Cpu(CpuDecoder),
+    Gpu { gpu: Box<GpuDecoder>, strict: bool },
+}
+
+impl ThreadDecoder {
+    /// A decoder for `chosen`. In auto mode a GPU decoder that cannot be
+    /// created (kernel compile error, out of memory) becomes a CPU decoder,
+    /// and the reason is returned for the report.
+    pub(crate) fn new(
+        chosen: &Chosen,
+        schema: &Arc<OutputSchema>,
+    ) -> Result<(ThreadDecoder, Option<String>), ExportError> {
+        match chosen {
+            Chosen::Cpu { .. } => Ok((ThreadDecoder::Cpu(CpuDecoder::new(schema.clone())), None)),
+            Chosen::Gpu { device, strict, .. } => match GpuDecoder::new(*device, schema.clone()) {
+                Ok(gpu) => Ok((
+                    ThreadDecoder::Gpu {
+                        gpu: Box::new(gpu),
+                        strict: *strict,
+                    },
+                    None,
+                )),
+                Err(e) if *strict => Err(ExportError::Gpu(e)),
+                Err(e) => Ok((
+                    ThreadDecoder::Cpu(CpuDecoder::new(schema.clone())),
+                    Some(format!("GPU decoder unavailable, decoded on the CPU: {e}")),
+                )),
+            },
+        }
+    }
+
+    pub(crate) fn decode(&mut self, chunk: &CopyChunk) -> Result<RecordBatch, ExportError> {
+        match self {
+            ThreadDecoder::Cpu(d) => Ok(d.decode(chunk)?),
+            // Strict: any GPU failure is the export's failure.
+            ThreadDecoder::Gpu { gpu, strict: true } => {
+                gpu.decode_batch(chunk).map_err(|e| match e {
+                    gpupg_gpu::GpuError::Decode(d) => ExportError::Decode(d),
+                    e => ExportError::Gpu(e),
+                })
+            }
+            // Auto: the trait path decodes on the CPU after a GPU failure
+            // and counts it in the GPU stats.
+            ThreadDecoder::Gpu { gpu, strict: false } => Ok(Decoder::decode(gpu.as_mut(), chunk)?),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> DecodeStats {
+        match self {
+            ThreadDecoder::Cpu(d) => d.stats(),
+            ThreadDecoder::Gpu { gpu, .. } => gpu.stats(),
+        }
+    }
+
+    pub(crate) fn gpu_stats(&self) -> Option<GpuStats> {
+        match self {
+            ThreadDecoder::Cpu(_) => None,
+            ThreadDecoder::Gpu { gpu, .. } => Some(gpu.gpu_stats()),
+        }
+    }
+}
+
+/// Adds `b` to `a`: times and bytes summed over threads, peaks summed (an
+/// upper bound of the device memory held at once), reasons merged.
+pub(crate) fn merge_gpu_stats(a: &mut GpuStats, b: &GpuStats) {
+    a.chunks += b.chunks;
+    a.pieces += b.pieces;
+    a.rows += b.rows;
+    a.h2d_bytes += b.h2d_bytes;
+    a.d2h_bytes += b.d2h_bytes;
+    a.stage_s += b.stage_s;
+    a.h2d_s += b.h2d_s;
+    a.frame_s += b.frame_s;
+    a.decode_s += b.decode_s;
+    a.d2h_s += b.d2h_s;
+    a.cpu_fallback_s += b.cpu_fallback_s;
+    a.peak_device_bytes += b.peak_device_bytes;
+    for c in &b.cpu_columns {
+        if !a.cpu_columns.contains(c) {
+            a.cpu_columns.push(c.clone());
+        }
+    }
+    a.dynamic_cpu_fallbacks += b.dynamic_cpu_fallbacks;
+    a.cpu_rechecks += b.cpu_rechecks;
+    a.gpu_failures += b.gpu_failures;
+    if a.last_gpu_failure.is_none() {
+        a.last_gpu_failure = b.last_gpu_failure.clone();
+    }
+    a.kernel_compile_ms = a.kernel_compile_ms.max(b.kernel_compile_ms);
+    a.kernels_from_cache = b.kernels_from_cache;
+    a.device = b.device;
+    if a.arch.is_empty() {
+        a.arch = b.arch.clone();
+    }
+}
