@@ -63,7 +63,14 @@ pub(crate) fn choose(engine: Engine, device: usize) -> Result<Chosen, ExportErro
         }),
         Err(e) if strict => Err(ExportError::Gpu(e)),
         Err(e) => Ok(Chosen::Cpu {
-            why: Some(format!("no usable GPU ({e})")),
+            // The summary line stays short: where the driver was looked for
+            // is what `gpupgparser info` and `--engine gpu` print.
+            why: Some(match e {
+                gpupg_gpu::GpuError::NoDriver { .. } => {
+                    "no usable GPU (no CUDA driver found)".to_string()
+                }
+                e => format!("no usable GPU ({e})"),
+            }),
         }),
     }
 }
