@@ -98,7 +98,27 @@ pub fn export(
     // Enough buffers for every connection to fill one while every decoder
     // holds one, plus one in the channel each: memory is bounded by this,
     // whatever the table size.
-    let pool = BufferPool::new(connections + 2 * req.workers, req.chunk_bytes);
+    let buffers = connections + 2 * req.workers;
+    let pool = match &chosen {
+        // The connections then read straight into page-locked memory, and
+        // the GPU copies chunks from it with no staging copy.
+        Chosen::Gpu { .. } => BufferPool::with_registrar(
+            buffers,
+            req.chunk_bytes,
+            Box::new(|buf: &[u8]| {
+                // SAFETY: the pool never frees or reallocates a buffer it
+                // made while it lives (a huge row gets a separate buffer)
+                // and drops this registration before its buffers. On an
+                // error path a chunk may be dropped instead of returned;
+                // its pages then stay registered until the pool drops,
+                // which wastes page-locked memory but reads nothing freed.
+                let r = unsafe { gpupg_gpu::HostRegistration::new(buf) };
+                // Without the registration the decoder stages the chunk.
+                r.ok().map(|r| Box::new(r) as Box<dyn std::any::Any + Send>)
+            }),
+        ),
+        Chosen::Cpu { .. } => BufferPool::new(buffers, req.chunk_bytes),
+    };
     let (tx, rx) = bounded::<CopyChunk>(req.workers);
     let next_statement = AtomicUsize::new(0);
     let abort = Abort {

@@ -124,9 +124,7 @@ impl Connection {
         let mut buf = pool.take();
         // Bytes the message reader already pulled in belong to the stream.
         let pending = self.rend - self.rstart;
-        if buf.len() < pending {
-            buf.resize(pending, 0);
-        }
+        pool.ensure_len(&mut buf, pending, 0);
         buf[..pending].copy_from_slice(&self.rbuf[self.rstart..self.rend]);
         self.rstart = 0;
         self.rend = 0;
@@ -221,9 +219,7 @@ impl Connection {
                         return Err(e);
                     }
                     buf = pool.take();
-                    if buf.len() < carry.len() {
-                        buf.resize(carry.len(), 0);
-                    }
+                    pool.ensure_len(&mut buf, carry.len(), 0);
                     buf[..carry.len()].copy_from_slice(&carry);
                     filled = carry.len();
                     pos = 0;
@@ -244,7 +240,7 @@ impl Connection {
                     } else {
                         HEADER_LEN
                     };
-                    buf.resize(need.max(filled + 1), 0);
+                    pool.ensure_len(&mut buf, need.max(filled + 1), filled);
                 }
             }
 

@@ -2,7 +2,14 @@
 //! COPY readers and decoders together never hold more than
 //! `buffers × capacity` bytes of row data.
 
+use std::any::Any;
 use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// Called once for each buffer the pool allocates; what it returns is kept
+/// until the pool is dropped, and dropped before the buffers. The GPU engine
+/// page-locks the buffers with it, so connections fill memory the GPU can
+/// copy from directly.
+pub type Registrar = Box<dyn Fn(&[u8]) -> Option<Box<dyn Any + Send>> + Send + Sync>;
 
 /// Reusable `Vec<u8>` buffers of one capacity. [`BufferPool::take`] blocks
 /// while all buffers are out, which is what slows the COPY readers down to
@@ -12,19 +19,41 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// taking the next), so `buffers` must exceed the number of buffers the
 /// consumers may keep at once; with at least one more buffer than readers,
 /// and consumers that give every buffer back, the readers always progress.
-#[derive(Debug)]
+///
+/// The pool never reallocates a buffer it made (a reader that needs more
+/// room for one huge row takes a separate, larger buffer, which `give`
+/// drops), so a buffer's address is stable for the pool's life.
 pub struct BufferPool {
     capacity: usize,
     buffers: usize,
     state: Mutex<State>,
     returned: Condvar,
+    registrar: Option<Registrar>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("capacity", &self.capacity)
+            .field("buffers", &self.buffers)
+            .field("registered", &self.registrar.is_some())
+            .finish()
+    }
+}
+
 struct State {
     free: Vec<Vec<u8>>,
     /// Buffers allocated so far; they are made lazily, up to `buffers`.
     created: usize,
+    /// What the registrar returned for each buffer.
+    guards: Vec<Box<dyn Any + Send>>,
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        // Registrations go before the memory they cover.
+        self.lock().guards.clear();
+    }
 }
 
 /// The smallest capacity: a buffer must at least hold a message header and
@@ -41,9 +70,19 @@ impl BufferPool {
             state: Mutex::new(State {
                 free: Vec::new(),
                 created: 0,
+                guards: Vec::new(),
             }),
             returned: Condvar::new(),
+            registrar: None,
         }
+    }
+
+    /// A pool whose every new buffer is passed to `registrar` (see
+    /// [`Registrar`]).
+    pub fn with_registrar(buffers: usize, capacity: usize, registrar: Registrar) -> BufferPool {
+        let mut pool = BufferPool::new(buffers, capacity);
+        pool.registrar = Some(registrar);
+        pool
     }
 
     pub fn capacity(&self) -> usize {
@@ -69,7 +108,11 @@ impl BufferPool {
             if state.created < self.buffers {
                 state.created += 1;
                 drop(state);
-                return vec![0; self.capacity];
+                let buf = vec![0; self.capacity];
+                if let Some(guard) = self.registrar.as_ref().and_then(|r| r(&buf)) {
+                    self.lock().guards.push(guard);
+                }
+                return buf;
             }
             state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
         }
@@ -78,13 +121,31 @@ impl BufferPool {
     /// Returns a buffer taken from this pool. One that was grown past the
     /// capacity for an oversized row is shrunk back so the pool's memory
     /// bound holds again.
-    pub fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() > self.capacity {
-            buf.truncate(self.capacity);
-            buf.shrink_to(self.capacity);
+    pub fn give(&self, buf: Vec<u8>) {
+        // Only the pool's own buffers come back into it; a larger one made
+        // for a huge row is freed here (the pool buffer it replaced was
+        // given back when it was made).
+        if buf.capacity() != self.capacity {
+            return;
         }
         self.lock().free.push(buf);
         self.returned.notify_one();
+    }
+
+    /// Makes `buf` at least `need` bytes long, keeping its first `keep`
+    /// bytes. A pool buffer is never reallocated: a larger separate buffer
+    /// takes its place and the pool buffer goes back to the pool.
+    pub fn ensure_len(&self, buf: &mut Vec<u8>, need: usize, keep: usize) {
+        if buf.len() >= need {
+            return;
+        }
+        if buf.capacity() >= need && buf.capacity() != self.capacity {
+            buf.resize(need, 0);
+            return;
+        }
+        let mut bigger = vec![0u8; need];
+        bigger[..keep].copy_from_slice(&buf[..keep]);
+        self.give(std::mem::replace(buf, bigger));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -97,6 +158,39 @@ impl BufferPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrar_sees_every_buffer_once_and_buffers_never_move() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let pool = BufferPool::with_registrar(
+            2,
+            1024,
+            Box::new(move |b: &[u8]| {
+                assert_eq!(b.len(), 1024);
+                s2.fetch_add(1, Ordering::SeqCst);
+                Some(Box::new(()) as Box<dyn Any + Send>)
+            }),
+        );
+        let mut a = pool.take();
+        let a_ptr = a.as_ptr();
+        let b = pool.take();
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        // Growing past the capacity swaps in a separate buffer and returns
+        // the pool's own, unmoved.
+        a[..3].copy_from_slice(b"abc");
+        pool.ensure_len(&mut a, 5000, 3);
+        assert_eq!(&a[..3], b"abc");
+        assert_eq!(a.len(), 5000);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), a_ptr, "the pool buffer came back unmoved");
+        pool.give(a); // the big one is dropped, not pooled
+        pool.give(b);
+        pool.give(again);
+        assert_eq!(pool.lock().free.len(), 2);
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "no buffer registered twice");
+    }
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -114,14 +208,17 @@ mod tests {
     }
 
     #[test]
-    fn grown_buffers_shrink_back() {
+    fn a_huge_row_takes_a_separate_buffer_and_the_pool_stays_bounded() {
         let pool = BufferPool::new(1, 1024);
         let mut a = pool.take();
-        a.resize(1 << 20, 0);
-        pool.give(a);
+        pool.ensure_len(&mut a, 1 << 20, 0);
+        assert_eq!(a.len(), 1 << 20);
+        // The pool's only buffer is back already: take does not block.
         let b = pool.take();
         assert_eq!(b.len(), 1024);
-        assert!(b.capacity() < 1 << 20);
+        pool.give(a);
+        pool.give(b);
+        assert_eq!(pool.lock().free.len(), 1, "the big buffer is not pooled");
     }
 
     #[test]
