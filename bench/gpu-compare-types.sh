@@ -6,7 +6,7 @@ set -euo pipefail
 out=${OUT:-bench/out}
 mkdir -p "$out"
 bin=.carry/bin/gpupgparser
-mkdir -p /opt/pg && tar -C /opt/pg -xJf .carry/pg15.tar.xz && chmod -R a+rX /opt/pg
+[ -x /opt/pg/usr/lib/postgresql/15/bin/postgres ] || { mkdir -p /opt/pg && tar -C /opt/pg -xJf .carry/pg15.tar.xz && chmod -R a+rX /opt/pg; }
 id postgres >/dev/null 2>&1 || useradd -m postgres
 export LD_LIBRARY_PATH=/opt/pg/libs
 for e in cpu gpu; do
