@@ -4,15 +4,8 @@
 # PostgreSQL with --engine gpu against --engine cpu. Run from the repository root with carry
 # [".carry/bin", ".carry/pg15.tar.xz", ".carry/shared"] after bench/prepare-carry.sh.
 set -euo pipefail
-out=${OUT:-bench/out}
-mkdir -p "$out"
 rows=${ROWS:-60000000}
-bin=.carry/bin/gpupgparser
-dsn="host=/tmp user=postgres dbname=postgres"
-if ! /opt/pg/usr/lib/postgresql/15/bin/pg_isready -h /tmp -q 2>/dev/null; then
-  bash .carry/shared/device/start-pg.sh .carry/pg15.tar.xz >"$out/pg-start.log" 2>&1 \
-    || { cat "$out/pg-start.log"; exit 1; }
-fi
+. bench/device-env.sh
 "$bin" info | tee "$out/info.txt"
 
 # Every type through both engines, compared column by column (floats bit for bit).

@@ -3,21 +3,13 @@
 # repository root, with PostgreSQL 15 started from the carried bundle.
 #
 # Here (build machine):
-#   cargo build --release && bash bench/prepare-carry.sh
-# Then, through the device tool, with carry [".carry"]:
+#   bash bench/prepare-carry.sh
+# Then, through the device tool, with carry [".carry/bin", ".carry/pg15.tar.xz", ".carry/shared"]:
 #   ROWS=60000000 bash bench/gpu-host.sh
 # Results (JSON, one file per run) are written to $OUT (or bench/out).
 set -euo pipefail
-out=${OUT:-bench/out}
-mkdir -p "$out"
 rows=${ROWS:-60000000}
-bin=.carry/bin/gpupgparser
-dsn="host=/tmp user=postgres dbname=postgres"
-
-if ! /opt/pg/usr/lib/postgresql/15/bin/pg_isready -h /tmp -q 2>/dev/null; then
-  bash .carry/shared/device/start-pg.sh .carry/pg15.tar.xz >"$out/pg-start.log" 2>&1 \
-    || { cat "$out/pg-start.log"; exit 1; }
-fi
+. bench/device-env.sh
 nproc; grep -m1 'model name' /proc/cpuinfo; free -g | head -2
 
 # Parquet zstd (the headline number), then Arrow IPC without compression.
