@@ -2,11 +2,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use gpupg_source::{pool::BufferPool, snapshot::begin_exported_snapshot, Connection};
+use gpupg_source::pool::BufferPool;
 use serde::Serialize;
 
-use crate::connections::open_followers;
-use crate::plan::plan_export;
+use crate::connections::Session;
 use crate::{ExportError, ExportRequest};
 
 /// The server's own speed: the export's COPY statements on the same number
@@ -23,16 +22,13 @@ pub struct CeilingReport {
 /// as [`crate::export`]) into nothing. The output settings of `req` are not
 /// used.
 pub fn measure_copy_ceiling(req: &ExportRequest<'_>) -> Result<CeilingReport, ExportError> {
-    let mut leader = Connection::connect(&req.connect)?;
-    let snapshot = begin_exported_snapshot(&mut leader)?;
-    let plan = plan_export(&mut leader, req)?;
-    let connections = req.parallel.min(plan.statements.len()).max(1);
+    let session = Session::begin(req)?;
+    let connections = session.connections(req);
+    let (plan, conns) = session.open(req)?;
     let pool = BufferPool::new(2 * connections, req.chunk_bytes);
     let next = AtomicUsize::new(0);
     let (rows, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
     let first_error = Mutex::new(None);
-    let mut conns = vec![leader];
-    conns.extend(open_followers(&req.connect, &snapshot, connections - 1)?);
     let started = Instant::now();
     std::thread::scope(|s| {
         for (reader, mut conn) in conns.into_iter().enumerate() {

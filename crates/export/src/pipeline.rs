@@ -6,11 +6,10 @@ use crossbeam_channel::bounded;
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
 use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
-use gpupg_source::{pool::BufferPool, snapshot::begin_exported_snapshot, Connection, SourceError};
+use gpupg_source::{pool::BufferPool, SourceError};
 
-use crate::connections::open_followers;
+use crate::connections::Session;
 use crate::engine::{choose, merge_gpu_stats, Chosen, ThreadDecoder};
-use crate::plan::plan_export;
 use crate::report::{ExportReport, GpuPhases, Phases};
 use crate::{ExportError, ExportRequest, Output, Progress};
 
@@ -76,22 +75,26 @@ pub fn export(
 
     // Metadata: the first connection exports the snapshot every other
     // connection imports, so all of them see exactly the same rows.
-    let mut leader = Connection::connect(&req.connect)?;
-    let snapshot = begin_exported_snapshot(&mut leader)?;
-    let plan = plan_export(&mut leader, req)?;
-    let descs: Vec<_> = plan.columns.iter().map(|c| c.desc.clone()).collect();
+    let session = Session::begin(req)?;
+    let descs: Vec<_> = session
+        .plan
+        .columns
+        .iter()
+        .map(|c| c.desc.clone())
+        .collect();
     let schema = Arc::new(OutputSchema::new(&descs, &req.types)?);
-    let connections = req.parallel.min(plan.statements.len()).max(1);
+    let connections = session.connections(req);
 
+    // Outputs before the other connections: an existing file is refused
+    // without opening them.
     let sinks: Vec<Box<dyn Sink>> = match &req.output {
         Output::File(path) => vec![create_file_sink(path, schema.arrow_schema(), &req.sink)?],
         Output::Dir(dir) => {
-            let stem = file_stem(&plan.label);
+            let stem = file_stem(&session.plan.label);
             create_dir_sinks(dir, &stem, connections, schema.arrow_schema(), &req.sink)?
         }
     };
-    let mut conns = vec![leader];
-    conns.extend(open_followers(&req.connect, &snapshot, connections - 1)?);
+    let (plan, conns) = session.open(req)?;
     let metadata_seconds = started.elapsed().as_secs_f64();
     progress.start(plan.estimated_rows);
 

@@ -4,15 +4,11 @@
 
 use gpupg_source::{
     catalog::{self, SelectColumn},
-    plan::{copy_query_sql, copy_sql, plan_table_reads, ReadSpec},
+    plan::{copy_query_sql, copy_sql, plan_table_reads, ReadSpec, TID_RANGE_SCAN_VERSION},
     Connection,
 };
 
 use crate::{ExportError, ExportRequest, Target};
-
-/// The first PostgreSQL version with TID Range Scan; older servers would scan
-/// the whole table once per ctid range, so they are read on one connection.
-const TID_RANGE_SCAN_VERSION: u32 = 140000;
 
 /// Ranges planned per connection (see `plan_table_reads`).
 const RANGES_PER_CONNECTION: usize = 4;

@@ -171,20 +171,11 @@ fn looked_in(dirs: &[PathBuf], by_name: &[&str]) -> String {
 
 static DRIVER_LIB: OnceLock<Result<LoadedLib, (String, Option<String>)>> = OnceLock::new();
 
-/// Finds and opens `libcuda.so.1`.
-fn load_driver_lib() -> Result<LoadedLib, (String, Option<String>)> {
-    let dirs = driver_dirs();
+/// Opens the first candidate that loads (bare names go through the
+/// loader's own search; absolute paths that do not exist are skipped), or
+/// returns why the last one that existed failed.
+fn open_first(cands: Vec<PathBuf>) -> Result<LoadedLib, Option<String>> {
     let mut last_err = None;
-    let mut cands: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("GPUPGPARSER_LIBCUDA") {
-        cands.push(PathBuf::from(p));
-    }
-    // The loader's own search (ld.so.cache) first: that is the driver the
-    // system is configured with.
-    cands.push(PathBuf::from("libcuda.so.1"));
-    for d in &dirs {
-        cands.push(d.join("libcuda.so.1"));
-    }
     for c in cands {
         if c.is_absolute() && !c.exists() {
             continue;
@@ -199,7 +190,23 @@ fn load_driver_lib() -> Result<LoadedLib, (String, Option<String>)> {
             Err(e) => last_err = Some(e),
         }
     }
-    Err((looked_in(&dirs, &["libcuda.so.1"]), last_err))
+    Err(last_err)
+}
+
+/// Finds and opens `libcuda.so.1`.
+fn load_driver_lib() -> Result<LoadedLib, (String, Option<String>)> {
+    let dirs = driver_dirs();
+    let mut cands: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("GPUPGPARSER_LIBCUDA") {
+        cands.push(PathBuf::from(p));
+    }
+    // The loader's own search (ld.so.cache) first: that is the driver the
+    // system is configured with.
+    cands.push(PathBuf::from("libcuda.so.1"));
+    for d in &dirs {
+        cands.push(d.join("libcuda.so.1"));
+    }
+    open_first(cands).map_err(|last_err| (looked_in(&dirs, &["libcuda.so.1"]), last_err))
 }
 
 static DRIVER: OnceLock<Result<DriverInfo, InitFailure>> = OnceLock::new();
@@ -415,26 +422,13 @@ pub(crate) fn open_cufile() -> Result<LoadedLib, String> {
     for d in &dirs {
         cands.extend(versioned_libs(d, "libcufile"));
     }
-    let mut last = None;
-    for c in cands {
-        if c.is_absolute() && !c.exists() {
-            continue;
-        }
-        match open_global(&c) {
-            Ok(lib) => {
-                return Ok(LoadedLib {
-                    path: c.display().to_string(),
-                    _lib: lib,
-                })
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(format!(
-        "libcufile.so.0 not found (looked in: {}){}",
-        looked_in(&dirs, &["libcufile.so.0"]),
-        last.map(|e| format!(": {e}")).unwrap_or_default()
-    ))
+    open_first(cands).map_err(|last| {
+        format!(
+            "libcufile.so.0 not found (looked in: {}){}",
+            looked_in(&dirs, &["libcufile.so.0"]),
+            last.map(|e| format!(": {e}")).unwrap_or_default()
+        )
+    })
 }
 
 impl LoadedLib {

@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
 use crate::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
 use crate::error::GpuError;
-use crate::kernels::{Kernels, Kind, Task, FLAG_CPU, FLAG_ERROR};
+use crate::kernels::{Kernels, Kind, Task, TaskKernel, FLAG_CPU, FLAG_ERROR};
 use crate::pinned::{is_pinned, PinnedBuffer};
 use crate::plan::{merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan};
 
@@ -305,15 +305,7 @@ impl GpuDecoder {
     /// the copy overlaps whatever the GPU is doing; the next
     /// `decode*` call with the same chunk uses it.
     pub fn prefetch(&mut self, chunk: &CopyChunk) -> Result<(), GpuError> {
-        self.ctx.bind()?;
-        if chunk.num_rows() == 0 || chunk.row_ends.len() != chunk.num_rows() {
-            return Ok(());
-        }
-        let n = chunk.num_rows();
-        if let Some(up) = self.upload(chunk, 0..n, true)? {
-            self.push_prefetched(up);
-        }
-        Ok(())
+        self.prefetch_with(chunk, true)
     }
 
     /// As [`Self::prefetch`], but when the chunk's bytes are page-locked
@@ -324,12 +316,18 @@ impl GpuDecoder {
     /// The copy runs after this returns: `chunk` must stay alive and
     /// unchanged until the next `decode*` call on this decoder returns.
     pub unsafe fn prefetch_direct(&mut self, chunk: &CopyChunk) -> Result<(), GpuError> {
+        self.prefetch_with(chunk, false)
+    }
+
+    /// `stage`: copy through pinned staging even when the chunk is
+    /// page-locked (the safe form, since the copy outlives the call).
+    fn prefetch_with(&mut self, chunk: &CopyChunk, stage: bool) -> Result<(), GpuError> {
         self.ctx.bind()?;
         if chunk.num_rows() == 0 || chunk.row_ends.len() != chunk.num_rows() {
             return Ok(());
         }
         let n = chunk.num_rows();
-        if let Some(up) = self.upload(chunk, 0..n, false)? {
+        if let Some(up) = self.upload(chunk, 0..n, stage)? {
             self.push_prefetched(up);
         }
         Ok(())
@@ -913,8 +911,13 @@ impl GpuDecoder {
                     elen: None,
                 });
             }
-            self.kernels
-                .array_count(&self.compute, data, &tasks, &mut keep)?;
+            self.kernels.tasks(
+                TaskKernel::ArrayCount,
+                &self.compute,
+                data,
+                &tasks,
+                &mut keep,
+            )?;
             self.kernels.scan_u32(
                 &self.compute,
                 counts.ptr(),
@@ -954,8 +957,13 @@ impl GpuDecoder {
                 lp.eoff = Some(eoff);
                 lp.elen = Some(elen);
             }
-            self.kernels
-                .array_elems(&self.compute, data, &etasks, &mut keep)?;
+            self.kernels.tasks(
+                TaskKernel::ArrayElems,
+                &self.compute,
+                data,
+                &etasks,
+                &mut keep,
+            )?;
             keep.push(counts);
             keep.push(incl);
         }
@@ -1117,11 +1125,21 @@ impl GpuDecoder {
                 _ => outs.push(None),
             }
         }
-        self.kernels
-            .fixed(&self.compute, data, &fixed_tasks, &mut keep)?;
+        self.kernels.tasks(
+            TaskKernel::Fixed,
+            &self.compute,
+            data,
+            &fixed_tasks,
+            &mut keep,
+        )?;
         if !var_tasks.is_empty() {
-            self.kernels
-                .var_lengths(&self.compute, data, &var_tasks, &mut keep)?;
+            self.kernels.tasks(
+                TaskKernel::VarLengths,
+                &self.compute,
+                data,
+                &var_tasks,
+                &mut keep,
+            )?;
             let mut last = Vec::new();
             for &ti in &var_idx {
                 let t = &targets[ti];
@@ -1165,8 +1183,13 @@ impl GpuDecoder {
                     o.bufs.push(values);
                 }
             }
-            self.kernels
-                .var_copy(&self.compute, data, &var_tasks, &mut keep)?;
+            self.kernels.tasks(
+                TaskKernel::VarCopy,
+                &self.compute,
+                data,
+                &var_tasks,
+                &mut keep,
+            )?;
         }
         ev_done.record(&self.compute)?;
         self.slots[up.slot].freed.record(&self.compute)?;

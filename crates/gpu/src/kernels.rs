@@ -116,6 +116,21 @@ pub fn scan_levels(n: u64) -> Vec<u64> {
 }
 
 /// The loaded module and its kernels.
+/// The kernels that take a list of column tasks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TaskKernel {
+    /// Fixed-width decode.
+    Fixed,
+    /// Output lengths and validity of variable-width columns.
+    VarLengths,
+    /// Offsets and bytes of variable-width columns.
+    VarCopy,
+    /// Element counts and validity of array columns.
+    ArrayCount,
+    /// List offsets and element (offset, length) of array columns.
+    ArrayElems,
+}
+
 #[derive(Debug)]
 pub(crate) struct Kernels {
     ctx: Arc<Context>,
@@ -350,59 +365,24 @@ impl Kernels {
         r
     }
 
-    /// Fixed-width decode of every task (one launch, `blockIdx.y` = task).
-    pub(crate) fn fixed(
+    /// One launch of a per-task kernel over every task (`blockIdx.y` =
+    /// task).
+    pub(crate) fn tasks(
         &self,
+        kernel: TaskKernel,
         s: &Stream,
         data: u64,
         tasks: &[Task],
         keep: &mut Vec<DeviceBuffer>,
     ) -> Result<(), GpuError> {
-        self.task_launch(self.fixed, s, data, tasks, keep)
-    }
-
-    /// Output lengths and validity of variable-width tasks.
-    pub(crate) fn var_lengths(
-        &self,
-        s: &Stream,
-        data: u64,
-        tasks: &[Task],
-        keep: &mut Vec<DeviceBuffer>,
-    ) -> Result<(), GpuError> {
-        self.task_launch(self.var_lengths, s, data, tasks, keep)
-    }
-
-    /// Offsets and bytes of variable-width tasks.
-    pub(crate) fn var_copy(
-        &self,
-        s: &Stream,
-        data: u64,
-        tasks: &[Task],
-        keep: &mut Vec<DeviceBuffer>,
-    ) -> Result<(), GpuError> {
-        self.task_launch(self.var_copy, s, data, tasks, keep)
-    }
-
-    /// Element counts and validity of array columns.
-    pub(crate) fn array_count(
-        &self,
-        s: &Stream,
-        data: u64,
-        tasks: &[Task],
-        keep: &mut Vec<DeviceBuffer>,
-    ) -> Result<(), GpuError> {
-        self.task_launch(self.array_count, s, data, tasks, keep)
-    }
-
-    /// List offsets and element (offset, length) of array columns.
-    pub(crate) fn array_elems(
-        &self,
-        s: &Stream,
-        data: u64,
-        tasks: &[Task],
-        keep: &mut Vec<DeviceBuffer>,
-    ) -> Result<(), GpuError> {
-        self.task_launch(self.array_elems, s, data, tasks, keep)
+        let f = match kernel {
+            TaskKernel::Fixed => self.fixed,
+            TaskKernel::VarLengths => self.var_lengths,
+            TaskKernel::VarCopy => self.var_copy,
+            TaskKernel::ArrayCount => self.array_count,
+            TaskKernel::ArrayElems => self.array_elems,
+        };
+        self.task_launch(f, s, data, tasks, keep)
     }
 
     /// Inclusive prefix sums of `nseg` segments of `n` u32 values each
