@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the GPU tests of crates/gpu on a machine with an NVIDIA GPU and prints
-# a short results table at the end.
+# Runs the GPU tests of crates/gpu (and the export's device-resident test,
+# against the carried PostgreSQL bundle) on a machine with an NVIDIA GPU and
+# prints a short results table at the end.
 #
 # Usage, from the repository root:
 #   gpu/run-tests.sh              # runs the binaries carried in .carry/gpu/
@@ -18,7 +19,9 @@ OUT_DIR=${OUT:-/tmp}
 stage() {
     mkdir -p "$CARRY"
     rm -f "$CARRY"/*
-    cargo test -p gpupg-gpu --release --no-run --message-format=json 2>/dev/null \
+    # The GPU crate's unit and GPU tests, and the export's device test (which
+    # starts the carried PostgreSQL server), stripped to fit the carry limit.
+    cargo test -p gpupg-gpu -p gpupg-export --release --no-run --message-format=json 2>/dev/null \
         | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -26,10 +29,11 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_device"):
         print(m["executable"])
 ' | while read -r exe; do
-        cp "$exe" "$CARRY/$(basename "$exe" | sed 's/-[0-9a-f]*$//')"
+        dst="$CARRY/$(basename "$exe" | sed 's/-[0-9a-f]*$//')"
+        cp "$exe" "$dst" && strip "$dst"
     done
     ls -la "$CARRY"
 }
@@ -50,11 +54,23 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 status=0
 # Unit tests (NVRTC compile included: the toolkit's NVRTC is found without
 # LD_LIBRARY_PATH), then the GPU tests one at a time.
-for bin in gpupg_gpu gpu; do
+# The device test needs PostgreSQL: the bundle made by bench/prepare-carry.sh,
+# unpacked where the test's server finder looks (/opt/pg).
+if [ -f .carry/pg15.tar.xz ] && [ ! -x /opt/pg/usr/lib/postgresql/15/bin/postgres ]; then
+    mkdir -p /opt/pg && tar -C /opt/pg -xJf .carry/pg15.tar.xz && chmod -R a+rX /opt/pg
+fi
+id postgres >/dev/null 2>&1 || useradd -m postgres 2>/dev/null || true
+for bin in gpupg_gpu gpu gpu_device; do
     [ -x "$CARRY/$bin" ] || continue
     echo "=== $bin" | tee -a "$LOG"
     args=(--nocapture --test-threads=1)
-    [ "$bin" = gpu ] && args=(--ignored "${args[@]}")
+    [ "$bin" != gpupg_gpu ] && args=(--ignored "${args[@]}")
+    if [ "$bin" = gpu_device ]; then
+        [ -d /opt/pg/libs ] || { echo "no PostgreSQL bundle (.carry/pg15.tar.xz): skipped" | tee -a "$LOG"; continue; }
+        LD_LIBRARY_PATH=/opt/pg/libs "$CARRY/$bin" "${args[@]}" 2>&1 | tee -a "$LOG"
+        [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+        continue
+    fi
     "$CARRY/$bin" "${args[@]}" 2>&1 | tee -a "$LOG"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done

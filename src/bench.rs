@@ -41,8 +41,19 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// What the export produces: a file (Parquet or Arrow, see --format), or
+    /// device-resident Arrow columns on the GPU of --device (held until the
+    /// run ends).
+    #[arg(long, value_enum, default_value_t = BenchTo::File)]
+    pub to: BenchTo,
     #[command(flatten)]
     pub options: ExportOptions,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchTo {
+    File,
+    Device,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +82,9 @@ struct BenchResult {
     ratio_to_ceiling: Option<f64>,
     /// COPY bytes decoded per second of one decoder thread.
     decode_gb_per_second_per_core: f64,
+    /// CPU seconds the decoder threads used in the best run (the GPU
+    /// engine's "host CPU time for decoding").
+    decode_cpu_seconds: f64,
 }
 
 fn scalar(conn: &mut Connection, sql: &str) -> Result<String> {
@@ -131,7 +145,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let req = options.request(
         config.clone(),
         Target::Table(args.table.clone()),
-        Output::File(out.clone()),
+        match args.to {
+            BenchTo::File => Output::File(out.clone()),
+            BenchTo::Device => Output::Device,
+        },
     )?;
 
     // The ceiling is measured before and after the exports and the faster
@@ -184,6 +201,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         copy_gb_per_second: best.copy_gb_per_second(),
         ratio_to_ceiling: ceiling.as_ref().map(|c| best.seconds / c.seconds),
         decode_gb_per_second_per_core: best.copy_bytes as f64 / 1e9 / best.phases.decode.max(1e-9),
+        decode_cpu_seconds: best.phases.decode_cpu,
         ceiling,
         ceiling_runs: ceilings,
         runs,

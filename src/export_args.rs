@@ -185,9 +185,13 @@ impl ExportOptions {
     ) -> Result<ExportRequest<'static>> {
         let path = match &output {
             Output::File(p) => p.clone(),
-            Output::Dir(_) => PathBuf::new(),
+            Output::Dir(_) | Output::Device => PathBuf::new(),
         };
-        let format = format_for(&path, self.format);
+        let format = match output {
+            // Device columns take Arrow's types (e.g. MonthDayNano intervals).
+            Output::Device => Format::Arrow,
+            _ => format_for(&path, self.format),
+        };
         let compression: Compression = match (&self.compression, format) {
             (Some(c), _) => c
                 .parse()

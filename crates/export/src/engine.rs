@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use gpupg_decode::{CpuDecoder, DecodeStats, Decoder, OutputSchema};
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{GpuDecoder, GpuStats};
+use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats};
 
 use crate::{Engine, ExportError};
 
@@ -113,14 +113,25 @@ impl ThreadDecoder {
             ThreadDecoder::Cpu(d) => Ok(d.decode(chunk)?),
             // Strict: any GPU failure is the export's failure.
             ThreadDecoder::Gpu { gpu, strict: true } => {
-                gpu.decode_batch(chunk).map_err(|e| match e {
-                    gpupg_gpu::GpuError::Decode(d) => ExportError::Decode(d),
-                    e => ExportError::Gpu(e),
-                })
+                gpu.decode_batch(chunk).map_err(gpu_failure)
             }
             // Auto: the trait path decodes on the CPU after a GPU failure
             // and counts it in the GPU stats.
             ThreadDecoder::Gpu { gpu, strict: false } => Ok(Decoder::decode(gpu.as_mut(), chunk)?),
+        }
+    }
+
+    /// Decodes into device memory; only the GPU engine (always strict:
+    /// device output has no CPU path) can.
+    pub(crate) fn decode_to_device(
+        &mut self,
+        chunk: &CopyChunk,
+    ) -> Result<DeviceBatch, ExportError> {
+        match self {
+            ThreadDecoder::Gpu { gpu, .. } => gpu.decode_to_device(chunk).map_err(gpu_failure),
+            ThreadDecoder::Cpu(_) => Err(ExportError::Invalid(
+                "device-resident output needs the GPU engine".into(),
+            )),
         }
     }
 
@@ -136,6 +147,15 @@ impl ThreadDecoder {
             ThreadDecoder::Cpu(_) => None,
             ThreadDecoder::Gpu { gpu, .. } => Some(gpu.gpu_stats()),
         }
+    }
+}
+
+/// A GPU decoder's error as the export's: malformed data is a decode error
+/// (it names the row and column), anything else a GPU failure.
+fn gpu_failure(e: gpupg_gpu::GpuError) -> ExportError {
+    match e {
+        gpupg_gpu::GpuError::Decode(d) => ExportError::Decode(d),
+        e => ExportError::Gpu(e),
     }
 }
 

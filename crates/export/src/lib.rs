@@ -9,11 +9,13 @@
 //! ```
 //!
 //! [`export`] runs one export described by an [`ExportRequest`] and returns an
-//! [`ExportReport`]; [`measure_copy_ceiling`] runs the same COPY statements into
+//! [`ExportReport`]; [`export_to_device`] reads into device-resident Arrow
+//! columns instead of files; [`measure_copy_ceiling`] runs the same COPY statements into
 //! nothing, which is the server's own speed limit that `bench` compares with.
 
 mod ceiling;
 mod connections;
+mod cputime;
 mod engine;
 mod error;
 mod pipeline;
@@ -24,7 +26,7 @@ mod request;
 
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::ExportError;
-pub use pipeline::export;
+pub use pipeline::{export, export_to_device};
 pub use progress::{NoProgress, Progress};
-pub use report::{ExportReport, GpuPhases, OutputFile, Phases};
+pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{default_parallelism, Engine, ExportRequest, Output, Target};

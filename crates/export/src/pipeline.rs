@@ -5,13 +5,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
+use gpupg_gpu::{DeviceBatch, DeviceTable};
 use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
 use gpupg_source::{pool::BufferPool, SourceError};
 
 use crate::connections::Session;
+use crate::cputime::{process_cpu_seconds, thread_cpu_seconds};
 use crate::engine::{choose, merge_gpu_stats, Chosen, ThreadDecoder};
-use crate::report::{ExportReport, GpuPhases, Phases};
-use crate::{ExportError, ExportRequest, Output, Progress};
+use crate::report::{ExportReport, GpuPhases, Phases, Resident};
+use crate::{Engine, ExportError, ExportRequest, Output, Progress};
 
 /// The first error of any thread wins; the others stop as soon as they see it.
 struct Abort<'a> {
@@ -47,18 +49,78 @@ impl Busy {
     fn add(&self, d: Duration) {
         self.nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
+    fn add_seconds(&self, s: f64) {
+        self.nanos
+            .fetch_add((s.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    }
     fn seconds(&self) -> f64 {
         self.nanos.load(Ordering::Relaxed) as f64 / 1e9
     }
 }
 
+/// Where the decoded batches go.
+enum Destination {
+    Files(Vec<Box<dyn Sink>>),
+    /// Kept on the device, in the order they were decoded.
+    Device(Mutex<Vec<DeviceBatch>>),
+}
+
+/// A decoded chunk, on the host or on the device.
+enum Decoded {
+    Host(arrow_array::RecordBatch),
+    Device(DeviceBatch),
+}
+
 /// Runs one export. Output appears only if everything succeeded: on any
-/// error (or cancellation) the temporary files are removed.
+/// error (or cancellation) the temporary files are removed. With
+/// [`Output::Device`] the columns are decoded into device memory, held until
+/// the end and then freed (a measure of the load; [`export_to_device`] keeps
+/// them).
 pub fn export(
     req: &ExportRequest<'_>,
     progress: &dyn Progress,
 ) -> Result<ExportReport, ExportError> {
+    run(req, progress).map(|(report, _)| report)
+}
+
+/// Reads the table or query of `req` into device-resident Arrow columns on
+/// GPU `req.device`, whatever `req.output` says. Needs a usable GPU: the
+/// engine is the GPU's, and a GPU failure fails the load.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use gpupg_export::{export_to_device, ExportRequest, NoProgress};
+/// # let req: ExportRequest<'static> = unimplemented!();
+/// let (table, report) = export_to_device(&req, &NoProgress)?;
+/// println!("{} rows, {} bytes on GPU {}", table.num_rows(), table.device_bytes(), req.device);
+/// # Ok(()) }
+/// ```
+pub fn export_to_device(
+    req: &ExportRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<(DeviceTable, ExportReport), ExportError> {
+    let device_req = ExportRequest {
+        output: Output::Device,
+        connect: req.connect.clone(),
+        target: req.target.clone(),
+        columns: req.columns.clone(),
+        filter: req.filter.clone(),
+        sink: req.sink.clone(),
+        ..*req
+    };
+    let (report, table) = run(&device_req, progress)?;
+    let table = table.ok_or(ExportError::Invalid(
+        "internal: a device export returned no table".into(),
+    ))?;
+    Ok((table, report))
+}
+
+fn run(
+    req: &ExportRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<(ExportReport, Option<DeviceTable>), ExportError> {
     let started = Instant::now();
+    let cpu_at_start = process_cpu_seconds();
     if req.parallel == 0 || req.workers == 0 {
         return Err(ExportError::Invalid(
             "--parallel and the number of threads must be at least 1".into(),
@@ -69,9 +131,24 @@ pub fn export(
             "the chunk size must be at least 64 KiB".into(),
         ));
     }
+    // Device output has no CPU path: it needs the GPU as `--engine gpu` does.
+    let engine = match (&req.output, req.engine) {
+        (Output::Device, Engine::Cpu) => {
+            return Err(ExportError::Invalid(
+                "device-resident output needs the GPU engine, not --engine cpu".into(),
+            ))
+        }
+        (Output::Device, _) => Engine::Gpu,
+        (_, e) => e,
+    };
     // Before anything is opened: `--engine gpu` without a usable GPU fails
     // here, leaving nothing behind.
-    let chosen = choose(req.engine, req.device)?;
+    let chosen = choose(engine, req.device).map_err(|e| match (&req.output, e) {
+        (Output::Device, ExportError::Gpu(g)) => {
+            ExportError::Invalid(format!("device-resident output needs a usable GPU: {g}"))
+        }
+        (_, e) => e,
+    })?;
 
     // Metadata: the first connection exports the snapshot every other
     // connection imports, so all of them see exactly the same rows.
@@ -87,12 +164,23 @@ pub fn export(
 
     // Outputs before the other connections: an existing file is refused
     // without opening them.
-    let sinks: Vec<Box<dyn Sink>> = match &req.output {
-        Output::File(path) => vec![create_file_sink(path, schema.arrow_schema(), &req.sink)?],
+    let destination = match &req.output {
+        Output::File(path) => Destination::Files(vec![create_file_sink(
+            path,
+            schema.arrow_schema(),
+            &req.sink,
+        )?]),
         Output::Dir(dir) => {
             let stem = file_stem(&session.plan.label);
-            create_dir_sinks(dir, &stem, connections, schema.arrow_schema(), &req.sink)?
+            Destination::Files(create_dir_sinks(
+                dir,
+                &stem,
+                connections,
+                schema.arrow_schema(),
+                &req.sink,
+            )?)
         }
+        Output::Device => Destination::Device(Mutex::new(Vec::new())),
     };
     let (plan, conns) = session.open(req)?;
     let metadata_seconds = started.elapsed().as_secs_f64();
@@ -130,6 +218,7 @@ pub fn export(
         user_cancel: req.cancel,
     };
     let (decode_busy, write_busy, send_wait) = (Busy::default(), Busy::default(), Busy::default());
+    let decode_cpu = Busy::default();
     let wire_bytes = std::sync::atomic::AtomicU64::new(0);
     let copy_bytes = std::sync::atomic::AtomicU64::new(0);
     let rows = std::sync::atomic::AtomicU64::new(0);
@@ -191,8 +280,8 @@ pub fn export(
         let mut workers = Vec::new();
         for _ in 0..req.workers {
             let rx = rx.clone();
-            let (pool, abort, sinks, schema) = (&pool, &abort, &sinks, &schema);
-            let (decode_busy, write_busy) = (&decode_busy, &write_busy);
+            let (pool, abort, destination, schema) = (&pool, &abort, &destination, &schema);
+            let (decode_busy, write_busy, decode_cpu) = (&decode_busy, &write_busy, &decode_cpu);
             let (rows, copy_bytes, flattened) = (&rows, &copy_bytes, &flattened);
             let (chosen, gpu_stats, engine_notes) = (&chosen, &gpu_stats, &engine_notes);
             workers.push(s.spawn(move || {
@@ -222,13 +311,19 @@ pub fn export(
                         pool.give(chunk.data);
                         continue;
                     }
-                    let t = Instant::now();
-                    let decoded = decoder.decode(&chunk);
+                    let (t, cpu) = (Instant::now(), thread_cpu_seconds());
+                    let decoded = match destination {
+                        Destination::Files(_) => decoder.decode(&chunk).map(Decoded::Host),
+                        Destination::Device(_) => {
+                            decoder.decode_to_device(&chunk).map(Decoded::Device)
+                        }
+                    };
                     decode_busy.add(t.elapsed());
+                    decode_cpu.add_seconds(thread_cpu_seconds() - cpu);
                     let (n, bytes, partition) =
                         (chunk.num_rows() as u64, chunk.row_bytes(), chunk.partition);
                     pool.give(chunk.data);
-                    let batch = match decoded {
+                    let decoded = match decoded {
                         Ok(b) => b,
                         Err(e) => {
                             abort.fail(e);
@@ -236,10 +331,18 @@ pub fn export(
                         }
                     };
                     let t = Instant::now();
-                    let sink = &sinks[(partition as usize).min(sinks.len() - 1)];
-                    if let Err(e) = sink.write(&batch) {
-                        abort.fail(e.into());
-                        continue;
+                    match (decoded, destination) {
+                        (Decoded::Host(batch), Destination::Files(sinks)) => {
+                            let sink = &sinks[(partition as usize).min(sinks.len() - 1)];
+                            if let Err(e) = sink.write(&batch) {
+                                abort.fail(e.into());
+                                continue;
+                            }
+                        }
+                        (Decoded::Device(batch), Destination::Device(kept)) => {
+                            kept.lock().unwrap_or_else(|p| p.into_inner()).push(batch);
+                        }
+                        _ => unreachable!("the decode above follows the destination"),
                     }
                     write_busy.add(t.elapsed());
                     rows.fetch_add(n, Ordering::Relaxed);
@@ -270,25 +373,42 @@ pub fn export(
     });
     progress.finish();
     if let Some(e) = abort.first.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        // Dropping the sinks removes their temporary files.
-        drop(sinks);
+        // Dropping the sinks removes their temporary files; dropping device
+        // batches frees their memory.
+        drop(destination);
         return Err(e);
     }
 
     let finishing = Instant::now();
     let mut files = Vec::new();
     let mut encode_seconds = 0.0;
-    for sink in sinks {
-        let stats = sink.finish()?;
-        encode_seconds += stats.encode_seconds;
-        files.extend(
-            stats
-                .files
-                .into_iter()
-                .map(|(path, bytes)| crate::OutputFile { path, bytes }),
-        );
+    let mut table = None;
+    match destination {
+        Destination::Files(sinks) => {
+            for sink in sinks {
+                let stats = sink.finish()?;
+                encode_seconds += stats.encode_seconds;
+                files.extend(
+                    stats
+                        .files
+                        .into_iter()
+                        .map(|(path, bytes)| crate::OutputFile { path, bytes }),
+                );
+            }
+        }
+        Destination::Device(kept) => {
+            table = Some(DeviceTable {
+                schema: schema.arrow_schema(),
+                batches: kept.into_inner().unwrap_or_else(|p| p.into_inner()),
+            });
+        }
     }
     let finish_seconds = finishing.elapsed().as_secs_f64();
+    let resident = table.as_ref().map(|t| Resident {
+        device: req.device,
+        batches: t.batches.len(),
+        bytes: t.device_bytes() as u64,
+    });
     let copy_wall = copy_wall.into_inner().unwrap_or_else(|p| p.into_inner());
     let gpu = gpu_stats.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut notes = engine_notes.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -313,7 +433,7 @@ pub fn export(
         }
     }
 
-    Ok(ExportReport {
+    let report = ExportReport {
         target: plan.label,
         rows: rows.into_inner(),
         bytes_received: wire_bytes.into_inner(),
@@ -336,11 +456,15 @@ pub fn export(
             encode_in_write: encode_seconds,
             finish: finish_seconds,
             reader_wait: send_wait.seconds(),
+            decode_cpu: decode_cpu.seconds(),
             gpu: gpu.as_ref().map(GpuPhases::from),
         },
+        cpu_seconds: process_cpu_seconds() - cpu_at_start,
         gpu,
         files,
-    })
+        resident,
+    };
+    Ok((report, table))
 }
 
 /// A file name stem from a table label: `"public"."lineorder"` -> `lineorder`.

@@ -24,6 +24,9 @@ pub struct Phases {
     /// Time the connections waited for a free decoder (back-pressure),
     /// thread-seconds: large when decoding or writing is the bottleneck.
     pub reader_wait: f64,
+    /// CPU seconds the decoder threads used inside `decode` (on the GPU
+    /// engine, what is left of `decode` is waiting for the device).
+    pub decode_cpu: f64,
     /// The GPU engine's stages, summed over the decoder threads (part of
     /// `decode`); absent on the CPU engine.
     pub gpu: Option<GpuPhases>,
@@ -62,6 +65,15 @@ impl From<&GpuStats> for GpuPhases {
     }
 }
 
+/// Columns kept in device memory ([`crate::Output::Device`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Resident {
+    pub device: usize,
+    pub batches: usize,
+    /// Device bytes held by the columns.
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputFile {
     pub path: PathBuf,
@@ -97,9 +109,14 @@ pub struct ExportReport {
     /// Multi-dimensional array values flattened (see `--arrays`).
     pub flattened_arrays: u64,
     pub phases: Phases,
+    /// CPU seconds (user + system) the whole process used during the
+    /// export, all threads together.
+    pub cpu_seconds: f64,
     /// Full GPU decoder statistics (GPU engine only).
     pub gpu: Option<GpuStats>,
     pub files: Vec<OutputFile>,
+    /// Device-resident output, when the export kept its columns on a GPU.
+    pub resident: Option<Resident>,
 }
 
 impl ExportReport {
@@ -146,9 +163,10 @@ impl ExportReport {
         let _ = writeln!(s, "  COPY receive    {:8.3} s", p.copy_receive);
         let _ = writeln!(
             s,
-            "  decode          {:8.3} s  ({:.3} s per thread, overlapped)",
+            "  decode          {:8.3} s  ({:.3} s per thread, overlapped; {:.3} s of it on the CPU)",
             p.decode,
-            p.decode / w
+            p.decode / w,
+            p.decode_cpu
         );
         let _ = writeln!(
             s,
@@ -172,13 +190,28 @@ impl ExportReport {
         }
         let _ = writeln!(s, "  finish          {:8.3} s", p.finish);
         let _ = writeln!(s, "  total           {:8.3} s", self.seconds);
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "received {:.1} MB, wrote {:.1} MB in {} file(s)",
-            self.bytes_received as f64 / 1e6,
-            out_bytes as f64 / 1e6,
-            self.files.len()
+            "process CPU time {:.2} s ({:.1} cores on average)",
+            self.cpu_seconds,
+            self.cpu_seconds / self.seconds.max(1e-9)
         );
+        let _ = write!(s, "received {:.1} MB, ", self.bytes_received as f64 / 1e6);
+        let _ = match &self.resident {
+            Some(r) => write!(
+                s,
+                "kept {:.1} MB on GPU {} in {} batch(es)",
+                r.bytes as f64 / 1e6,
+                r.device,
+                r.batches
+            ),
+            None => write!(
+                s,
+                "wrote {:.1} MB in {} file(s)",
+                out_bytes as f64 / 1e6,
+                self.files.len()
+            ),
+        };
         if self.flattened_arrays > 0 {
             let _ = write!(
                 s,

@@ -23,6 +23,11 @@ pub enum Output {
     File(PathBuf),
     /// One file per connection (partition) in this directory.
     Dir(PathBuf),
+    /// Device-resident Arrow columns on the GPU engine's device (needs a
+    /// usable GPU). [`crate::export_to_device`] returns them;
+    /// [`crate::export`] keeps them until the export ends and then frees
+    /// them, which measures the load.
+    Device,
 }
 
 /// Which decoder runs.

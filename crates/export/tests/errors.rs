@@ -27,6 +27,18 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = || Output::File(dir.path().join("out.parquet"));
 
+    // Device-resident output needs the GPU engine, and a GPU.
+    let mut req = request(&dsn, table("t"), Output::Device, Format::Arrow);
+    let msg = fails(&req);
+    assert!(msg.contains("GPU engine"), "{msg}");
+    let no_gpu = gpupg_gpu::devices().map_or(true, |d| d.is_empty());
+    if no_gpu {
+        req.engine = gpupg_export::Engine::Auto;
+        let msg = fails(&req);
+        assert!(msg.contains("needs a usable GPU"), "{msg}");
+    }
+    assert!(files_in(dir.path()).is_empty());
+
     let msg = fails(&request(
         &dsn,
         table("no_such_table"),

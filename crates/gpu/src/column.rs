@@ -57,6 +57,32 @@ pub struct DeviceBatch {
     pub(crate) ctx: Arc<Context>,
 }
 
+/// A whole table resident on one device: the batches of an export in the
+/// order they were decoded (the order of rows across batches is that of the
+/// parallel reads, like the row groups of a Parquet export).
+#[derive(Debug)]
+pub struct DeviceTable {
+    pub schema: SchemaRef,
+    pub batches: Vec<DeviceBatch>,
+}
+
+impl DeviceTable {
+    /// Rows in all batches.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows).sum()
+    }
+
+    /// Device bytes held by all batches.
+    pub fn device_bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.device_bytes()).sum()
+    }
+
+    /// Copies every batch to the host (for checks and small tables).
+    pub fn to_host(&self) -> Result<Vec<RecordBatch>, GpuError> {
+        self.batches.iter().map(|b| b.to_host()).collect()
+    }
+}
+
 impl DeviceColumn {
     /// Device bytes held.
     pub fn device_bytes(&self) -> usize {
@@ -83,6 +109,11 @@ impl DeviceColumn {
 }
 
 impl DeviceBatch {
+    /// The ordinal of the device holding the batch.
+    pub fn device(&self) -> usize {
+        self.ctx.ordinal
+    }
+
     /// Device bytes held by all columns.
     pub fn device_bytes(&self) -> usize {
         self.columns.iter().map(|c| c.device_bytes()).sum()

@@ -509,6 +509,18 @@ impl Context {
             "cuDeviceGet",
             ordinal,
         )?;
+        // Waiting threads sleep instead of spinning: the decoder threads
+        // share the host's cores with the PostgreSQL backends producing the
+        // data, and a spinning wait per thread would take cores from them.
+        // Refused (and harmless) when another user of the device in this
+        // process already activated the primary context with its own flags.
+        // SAFETY: valid device handle.
+        let _ = unsafe {
+            sys::cuDevicePrimaryCtxSetFlags_v2(
+                dev,
+                sys::CUctx_flags_enum::CU_CTX_SCHED_BLOCKING_SYNC as u32,
+            )
+        };
         let mut ctx = std::ptr::null_mut();
         // SAFETY: valid device handle.
         check(

@@ -24,7 +24,7 @@ pub mod pinned;
 pub mod plan;
 pub mod probe;
 
-pub use column::{DeviceBatch, DeviceColumn, DeviceSlice};
+pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
 pub use cuda::{AllocKind, DeviceBuffer};
 pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats};
 pub use error::GpuError;

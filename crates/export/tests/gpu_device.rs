@@ -1,0 +1,74 @@
+//! On the GPU machine (run by `gpu/run-tests.sh`): tables read into
+//! device-resident columns, copied back, equal the CPU engine's export of
+//! the same table bit for bit.
+
+mod common;
+
+use arrow::array::{Array, RecordBatch};
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use common::*;
+use gpupg_export::{export, export_to_device, Engine, NoProgress};
+use gpupg_localpg::LocalServer;
+use gpupg_sink::Format;
+
+/// All batches as one, rows ordered by `keys`.
+fn sorted(batches: &[RecordBatch], keys: &[&str]) -> RecordBatch {
+    let schema = batches[0].schema();
+    let all = concat_batches(&schema, batches).expect("concat");
+    let cols: Vec<SortColumn> = keys
+        .iter()
+        .map(|k| SortColumn {
+            values: all.column_by_name(k).expect("key column").clone(),
+            options: None,
+        })
+        .collect();
+    let idx = lexsort_to_indices(&cols, None).expect("sort");
+    take_record_batch(&all, &idx).expect("take")
+}
+
+fn check_table(dsn: &str, name: &str, keys: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, out) = file(dir.path(), "cpu.arrow");
+    let mut req = request(dsn, table(name), out, Format::Arrow);
+    req.sink.compression = gpupg_sink::Compression::None;
+    let cpu_report = export(&req, &NoProgress).expect("CPU export");
+    let cpu = sorted(&read_back(&path), keys);
+
+    req.engine = Engine::Gpu;
+    let (device, report) = export_to_device(&req, &NoProgress).expect("device export");
+    assert_eq!(report.engine, "gpu");
+    assert_eq!(report.rows, cpu_report.rows);
+    assert_eq!(device.num_rows() as u64, cpu_report.rows);
+    let resident = report.resident.expect("resident summary");
+    assert_eq!(resident.bytes, device.device_bytes() as u64);
+    assert_eq!(resident.batches, device.batches.len());
+    assert!(report.files.is_empty());
+    let gpu = sorted(&device.to_host().expect("copy back"), keys);
+
+    assert_eq!(cpu.schema(), gpu.schema(), "{name}: schema");
+    for (i, field) in cpu.schema().fields().iter().enumerate() {
+        assert_eq!(
+            cpu.column(i).to_data(),
+            gpu.column(i).to_data(),
+            "{name}: column {} differs",
+            field.name()
+        );
+    }
+    println!(
+        "RESULT {name} {} rows, {} batches, {:.1} MB on the device, equal to the CPU export",
+        report.rows,
+        resident.batches,
+        resident.bytes as f64 / 1e6
+    );
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn device_export_equals_cpu_export() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    gpupg_datagen::create_all_types(&config(&dsn), 3000).expect("all_types");
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 50_000, 4).expect("lineorder");
+    check_table(&dsn, "all_types", &["id"]);
+    check_table(&dsn, "lineorder", &["lo_orderkey", "lo_linenumber"]);
+}
