@@ -12,10 +12,14 @@
 //! - [`copy`]: the binary COPY file header and tuple framing.
 //! - [`value`]: decoding of single values from their binary send format.
 //! - [`encode`]: the inverse, building tuples from typed values (for tests).
+//! - [`heap`]: PostgreSQL heap pages (page and tuple layout, checksums, the
+//!   visibility map, varlena forms, pglz) and their conversion to binary COPY
+//!   rows, for reading a table's files directly.
 
 pub mod chunk;
 pub mod copy;
 pub mod encode;
+pub mod heap;
 pub mod types;
 pub mod value;
 
