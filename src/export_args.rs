@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gpupg_decode::{ArrayRepr, EnumRepr, IntervalRepr, TypeOptions, UnconstrainedNumeric};
-use gpupg_export::{default_parallelism, Engine, ExportRequest, Output, Target};
+use gpupg_export::{default_parallelism, Engine, ExportRequest, Output, Source, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
 
@@ -78,6 +78,17 @@ pub struct ExportOptions {
     /// SQL condition on the table's rows.
     #[arg(long = "where")]
     pub filter: Option<String>,
+    /// Where rows come from: the table's heap files (heap), COPY (copy), or heap when the
+    /// data directory is readable, the table qualifies and is at least --heap-threshold (auto).
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub source: SourceArg,
+    /// Smallest table (bytes; suffixes kB, MB, GB) that --source auto reads from its heap files.
+    #[arg(long, default_value = "256MB", value_parser = parse_bytes)]
+    pub heap_threshold: u64,
+    /// The server's data directory as this machine sees it (default: the server's
+    /// data_directory setting, which needs superuser or pg_read_all_settings to read).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Decoder: gpu when one is usable (auto), cpu, or gpu (fails when no GPU is usable).
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     pub engine: EngineArg,
@@ -111,6 +122,36 @@ pub struct ExportOptions {
 pub enum FormatArg {
     Parquet,
     Arrow,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceArg {
+    Auto,
+    Copy,
+    Heap,
+}
+
+/// `"256MB"`, `"1GB"`, `"4096"` -> bytes.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 256MB"))?;
+    let unit: u64 = match t[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" | "kib" => 1 << 10,
+        "mb" | "m" | "mib" => 1 << 20,
+        "gb" | "g" | "gib" => 1 << 30,
+        "tb" | "t" | "tib" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in {s:?} (use kB, MB, GB or TB)"
+            ))
+        }
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +288,13 @@ impl ExportOptions {
                 overwrite: self.overwrite,
                 row_group_rows: self.row_group_rows,
             },
+            source: match self.source {
+                SourceArg::Auto => Source::Auto,
+                SourceArg::Copy => Source::Copy,
+                SourceArg::Heap => Source::Heap,
+            },
+            heap_threshold: self.heap_threshold,
+            data_dir: self.data_dir.clone(),
             cancel: Some(&CANCEL),
         })
     }

@@ -18,6 +18,7 @@ mod connections;
 mod cputime;
 mod engine;
 mod error;
+mod heap_source;
 mod pipeline;
 mod plan;
 mod progress;
@@ -26,7 +27,10 @@ mod request;
 
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::ExportError;
+pub use heap_source::HeapReport;
 pub use pipeline::{export, export_to_device};
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
-pub use request::{default_parallelism, Engine, ExportRequest, Output, Target};
+pub use request::{
+    default_parallelism, Engine, ExportRequest, Output, Source, Target, DEFAULT_HEAP_THRESHOLD,
+};

@@ -1,8 +1,8 @@
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, unbounded};
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
 use gpupg_gpu::{DeviceBatch, DeviceTable};
@@ -12,6 +12,7 @@ use gpupg_source::{pool::BufferPool, SourceError};
 use crate::connections::Session;
 use crate::cputime::{process_cpu_seconds, thread_cpu_seconds};
 use crate::engine::{choose, merge_gpu_stats, Chosen, ThreadDecoder};
+use crate::heap_source::{choose_source, run_reader, Chosen as HeapChosen, HeapCounters};
 use crate::report::{ExportReport, GpuPhases, Phases, Resident};
 use crate::{Engine, ExportError, ExportRequest, Output, Progress};
 
@@ -106,6 +107,7 @@ pub fn export_to_device(
         columns: req.columns.clone(),
         filter: req.filter.clone(),
         sink: req.sink.clone(),
+        data_dir: req.data_dir.clone(),
         ..*req
     };
     let (report, table) = run(&device_req, progress)?;
@@ -153,6 +155,9 @@ fn run(
     // Metadata: the first connection exports the snapshot every other
     // connection imports, so all of them see exactly the same rows.
     let session = Session::begin(req)?;
+    // With the snapshot held: heap files or COPY (the heap path's
+    // checkpoint and fence must come after the snapshot).
+    let source = choose_source(req, &session.plan)?;
     let descs: Vec<_> = session
         .plan
         .columns
@@ -211,7 +216,27 @@ fn run(
         Chosen::Cpu { .. } => BufferPool::new(buffers, req.chunk_bytes),
     };
     let (tx, rx) = bounded::<CopyChunk>(req.workers);
-    let next_statement = AtomicUsize::new(0);
+    // COPY statements for the connections: the plan's page ranges, or on the
+    // heap path the ranges the heap readers could not trust (sent as they
+    // are found) and the blocks past the end of the files.
+    let (stmt_tx, stmt_rx) = unbounded::<String>();
+    let heap_counters = HeapCounters::default();
+    let heap_readers = match &source {
+        HeapChosen::Heap(heap) => {
+            stmt_tx
+                .send(heap.tail_statement())
+                .map_err(|_| ExportError::ThreadPanicked("planner"))?;
+            req.parallel
+        }
+        HeapChosen::Copy { .. } => {
+            for sql in &plan.statements {
+                stmt_tx
+                    .send(sql.clone())
+                    .map_err(|_| ExportError::ThreadPanicked("planner"))?;
+            }
+            0
+        }
+    };
     let abort = Abort {
         flag: AtomicBool::new(false),
         first: Mutex::new(None),
@@ -232,14 +257,12 @@ fn run(
         let mut readers = Vec::new();
         for (reader, mut conn) in conns.into_iter().enumerate() {
             let tx = tx.clone();
-            let (pool, abort, next_statement) = (&pool, &abort, &next_statement);
+            let (pool, abort, stmt_rx) = (&pool, &abort, stmt_rx.clone());
             let (send_wait, wire_bytes, copy_wall) = (&send_wait, &wire_bytes, &copy_wall);
-            let statements = &plan.statements;
             readers.push(s.spawn(move || {
                 let mut run = || -> Result<(), ExportError> {
-                    loop {
-                        let i = next_statement.fetch_add(1, Ordering::Relaxed);
-                        if i >= statements.len() || abort.stopped() {
+                    for sql in stmt_rx.iter() {
+                        if abort.stopped() {
                             break;
                         }
                         let mut on_chunk = |chunk: CopyChunk| -> Result<(), SourceError> {
@@ -255,8 +278,7 @@ fn run(
                                 SourceError::Downstream("another export thread failed".into())
                             })
                         };
-                        let stats =
-                            conn.copy_out(&statements[i], pool, reader as u32, &mut on_chunk)?;
+                        let stats = conn.copy_out(&sql, pool, reader as u32, &mut on_chunk)?;
                         wire_bytes.fetch_add(stats.wire_bytes, Ordering::Relaxed);
                     }
                     if !abort.stopped() {
@@ -275,6 +297,25 @@ fn run(
                 }
             }));
         }
+        if let HeapChosen::Heap(heap) = &source {
+            for reader in 0..heap_readers {
+                let (tx, stmt_tx) = (tx.clone(), stmt_tx.clone());
+                let (pool, abort, counters) = (&pool, &abort, &heap_counters);
+                readers.push(s.spawn(move || {
+                    let stopped = || abort.stopped();
+                    let r =
+                        run_reader(heap, counters, reader as u32, pool, &tx, &stmt_tx, &stopped);
+                    if let Err(e) = r {
+                        if !matches!(e, ExportError::Source(SourceError::Downstream(_))) {
+                            abort.fail(e);
+                        }
+                    }
+                }));
+            }
+        }
+        // The connections stop when the last heap reader has sent its
+        // ranges (or at once on the COPY path, after the plan's).
+        drop(stmt_tx);
         drop(tx);
 
         let mut workers = Vec::new();
@@ -442,7 +483,23 @@ fn run(
         engine: chosen.name().into(),
         engine_detail,
         engine_notes: notes,
-        source: "copy".into(),
+        source: match &source {
+            HeapChosen::Heap(_) => "heap".into(),
+            HeapChosen::Copy { .. } => "copy".into(),
+        },
+        source_detail: match &source {
+            HeapChosen::Heap(heap) => format!(
+                "heap files of {} via pread ({} threads), rows converted on the CPU; pages that cannot be trusted via COPY",
+                heap.rel.base_path.display(),
+                heap_readers
+            ),
+            HeapChosen::Copy { why: Some(why) } => format!("COPY: {why}"),
+            HeapChosen::Copy { why: None } => "COPY".into(),
+        },
+        heap: match &source {
+            HeapChosen::Heap(heap) => Some(heap_counters.report(heap, heap_readers)),
+            HeapChosen::Copy { .. } => None,
+        },
         connections,
         workers: req.workers,
         statements: plan.statements.len(),

@@ -26,6 +26,9 @@ pub(crate) struct ExportPlan {
     pub estimated_rows: Option<u64>,
     /// Why the plan is serial, if it is (shown to the user).
     pub serial_reason: Option<String>,
+    /// The table, and what one COPY of a page range of it selects (for the
+    /// heap path's fallback ranges); `None` for a query.
+    pub table: Option<(gpupg_source::TableInfo, ReadSpec)>,
 }
 
 pub(crate) fn plan_export(
@@ -59,6 +62,7 @@ pub(crate) fn plan_export(
                 label: "query".into(),
                 estimated_rows: None,
                 serial_reason: Some("a query is read on one connection".into()),
+                table: None,
             })
         }
         Target::Table(name) => {
@@ -79,18 +83,16 @@ pub(crate) fn plan_export(
                 MIN_RANGE_PAGES,
                 version,
             );
+            let spec = ReadSpec {
+                relation: table.qualified(),
+                columns: exprs,
+                filter,
+            };
             let mut statements: Vec<String> = tasks.iter().map(|t| t.sql()).collect();
             if statements.is_empty() {
                 // A partitioned table without partitions has no rows, but the
                 // output still carries its schema.
-                statements.push(copy_sql(
-                    &ReadSpec {
-                        relation: table.qualified(),
-                        columns: exprs,
-                        filter,
-                    },
-                    None,
-                ));
+                statements.push(copy_sql(&spec, None));
             }
             let serial_reason = (statements.len() == 1).then(|| {
                 if version < TID_RANGE_SCAN_VERSION {
@@ -118,6 +120,7 @@ pub(crate) fn plan_export(
                 label: table.qualified(),
                 estimated_rows,
                 serial_reason,
+                table: Some((table, spec)),
             })
         }
     }

@@ -98,8 +98,12 @@ pub struct ExportReport {
     pub engine_detail: String,
     /// Fallbacks worth knowing: GPU failures, columns decoded on the CPU.
     pub engine_notes: Vec<String>,
-    /// "copy" (later also "heap").
+    /// "copy" or "heap".
     pub source: String,
+    /// How the rows were read, or why COPY was used.
+    pub source_detail: String,
+    /// The heap path's pages and times (`source` "heap").
+    pub heap: Option<crate::heap_source::HeapReport>,
     pub connections: usize,
     pub workers: usize,
     /// COPY statements (page ranges) the table was split into.
@@ -151,6 +155,31 @@ impl ExportReport {
             self.statements,
             self.workers
         );
+        let _ = writeln!(s, "source: {}", self.source_detail);
+        if let Some(h) = &self.heap {
+            let _ = writeln!(
+                s,
+                "  heap pages: {} direct ({} rows), {} via COPY{}; checkpoint {:.3} s, read {:.3} s, convert {:.3} s (thread-seconds)",
+                h.pages_direct,
+                h.rows_direct,
+                h.pages_fallback,
+                if h.fallback_reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        h.fallback_reasons
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+                h.checkpoint_seconds,
+                h.read_seconds,
+                h.convert_seconds
+            );
+        }
         for note in &self.engine_notes {
             let _ = writeln!(s, "note: {note}");
         }

@@ -30,6 +30,25 @@ pub enum Output {
     Device,
 }
 
+/// Where rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The heap files when the table qualifies (see [`Source::Heap`]) and is
+    /// at least `heap_threshold` bytes, else COPY; the report says which
+    /// and why.
+    Auto,
+    /// COPY BINARY over the connections.
+    Copy,
+    /// The table's heap files, read from the data directory; pages that
+    /// cannot be proven to hold exactly the snapshot's rows go through COPY.
+    /// Fails when the table cannot be read that way.
+    Heap,
+}
+
+/// Tables smaller than this are read through COPY by `--source auto`: the
+/// CHECKPOINT the heap path needs can cost more than COPY of a small table.
+pub const DEFAULT_HEAP_THRESHOLD: u64 = 256 << 20;
+
 /// Which decoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -62,6 +81,13 @@ pub struct ExportRequest<'a> {
     pub types: TypeOptions,
     pub unsupported: UnsupportedTypes,
     pub sink: SinkOptions,
+    pub source: Source,
+    /// `Source::Auto` reads tables of at least this many bytes from their
+    /// heap files.
+    pub heap_threshold: u64,
+    /// The server's data directory as this process sees it (default: the
+    /// server's `data_directory` setting).
+    pub data_dir: Option<PathBuf>,
     /// Set (e.g. by a Ctrl-C handler) to stop the export; it then fails with
     /// [`crate::ExportError::Cancelled`] and leaves no output.
     pub cancel: Option<&'a AtomicBool>,

@@ -46,6 +46,9 @@ pub fn request(
             overwrite: false,
             row_group_rows: 1 << 20,
         },
+        source: gpupg_export::Source::Copy,
+        heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
+        data_dir: None,
         cancel: None,
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use common::*;
+use gpupg_export::Source;
 use gpupg_localpg::LocalServer;
 use gpupg_sink::Format;
 use gpupg_source::Connection;
@@ -20,6 +21,18 @@ const TOTAL: i64 = ACCOUNTS * 100;
 
 #[test]
 fn exports_see_one_snapshot_under_concurrent_writes() {
+    exports_under_concurrent_writes(Source::Copy);
+}
+
+/// The heap path under the same writers, with VACUUM running too (so pages
+/// keep turning all-visible and back): pages it trusts and pages it reads
+/// through COPY must still add up to one snapshot.
+#[test]
+fn heap_exports_see_one_snapshot_under_concurrent_writes_and_vacuum() {
+    exports_under_concurrent_writes(Source::Heap);
+}
+
+fn exports_under_concurrent_writes(source: Source) {
     let server = LocalServer::start().expect("server");
     let dsn = server.dsn();
     exec(
@@ -50,13 +63,29 @@ fn exports_see_one_snapshot_under_concurrent_writes() {
                 }
             });
         }
+        if source == Source::Heap {
+            let (dsn, stop) = (&dsn, &stop);
+            s.spawn(move || {
+                let mut c = Connection::connect(&config(dsn)).expect("vacuum connects");
+                while !stop.load(Ordering::Relaxed) {
+                    c.execute("VACUUM accounts").expect("vacuum");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            });
+        }
+        let (mut direct, mut fallback) = (0, 0);
         for run in 0..4 {
             let (path, out) = file(dir.path(), &format!("run{run}.arrow"));
             let mut req = request(&dsn, table("accounts"), out, Format::Arrow);
             req.parallel = 4;
             req.chunk_bytes = 64 * 1024;
             req.columns = Some(vec!["id".into(), "balance".into()]);
+            req.source = source;
             let report = gpupg_export::export(&req, &gpupg_export::NoProgress).expect("export");
+            if let Some(h) = &report.heap {
+                direct += h.pages_direct;
+                fallback += h.pages_fallback;
+            }
             assert!(
                 report.statements > 4,
                 "the table is split into several ranges"
@@ -79,5 +108,10 @@ fn exports_see_one_snapshot_under_concurrent_writes() {
             assert_eq!(sum, TOTAL, "run {run}: balances of different snapshots");
         }
         stop.store(true, Ordering::Relaxed);
+        if source == Source::Heap {
+            println!("heap pages over 4 runs: {direct} direct, {fallback} through COPY");
+            assert!(direct > 0, "some pages are read from the files");
+            assert!(fallback > 0, "pages changed by the writers go through COPY");
+        }
     });
 }

@@ -97,6 +97,11 @@ pub enum SourceError {
     /// The consumer of COPY chunks stopped (e.g. a decoder failed).
     #[error("COPY consumer stopped: {0}")]
     Downstream(String),
+
+    /// The heap path cannot read this table (and why); `--source auto` then
+    /// uses COPY.
+    #[error("the heap path cannot read {table}: {reason}")]
+    HeapUnavailable { table: String, reason: String },
 }
 
 impl SourceError {

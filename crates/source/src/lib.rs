@@ -18,6 +18,7 @@ pub mod conn;
 pub mod copy;
 pub mod dsn;
 pub mod error;
+pub mod heap;
 pub mod plan;
 pub mod pool;
 pub mod protocol;
