@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 5 on the GPU machine: lineorder from its heap files against COPY.
+# Run from the repository root after bench/prepare-carry.sh, with carry
+# [".carry/bin", ".carry/pg15.tar.xz", ".carry/shared"].
+set -euo pipefail
+rows=${ROWS:-60000000}
+. bench/device-env.sh
+show() { grep -E "ceiling:|^exported|^source|heap pages|GPU stages|decode |process CPU|^received|^bench|^note" || true; }
+# The COPY path with the CPU engine, with the ceiling: the baseline.
+"$bin" bench --dsn "$dsn" --rows "$rows" --create "${CREATE:-auto}" --runs 1 --source copy --engine cpu \
+  --json "$out/copy-cpu-parquet.json" 2>&1 | tee "$out/copy-cpu-parquet.log" | show
+# Heap files into device-resident columns (GPU engine).
+"$bin" bench --dsn "$dsn" --create never --skip-ceiling --runs 3 --source heap --to device \
+  --json "$out/heap-device.json" 2>&1 | tee "$out/heap-device.log" | show
+# Heap files to Parquet zstd, GPU and CPU engines; to Arrow IPC on the CPU.
+"$bin" bench --dsn "$dsn" --create never --skip-ceiling --runs 2 --source heap --engine gpu \
+  --json "$out/heap-gpu-parquet.json" 2>&1 | tee "$out/heap-gpu-parquet.log" | show
+"$bin" bench --dsn "$dsn" --create never --skip-ceiling --runs 2 --source heap --engine cpu \
+  --json "$out/heap-cpu-parquet.json" 2>&1 | tee "$out/heap-cpu-parquet.log" | show
+"$bin" bench --dsn "$dsn" --create never --skip-ceiling --runs 2 --source heap --engine cpu --format arrow \
+  --json "$out/heap-cpu-arrow.json" 2>&1 | tee "$out/heap-cpu-arrow.log" | show
