@@ -153,6 +153,7 @@ pub(crate) struct HeapCounters {
     rows_direct: AtomicU64,
     read_nanos: AtomicU64,
     convert_nanos: AtomicU64,
+    flush_nanos: AtomicU64,
     reasons: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -173,9 +174,12 @@ pub struct HeapReport {
     /// How the files were read.
     pub io: String,
     pub checkpoint_seconds: f64,
-    /// Thread-seconds reading files, and converting pages to COPY rows.
+    /// Thread-seconds reading files, converting pages to COPY rows, and
+    /// handing chunks to the decoders (waiting for a free buffer and a free
+    /// decoder included: large when decoding or writing is the bottleneck).
     pub read_seconds: f64,
     pub convert_seconds: f64,
+    pub handoff_seconds: f64,
     /// The WAL position no trusted page is newer than.
     pub fence_lsn: String,
 }
@@ -198,6 +202,7 @@ impl HeapCounters {
             checkpoint_seconds: heap.checkpoint_seconds,
             read_seconds: self.read_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             convert_seconds: self.convert_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            handoff_seconds: self.flush_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             fence_lsn: format!("{:X}/{:X}", heap.fence >> 32, heap.fence & 0xffff_ffff),
         }
     }
@@ -268,6 +273,7 @@ pub(crate) fn run_reader(
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
 
         let t = Instant::now();
+        let mut flushing = std::time::Duration::ZERO;
         let mut run: Option<(u64, u64)> = None;
         let fallback = |run: &mut Option<(u64, u64)>| -> Result<(), ExportError> {
             if let Some((a, b)) = run.take() {
@@ -313,13 +319,19 @@ pub(crate) fn run_reader(
                 }
             }
             if local.data.len() >= flush_at {
+                let f = Instant::now();
                 flush(&mut local, pool, chunks, reader, &mut first_row)?;
+                flushing += f.elapsed();
             }
         }
         fallback(&mut run)?;
+        counters.convert_nanos.fetch_add(
+            t.elapsed().saturating_sub(flushing).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
         counters
-            .convert_nanos
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .flush_nanos
+            .fetch_add(flushing.as_nanos() as u64, Ordering::Relaxed);
     }
     if !local.row_starts.is_empty() {
         flush(&mut local, pool, chunks, reader, &mut first_row)?;

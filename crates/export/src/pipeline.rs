@@ -489,9 +489,14 @@ fn run(
         },
         source_detail: match &source {
             HeapChosen::Heap(heap) => format!(
-                "heap files of {} via pread ({} threads), rows converted on the CPU; pages that cannot be trusted via COPY",
+                "heap files of {} via pread ({} threads), rows converted on the CPU; pages that cannot be trusted via COPY{}",
                 heap.rel.base_path.display(),
-                heap_readers
+                heap_readers,
+                if req.source == crate::Source::Auto {
+                    " (--source auto: the data directory is readable and the table is over --heap-threshold)"
+                } else {
+                    ""
+                }
             ),
             HeapChosen::Copy { why: Some(why) } => format!("COPY: {why}"),
             HeapChosen::Copy { why: None } => "COPY".into(),

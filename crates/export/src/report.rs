@@ -128,8 +128,10 @@ impl ExportReport {
         self.rows as f64 / self.seconds.max(1e-9)
     }
 
+    /// GB per second of COPY data: received from the server, or on the heap
+    /// path made from the pages (the same rows in the same format).
     pub fn copy_gb_per_second(&self) -> f64 {
-        self.bytes_received as f64 / 1e9 / self.seconds.max(1e-9)
+        self.bytes_received.max(self.copy_bytes) as f64 / 1e9 / self.seconds.max(1e-9)
     }
 
     /// The human summary printed at the end of an export.
@@ -159,7 +161,7 @@ impl ExportReport {
         if let Some(h) = &self.heap {
             let _ = writeln!(
                 s,
-                "  heap pages: {} direct ({} rows), {} via COPY{}; checkpoint {:.3} s, read {:.3} s, convert {:.3} s (thread-seconds)",
+                "  heap pages: {} direct ({} rows), {} via COPY{}; checkpoint {:.3} s; thread-seconds: read {:.3}, convert {:.3}, hand-off {:.3}",
                 h.pages_direct,
                 h.rows_direct,
                 h.pages_fallback,
@@ -177,7 +179,8 @@ impl ExportReport {
                 },
                 h.checkpoint_seconds,
                 h.read_seconds,
-                h.convert_seconds
+                h.convert_seconds,
+                h.handoff_seconds
             );
         }
         for note in &self.engine_notes {
