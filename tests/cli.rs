@@ -219,3 +219,73 @@ fn engine_choice_without_a_gpu() {
     assert_eq!(json["engine"], "cpu");
     assert!(json["gpu"].is_null());
 }
+
+#[test]
+fn heap_source_from_the_command_line() {
+    let server = LocalServer::start().expect("server");
+    server
+        .psql("CREATE TABLE h (a int, b text); INSERT INTO h SELECT g, 'r' || g FROM generate_series(1, 20000) g; CHECKPOINT;")
+        .expect("setup");
+    server.psql("VACUUM h").expect("vacuum");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    // auto with the threshold lowered to 1 kB takes the heap files.
+    let o = bin()
+        .args(["export", "--dsn", &server.dsn(), "--table", "h"])
+        .args(["--heap-threshold", "1kB"])
+        .arg("--output")
+        .arg(dir.path().join("h.parquet"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("exported 20000 rows"), "{stderr}");
+    assert!(stderr.contains("heap pages:"), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(json["source"], "heap");
+    assert!(json["heap"]["pages_direct"].as_u64().expect("pages") > 0);
+    assert_eq!(json["heap"]["rows_direct"], 20000);
+
+    // --source heap with --where: one line, nonzero exit, no output.
+    let out = dir.path().join("w.parquet");
+    let o = bin()
+        .args([
+            "export",
+            "--dsn",
+            &server.dsn(),
+            "--table",
+            "h",
+            "--source",
+            "heap",
+        ])
+        .args(["--where", "a > 5"])
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("--source heap") && stderr.contains("--where"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    // A bad size is a usage error.
+    let o = bin()
+        .args([
+            "export",
+            "--table",
+            "h",
+            "--output",
+            "x.parquet",
+            "--heap-threshold",
+            "12XB",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown unit"));
+}
