@@ -99,3 +99,19 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// All batches as one, rows ordered by the columns `keys` (exports of the
+/// same table by different paths come out in different orders).
+pub fn sorted_by(batches: &[RecordBatch], keys: &[&str]) -> RecordBatch {
+    use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+    let all = concat_batches(&batches[0].schema(), batches).expect("concat");
+    let cols: Vec<SortColumn> = keys
+        .iter()
+        .map(|k| SortColumn {
+            values: all.column_by_name(k).expect("key column").clone(),
+            options: None,
+        })
+        .collect();
+    let idx = lexsort_to_indices(&cols, None).expect("sort");
+    take_record_batch(&all, &idx).expect("take")
+}

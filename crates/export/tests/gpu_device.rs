@@ -4,27 +4,11 @@
 
 mod common;
 
-use arrow::array::{Array, RecordBatch};
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::array::Array;
 use common::*;
 use gpupg_export::{export, export_to_device, Engine, NoProgress, Source};
 use gpupg_localpg::LocalServer;
 use gpupg_sink::Format;
-
-/// All batches as one, rows ordered by `keys`.
-fn sorted(batches: &[RecordBatch], keys: &[&str]) -> RecordBatch {
-    let schema = batches[0].schema();
-    let all = concat_batches(&schema, batches).expect("concat");
-    let cols: Vec<SortColumn> = keys
-        .iter()
-        .map(|k| SortColumn {
-            values: all.column_by_name(k).expect("key column").clone(),
-            options: None,
-        })
-        .collect();
-    let idx = lexsort_to_indices(&cols, None).expect("sort");
-    take_record_batch(&all, &idx).expect("take")
-}
 
 fn source_name(s: Source) -> &'static str {
     match s {
@@ -39,7 +23,7 @@ fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) {
     let mut req = request(dsn, table(name), out, Format::Arrow);
     req.sink.compression = gpupg_sink::Compression::None;
     let cpu_report = export(&req, &NoProgress).expect("CPU export");
-    let cpu = sorted(&read_back(&path), keys);
+    let cpu = sorted_by(&read_back(&path), keys);
 
     req.engine = Engine::Gpu;
     req.source = source;
@@ -52,7 +36,7 @@ fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) {
     assert_eq!(resident.bytes, device.device_bytes() as u64);
     assert_eq!(resident.batches, device.batches.len());
     assert!(report.files.is_empty());
-    let gpu = sorted(&device.to_host().expect("copy back"), keys);
+    let gpu = sorted_by(&device.to_host().expect("copy back"), keys);
 
     assert_eq!(cpu.schema(), gpu.schema(), "{name}: schema");
     for (i, field) in cpu.schema().fields().iter().enumerate() {

@@ -4,27 +4,10 @@
 
 mod common;
 
-use arrow::array::RecordBatch;
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use common::*;
 use gpupg_export::{export, ExportReport, ExportRequest, NoProgress, Source};
 use gpupg_localpg::LocalServer;
 use gpupg_sink::Format;
-
-/// All rows of an export's file, ordered by the columns `keys`.
-fn rows_of(path: &std::path::Path, keys: &[&str]) -> RecordBatch {
-    let batches = read_back(path);
-    let all = concat_batches(&batches[0].schema(), &batches).expect("concat");
-    let cols: Vec<SortColumn> = keys
-        .iter()
-        .map(|k| SortColumn {
-            values: all.column_by_name(k).expect("key").clone(),
-            options: None,
-        })
-        .collect();
-    let idx = lexsort_to_indices(&cols, None).expect("sort");
-    take_record_batch(&all, &idx).expect("take")
-}
 
 /// Exports `req` through COPY and through the heap files and asserts the
 /// results are identical; returns the heap export's report.
@@ -47,7 +30,8 @@ fn heap_equals_copy(
     let report = export(&req, &NoProgress).expect("heap export");
     assert_eq!(report.source, "heap");
     assert_eq!(report.rows, copy_report.rows);
-    let (a, b) = (rows_of(&copy_path, keys), rows_of(&heap_path, keys));
+    let a = sorted_by(&read_back(&copy_path), keys);
+    let b = sorted_by(&read_back(&heap_path), keys);
     assert_eq!(a.schema(), b.schema());
     for (i, f) in a.schema().fields().iter().enumerate() {
         assert_eq!(
