@@ -233,3 +233,56 @@ fn heap_path_refusals_are_clear() {
     // Nothing was left behind by any of them.
     assert!(files_in(dir.path()).is_empty());
 }
+
+#[test]
+fn checksums_are_verified_and_a_corrupt_page_goes_through_copy() {
+    let server = LocalServer::start_with(gpupg_localpg::LocalServerOptions {
+        data_checksums: true,
+        ..Default::default()
+    })
+    .expect("server");
+    let dsn = server.dsn();
+    exec(
+        &dsn,
+        "CREATE TABLE c (a int, b text); INSERT INTO c SELECT g, md5(g::text) FROM generate_series(1, 20000) g;",
+    );
+    exec(&dsn, "CHECKPOINT");
+    vacuum_until_all_visible(&dsn, &["c"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let req = request(
+        &dsn,
+        table("c"),
+        gpupg_export::Output::Dir(dir.path().into()),
+        Format::Arrow,
+    );
+    let r = heap_equals_copy(req, dir.path(), &["a"]);
+    let h = heap(&r);
+    assert!(h.checksums, "{h:?}");
+    assert_eq!(h.pages_fallback, 0, "{h:?}");
+
+    // Flip a byte of block 3 in the file: the server still holds the page
+    // intact in its buffers (COPY reads those), the heap path sees a
+    // checksum failure and reads that page through COPY.
+    exec(&dsn, "CHECKPOINT");
+    let rel = query(&dsn, "SELECT pg_relation_filepath('c')");
+    let path = server
+        .data_dir()
+        .join(rel[0][0].as_deref().expect("relation path"));
+    let mut bytes = std::fs::read(&path).expect("heap file");
+    bytes[3 * 8192 + 8000] ^= 0x55;
+    std::fs::write(&path, &bytes).expect("corrupt the file");
+    let req = request(
+        &dsn,
+        table("c"),
+        gpupg_export::Output::Dir(dir.path().into()),
+        Format::Arrow,
+    );
+    let r = heap_equals_copy(req, dir.path(), &["a"]);
+    let h = heap(&r);
+    assert_eq!(h.pages_fallback, 1, "{h:?}");
+    assert_eq!(
+        h.fallback_reasons.get("checksum failure"),
+        Some(&1),
+        "{h:?}"
+    );
+}

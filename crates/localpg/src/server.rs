@@ -42,6 +42,8 @@ pub struct LocalServerOptions {
     pub tls: bool,
     /// Extra `postgresql.conf` settings; values are written quoted.
     pub extra_conf: Vec<(String, String)>,
+    /// `initdb --data-checksums`: every page carries a checksum.
+    pub data_checksums: bool,
 }
 
 /// A running throwaway server; dropping it stops the server
@@ -192,6 +194,7 @@ impl LocalServer {
                 "--locale=C",
                 "--no-sync",
             ])
+            .args(opts.data_checksums.then_some("--data-checksums"))
             .output()
             .map_err(|source| self.io("running initdb", &self.bin_dir.join("initdb"), source))?;
         check_output("initdb", &out)?;
