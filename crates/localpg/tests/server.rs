@@ -38,6 +38,7 @@ fn password_roles_and_tls() {
         password_auth: true,
         tls: true,
         extra_conf: vec![("work_mem".into(), "8MB".into())],
+        data_checksums: true,
     })
     .unwrap();
     let roles = server
@@ -53,6 +54,7 @@ fn password_roles_and_tls() {
     );
     assert_eq!(server.psql("SHOW ssl").unwrap().trim(), "on");
     assert_eq!(server.psql("SHOW work_mem").unwrap().trim(), "8MB");
+    assert_eq!(server.psql("SHOW data_checksums").unwrap().trim(), "on");
     let cert = std::fs::read_to_string(server.tls_root_cert().unwrap()).unwrap();
     assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
 }

@@ -15,7 +15,7 @@ fn secure_server() -> LocalServer {
     LocalServer::start_with(LocalServerOptions {
         password_auth: true,
         tls: true,
-        extra_conf: vec![],
+        ..Default::default()
     })
     .unwrap()
 }
