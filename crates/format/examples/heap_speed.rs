@@ -2,8 +2,12 @@
 //! (SSB lineorder: 14 int4 columns, char(15), char(1), char(10), as in
 //! `gpupg_datagen::lineorder_ddl`), built with the test page builder.
 //!
-//! `cargo run --release -p gpupg-format --example heap_speed [MB] [runs]`
-//! (default 200 MB of heap, best of 5 runs, one thread).
+//! `cargo run --release -p gpupg-format --example heap_speed [MB] [runs]
+//! [distinct pages] [variant]` (default 200 MB of heap, best of 5 runs,
+//! 4096 distinct pages (32 MiB, more than the caches hold) repeated, one
+//! thread). Variants: `all` (every column in attnum order, as a plain
+//! export: the default), `nulls` (a NULL in one row of three), `subset`
+//! (6 of the 17 columns), `reversed` (every column, last first).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -97,17 +101,28 @@ fn main() {
         .iter()
         .map(|a| FillAttr::new(a.attlen, a.align))
         .collect();
-    let layout = TupleLayout::all_columns(attributes, HashMap::new()).unwrap();
+    let variant = args.get(4).map_or("all", String::as_str);
+    let output: Vec<usize> = match variant {
+        "all" | "nulls" => (0..COLUMNS.len()).collect(),
+        "subset" => vec![0, 3, 6, 9, 12, 16],
+        "reversed" => (0..COLUMNS.len()).rev().collect(),
+        v => panic!("unknown variant {v}: all, nulls, subset or reversed"),
+    };
+    let layout = TupleLayout::new(attributes, output, HashMap::new()).unwrap();
 
-    // Build a few thousand distinct pages, then repeat them up to the size.
-    let distinct = 4096.min(mb * 1_000_000 / 8192).max(1);
+    // Build distinct pages, then repeat them up to the size.
+    let distinct: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(4096);
+    let distinct = distinct.min(mb * 1_000_000 / 8192).max(1);
     let mut pages: Vec<Vec<u8>> = Vec::with_capacity(distinct);
     let mut b = PageBuilder::new(8192, 0);
     let mut g = 0u64;
     while pages.len() < distinct {
         let datums = row(g);
         g += 1;
-        let vals: Vec<Option<&[u8]>> = datums.iter().map(|d| Some(&d[..])).collect();
+        let mut vals: Vec<Option<&[u8]>> = datums.iter().map(|d| Some(&d[..])).collect();
+        if variant == "nulls" && g.is_multiple_of(3) {
+            vals[(g % 17) as usize] = None;
+        }
         let t = heap_fill_tuple(&fill, &vals);
         if b.add_tuple(&t).is_none() {
             b.set_flags(gpupg_format::heap::page::PD_ALL_VISIBLE);
@@ -145,7 +160,8 @@ fn main() {
         best = best.min(start.elapsed().as_secs_f64());
     }
     println!(
-        "{npages} pages ({:.0} MB of heap), {rows} rows, best of {runs}: {:.3} s",
+        "{variant}: {npages} pages ({:.0} MB of heap, {distinct} distinct), {rows} rows, \
+         best of {runs}: {:.3} s",
         heap_bytes / 1e6,
         best
     );

@@ -20,6 +20,13 @@
 //!
 //! Text is converted without any encoding conversion: the bytes are what
 //! COPY sends when the client encoding equals the server encoding.
+//!
+//! Pages are converted by a fast path (`transcode_fast.rs`: one pass per
+//! tuple from a program compiled with the layout, rows written into room
+//! made for them) that gives up on anything unusual; the page is then
+//! converted again by the reference path below (deform, then convert each
+//! output column), which decides the rows or the fallback. Both give the
+//! same bytes for every page the fast path converts.
 
 use std::collections::HashMap;
 
@@ -252,6 +259,8 @@ pub struct TupleLayout {
     enum_labels: HashMap<u32, Box<[u8]>>,
     block_size: usize,
     verify_checksums: bool,
+    /// The fast path's program.
+    fast: fast::FastPlan,
 }
 
 impl TupleLayout {
@@ -296,8 +305,10 @@ impl TupleLayout {
                 align: a.align,
             })
             .collect();
+        let deform_natts = output.iter().map(|&i| i + 1).max().unwrap_or(0);
         Ok(TupleLayout {
-            deform_natts: output.iter().map(|&i| i + 1).max().unwrap_or(0),
+            fast: fast::FastPlan::new(&attributes, &plans, &output, deform_natts),
+            deform_natts,
             storage,
             plans,
             output,
@@ -440,13 +451,119 @@ fn corrupt(what: &'static str) -> FallbackReason {
     FallbackReason::Corrupt(Corruption::Value(what))
 }
 
-#[inline(always)]
-fn put_i32(out: &mut Vec<u8>, v: i32) {
-    out.extend_from_slice(&v.to_be_bytes());
+/// Growth of the output buffer beyond what a write needs, so that growing
+/// (which zero-fills) is rare.
+const OUT_SLACK: usize = 2048;
+
+/// The output of one page: appends to a `Vec<u8>` without touching its
+/// length on every write. `buf[..pos]` is what has been written; `buf[pos..]`
+/// is zero-filled (or stale) room that writes go to, extended in large steps
+/// and cut off again by [`Out::finish`]. Every write is a bounds-checked
+/// slice copy.
+struct Out<'a> {
+    buf: &'a mut Vec<u8>,
+    pos: usize,
+}
+
+impl<'a> Out<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Out<'a> {
+        let pos = buf.len();
+        Out { buf, pos }
+    }
+
+    /// Bytes written (the length the vector will have).
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// Makes room for `n` more bytes.
+    #[inline(always)]
+    fn reserve(&mut self, n: usize) {
+        if n > self.buf.len() - self.pos {
+            self.grow(n);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, n: usize) {
+        self.buf.resize(self.pos + n + OUT_SLACK, 0);
+    }
+
+    /// The next `n` bytes, to be written by the caller.
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> &mut [u8] {
+        self.reserve(n);
+        let at = self.pos;
+        self.pos += n;
+        &mut self.buf[at..at + n]
+    }
+
+    /// The next `N` bytes, to be written by the caller.
+    #[inline(always)]
+    fn take_array<const N: usize>(&mut self) -> &mut [u8; N] {
+        self.take(N).try_into().expect("take returns N bytes")
+    }
+
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, b: [u8; N]) {
+        *self.take_array::<N>() = b;
+    }
+
+    /// Takes back the last `n` bytes written (a fixed-size copy of a
+    /// shorter value).
+    #[inline(always)]
+    fn unput(&mut self, n: usize) {
+        self.pos -= n;
+    }
+
+    #[inline(always)]
+    fn put_slice(&mut self, b: &[u8]) {
+        self.take(b.len()).copy_from_slice(b);
+    }
+
+    /// Room for `n` more bytes, to be written by the caller and kept with
+    /// [`Out::advance`].
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        self.reserve(n);
+        &mut self.buf[self.pos..self.pos + n]
+    }
+
+    /// Keeps `n` bytes written into [`Out::room`].
+    #[inline(always)]
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    /// Overwrites 4 bytes already written at `at`.
+    #[inline(always)]
+    fn patch(&mut self, at: usize, b: [u8; 4]) {
+        self.buf[at..at + 4].copy_from_slice(&b);
+    }
+
+    /// Runs `f`, which appends to the vector itself.
+    fn with_vec<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        self.buf.truncate(self.pos);
+        let r = f(self.buf);
+        self.pos = self.buf.len();
+        r
+    }
+
+    /// Cuts the vector to what was written.
+    fn finish(self) {
+        self.buf.truncate(self.pos);
+    }
 }
 
 #[inline(always)]
-fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), FallbackReason> {
+fn put_i32(out: &mut Out<'_>, v: i32) {
+    out.put(v.to_be_bytes());
+}
+
+#[inline(always)]
+fn put_len(out: &mut Out<'_>, len: usize) -> Result<(), FallbackReason> {
     let len = i32::try_from(len).map_err(|_| corrupt("value length"))?;
     put_i32(out, len);
     Ok(())
@@ -454,16 +571,16 @@ fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), FallbackReason> {
 
 /// Starts a field whose length is known only at its end.
 #[inline(always)]
-fn begin_field(out: &mut Vec<u8>) -> usize {
+fn begin_field(out: &mut Out<'_>) -> usize {
     let at = out.len();
-    out.extend_from_slice(&[0; 4]);
+    out.put([0; 4]);
     at
 }
 
 #[inline(always)]
-fn end_field(out: &mut [u8], at: usize) -> Result<(), FallbackReason> {
+fn end_field(out: &mut Out<'_>, at: usize) -> Result<(), FallbackReason> {
     let len = i32::try_from(out.len() - at - 4).map_err(|_| corrupt("value length"))?;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    out.patch(at, len.to_be_bytes());
     Ok(())
 }
 
@@ -510,7 +627,7 @@ impl Converter<'_> {
         &mut self,
         conv: &Conv,
         datum: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut Out<'_>,
     ) -> Result<(), FallbackReason> {
         Self::convert(
             conv,
@@ -525,7 +642,7 @@ impl Converter<'_> {
     fn convert(
         conv: &Conv,
         datum: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut Out<'_>,
         labels: &HashMap<u32, Box<[u8]>>,
         scratch: &mut Vec<u8>,
         inner: &mut Vec<u8>,
@@ -533,67 +650,51 @@ impl Converter<'_> {
         match conv {
             Conv::Bool => {
                 let b = *datum.first().ok_or(corrupt("boolean"))?;
-                put_i32(out, 1);
-                out.push(u8::from(b != 0));
+                out.put([0, 0, 0, 1, u8::from(b != 0)]);
             }
             Conv::Swap(2) => {
                 let b: [u8; 2] = datum.try_into().map_err(|_| corrupt("int2"))?;
-                let mut v = [0u8; 6];
-                v[..4].copy_from_slice(&2i32.to_be_bytes());
-                v[4..].copy_from_slice(&u16::from_le_bytes(b).to_be_bytes());
-                out.extend_from_slice(&v);
+                out.put(swap2(b));
             }
             Conv::Swap(4) => {
                 let b: [u8; 4] = datum.try_into().map_err(|_| corrupt("4-byte value"))?;
-                let mut v = [0u8; 8];
-                v[..4].copy_from_slice(&4i32.to_be_bytes());
-                v[4..].copy_from_slice(&u32::from_le_bytes(b).to_be_bytes());
-                out.extend_from_slice(&v);
+                out.put(swap4(b));
             }
             Conv::Swap(8) => {
                 let b: [u8; 8] = datum.try_into().map_err(|_| corrupt("8-byte value"))?;
-                let mut v = [0u8; 12];
-                v[..4].copy_from_slice(&8i32.to_be_bytes());
-                v[4..].copy_from_slice(&u64::from_le_bytes(b).to_be_bytes());
-                out.extend_from_slice(&v);
+                out.put(swap8(b));
             }
             Conv::Swap(n) => {
                 if datum.len() != *n {
                     return Err(corrupt("fixed-size value"));
                 }
                 put_i32(out, *n as i32);
-                out.extend(datum.iter().rev());
+                for (d, s) in out.take(*n).iter_mut().zip(datum.iter().rev()) {
+                    *d = *s;
+                }
             }
             Conv::Interval => {
                 let b: [u8; 16] = datum.try_into().map_err(|_| corrupt("interval"))?;
-                let mut v = [0u8; 20];
-                v[..4].copy_from_slice(&16i32.to_be_bytes());
-                for (dst, src) in [(4..12, 0..8), (12..16, 8..12), (16..20, 12..16)] {
-                    v[dst].copy_from_slice(&b[src]);
-                }
-                v[4..12].reverse();
-                v[12..16].reverse();
-                v[16..20].reverse();
-                out.extend_from_slice(&v);
+                out.put(interval(b));
             }
             Conv::Raw => {
                 put_len(out, datum.len())?;
-                out.extend_from_slice(datum);
+                out.put_slice(datum);
             }
             Conv::NulPadded => {
                 let n = datum.iter().position(|&b| b == 0).unwrap_or(datum.len());
                 put_len(out, n)?;
-                out.extend_from_slice(&datum[..n]);
+                out.put_slice(&datum[..n]);
             }
             Conv::CString => {
                 let n = datum.iter().position(|&b| b == 0).unwrap_or(datum.len());
                 put_len(out, n)?;
-                out.extend_from_slice(&datum[..n]);
+                out.put_slice(&datum[..n]);
             }
             Conv::Varlena => match varlena::parse(datum)? {
                 Varlena::Short(p) | Varlena::Plain(p) => {
                     put_len(out, p.len())?;
-                    out.extend_from_slice(p);
+                    out.put_slice(p);
                 }
                 Varlena::Compressed {
                     method: CompressionMethod::Pglz,
@@ -601,7 +702,7 @@ impl Converter<'_> {
                     data,
                 } => {
                     put_len(out, rawsize)?;
-                    pglz::decompress_append(data, rawsize, out)?;
+                    out.with_vec(|v| pglz::decompress_append(data, rawsize, v))?;
                 }
                 Varlena::Compressed {
                     method: CompressionMethod::Lz4,
@@ -611,7 +712,7 @@ impl Converter<'_> {
             },
             Conv::Numeric => {
                 let p = payload(datum, scratch)?;
-                numeric(p, out)?;
+                numeric_send(p, out)?;
             }
             Conv::Enum => {
                 let b: [u8; 4] = datum.try_into().map_err(|_| corrupt("enum OID"))?;
@@ -620,7 +721,7 @@ impl Converter<'_> {
                     .get(&oid)
                     .ok_or(FallbackReason::UnknownEnumValue(oid))?;
                 put_len(out, label.len())?;
-                out.extend_from_slice(label);
+                out.put_slice(label);
             }
             Conv::Array(elem) => {
                 let p = payload(datum, scratch)?;
@@ -633,6 +734,43 @@ impl Converter<'_> {
     }
 }
 
+/// The field (length word and big-endian value) of a 2-byte value.
+#[inline(always)]
+fn swap2(b: [u8; 2]) -> [u8; 6] {
+    let v = u16::from_le_bytes(b).to_be_bytes();
+    [0, 0, 0, 2, v[0], v[1]]
+}
+
+/// The field (length word and big-endian value) of a 4-byte value.
+#[inline(always)]
+fn swap4(b: [u8; 4]) -> [u8; 8] {
+    ((4u64 << 32) | u64::from(u32::from_le_bytes(b))).to_be_bytes()
+}
+
+/// The field (length word and big-endian value) of an 8-byte value.
+#[inline(always)]
+fn swap8(b: [u8; 8]) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&8i32.to_be_bytes());
+    v[4..].copy_from_slice(&u64::from_le_bytes(b).to_be_bytes());
+    v
+}
+
+/// The field of an interval: int64 time, int32 day, int32 month, each
+/// reversed.
+#[inline(always)]
+fn interval(b: [u8; 16]) -> [u8; 20] {
+    let mut v = [0u8; 20];
+    v[..4].copy_from_slice(&16i32.to_be_bytes());
+    for (dst, src) in [(4..12, 0..8), (12..16, 8..12), (16..20, 12..16)] {
+        v[dst].copy_from_slice(&b[src]);
+    }
+    v[4..12].reverse();
+    v[12..16].reverse();
+    v[16..20].reverse();
+    v
+}
+
 /// `numeric_send` of the on-disk numeric payload `p` (after the varlena
 /// header): NumericShort (`0x8000` set), special (`0xC000` set: NaN,
 /// ±Infinity) or NumericLong, to int16 ndigits, int16 weight, uint16 sign,
@@ -640,7 +778,28 @@ impl Converter<'_> {
 /// extracted exactly as numeric.c's `NUMERIC_WEIGHT`, `NUMERIC_SIGN` and
 /// `NUMERIC_DSCALE` do (for ±Infinity that gives dscale 32, as the server
 /// sends).
-fn numeric(p: &[u8], out: &mut Vec<u8>) -> Result<(), FallbackReason> {
+fn numeric_send(p: &[u8], out: &mut Out<'_>) -> Result<(), FallbackReason> {
+    let (head, digits) = numeric_parts(p)?;
+    put_len(out, 8 + digits.len())?;
+    let dst = out.take(8 + digits.len());
+    dst[..8].copy_from_slice(&head);
+    swap_digits(&mut dst[8..], digits);
+    Ok(())
+}
+
+/// The digits of a numeric, each reversed.
+#[inline(always)]
+fn swap_digits(dst: &mut [u8], digits: &[u8]) {
+    for (d, s) in dst.chunks_exact_mut(2).zip(digits.chunks_exact(2)) {
+        d[0] = s[1];
+        d[1] = s[0];
+    }
+}
+
+/// The header of [`numeric_send`]'s format (ndigits, weight, sign,
+/// dscale) and the on-disk digits of the numeric payload `p`.
+#[inline(always)]
+fn numeric_parts(p: &[u8]) -> Result<([u8; 8], &[u8]), FallbackReason> {
     const SHORT_SIGN: u16 = 0x2000;
     const SHORT_DSCALE_MASK: u16 = 0x1F80;
     const SHORT_WEIGHT_SIGN: u16 = 0x0040;
@@ -678,15 +837,21 @@ fn numeric(p: &[u8], out: &mut Vec<u8>) -> Result<(), FallbackReason> {
         return Err(corrupt("numeric digits"));
     }
     let ndigits = u16::try_from(digits.len() / 2).map_err(|_| corrupt("numeric digits"))?;
-    put_len(out, 8 + digits.len())?;
-    out.extend_from_slice(&ndigits.to_be_bytes());
-    out.extend_from_slice(&weight.to_be_bytes());
-    out.extend_from_slice(&sign.to_be_bytes());
-    out.extend_from_slice(&dscale.to_be_bytes());
-    for d in digits.chunks_exact(2) {
-        out.extend_from_slice(&[d[1], d[0]]);
-    }
-    Ok(())
+    let mut head = [0u8; 8];
+    head[0..2].copy_from_slice(&ndigits.to_be_bytes());
+    head[2..4].copy_from_slice(&weight.to_be_bytes());
+    head[4..6].copy_from_slice(&sign.to_be_bytes());
+    head[6..8].copy_from_slice(&dscale.to_be_bytes());
+    Ok((head, digits))
+}
+
+/// [`numeric_send`] appending to a vector.
+#[cfg(test)]
+fn numeric(p: &[u8], out: &mut Vec<u8>) -> Result<(), FallbackReason> {
+    let mut out = Out::new(out);
+    let r = numeric_send(p, &mut out);
+    out.finish();
+    r
 }
 
 /// `array_send` of the on-disk ArrayType payload `p` (what follows the
@@ -700,7 +865,7 @@ fn numeric(p: &[u8], out: &mut Vec<u8>) -> Result<(), FallbackReason> {
 fn array(
     p: &[u8],
     elem: &ElementPlan,
-    out: &mut Vec<u8>,
+    out: &mut Out<'_>,
     labels: &HashMap<u32, Box<[u8]>>,
     inner: &mut Vec<u8>,
 ) -> Result<(), FallbackReason> {
@@ -796,6 +961,27 @@ pub fn transcode_page(
     layout: &TupleLayout,
     out: &mut CopyChunk,
 ) -> Result<PageSummary, PageFallback> {
+    transcode(page, blkno, layout, out, true)
+}
+
+/// [`transcode_page`] without the fast path: what it must agree with.
+#[cfg(test)]
+fn transcode_page_reference(
+    page: &[u8],
+    blkno: u32,
+    layout: &TupleLayout,
+    out: &mut CopyChunk,
+) -> Result<PageSummary, PageFallback> {
+    transcode(page, blkno, layout, out, false)
+}
+
+fn transcode(
+    page: &[u8],
+    blkno: u32,
+    layout: &TupleLayout,
+    out: &mut CopyChunk,
+    fast: bool,
+) -> Result<PageSummary, PageFallback> {
     let at = |offnum: Option<u16>, attnum: Option<u16>| {
         move |reason: FallbackReason| PageFallback {
             blkno,
@@ -820,12 +1006,26 @@ pub fn transcode_page(
         checksum::verify_page(page, blkno).map_err(|e| at(None, None)(e.into()))?;
     }
     let mark = (out.data.len(), out.row_starts.len(), out.row_ends.len());
+    let rollback = |out: &mut CopyChunk| {
+        out.data.truncate(mark.0);
+        out.row_starts.truncate(mark.1);
+        out.row_ends.truncate(mark.2);
+    };
+    // The fast path converts the common cases; anything it does not handle
+    // or finds wrong (a value to convert otherwise, a corrupt tuple, a
+    // value that makes the page fall back) makes it give up, and the page
+    // is converted again by the reference path, which says exactly why it
+    // falls back where it does.
+    if fast {
+        if let Some(rows) = fast::append_rows(&parsed, layout, out) {
+            return Ok(PageSummary { rows, ..summary });
+        }
+        rollback(out);
+    }
     match append_rows(&parsed, layout, out) {
         Ok(rows) => Ok(PageSummary { rows, ..summary }),
         Err((offnum, attnum, reason)) => {
-            out.data.truncate(mark.0);
-            out.row_starts.truncate(mark.1);
-            out.row_ends.truncate(mark.2);
+            rollback(out);
             Err(at(offnum, attnum)(reason))
         }
     }
@@ -833,10 +1033,12 @@ pub fn transcode_page(
 
 type Located = (Option<u16>, Option<u16>, FallbackReason);
 
+/// The reference conversion: each tuple deformed with [`tuple::deform`],
+/// then each output column converted in output order.
 fn append_rows(
     page: &Page<'_>,
     layout: &TupleLayout,
-    out: &mut CopyChunk,
+    chunk: &mut CopyChunk,
 ) -> Result<usize, Located> {
     let mut datums = vec![Datum::Null; layout.deform_natts];
     let mut conv = Converter {
@@ -845,48 +1047,57 @@ fn append_rows(
         inner: Vec::new(),
     };
     let ncols = (layout.output.len() as i16).to_be_bytes();
+    let mut out = Out::new(&mut chunk.data);
     // Rows are usually somewhat larger than their tuples.
-    out.data.reserve(page.bytes().len() * 3 / 2);
+    out.reserve(page.bytes().len() * 3 / 2);
     let mut rows = 0;
-    for index in 0..page.item_count() {
-        match page.item_id(index) {
-            Some(id) if id.flags == LpFlags::Normal => {}
-            _ => continue,
-        }
-        let offnum = Some((index + 1) as u16);
-        let located = |attnum: Option<u16>| move |r: FallbackReason| (offnum, attnum, r);
-        let tup = page.tuple(index).map_err(|e| located(None)(e.into()))?;
-        let tuple = HeapTuple::parse(tup).map_err(|e| located(None)(e.into()))?;
-        tuple::deform(&tuple, &layout.storage, &mut datums).map_err(|e| located(None)(e.into()))?;
-        let row_start = out.data.len();
-        out.data.extend_from_slice(&ncols);
-        for &col in &layout.output {
-            match datums[col] {
-                Datum::Null => put_i32(&mut out.data, -1),
-                Datum::Missing => match &layout.attributes[col].missing {
-                    None => put_i32(&mut out.data, -1),
-                    Some(b) => {
-                        put_len(&mut out.data, b.len()).map_err(located(None))?;
-                        out.data.extend_from_slice(b);
-                    }
-                },
-                Datum::Bytes { start, end } => conv
-                    .field(
-                        &layout.plans[col],
-                        &tup[start as usize..end as usize],
-                        &mut out.data,
-                    )
-                    .map_err(located(Some((col + 1) as u16)))?,
+    let result = (|| {
+        for index in 0..page.item_count() {
+            match page.item_id(index) {
+                Some(id) if id.flags == LpFlags::Normal => {}
+                _ => continue,
             }
+            let offnum = Some((index + 1) as u16);
+            let located = |attnum: Option<u16>| move |r: FallbackReason| (offnum, attnum, r);
+            let tup = page.tuple(index).map_err(|e| located(None)(e.into()))?;
+            let tuple = HeapTuple::parse(tup).map_err(|e| located(None)(e.into()))?;
+            tuple::deform(&tuple, &layout.storage, &mut datums)
+                .map_err(|e| located(None)(e.into()))?;
+            let row_start = out.len();
+            out.put(ncols);
+            for &col in &layout.output {
+                match datums[col] {
+                    Datum::Null => put_i32(&mut out, -1),
+                    Datum::Missing => match &layout.attributes[col].missing {
+                        None => put_i32(&mut out, -1),
+                        Some(b) => {
+                            put_len(&mut out, b.len()).map_err(located(None))?;
+                            out.put_slice(b);
+                        }
+                    },
+                    Datum::Bytes { start, end } => conv
+                        .field(
+                            &layout.plans[col],
+                            &tup[start as usize..end as usize],
+                            &mut out,
+                        )
+                        .map_err(located(Some((col + 1) as u16)))?,
+                }
+            }
+            let row_end =
+                u32::try_from(out.len()).map_err(|_| (offnum, None, FallbackReason::ChunkFull))?;
+            chunk.row_starts.push(row_start as u32);
+            chunk.row_ends.push(row_end);
+            rows += 1;
         }
-        let row_end =
-            u32::try_from(out.data.len()).map_err(|_| (offnum, None, FallbackReason::ChunkFull))?;
-        out.row_starts.push(row_start as u32);
-        out.row_ends.push(row_end);
-        rows += 1;
-    }
-    Ok(rows)
+        Ok(rows)
+    })();
+    out.finish();
+    result
 }
+
+#[path = "transcode_fast.rs"]
+mod fast;
 
 #[cfg(test)]
 #[path = "transcode_tests.rs"]

@@ -915,3 +915,312 @@ fn transcode_speed() {
         (chunk.data.len() * runs) as f64 / secs / 1e9
     );
 }
+
+// The fast path against the reference path: for any layout (output columns
+// in attnum order, shuffled, repeated) and any page (good, mutated, random),
+// `transcode_page` must give exactly what the reference conversion gives,
+// rows or fallback.
+
+/// A conversion's result and the chunk it appended to.
+type Converted = (Result<PageSummary, PageFallback>, CopyChunk);
+
+/// Both conversions of `page` appended to a chunk holding one row already.
+fn fast_and_reference(page: &[u8], layout: &TupleLayout) -> (Converted, Converted) {
+    let run = |f: fn(&[u8], u32, &TupleLayout, &mut CopyChunk) -> _| {
+        let mut chunk = CopyChunk::default();
+        chunk.push_row(b"\x00\x00");
+        let r = f(page, 7, layout, &mut chunk);
+        (r, chunk)
+    };
+    (run(transcode_page), run(transcode_page_reference))
+}
+
+fn assert_same(page: &[u8], layout: &TupleLayout) -> Result<(), TestCaseError> {
+    let ((fr, fc), (rr, rc)) = fast_and_reference(page, layout);
+    prop_assert_eq!(&fr, &rr);
+    prop_assert_eq!(&fc.data, &rc.data);
+    prop_assert_eq!(&fc.row_starts, &rc.row_starts);
+    prop_assert_eq!(&fc.row_ends, &rc.row_ends);
+    if rr.is_err() {
+        prop_assert_eq!(&fc.data[..], b"\x00\x00");
+        prop_assert_eq!(fc.num_rows(), 1);
+    } else if let Ok(parsed) = Page::parse(page, layout.block_size()) {
+        // A page the reference converts, the fast path converts by itself.
+        let mut chunk = CopyChunk::default();
+        prop_assert!(super::fast::append_rows(&parsed, layout, &mut chunk).is_some());
+        prop_assert_eq!(&chunk.data[..], &rc.data[2..]);
+    }
+    Ok(())
+}
+
+/// Columns weighted towards what the fast path merges (runs of integers,
+/// short strings), with the other types mixed in.
+fn runs_col() -> impl Strategy<Value = Col> {
+    prop_oneof![
+        8 => Just(Col::Int4),
+        2 => Just(Col::Int2),
+        2 => Just(Col::Int8),
+        1 => Just(Col::Float8),
+        1 => Just(Col::Date),
+        4 => Just(Col::Text),
+        1 => Just(Col::Bool),
+        1 => Just(Col::Numeric),
+        1 => Just(Col::Name),
+        1 => Just(Col::Uuid),
+        1 => Just(Col::Interval),
+        1 => col(),
+    ]
+}
+
+/// A non-NULL value of a column (as [`value`] makes them).
+fn non_null(c: &Col) -> BoxedStrategy<Cell> {
+    let c = c.clone();
+    let v = match &c {
+        Col::Array(e) => array_value(e),
+        c => scalar_value(c),
+    };
+    let compressible = matches!(
+        c,
+        Col::Text | Col::Json | Col::Bytea | Col::Numeric | Col::Array(_)
+    );
+    (v, any::<bool>())
+        .prop_map(move |(v, compress)| Cell {
+            disk: Some(to_disk(&c, &v, compress && compressible)),
+            copy: v,
+        })
+        .boxed()
+}
+
+/// Like [`table`], with columns from `cols`, up to `max_rows` rows (three
+/// in four without NULLs, so without a null bitmap) and the output columns
+/// all live ones in attnum order.
+fn table_of(
+    cols: impl Strategy<Value = Vec<(Col, bool)>>,
+    max_rows: usize,
+) -> impl Strategy<Value = Table> {
+    cols.prop_flat_map(move |cols| {
+        let n = cols.len();
+        let any_cells: Vec<_> = cols.iter().map(|(c, _)| value(c)).collect();
+        let full_cells: Vec<_> = cols.iter().map(|(c, _)| non_null(c)).collect();
+        let row =
+            (prop_oneof![1 => any_cells, 3 => full_cells], 0..=n).prop_map(|(cells, short)| {
+                // One row in four stops early.
+                let keep = if short % 4 == 0 {
+                    short.max(1)
+                } else {
+                    cells.len()
+                };
+                cells.into_iter().take(keep).collect::<Vec<_>>()
+            });
+        let missing: Vec<_> = cols
+            .iter()
+            .map(|(c, dropped)| {
+                let v = value(c);
+                let dropped = *dropped;
+                proptest::option::of(v).prop_map(move |m| if dropped { None } else { m })
+            })
+            .collect();
+        let live: Vec<usize> = (0..n).filter(|&i| !cols[i].1).collect();
+        (
+            Just(cols),
+            missing,
+            proptest::collection::vec(row, 0..max_rows),
+            Just(live),
+        )
+    })
+    .prop_map(|(cols, missing, rows, output)| Table {
+        cols,
+        missing,
+        rows,
+        output,
+    })
+}
+
+fn runs_table() -> impl Strategy<Value = Table> {
+    let cols = proptest::collection::vec((runs_col(), proptest::bool::weighted(0.1)), 1..24);
+    table_of(cols, 60)
+}
+
+/// Output columns from `live`: 0 as they are (attnum order), 1 a subset in
+/// attnum order, 2 reversed, 3 with a column twice.
+fn output_of(live: &[usize], mode: u8, pick: usize) -> Vec<usize> {
+    match mode % 4 {
+        0 => live.to_vec(),
+        1 => live
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| (pick >> (k % 16)) & 1 == 1 || *k == pick % live.len())
+            .map(|(_, &i)| i)
+            .collect(),
+        2 => live.iter().rev().copied().collect(),
+        _ => {
+            let mut o = live.to_vec();
+            o.insert(pick % (o.len() + 1), live[pick % live.len()]);
+            o
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn fast_path_equals_reference(
+        t in runs_table(),
+        mode in any::<u8>(),
+        pick in any::<usize>(),
+        big in any::<bool>(),
+    ) {
+        let live = t.output.clone();
+        prop_assume!(!live.is_empty());
+        let output = output_of(&live, mode, pick);
+        let t = Table { output, ..t };
+        let bs = if big { 32768 } else { 8192 };
+        let layout = t.layout().with_block_size(bs).unwrap();
+        prop_assert_eq!(layout.output(), &t.output[..]);
+        let pages = t.pages(bs);
+        // Good pages: the rows COPY sends, fast and reference alike.
+        let chunk = transcode_all(&pages, &layout).unwrap();
+        prop_assert_eq!(chunk.num_rows(), t.rows.len());
+        for (i, row) in t.rows.iter().enumerate() {
+            prop_assert_eq!(chunk.row(i), &t.expected(row)[..], "row {}", i);
+        }
+        for p in &pages {
+            assert_same(p, &layout)?;
+        }
+    }
+
+    #[test]
+    fn fast_path_equals_reference_on_mutated_pages(
+        t in runs_table(),
+        mode in any::<u8>(),
+        pick in any::<usize>(),
+        flips in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..8), 1..12),
+    ) {
+        let live = t.output.clone();
+        prop_assume!(!live.is_empty());
+        let t = Table { output: output_of(&live, mode, pick), ..t };
+        let layout = t.layout();
+        let mut page = t.pages(8192).swap_remove(0);
+        let upper = usize::from(u16::from_le_bytes([page[14], page[15]]));
+        for (at, v, bit) in flips {
+            // Mostly in the tuples, sometimes one bit, sometimes anywhere.
+            let at = if at % 8 == 0 {
+                usize::from(at) % 8192
+            } else {
+                upper + usize::from(at) % (8192 - upper).max(1)
+            };
+            let v = if v % 2 == 0 { 1 << bit } else { v };
+            if let Some(b) = page.get_mut(at) {
+                *b ^= v;
+            }
+        }
+        assert_same(&page, &layout)?;
+    }
+
+    #[test]
+    fn fast_path_equals_reference_on_random_pages(
+        bytes in proptest::collection::vec(any::<u8>(), 8192),
+        lower in 24u16..400,
+        upper in 0u16..8192,
+        t in runs_table(),
+        mode in any::<u8>(),
+        pick in any::<usize>(),
+    ) {
+        let live = t.output.clone();
+        prop_assume!(!live.is_empty());
+        let t = Table { output: output_of(&live, mode, pick), ..t };
+        let layout = t.layout();
+        let mut page = bytes;
+        page[10] = 0;
+        page[11] = 0;
+        page[12..14].copy_from_slice(&lower.to_le_bytes());
+        page[14..16].copy_from_slice(&upper.to_le_bytes());
+        page[16..18].copy_from_slice(&8192u16.to_le_bytes());
+        page[18..20].copy_from_slice(&0x2004u16.to_le_bytes());
+        assert_same(&page, &layout)?;
+    }
+
+    #[test]
+    fn fast_path_equals_reference_on_original_tables(t in table(), flips in proptest::collection::vec((0usize..8192, any::<u8>()), 0..6)) {
+        let layout = t.layout();
+        prop_assume!(!layout.output().is_empty());
+        for (i, mut page) in t.pages(8192).into_iter().enumerate() {
+            if i == 0 {
+                for &(at, v) in &flips {
+                    page[at] ^= v;
+                }
+            }
+            assert_same(&page, &layout)?;
+        }
+    }
+}
+
+/// Lineorder-like rows (the layout the fast path merges most), with NULLs,
+/// short tuples and 4-byte-header, compressed and TOASTed strings mixed in:
+/// fast and reference agree on every page.
+#[test]
+fn fast_path_lineorder_variants() {
+    let mut cols = vec![Col::Int4; 6];
+    cols.extend([Col::Text, Col::Text]);
+    cols.extend(vec![Col::Int4; 8]);
+    cols.push(Col::Text);
+    let fill: Vec<FillAttr> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| FillAttr {
+            // Plain storage keeps one string's 4-byte header.
+            plain_storage: i == 7,
+            ..c.fill()
+        })
+        .collect();
+    for (attrs, output) in [
+        (cols.clone(), (0..cols.len()).collect::<Vec<_>>()),
+        (cols.clone(), vec![0, 2, 6, 9, 16]),
+        (cols.clone(), vec![16, 0, 6, 6, 1]),
+    ] {
+        let layout =
+            TupleLayout::new(attrs.iter().map(Col::attribute).collect(), output, labels()).unwrap();
+        for variant in 0..8 {
+            let mut b = PageBuilder::new(8192, 0);
+            for i in 0..40i32 {
+                let ints: Vec<Vec<u8>> = (0..14)
+                    .map(|k| (i.wrapping_mul(7919) ^ (k << 20)).to_le_bytes().to_vec())
+                    .collect();
+                let long = "x".repeat(200 + i as usize);
+                let t1 = match (variant, i % 5) {
+                    (1, 0) => varlena_pglz(long.as_bytes()),
+                    (2, 0) => toast_pointer(3000, 2000, 1, 2),
+                    (3, _) => varlena_4b(long.as_bytes()),
+                    _ => varlena_4b(format!("{:<15}", i).as_bytes()),
+                };
+                let t2 = varlena_4b(b"0");
+                let t3 = varlena_4b(&b"TRUCK     "[..(i as usize % 11)]);
+                let mut vals: Vec<Option<&[u8]>> = ints[..6].iter().map(|v| Some(&v[..])).collect();
+                vals.extend([Some(&t1[..]), Some(&t2[..])]);
+                vals.extend(ints[6..].iter().map(|v| Some(&v[..])));
+                vals.push(Some(&t3[..]));
+                match (variant, i % 3) {
+                    (4, 0) => vals[3] = None,
+                    (5, 0) => vals[6] = None,
+                    (6, 1) => vals.truncate(12),
+                    (7, _) => vals[16] = None,
+                    _ => {}
+                }
+                let t = heap_fill_tuple(&fill, &vals);
+                if b.add_tuple(&t).is_none() {
+                    break;
+                }
+            }
+            let page = b.finish();
+            let ((fr, fc), (rr, rc)) = fast_and_reference(&page, &layout);
+            assert_eq!(fr, rr, "variant {variant}");
+            assert_eq!(fc.data, rc.data, "variant {variant}");
+            assert_eq!(fc.row_starts, rc.row_starts);
+            assert_eq!(fc.row_ends, rc.row_ends);
+            if variant != 2 {
+                assert!(fr.is_ok(), "variant {variant}: {fr:?}");
+            }
+        }
+    }
+}
