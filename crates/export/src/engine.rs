@@ -173,6 +173,7 @@ pub(crate) fn merge_gpu_stats(a: &mut GpuStats, b: &GpuStats) {
     a.decode_s += b.decode_s;
     a.d2h_s += b.d2h_s;
     a.cpu_fallback_s += b.cpu_fallback_s;
+    a.plain_alloc_s += b.plain_alloc_s;
     a.peak_device_bytes += b.peak_device_bytes;
     for c in &b.cpu_columns {
         if !a.cpu_columns.contains(c) {

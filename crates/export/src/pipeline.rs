@@ -519,6 +519,7 @@ fn run(
             finish: finish_seconds,
             reader_wait: send_wait.seconds(),
             decode_cpu: decode_cpu.seconds(),
+            buffer_setup: pool.setup_seconds(),
             gpu: gpu.as_ref().map(GpuPhases::from),
         },
         cpu_seconds: process_cpu_seconds() - cpu_at_start,

@@ -24,6 +24,9 @@ pub struct Phases {
     /// Time the connections waited for a free decoder (back-pressure),
     /// thread-seconds: large when decoding or writing is the bottleneck.
     pub reader_wait: f64,
+    /// Making the chunk buffers (allocation, and page-locking them for the
+    /// GPU engine), thread-seconds.
+    pub buffer_setup: f64,
     /// CPU seconds the decoder threads used inside `decode` (on the GPU
     /// engine, what is left of `decode` is waiting for the device).
     pub decode_cpu: f64,
@@ -43,6 +46,8 @@ pub struct GpuPhases {
     pub decode: f64,
     pub d2h: f64,
     pub cpu_fallback: f64,
+    /// Host time in `cuMemAlloc` for device-resident columns.
+    pub device_alloc: f64,
     pub h2d_bytes: u64,
     pub d2h_bytes: u64,
     /// Sum of each decoder thread's peak: an upper bound of device memory in use.
@@ -58,6 +63,7 @@ impl From<&GpuStats> for GpuPhases {
             decode: g.decode_s,
             d2h: g.d2h_s,
             cpu_fallback: g.cpu_fallback_s,
+            device_alloc: g.plain_alloc_s,
             h2d_bytes: g.h2d_bytes,
             d2h_bytes: g.d2h_bytes,
             device_memory_peak: g.peak_device_bytes,
@@ -209,7 +215,7 @@ impl ExportReport {
         if let Some(g) = &p.gpu {
             let _ = writeln!(
                 s,
-                "    GPU stages (thread-seconds): staging {:.3}, host->device {:.3} ({:.2} GB), parse {:.3}, decode {:.3}, device->host {:.3}, CPU fallback {:.3}; device memory peak <= {:.0} MB",
+                "    GPU stages (thread-seconds): staging {:.3}, host->device {:.3} ({:.2} GB), parse {:.3}, decode {:.3}, device->host {:.3}, CPU fallback {:.3}, cuMemAlloc {:.3}; device memory peak <= {:.0} MB",
                 g.stage,
                 g.h2d,
                 g.h2d_bytes as f64 / 1e9,
@@ -217,9 +223,15 @@ impl ExportReport {
                 g.decode,
                 g.d2h,
                 g.cpu_fallback,
+                g.device_alloc,
                 g.device_memory_peak as f64 / 1e6
             );
         }
+        let _ = writeln!(
+            s,
+            "  buffers         {:8.3} s  (making and page-locking chunk buffers, thread-seconds)",
+            p.buffer_setup
+        );
         let _ = writeln!(s, "  finish          {:8.3} s", p.finish);
         let _ = writeln!(s, "  total           {:8.3} s", self.seconds);
         let _ = writeln!(

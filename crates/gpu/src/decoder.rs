@@ -87,6 +87,8 @@ pub struct GpuStats {
     pub d2h_s: f64,
     /// CPU decoding of fallback columns (host clock).
     pub cpu_fallback_s: f64,
+    /// Host time inside `cuMemAlloc` for device-resident outputs.
+    pub plain_alloc_s: f64,
     /// Most device memory this decoder held at once (its own allocations).
     pub peak_device_bytes: u64,
     /// Columns always decoded on the CPU.
@@ -755,8 +757,13 @@ impl GpuDecoder {
         }))
     }
 
-    fn alloc(&self, bytes: usize, kind: AllocKind) -> Result<DeviceBuffer, GpuError> {
+    fn alloc(&mut self, bytes: usize, kind: AllocKind) -> Result<DeviceBuffer, GpuError> {
+        let t = Instant::now();
         let b = DeviceBuffer::alloc(&self.ctx, bytes, kind, &self.compute)?;
+        if kind == AllocKind::Plain {
+            // cuMemAlloc is not stream-ordered: worth watching.
+            self.stats.plain_alloc_s += t.elapsed().as_secs_f64();
+        }
         if let Some(v) = self.poison {
             self.kernels.fill(&self.compute, b.ptr(), bytes as u64, v)?;
         }

@@ -29,6 +29,9 @@ pub struct BufferPool {
     state: Mutex<State>,
     returned: Condvar,
     registrar: Option<Registrar>,
+    /// Nanoseconds spent making buffers (allocating, and registering them
+    /// when there is a registrar), summed over threads.
+    setup_nanos: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for BufferPool {
@@ -74,6 +77,7 @@ impl BufferPool {
             }),
             returned: Condvar::new(),
             registrar: None,
+            setup_nanos: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -93,6 +97,12 @@ impl BufferPool {
         self.buffers
     }
 
+    /// Seconds spent making buffers so far (allocation and registration,
+    /// e.g. page-locking for the GPU), summed over the threads that did.
+    pub fn setup_seconds(&self) -> f64 {
+        self.setup_nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
+    }
+
     /// A buffer whose length is exactly the capacity (its contents are
     /// leftovers of earlier use). Blocks until one is free.
     pub fn take(&self) -> Vec<u8> {
@@ -108,10 +118,15 @@ impl BufferPool {
             if state.created < self.buffers {
                 state.created += 1;
                 drop(state);
+                let t = std::time::Instant::now();
                 let buf = vec![0; self.capacity];
                 if let Some(guard) = self.registrar.as_ref().and_then(|r| r(&buf)) {
                     self.lock().guards.push(guard);
                 }
+                self.setup_nanos.fetch_add(
+                    t.elapsed().as_nanos() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 return buf;
             }
             state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
