@@ -44,28 +44,14 @@ fn heap_equals_copy(
     report
 }
 
-/// VACUUM until every page of `tables` is all-visible: a transaction open
-/// elsewhere (an autovacuum worker's, say) holds the horizon back for a
-/// moment after a load.
-fn vacuum_until_all_visible(dsn: &str, tables: &[&str]) {
-    for _ in 0..100 {
-        exec(
-            dsn,
-            &format!("VACUUM (FREEZE, ANALYZE) {}", tables.join(", ")),
-        );
-        let lagging = query(
-            dsn,
-            &format!(
-                "SELECT count(*) FROM pg_class WHERE relname IN ('{}') AND relallvisible < relpages",
-                tables.join("','")
-            ),
-        );
-        if lagging[0][0].as_deref() == Some("0") {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("VACUUM never made {tables:?} all-visible");
+/// Makes every page of `tables` that can be all-visible so (pages the
+/// relation was extended by but never written stay new; the heap path reads
+/// those as empty).
+fn vacuum_all_visible(dsn: &str, tables: &[&str]) {
+    exec(
+        dsn,
+        &format!("VACUUM (FREEZE, ANALYZE) {}", tables.join(", ")),
+    );
 }
 
 fn heap(report: &ExportReport) -> &gpupg_export::HeapReport {
@@ -95,7 +81,7 @@ fn heap_files_give_exactly_what_copy_gives() {
     // The checkpoint flushes the commit records (the test server commits
     // asynchronously) so that VACUUM can mark the pages all-visible.
     exec(&dsn, "CHECKPOINT");
-    vacuum_until_all_visible(&dsn, &["toasty", "evolved", "all_types", "lineorder"]);
+    vacuum_all_visible(&dsn, &["toasty", "evolved", "all_types", "lineorder"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let base = |t: &str| {
         let mut r = request(
@@ -247,7 +233,7 @@ fn checksums_are_verified_and_a_corrupt_page_goes_through_copy() {
         "CREATE TABLE c (a int, b text); INSERT INTO c SELECT g, md5(g::text) FROM generate_series(1, 20000) g;",
     );
     exec(&dsn, "CHECKPOINT");
-    vacuum_until_all_visible(&dsn, &["c"]);
+    vacuum_all_visible(&dsn, &["c"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let req = request(
         &dsn,

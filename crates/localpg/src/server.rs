@@ -199,9 +199,13 @@ impl LocalServer {
             .map_err(|source| self.io("running initdb", &self.bin_dir.join("initdb"), source))?;
         check_output("initdb", &out)?;
 
+        // autovacuum off: tests and demos vacuum when they mean to, and a
+        // worker's snapshot would otherwise decide at random which pages a
+        // VACUUM can mark all-visible.
         let mut conf = format!(
             "\n# gpupg-localpg\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             autovacuum = off\n\
              max_connections = 64\nshared_buffers = '256MB'\n",
             conf_escape(&self.root.to_string_lossy())
         );
