@@ -34,15 +34,26 @@ use crate::{ExportError, ExportRequest, Source, Target};
 /// Blocks read by one positioned read (8 MiB at 8 KiB blocks).
 const RANGE_BLOCKS: u64 = 1024;
 
-/// A table the export reads from its files.
+/// A table the export reads from its files: the table itself, or the leaf
+/// partitions of a partitioned one.
 pub(crate) struct HeapPlan {
+    pub rels: Vec<HeapRel>,
+    /// Where each relation's blocks start in the readers' shared block
+    /// space: each starts at a multiple of the range size, so a range never
+    /// spans two relations.
+    starts: Vec<u64>,
+    /// WAL insert position taken after the snapshot, before the checkpoint.
+    fence: u64,
+    pub checkpoint_seconds: f64,
+}
+
+/// One heap relation of the plan.
+pub(crate) struct HeapRel {
     pub rel: HeapRelation,
     pub files: RelationFiles,
     vm: Vec<u8>,
-    /// WAL insert position taken after the snapshot, before the checkpoint.
-    fence: u64,
+    /// What COPY selects from this relation for its untrusted pages.
     spec: ReadSpec,
-    pub checkpoint_seconds: f64,
 }
 
 /// The source an export runs with.
@@ -104,43 +115,110 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
             req.heap_threshold as f64 / 1e6
         )));
     }
+    // A partitioned table is read leaf by leaf; each leaf may lay its
+    // columns out differently (dropped or reordered attributes).
+    let leaves: Vec<&gpupg_source::TableInfo> = if table.is_partitioned() {
+        table.partitions.iter().collect()
+    } else {
+        vec![table]
+    };
+    if leaves.is_empty() {
+        return Err(reason("the partitioned table has no partitions"));
+    }
     // Catalog and checkpoint on a connection of their own: a refused query
     // there must not abort the export's transaction.
     let mut probe = Connection::connect(&req.connect)?;
-    let rel = heap_relation(&mut probe, table, &plan.columns, req.data_dir.as_deref())?;
+    let mut found = Vec::with_capacity(leaves.len());
+    for leaf in &leaves {
+        let rel = heap_relation(&mut probe, leaf, &plan.columns, req.data_dir.as_deref())?;
+        let spec = ReadSpec {
+            relation: leaf.qualified(),
+            ..spec.clone()
+        };
+        found.push((rel, spec));
+    }
     let fence = wal_insert_lsn(&mut probe).map_err(|e| {
         Unavailable::Reason(format!("cannot read the WAL position (a standby?): {e}"))
     })?;
     let t = Instant::now();
     checkpoint(&mut probe)?;
     let checkpoint_seconds = t.elapsed().as_secs_f64();
-    let files = RelationFiles::open(&rel.base_path, rel.block_size, rel.segment_blocks)
-        .map_err(|e| Unavailable::Reason(format!("cannot open its files: {e}")))?;
-    let vm = files
-        .read_visibility_map()
-        .map_err(|e| Unavailable::Reason(format!("cannot read its visibility map: {e}")))?;
+    let mut rels = Vec::with_capacity(found.len());
+    let mut starts = Vec::with_capacity(found.len() + 1);
+    let mut next = 0u64;
+    for (rel, spec) in found {
+        // The files are measured after the checkpoint.
+        let files = RelationFiles::open(&rel.base_path, rel.block_size, rel.segment_blocks)
+            .map_err(|e| {
+                Unavailable::Reason(format!("cannot open the files of {}: {e}", rel.label))
+            })?;
+        let vm = files.read_visibility_map().map_err(|e| {
+            Unavailable::Reason(format!(
+                "cannot read the visibility map of {}: {e}",
+                rel.label
+            ))
+        })?;
+        starts.push(next);
+        next += files.nblocks().next_multiple_of(RANGE_BLOCKS);
+        rels.push(HeapRel {
+            rel,
+            files,
+            vm,
+            spec,
+        });
+    }
+    starts.push(next);
     Ok(HeapPlan {
-        rel,
-        files,
-        vm,
+        rels,
+        starts,
         fence,
-        spec: spec.clone(),
         checkpoint_seconds,
     })
 }
 
 impl HeapPlan {
-    /// The COPY statement for the blocks past the end of the files (rows
-    /// the snapshot sees cannot be there, but the range costs nothing and
-    /// keeps the result exact if they were).
-    pub(crate) fn tail_statement(&self) -> String {
-        copy_sql(
-            &self.spec,
-            Some(PageRange {
-                start: self.files.nblocks(),
-                end: None,
-            }),
-        )
+    /// The COPY statements for the blocks past the end of each relation's
+    /// files (rows the snapshot sees cannot be there, but the ranges cost
+    /// nothing and keep the result exact if they were).
+    pub(crate) fn tail_statements(&self) -> Vec<String> {
+        self.rels
+            .iter()
+            .map(|r| {
+                copy_sql(
+                    &r.spec,
+                    Some(PageRange {
+                        start: r.files.nblocks(),
+                        end: None,
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    /// Blocks of all relations.
+    pub(crate) fn blocks(&self) -> u64 {
+        self.rels.iter().map(|r| r.files.nblocks()).sum()
+    }
+
+    /// Where the files are, for the summary.
+    pub(crate) fn describe_files(&self) -> String {
+        match self.rels.as_slice() {
+            [one] => one.rel.base_path.display().to_string(),
+            many => format!("{} partitions", many.len()),
+        }
+    }
+
+    /// The relation and its local block range for a range of the shared
+    /// block space starting at `start`; `None` past the end.
+    fn locate(&self, start: u64) -> Option<(&HeapRel, u64, u64)> {
+        let i = self
+            .starts
+            .partition_point(|&s| s <= start)
+            .checked_sub(1)?;
+        let rel = self.rels.get(i)?;
+        let local = start - self.starts[i];
+        let n = RANGE_BLOCKS.min(rel.files.nblocks().saturating_sub(local));
+        Some((rel, local, n))
     }
 }
 
@@ -195,9 +273,9 @@ impl HeapCounters {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             rows_direct: self.rows_direct.load(Ordering::Relaxed),
-            blocks: heap.files.nblocks(),
-            block_size: heap.rel.block_size,
-            checksums: heap.rel.checksums,
+            blocks: heap.blocks(),
+            block_size: heap.rels.first().map_or(0, |r| r.rel.block_size),
+            checksums: heap.rels.iter().any(|r| r.rel.checksums),
             io: format!("pread, {readers} threads"),
             checkpoint_seconds: heap.checkpoint_seconds,
             read_seconds: self.read_nanos.load(Ordering::Relaxed) as f64 / 1e9,
@@ -236,10 +314,8 @@ pub(crate) fn run_reader(
     statements: &Sender<String>,
     stopped: &dyn Fn() -> bool,
 ) -> Result<(), ExportError> {
-    let bs = heap.rel.block_size;
-    let vm = VisibilityMap::new(&heap.vm, bs)
-        .map_err(|e| ExportError::Invalid(format!("visibility map of {}: {e}", heap.rel.label)))?;
-    let nblocks = heap.files.nblocks();
+    let bs = heap.rels.first().map_or(0, |r| r.rel.block_size);
+    let total = *heap.starts.last().unwrap_or(&0);
     let mut buf = vec![0u8; RANGE_BLOCKS as usize * bs];
     let mut lsns = Vec::with_capacity(RANGE_BLOCKS as usize);
     let mut local = CopyChunk::default();
@@ -248,24 +324,33 @@ pub(crate) fn run_reader(
     let flush_at = pool.capacity().saturating_sub(4 * bs).max(bs);
     let send_failed = || SourceError::Downstream("another export thread failed".into());
     loop {
-        let start = counters
+        let global = counters
             .next_block
             .fetch_add(RANGE_BLOCKS, Ordering::Relaxed);
-        if start >= nblocks || stopped() {
+        if global >= total || stopped() {
             break;
         }
-        let n = RANGE_BLOCKS.min(nblocks - start);
+        let Some((rel, start, n)) = heap.locate(global) else {
+            break;
+        };
+        if n == 0 {
+            // The padding after a relation's last block.
+            continue;
+        }
+        let vm = VisibilityMap::new(&rel.vm, bs).map_err(|e| {
+            ExportError::Invalid(format!("visibility map of {}: {e}", rel.rel.label))
+        })?;
         let t = Instant::now();
         let bytes = &mut buf[..n as usize * bs];
-        heap.files.read_blocks(start, bytes).map_err(|e| {
-            ExportError::Invalid(format!("reading the files of {}: {e}", heap.rel.label))
+        rel.files.read_blocks(start, bytes).map_err(|e| {
+            ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
         })?;
         // Read each page's LSN again now that the whole range is in: a page
         // being written during the read shows a newer LSN here.
         lsns.clear();
         for b in start..start + n {
-            lsns.push(heap.files.read_lsn(b).map_err(|e| {
-                ExportError::Invalid(format!("reading the files of {}: {e}", heap.rel.label))
+            lsns.push(rel.files.read_lsn(b).map_err(|e| {
+                ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
             })?);
         }
         counters
@@ -278,7 +363,7 @@ pub(crate) fn run_reader(
         let fallback = |run: &mut Option<(u64, u64)>| -> Result<(), ExportError> {
             if let Some((a, b)) = run.take() {
                 let sql = copy_sql(
-                    &heap.spec,
+                    &rel.spec,
                     Some(PageRange {
                         start: a,
                         end: Some(b),
@@ -291,7 +376,15 @@ pub(crate) fn run_reader(
         for i in 0..n {
             let block = start + i;
             let page = &bytes[i as usize * bs..(i as usize + 1) * bs];
-            let verdict = judge(heap, &vm, block, page, lsns[i as usize], &mut local);
+            let verdict = judge(
+                rel,
+                heap.fence,
+                &vm,
+                block,
+                page,
+                lsns[i as usize],
+                &mut local,
+            );
             match verdict {
                 Ok(rows) => {
                     fallback(&mut run)?;
@@ -342,7 +435,8 @@ pub(crate) fn run_reader(
 /// Converts `page` (block `block`) into rows of `out` if it can be trusted;
 /// otherwise says why not.
 fn judge(
-    heap: &HeapPlan,
+    heap: &HeapRel,
+    fence: u64,
     vm: &VisibilityMap<'_>,
     block: u64,
     page: &[u8],
@@ -359,7 +453,7 @@ fn judge(
     if !vm.get(block as u32).all_visible || !header.all_visible() {
         return Err("not all-visible".into());
     }
-    if header.lsn > heap.fence {
+    if header.lsn > fence {
         return Err("changed after the snapshot".into());
     }
     if lsn_after != header.lsn {

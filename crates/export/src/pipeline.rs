@@ -234,9 +234,11 @@ fn run(
     let heap_counters = HeapCounters::default();
     let heap_readers = match &source {
         HeapChosen::Heap(heap) => {
-            stmt_tx
-                .send(heap.tail_statement())
-                .map_err(|_| ExportError::ThreadPanicked("planner"))?;
+            for sql in heap.tail_statements() {
+                stmt_tx
+                    .send(sql)
+                    .map_err(|_| ExportError::ThreadPanicked("planner"))?;
+            }
             req.parallel
         }
         HeapChosen::Copy { .. } => {
@@ -501,7 +503,7 @@ fn run(
         source_detail: match &source {
             HeapChosen::Heap(heap) => format!(
                 "heap files of {} via pread ({} threads), rows converted on the CPU; pages that cannot be trusted via COPY{}",
-                heap.rel.base_path.display(),
+                heap.describe_files(),
                 heap_readers,
                 if req.source == crate::Source::Auto {
                     " (--source auto: the data directory is readable and the table is over --heap-threshold)"
