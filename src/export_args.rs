@@ -83,7 +83,7 @@ pub struct ExportOptions {
     #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
     pub source: SourceArg,
     /// Smallest table (bytes; suffixes kB, MB, GB) that --source auto reads from its heap files.
-    #[arg(long, default_value = "256MB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "256MB", value_parser = gpupg_source::parse_size)]
     pub heap_threshold: u64,
     /// The server's data directory as this machine sees it (default: the server's
     /// data_directory setting, which needs superuser or pg_read_all_settings to read).
@@ -129,29 +129,6 @@ pub enum SourceArg {
     Auto,
     Copy,
     Heap,
-}
-
-/// `"256MB"`, `"1GB"`, `"4096"` -> bytes.
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..digits]
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 256MB"))?;
-    let unit: u64 = match t[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" | "kib" => 1 << 10,
-        "mb" | "m" | "mib" => 1 << 20,
-        "gb" | "g" | "gib" => 1 << 30,
-        "tb" | "t" | "tib" => 1 << 40,
-        u => {
-            return Err(format!(
-                "unknown unit {u:?} in {s:?} (use kB, MB, GB or TB)"
-            ))
-        }
-    };
-    n.checked_mul(unit)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -259,13 +259,16 @@ fn checksums_are_verified_and_a_corrupt_page_goes_through_copy() {
     exec(&dsn, "CHECKPOINT");
     vacuum_all_visible(&dsn, &["c"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let req = request(
-        &dsn,
-        table("c"),
-        gpupg_export::Output::Dir(dir.path().into()),
-        Format::Arrow,
-    );
-    let r = heap_equals_copy(req, dir.path(), &["a"]);
+    // heap_equals_copy sets the source and the output of each export.
+    let req = || {
+        request(
+            &dsn,
+            table("c"),
+            gpupg_export::Output::Dir(dir.path().into()),
+            Format::Arrow,
+        )
+    };
+    let r = heap_equals_copy(req(), dir.path(), &["a"]);
     let h = heap(&r);
     assert!(h.checksums, "{h:?}");
     assert_eq!(h.pages_fallback, 0, "{h:?}");
@@ -281,13 +284,7 @@ fn checksums_are_verified_and_a_corrupt_page_goes_through_copy() {
     let mut bytes = std::fs::read(&path).expect("heap file");
     bytes[3 * 8192 + 8000] ^= 0x55;
     std::fs::write(&path, &bytes).expect("corrupt the file");
-    let req = request(
-        &dsn,
-        table("c"),
-        gpupg_export::Output::Dir(dir.path().into()),
-        Format::Arrow,
-    );
-    let r = heap_equals_copy(req, dir.path(), &["a"]);
+    let r = heap_equals_copy(req(), dir.path(), &["a"]);
     let h = heap(&r);
     assert_eq!(h.pages_fallback, 1, "{h:?}");
     assert_eq!(

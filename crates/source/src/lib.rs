@@ -22,6 +22,7 @@ pub mod heap;
 pub mod plan;
 pub mod pool;
 pub mod protocol;
+pub mod size;
 pub mod snapshot;
 pub mod sql;
 mod tls;
@@ -38,5 +39,6 @@ pub use plan::{
     ReadTask,
 };
 pub use pool::BufferPool;
+pub use size::parse_size;
 pub use snapshot::{begin_exported_snapshot, begin_with_snapshot};
 pub use sql::{quote_ident, quote_literal};

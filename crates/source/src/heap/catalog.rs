@@ -105,7 +105,10 @@ pub fn heap_relation(
     }
     let block_size: usize = get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
     // segment_size is shown with a unit ("1GB").
-    let segment_bytes = get(4).as_deref().and_then(parse_size).unwrap_or(0);
+    let segment_bytes = get(4)
+        .as_deref()
+        .and_then(|s| crate::size::parse_size(s).ok())
+        .unwrap_or(0);
     if block_size == 0 || segment_bytes < block_size as u64 {
         return Err(unavailable(
             table,
@@ -145,22 +148,6 @@ pub fn heap_relation(
         checksums,
         layout,
     })
-}
-
-/// `"1GB"`, `"8kB"`, `"131072"` (bytes) -> bytes.
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let unit = match s[digits..].trim() {
-        "" | "B" => 1,
-        "kB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        "TB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(unit)
 }
 
 /// Every attribute's storage, the output columns, enum labels and missing
@@ -324,20 +311,5 @@ fn missing_value(
                 r.err().map(|e| format!(": {e}")).unwrap_or_default()
             ),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1GB"), Some(1 << 30));
-        assert_eq!(parse_size("8kB"), Some(8192));
-        assert_eq!(parse_size("131072"), Some(131072));
-        assert_eq!(parse_size("1 GB"), Some(1 << 30));
-        assert_eq!(parse_size("GB"), None);
-        assert_eq!(parse_size("1XB"), None);
     }
 }

@@ -7,6 +7,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use gpupg_format::heap::page::PAGE_HEADER_SIZE;
+use gpupg_format::heap::PageHeader;
+
 /// The open segment files of one relation.
 #[derive(Debug)]
 pub struct RelationFiles {
@@ -98,7 +101,7 @@ impl RelationFiles {
     /// The LSN in the header of `block` as it is now (read again after the
     /// block itself, to catch a page written while it was being read).
     pub fn read_lsn(&self, block: u64) -> io::Result<u64> {
-        let mut b = [0u8; 8];
+        let mut b = [0u8; PAGE_HEADER_SIZE];
         let seg = (block / self.segment_blocks) as usize;
         let in_seg = block % self.segment_blocks;
         let file = self
@@ -106,10 +109,7 @@ impl RelationFiles {
             .get(seg)
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "block past the end"))?;
         file.read_exact_at(&mut b, in_seg * self.block_size as u64)?;
-        // pd_lsn: xlogid then xrecoff, each a u32 in the byte order of the server (little-endian hosts only).
-        let hi = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
-        let lo = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as u64;
-        Ok((hi << 32) | lo)
+        Ok(PageHeader::read(&b).map_or(0, |h| h.lsn))
     }
 
     /// The whole visibility map fork (`base_vm`); empty when the relation
