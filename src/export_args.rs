@@ -220,6 +220,7 @@ impl ExportOptions {
         if self.chunk_mib == 0 || self.chunk_mib > 1024 {
             bail!("--chunk-mib {}: must be from 1 to 1024", self.chunk_mib);
         }
+        let device = matches!(output, Output::Device);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(4);
@@ -230,7 +231,13 @@ impl ExportOptions {
             filter: self.filter.clone(),
             output,
             parallel: self.parallel.unwrap_or_else(default_parallelism),
-            workers: self.threads.unwrap_or(cores),
+            // Device output: a decoder thread only queues copies and kernels,
+            // so a few keep the GPU busy (more contend in the driver).
+            workers: self.threads.unwrap_or(if device {
+                gpupg_export::DEVICE_WORKERS.min(cores)
+            } else {
+                cores
+            }),
             chunk_bytes: self.chunk_mib << 20,
             engine: match self.engine {
                 EngineArg::Auto => Engine::Auto,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use gpupg_decode::{CpuDecoder, DecodeStats, Decoder, OutputSchema};
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats};
+use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats, PageLayout};
 
 use crate::{Engine, ExportError};
 
@@ -75,6 +75,21 @@ pub(crate) fn choose(engine: Engine, device: usize) -> Result<Chosen, ExportErro
     }
 }
 
+/// A decoded chunk, on the host or on the device.
+pub(crate) enum Decoded {
+    Host(RecordBatch),
+    Device(DeviceBatch),
+}
+
+impl Decoded {
+    pub(crate) fn num_rows(&self) -> usize {
+        match self {
+            Decoded::Host(b) => b.num_rows(),
+            Decoded::Device(b) => b.num_rows,
+        }
+    }
+}
+
 /// The decoder of one export thread.
 pub(crate) enum ThreadDecoder {
     Cpu(CpuDecoder),
@@ -135,6 +150,53 @@ impl ThreadDecoder {
         }
     }
 
+    /// Decodes a chunk on the host or into device memory.
+    pub(crate) fn decode_to(
+        &mut self,
+        chunk: &CopyChunk,
+        device: bool,
+    ) -> Result<Decoded, ExportError> {
+        if device {
+            self.decode_to_device(chunk).map(Decoded::Device)
+        } else {
+            self.decode(chunk).map(Decoded::Host)
+        }
+    }
+
+    /// Converts and decodes heap pages (indexes into `data`) with the GPU
+    /// page kernels. Returns the rows of the pages not flagged (`None`:
+    /// none) and the flagged pages (indexes into `pages`), which the
+    /// caller converts on the CPU. In auto mode a GPU failure flags every
+    /// page and is counted in the GPU stats.
+    pub(crate) fn decode_pages(
+        &mut self,
+        data: &[u8],
+        pages: &[u32],
+        layout: &PageLayout,
+        device: bool,
+    ) -> Result<(Option<Decoded>, Vec<u32>), ExportError> {
+        let ThreadDecoder::Gpu { gpu, strict } = self else {
+            return Err(ExportError::Invalid(
+                "internal: heap pages sent to a CPU decoder".into(),
+            ));
+        };
+        let r = if device {
+            gpu.decode_pages_to_device(data, pages, layout)
+                .map(|d| (d.batch.map(Decoded::Device), d.flagged))
+        } else {
+            gpu.decode_pages(data, pages, layout)
+                .map(|d| (d.batch.map(Decoded::Host), d.flagged))
+        };
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) if *strict || device => Err(gpu_failure(e)),
+            Err(e) => {
+                gpu.note_failure(&e);
+                Ok((None, (0..pages.len() as u32).collect()))
+            }
+        }
+    }
+
     pub(crate) fn stats(&self) -> DecodeStats {
         match self {
             ThreadDecoder::Cpu(d) => d.stats(),
@@ -174,6 +236,9 @@ pub(crate) fn merge_gpu_stats(a: &mut GpuStats, b: &GpuStats) {
     a.d2h_s += b.d2h_s;
     a.cpu_fallback_s += b.cpu_fallback_s;
     a.plain_alloc_s += b.plain_alloc_s;
+    a.pages += b.pages;
+    a.pages_flagged += b.pages_flagged;
+    a.page_convert_s += b.page_convert_s;
     a.peak_device_bytes += b.peak_device_bytes;
     for c in &b.cpu_columns {
         if !a.cpu_columns.contains(c) {

@@ -22,8 +22,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use gpupg_format::heap::{transcode_page, FallbackReason, PageHeader, VisibilityMap};
+use gpupg_format::heap::{
+    transcode_page, verify_page, FallbackReason, Page, PageHeader, VisibilityMap,
+};
 use gpupg_format::CopyChunk;
+use gpupg_gpu::PageLayout;
 use gpupg_source::heap::{checkpoint, heap_relation, wal_insert_lsn, HeapRelation, RelationFiles};
 use gpupg_source::{copy_sql, BufferPool, Connection, PageRange, ReadSpec, SourceError};
 use serde::Serialize;
@@ -45,6 +48,9 @@ pub(crate) struct HeapPlan {
     /// WAL insert position taken after the snapshot, before the checkpoint.
     fence: u64,
     pub checkpoint_seconds: f64,
+    /// Per relation, its layout for the GPU page kernels when pages are
+    /// converted on the GPU ([`HeapPlan::use_gpu_pages`]).
+    page_layouts: Vec<Option<PageLayout>>,
 }
 
 /// One heap relation of the plan.
@@ -169,6 +175,7 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
     }
     starts.push(next);
     Ok(HeapPlan {
+        page_layouts: rels.iter().map(|_| None).collect(),
         rels,
         starts,
         fence,
@@ -177,6 +184,33 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
 }
 
 impl HeapPlan {
+    /// Makes the readers hand trusted pages to the decoders whole, to be
+    /// converted by the GPU page kernels, for every relation whose layout
+    /// they convert. Returns why the others are converted on the CPU.
+    pub(crate) fn use_gpu_pages(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (i, r) in self.rels.iter().enumerate() {
+            match PageLayout::new(&r.rel.layout) {
+                Ok(l) => self.page_layouts[i] = Some(l),
+                Err(why) => notes.push(format!(
+                    "heap pages of {} converted on the CPU: {why}",
+                    r.rel.label
+                )),
+            }
+        }
+        notes
+    }
+
+    /// Whether any relation's pages go to the GPU page kernels.
+    pub(crate) fn gpu_pages(&self) -> bool {
+        self.page_layouts.iter().any(Option::is_some)
+    }
+
+    /// The GPU page layout of relation `rel`.
+    pub(crate) fn page_layout(&self, rel: usize) -> Option<&PageLayout> {
+        self.page_layouts.get(rel).and_then(Option::as_ref)
+    }
+
     /// The COPY statements for the blocks past the end of each relation's
     /// files (rows the snapshot sees cannot be there, but the ranges cost
     /// nothing and keep the result exact if they were).
@@ -208,9 +242,9 @@ impl HeapPlan {
         }
     }
 
-    /// The relation and its local block range for a range of the shared
-    /// block space starting at `start`; `None` past the end.
-    fn locate(&self, start: u64) -> Option<(&HeapRel, u64, u64)> {
+    /// The relation (and its index) and its local block range for a range
+    /// of the shared block space starting at `start`; `None` past the end.
+    fn locate(&self, start: u64) -> Option<(usize, &HeapRel, u64, u64)> {
         let i = self
             .starts
             .partition_point(|&s| s <= start)
@@ -218,7 +252,7 @@ impl HeapPlan {
         let rel = self.rels.get(i)?;
         let local = start - self.starts[i];
         let n = RANGE_BLOCKS.min(rel.files.nblocks().saturating_sub(local));
-        Some((rel, local, n))
+        Some((i, rel, local, n))
     }
 }
 
@@ -228,7 +262,9 @@ pub(crate) struct HeapCounters {
     next_block: AtomicU64,
     pages_direct: AtomicU64,
     pages_fallback: AtomicU64,
-    rows_direct: AtomicU64,
+    /// Pages converted by the GPU page kernels (part of pages_direct).
+    pages_gpu: AtomicU64,
+    pub(crate) rows_direct: AtomicU64,
     read_nanos: AtomicU64,
     convert_nanos: AtomicU64,
     flush_nanos: AtomicU64,
@@ -242,6 +278,9 @@ pub struct HeapReport {
     pub pages_direct: u64,
     /// Pages read through COPY instead, by reason.
     pub pages_fallback: u64,
+    /// Of the direct pages, those converted to rows by the GPU page
+    /// kernels (the rest on the CPU).
+    pub pages_gpu: u64,
     pub fallback_reasons: BTreeMap<String, u64>,
     /// Rows taken from the files (the rest came through COPY).
     pub rows_direct: u64,
@@ -263,10 +302,25 @@ pub struct HeapReport {
 }
 
 impl HeapCounters {
+    fn add(&self, counter: &AtomicU64, d: std::time::Duration) {
+        counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn count_fallback(&self, why: String) {
+        self.pages_fallback.fetch_add(1, Ordering::Relaxed);
+        *self
+            .reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(why)
+            .or_insert(0) += 1;
+    }
+
     pub(crate) fn report(&self, heap: &HeapPlan, readers: usize) -> HeapReport {
         HeapReport {
             pages_direct: self.pages_direct.load(Ordering::Relaxed),
             pages_fallback: self.pages_fallback.load(Ordering::Relaxed),
+            pages_gpu: self.pages_gpu.load(Ordering::Relaxed),
             fallback_reasons: self
                 .reasons
                 .lock()
@@ -301,28 +355,136 @@ fn reason_name(r: &FallbackReason) -> String {
     }
 }
 
+/// What the readers send the decoders.
+pub(crate) enum Work {
+    /// Binary COPY rows (from a connection, or converted by a heap reader).
+    Rows(CopyChunk),
+    /// Trusted heap pages for the GPU page kernels.
+    Pages(PageBatch),
+}
+
+/// Heap pages of one relation, read into a pool buffer, that the readers
+/// trust (all-visible, not changed since the fence, checksum verified):
+/// the decoder converts them on the GPU, and the pages the kernels leave
+/// to the CPU with [`transcode_page`] ([`HeapPlan::convert_flagged`]).
+pub(crate) struct PageBatch {
+    /// A pool buffer holding whole pages.
+    pub data: Vec<u8>,
+    /// The trusted pages: their index in `data` and block number.
+    pub pages: Vec<u32>,
+    pub blocks: Vec<u32>,
+    /// The relation (index into the plan's relations).
+    pub rel: usize,
+    pub partition: u32,
+    /// Bytes of `data` holding pages.
+    filled: usize,
+}
+
+/// The COPY statements channel, closed once nothing can add to it: every
+/// heap reader has finished and every page batch it sent has been
+/// converted (its flagged pages may still need COPY). Until then the
+/// connections wait for more statements.
+pub(crate) struct StatementFeed {
+    tx: Mutex<Option<Sender<String>>>,
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+impl StatementFeed {
+    /// A feed that stays open until `holders` releases.
+    pub(crate) fn new(tx: Sender<String>, holders: usize) -> StatementFeed {
+        let feed = StatementFeed {
+            tx: Mutex::new(Some(tx)),
+            pending: std::sync::atomic::AtomicUsize::new(holders + 1),
+        };
+        // The creator's own hold ends here: with no holders it closes now.
+        feed.release();
+        feed
+    }
+
+    pub(crate) fn send(&self, sql: String) -> Result<(), ExportError> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx
+                .send(sql)
+                .map_err(|_| SourceError::Downstream("another export thread failed".into()).into()),
+            None => Err(ExportError::Invalid(
+                "internal: a COPY range after the statements were closed".into(),
+            )),
+        }
+    }
+
+    /// One more holder (a page batch on its way).
+    pub(crate) fn hold(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A holder is done; the last one closes the channel.
+    pub(crate) fn release(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+}
+
+/// Where trusted pages go, and how ranges of untrusted ones are sent.
+struct ReaderOut<'a> {
+    work: &'a Sender<Work>,
+    statements: &'a StatementFeed,
+}
+
+impl ReaderOut<'_> {
+    fn fallback(&self, rel: &HeapRel, run: &mut Option<(u64, u64)>) -> Result<(), ExportError> {
+        if let Some((a, b)) = run.take() {
+            self.statements.send(copy_sql(
+                &rel.spec,
+                Some(PageRange {
+                    start: a,
+                    end: Some(b),
+                }),
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn send_pages(&self, batch: PageBatch, pool: &BufferPool) -> Result<(), ExportError> {
+        if batch.pages.is_empty() {
+            pool.give(batch.data);
+            return Ok(());
+        }
+        self.statements.hold();
+        self.work.send(Work::Pages(batch)).map_err(|_| {
+            self.statements.release();
+            SourceError::Downstream("another export thread failed".into()).into()
+        })
+    }
+}
+
 /// One heap reader thread: takes block ranges until none are left.
-/// Trusted pages become COPY rows sent to the decoders on `chunks`; the
-/// ranges of other pages go to the COPY connections on `statements`.
+/// Trusted pages become COPY rows (converted here on the CPU) or page
+/// batches (for relations whose pages the GPU converts) sent to the
+/// decoders on `work`; the ranges of other pages go to the COPY
+/// connections through `statements`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_reader(
     heap: &HeapPlan,
     counters: &HeapCounters,
     reader: u32,
     pool: &BufferPool,
-    chunks: &Sender<CopyChunk>,
-    statements: &Sender<String>,
+    work: &Sender<Work>,
+    statements: &StatementFeed,
     stopped: &dyn Fn() -> bool,
 ) -> Result<(), ExportError> {
     let bs = heap.rels.first().map_or(0, |r| r.rel.block_size);
     let total = *heap.starts.last().unwrap_or(&0);
-    let mut buf = vec![0u8; RANGE_BLOCKS as usize * bs];
+    let out = ReaderOut { work, statements };
+    let mut buf = Vec::new();
     let mut lsns = Vec::with_capacity(RANGE_BLOCKS as usize);
     let mut local = CopyChunk::default();
+    let mut batch: Option<PageBatch> = None;
     let mut first_row = 0u64;
     // Flush before a page could push the rows past the pool's buffer size.
     let flush_at = pool.capacity().saturating_sub(4 * bs).max(bs);
-    let send_failed = || SourceError::Downstream("another export thread failed".into());
+    let range_bytes = RANGE_BLOCKS as usize * bs;
     loop {
         let global = counters
             .next_block
@@ -330,7 +492,7 @@ pub(crate) fn run_reader(
         if global >= total || stopped() {
             break;
         }
-        let Some((rel, start, n)) = heap.locate(global) else {
+        let Some((rel_index, rel, start, n)) = heap.locate(global) else {
             break;
         };
         if n == 0 {
@@ -340,11 +502,48 @@ pub(crate) fn run_reader(
         let vm = VisibilityMap::new(&rel.vm, bs).map_err(|e| {
             ExportError::Invalid(format!("visibility map of {}: {e}", rel.rel.label))
         })?;
+        let on_gpu = heap.page_layout(rel_index).is_some();
+        let bytes_n = n as usize * bs;
+        // Pages for the GPU are read straight into a (page-locked) pool
+        // buffer that goes to the decoder whole.
+        if on_gpu {
+            if let Some(b) = batch.take() {
+                if b.rel == rel_index && b.filled + bytes_n <= b.data.len() {
+                    batch = Some(b);
+                } else {
+                    let f = Instant::now();
+                    out.send_pages(b, pool)?;
+                    counters.add(&counters.flush_nanos, f.elapsed());
+                }
+            }
+            if batch.is_none() {
+                let f = Instant::now();
+                let mut data = pool.take();
+                pool.ensure_len(&mut data, range_bytes, 0);
+                counters.add(&counters.flush_nanos, f.elapsed());
+                batch = Some(PageBatch {
+                    data,
+                    pages: Vec::new(),
+                    blocks: Vec::new(),
+                    rel: rel_index,
+                    partition: reader,
+                    filled: 0,
+                });
+            }
+        } else if buf.len() < range_bytes {
+            buf.resize(range_bytes, 0);
+        }
+        let at = batch.as_ref().filter(|_| on_gpu).map_or(0, |b| b.filled);
         let t = Instant::now();
-        let bytes = &mut buf[..n as usize * bs];
-        rel.files.read_blocks(start, bytes).map_err(|e| {
-            ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
-        })?;
+        {
+            let bytes = match batch.as_mut().filter(|_| on_gpu) {
+                Some(b) => &mut b.data[at..at + bytes_n],
+                None => &mut buf[..bytes_n],
+            };
+            rel.files.read_blocks(start, bytes).map_err(|e| {
+                ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
+            })?;
+        }
         // Read each page's LSN again now that the whole range is in: a page
         // being written during the read shows a newer LSN here.
         lsns.clear();
@@ -353,59 +552,50 @@ pub(crate) fn run_reader(
                 ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
             })?);
         }
-        counters
-            .read_nanos
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        counters.add(&counters.read_nanos, t.elapsed());
 
         let t = Instant::now();
         let mut flushing = std::time::Duration::ZERO;
         let mut run: Option<(u64, u64)> = None;
-        let fallback = |run: &mut Option<(u64, u64)>| -> Result<(), ExportError> {
-            if let Some((a, b)) = run.take() {
-                let sql = copy_sql(
-                    &rel.spec,
-                    Some(PageRange {
-                        start: a,
-                        end: Some(b),
-                    }),
-                );
-                statements.send(sql).map_err(|_| send_failed())?;
-            }
-            Ok(())
-        };
         for i in 0..n {
             let block = start + i;
-            let page = &bytes[i as usize * bs..(i as usize + 1) * bs];
-            let verdict = judge(
-                rel,
-                heap.fence,
-                &vm,
-                block,
-                page,
-                lsns[i as usize],
-                &mut local,
-            );
+            let lsn_after = lsns[i as usize];
+            let verdict = match batch.as_mut().filter(|_| on_gpu) {
+                Some(b) => {
+                    let from = at + i as usize * bs;
+                    let page = &b.data[from..from + bs];
+                    trust(rel, heap.fence, &vm, block, page, lsn_after).map(|trusted| {
+                        if trusted {
+                            // Counted as direct once converted.
+                            b.pages.push((from / bs) as u32);
+                            b.blocks.push(block as u32);
+                            None
+                        } else {
+                            Some(0)
+                        }
+                    })
+                }
+                None => {
+                    let page = &buf[i as usize * bs..(i as usize + 1) * bs];
+                    judge(rel, heap.fence, &vm, block, page, lsn_after, &mut local).map(Some)
+                }
+            };
             match verdict {
-                Ok(rows) => {
-                    fallback(&mut run)?;
-                    counters.pages_direct.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .rows_direct
-                        .fetch_add(rows as u64, Ordering::Relaxed);
+                Ok(direct) => {
+                    out.fallback(rel, &mut run)?;
+                    if let Some(rows) = direct {
+                        counters.pages_direct.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .rows_direct
+                            .fetch_add(rows as u64, Ordering::Relaxed);
+                    }
                 }
                 Err(why) => {
-                    counters.pages_fallback.fetch_add(1, Ordering::Relaxed);
-                    *counters
-                        .reasons
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(why)
-                        .or_insert(0) += 1;
+                    counters.count_fallback(why);
                     run = match run {
                         Some((a, b)) if b == block => Some((a, block + 1)),
-                        r => {
-                            let mut r = r;
-                            fallback(&mut r)?;
+                        mut r => {
+                            out.fallback(rel, &mut r)?;
                             Some((block, block + 1))
                         }
                     };
@@ -413,23 +603,64 @@ pub(crate) fn run_reader(
             }
             if local.data.len() >= flush_at {
                 let f = Instant::now();
-                flush(&mut local, pool, chunks, reader, &mut first_row)?;
+                flush(&mut local, pool, work, reader, &mut first_row)?;
                 flushing += f.elapsed();
             }
         }
-        fallback(&mut run)?;
-        counters.convert_nanos.fetch_add(
-            t.elapsed().saturating_sub(flushing).as_nanos() as u64,
-            Ordering::Relaxed,
+        out.fallback(rel, &mut run)?;
+        if let Some(b) = batch.as_mut().filter(|_| on_gpu) {
+            b.filled = at + bytes_n;
+        }
+        counters.add(
+            &counters.convert_nanos,
+            t.elapsed().saturating_sub(flushing),
         );
-        counters
-            .flush_nanos
-            .fetch_add(flushing.as_nanos() as u64, Ordering::Relaxed);
+        counters.add(&counters.flush_nanos, flushing);
+    }
+    if let Some(b) = batch.take() {
+        out.send_pages(b, pool)?;
     }
     if !local.row_starts.is_empty() {
-        flush(&mut local, pool, chunks, reader, &mut first_row)?;
+        flush(&mut local, pool, work, reader, &mut first_row)?;
     }
     Ok(())
+}
+
+/// Whether `page` (block `block`) can be trusted, judged from its header
+/// and the visibility map: `Ok(true)` trusted, `Ok(false)` a new page (no
+/// rows), else why not. The page must also parse, and its checksum verify
+/// when the cluster has checksums.
+fn trust(
+    heap: &HeapRel,
+    fence: u64,
+    vm: &VisibilityMap<'_>,
+    block: u64,
+    page: &[u8],
+    lsn_after: u64,
+) -> Result<bool, String> {
+    let Some(header) = PageHeader::read(page) else {
+        return Err("page not understood".into());
+    };
+    if header.is_new() {
+        // Never initialized: no rows (and no LSN to check).
+        return Ok(false);
+    }
+    if !vm.get(block as u32).all_visible || !header.all_visible() {
+        return Err("not all-visible".into());
+    }
+    if header.lsn > fence {
+        return Err("changed after the snapshot".into());
+    }
+    if lsn_after != header.lsn {
+        return Err("written while being read".into());
+    }
+    if Page::parse(page, heap.rel.block_size).is_err() {
+        return Err("page not understood".into());
+    }
+    if heap.rel.checksums && verify_page(page, block as u32).is_err() {
+        return Err("checksum failure".into());
+    }
+    Ok(true)
 }
 
 /// Converts `page` (block `block`) into rows of `out` if it can be trusted;
@@ -443,21 +674,8 @@ fn judge(
     lsn_after: u64,
     out: &mut CopyChunk,
 ) -> Result<usize, String> {
-    let Some(header) = PageHeader::read(page) else {
-        return Err("page not understood".into());
-    };
-    if header.is_new() {
-        // Never initialized: no rows (and no LSN to check).
+    if !trust(heap, fence, vm, block, page, lsn_after)? {
         return Ok(0);
-    }
-    if !vm.get(block as u32).all_visible || !header.all_visible() {
-        return Err("not all-visible".into());
-    }
-    if header.lsn > fence {
-        return Err("changed after the snapshot".into());
-    }
-    if lsn_after != header.lsn {
-        return Err("written while being read".into());
     }
     match transcode_page(page, block as u32, &heap.rel.layout, out) {
         Ok(summary) => Ok(summary.rows),
@@ -465,11 +683,86 @@ fn judge(
     }
 }
 
+impl HeapPlan {
+    /// After the GPU converted `batch` except the pages it `flagged`
+    /// (indexes into `batch.pages`): converts those on the CPU into
+    /// `rows`, sends the ranges of the ones the CPU refuses too to COPY,
+    /// and counts the batch's pages (the caller counts the GPU's rows).
+    pub(crate) fn convert_flagged(
+        &self,
+        batch: &PageBatch,
+        flagged: &[u32],
+        counters: &HeapCounters,
+        statements: &StatementFeed,
+        rows: &mut CopyChunk,
+    ) -> Result<(), ExportError> {
+        let Some(rel) = self.rels.get(batch.rel) else {
+            return Err(ExportError::Invalid(
+                "internal: a page batch of no relation".into(),
+            ));
+        };
+        let bs = rel.rel.block_size;
+        let mut run: Option<(u64, u64)> = None;
+        let out = |run: &mut Option<(u64, u64)>| -> Result<(), ExportError> {
+            if let Some((a, b)) = run.take() {
+                statements.send(copy_sql(
+                    &rel.spec,
+                    Some(PageRange {
+                        start: a,
+                        end: Some(b),
+                    }),
+                ))?;
+            }
+            Ok(())
+        };
+        let mut refused = 0u64;
+        for &k in flagged {
+            let (Some(&index), Some(&block)) =
+                (batch.pages.get(k as usize), batch.blocks.get(k as usize))
+            else {
+                return Err(ExportError::Invalid(
+                    "internal: a flagged page out of range".into(),
+                ));
+            };
+            let from = index as usize * bs;
+            let page = &batch.data[from..from + bs];
+            match transcode_page(page, block, &rel.rel.layout, rows) {
+                Ok(summary) => {
+                    counters
+                        .rows_direct
+                        .fetch_add(summary.rows as u64, Ordering::Relaxed);
+                }
+                Err(fb) => {
+                    refused += 1;
+                    counters.count_fallback(reason_name(&fb.reason));
+                    let block = u64::from(block);
+                    run = match run {
+                        Some((a, b)) if b == block => Some((a, block + 1)),
+                        mut r => {
+                            out(&mut r)?;
+                            Some((block, block + 1))
+                        }
+                    };
+                }
+            }
+        }
+        out(&mut run)?;
+        counters
+            .pages_direct
+            .fetch_add(batch.pages.len() as u64 - refused, Ordering::Relaxed);
+        counters.pages_gpu.fetch_add(
+            (batch.pages.len() - flagged.len()) as u64,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+}
+
 /// Sends the rows of `local` as one chunk in a pool buffer.
 fn flush(
     local: &mut CopyChunk,
     pool: &BufferPool,
-    chunks: &Sender<CopyChunk>,
+    chunks: &Sender<Work>,
     reader: u32,
     first_row: &mut u64,
 ) -> Result<(), ExportError> {
@@ -491,6 +784,6 @@ fn flush(
     local.data.clear();
     *first_row += rows;
     chunks
-        .send(chunk)
+        .send(Work::Rows(chunk))
         .map_err(|_| SourceError::Downstream("another export thread failed".into()).into())
 }

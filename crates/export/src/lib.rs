@@ -28,7 +28,7 @@ mod request;
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::ExportError;
 pub use heap_source::HeapReport;
-pub use pipeline::{export, export_to_device};
+pub use pipeline::{export, export_to_device, DEVICE_WORKERS};
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{

@@ -11,8 +11,10 @@ use gpupg_source::{pool::BufferPool, SourceError};
 
 use crate::connections::Session;
 use crate::cputime::{process_cpu_seconds, thread_cpu_seconds};
-use crate::engine::{choose, merge_gpu_stats, Chosen, ThreadDecoder};
-use crate::heap_source::{choose_source, run_reader, Chosen as HeapChosen, HeapCounters};
+use crate::engine::{choose, merge_gpu_stats, Chosen, Decoded, ThreadDecoder};
+use crate::heap_source::{
+    choose_source, run_reader, Chosen as HeapChosen, HeapCounters, StatementFeed, Work,
+};
 use crate::report::{ExportReport, GpuPhases, Phases, Resident};
 use crate::{Engine, ExportError, ExportRequest, Output, Progress};
 
@@ -59,20 +61,18 @@ impl Busy {
     }
 }
 
-/// Decoder threads at most for device-resident output.
-const DEVICE_WORKERS: usize = 4;
+/// Decoder threads for device-resident output unless asked otherwise: a
+/// decoder thread only queues copies and kernels, so a few keep the GPU
+/// busy, and more contend in the driver (cuMemAlloc, page-locking).
+/// Measured on lineorder from the heap files with pages converted on the
+/// CPU: 1.35 s with 4 threads, 1.83 s with 16.
+pub const DEVICE_WORKERS: usize = 4;
 
 /// Where the decoded batches go.
 enum Destination {
     Files(Vec<Box<dyn Sink>>),
     /// Kept on the device, in the order they were decoded.
     Device(Mutex<Vec<DeviceBatch>>),
-}
-
-/// A decoded chunk, on the host or on the device.
-enum Decoded {
-    Host(arrow_array::RecordBatch),
-    Device(DeviceBatch),
 }
 
 /// Runs one export. Output appears only if everything succeeded: on any
@@ -160,7 +160,13 @@ fn run(
     let session = Session::begin(req)?;
     // With the snapshot held: heap files or COPY (the heap path's
     // checkpoint and fence must come after the snapshot).
-    let source = choose_source(req, &session.plan)?;
+    let mut source = choose_source(req, &session.plan)?;
+    // With the GPU engine, trusted heap pages go to the GPU whole and are
+    // converted to rows there.
+    let mut page_notes = Vec::new();
+    if let (HeapChosen::Heap(heap), Chosen::Gpu { .. }) = (&mut source, &chosen) {
+        page_notes = heap.use_gpu_pages();
+    }
     let descs: Vec<_> = session
         .plan
         .columns
@@ -197,14 +203,7 @@ fn run(
     // Enough buffers for every connection to fill one while every decoder
     // holds one, plus one in the channel each: memory is bounded by this,
     // whatever the table size.
-    // Device output: a decoder thread only launches copies and kernels, so a
-    // few keep the GPU busy; more contend in the driver (cuMemAlloc) and
-    // page-lock more buffers (measured on lineorder from the heap files:
-    // 1.35 s with 4 threads, 1.83 s with 16).
-    let workers = match req.output {
-        Output::Device => req.workers.min(DEVICE_WORKERS),
-        _ => req.workers,
-    };
+    let workers = req.workers;
     let buffers = connections + 2 * workers;
     let pool = match &chosen {
         // The connections then read straight into page-locked memory, and
@@ -226,7 +225,7 @@ fn run(
         ),
         Chosen::Cpu { .. } => BufferPool::new(buffers, req.chunk_bytes),
     };
-    let (tx, rx) = bounded::<CopyChunk>(workers);
+    let (tx, rx) = bounded::<Work>(workers);
     // COPY statements for the connections: the plan's page ranges, or on the
     // heap path the ranges the heap readers could not trust (sent as they
     // are found) and the blocks past the end of the files.
@@ -250,6 +249,10 @@ fn run(
             0
         }
     };
+    // The connections stop when the last heap reader has sent its ranges
+    // and the decoders have converted every page batch (pages the GPU
+    // leaves to the CPU may need COPY too); at once on the COPY path.
+    let feed = StatementFeed::new(stmt_tx, heap_readers);
     let abort = Abort {
         flag: AtomicBool::new(false),
         first: Mutex::new(None),
@@ -262,7 +265,7 @@ fn run(
     let rows = std::sync::atomic::AtomicU64::new(0);
     let flattened = std::sync::atomic::AtomicU64::new(0);
     let gpu_stats = Mutex::new(None::<gpupg_gpu::GpuStats>);
-    let engine_notes = Mutex::new(Vec::<String>::new());
+    let engine_notes = Mutex::new(page_notes);
     let copy_started = Instant::now();
     let copy_wall = Mutex::new(Duration::ZERO);
 
@@ -285,7 +288,7 @@ fn run(
                                 ));
                             }
                             let t = Instant::now();
-                            let sent = tx.send(chunk);
+                            let sent = tx.send(Work::Rows(chunk));
                             send_wait.add(t.elapsed());
                             sent.map_err(|_| {
                                 SourceError::Downstream("another export thread failed".into())
@@ -312,12 +315,12 @@ fn run(
         }
         if let HeapChosen::Heap(heap) = &source {
             for reader in 0..heap_readers {
-                let (tx, stmt_tx) = (tx.clone(), stmt_tx.clone());
-                let (pool, abort, counters) = (&pool, &abort, &heap_counters);
+                let tx = tx.clone();
+                let (pool, abort, counters, feed) = (&pool, &abort, &heap_counters, &feed);
                 readers.push(s.spawn(move || {
                     let stopped = || abort.stopped();
-                    let r =
-                        run_reader(heap, counters, reader as u32, pool, &tx, &stmt_tx, &stopped);
+                    let r = run_reader(heap, counters, reader as u32, pool, &tx, feed, &stopped);
+                    feed.release();
                     if let Err(e) = r {
                         if !matches!(e, ExportError::Source(SourceError::Downstream(_))) {
                             abort.fail(e);
@@ -326,9 +329,6 @@ fn run(
                 }));
             }
         }
-        // The connections stop when the last heap reader has sent its
-        // ranges (or at once on the COPY path, after the plan's).
-        drop(stmt_tx);
         drop(tx);
 
         let mut decoders = Vec::new();
@@ -338,6 +338,7 @@ fn run(
             let (decode_busy, write_busy, decode_cpu) = (&decode_busy, &write_busy, &decode_cpu);
             let (rows, copy_bytes, flattened) = (&rows, &copy_bytes, &flattened);
             let (chosen, gpu_stats, engine_notes) = (&chosen, &gpu_stats, &engine_notes);
+            let (source, heap_counters, feed) = (&source, &heap_counters, &feed);
             decoders.push(s.spawn(move || {
                 let mut decoder = match ThreadDecoder::new(chosen, schema) {
                     Ok((d, note)) => {
@@ -354,54 +355,75 @@ fn run(
                         None
                     }
                 };
-                for chunk in rx.iter() {
-                    let Some(decoder) = decoder.as_mut() else {
-                        pool.give(chunk.data);
-                        continue;
-                    };
+                let to_device = matches!(destination, Destination::Device(_));
+                for work in rx.iter() {
                     // After a failure keep draining, so readers blocked on
                     // the channel or the pool can finish and see the abort.
-                    if abort.stopped() {
-                        pool.give(chunk.data);
-                        continue;
-                    }
+                    let decoder = match decoder.as_mut() {
+                        Some(d) if !abort.stopped() => d,
+                        _ => {
+                            match work {
+                                Work::Rows(chunk) => pool.give(chunk.data),
+                                Work::Pages(batch) => {
+                                    pool.give(batch.data);
+                                    feed.release();
+                                }
+                            }
+                            continue;
+                        }
+                    };
                     let (t, cpu) = (Instant::now(), thread_cpu_seconds());
-                    let decoded = match destination {
-                        Destination::Files(_) => decoder.decode(&chunk).map(Decoded::Host),
-                        Destination::Device(_) => {
-                            decoder.decode_to_device(&chunk).map(Decoded::Device)
+                    // Each decoded part with its rows' bytes and partition.
+                    let mut parts: Vec<(Decoded, u64, u32)> = Vec::new();
+                    let result = match work {
+                        Work::Rows(chunk) => {
+                            let r = decoder.decode_to(&chunk, to_device);
+                            let (bytes, partition) = (chunk.row_bytes(), chunk.partition);
+                            pool.give(chunk.data);
+                            r.map(|d| parts.push((d, bytes, partition)))
+                        }
+                        Work::Pages(batch) => {
+                            let r = decode_page_batch(
+                                decoder,
+                                source,
+                                &batch,
+                                to_device,
+                                heap_counters,
+                                feed,
+                                &mut parts,
+                            );
+                            pool.give(batch.data);
+                            feed.release();
+                            r
                         }
                     };
                     decode_busy.add(t.elapsed());
                     decode_cpu.add_seconds(thread_cpu_seconds() - cpu);
-                    let (n, bytes, partition) =
-                        (chunk.num_rows() as u64, chunk.row_bytes(), chunk.partition);
-                    pool.give(chunk.data);
-                    let decoded = match decoded {
-                        Ok(b) => b,
-                        Err(e) => {
-                            abort.fail(e);
-                            continue;
-                        }
-                    };
+                    if let Err(e) = result {
+                        abort.fail(e);
+                        continue;
+                    }
                     let t = Instant::now();
-                    match (decoded, destination) {
-                        (Decoded::Host(batch), Destination::Files(sinks)) => {
-                            let sink = &sinks[(partition as usize).min(sinks.len() - 1)];
-                            if let Err(e) = sink.write(&batch) {
-                                abort.fail(e.into());
-                                continue;
+                    for (decoded, bytes, partition) in parts {
+                        let n = decoded.num_rows() as u64;
+                        match (decoded, destination) {
+                            (Decoded::Host(batch), Destination::Files(sinks)) => {
+                                let sink = &sinks[(partition as usize).min(sinks.len() - 1)];
+                                if let Err(e) = sink.write(&batch) {
+                                    abort.fail(e.into());
+                                    break;
+                                }
                             }
+                            (Decoded::Device(batch), Destination::Device(kept)) => {
+                                kept.lock().unwrap_or_else(|p| p.into_inner()).push(batch);
+                            }
+                            _ => unreachable!("the decode above follows the destination"),
                         }
-                        (Decoded::Device(batch), Destination::Device(kept)) => {
-                            kept.lock().unwrap_or_else(|p| p.into_inner()).push(batch);
-                        }
-                        _ => unreachable!("the decode above follows the destination"),
+                        rows.fetch_add(n, Ordering::Relaxed);
+                        copy_bytes.fetch_add(bytes, Ordering::Relaxed);
+                        progress.advance(n, bytes);
                     }
                     write_busy.add(t.elapsed());
-                    rows.fetch_add(n, Ordering::Relaxed);
-                    copy_bytes.fetch_add(bytes, Ordering::Relaxed);
-                    progress.advance(n, bytes);
                 }
                 let Some(decoder) = decoder else { return };
                 flattened.fetch_add(decoder.stats().flattened_arrays, Ordering::Relaxed);
@@ -502,9 +524,14 @@ fn run(
         },
         source_detail: match &source {
             HeapChosen::Heap(heap) => format!(
-                "heap files of {} via pread ({} threads), rows converted on the CPU; pages that cannot be trusted via COPY{}",
+                "heap files of {} via pread ({} threads), pages converted to rows on {}; pages that cannot be trusted via COPY{}",
                 heap.describe_files(),
                 heap_readers,
+                if heap.gpu_pages() {
+                    format!("GPU {} (pages it leaves, on the CPU)", req.device)
+                } else {
+                    "the CPU".to_string()
+                },
                 if req.source == crate::Source::Auto {
                     " (--source auto: the data directory is readable and the table is over --heap-threshold)"
                 } else {
@@ -541,6 +568,49 @@ fn run(
         resident,
     };
     Ok((report, table))
+}
+
+/// Converts and decodes a batch of trusted heap pages: the GPU page kernels
+/// convert what they can, the CPU converter the pages they flag (pages it
+/// refuses go to COPY). Pushes the decoded parts with their bytes (heap
+/// bytes for the GPU's part, COPY bytes for the CPU's) and partition.
+fn decode_page_batch(
+    decoder: &mut ThreadDecoder,
+    source: &HeapChosen,
+    batch: &crate::heap_source::PageBatch,
+    to_device: bool,
+    counters: &HeapCounters,
+    feed: &StatementFeed,
+    parts: &mut Vec<(Decoded, u64, u32)>,
+) -> Result<(), ExportError> {
+    let HeapChosen::Heap(heap) = source else {
+        return Err(ExportError::Invalid(
+            "internal: heap pages on the COPY path".into(),
+        ));
+    };
+    let Some(layout) = heap.page_layout(batch.rel) else {
+        return Err(ExportError::Invalid(
+            "internal: heap pages without a GPU layout".into(),
+        ));
+    };
+    let (decoded, flagged) = decoder.decode_pages(&batch.data, &batch.pages, layout, to_device)?;
+    if let Some(d) = decoded {
+        counters
+            .rows_direct
+            .fetch_add(d.num_rows() as u64, Ordering::Relaxed);
+        let heap_bytes = ((batch.pages.len() - flagged.len()) * layout.block_size()) as u64;
+        parts.push((d, heap_bytes, batch.partition));
+    }
+    let mut rows = CopyChunk {
+        partition: batch.partition,
+        ..CopyChunk::default()
+    };
+    heap.convert_flagged(batch, &flagged, counters, feed, &mut rows)?;
+    if rows.num_rows() > 0 {
+        let d = decoder.decode_to(&rows, to_device)?;
+        parts.push((d, rows.row_bytes(), batch.partition));
+    }
+    Ok(())
 }
 
 /// A file name stem from a table label: `"public"."lineorder"` -> `lineorder`.

@@ -43,6 +43,8 @@ pub struct GpuPhases {
     pub stage: f64,
     pub h2d: f64,
     pub parse: f64,
+    /// Heap page kernels (pages to rows), device time.
+    pub pages: f64,
     pub decode: f64,
     pub d2h: f64,
     pub cpu_fallback: f64,
@@ -60,6 +62,7 @@ impl From<&GpuStats> for GpuPhases {
             stage: g.stage_s,
             h2d: g.h2d_s,
             parse: g.frame_s,
+            pages: g.page_convert_s,
             decode: g.decode_s,
             d2h: g.d2h_s,
             cpu_fallback: g.cpu_fallback_s,
@@ -167,9 +170,10 @@ impl ExportReport {
         if let Some(h) = &self.heap {
             let _ = writeln!(
                 s,
-                "  heap pages: {} direct ({} rows), {} via COPY{}; checkpoint {:.3} s; thread-seconds: read {:.3}, convert {:.3}, hand-off {:.3}",
+                "  heap pages: {} direct ({} rows; {} converted on the GPU), {} via COPY{}; checkpoint {:.3} s; thread-seconds: read {:.3}, convert {:.3}, hand-off {:.3}",
                 h.pages_direct,
                 h.rows_direct,
+                h.pages_gpu,
                 h.pages_fallback,
                 if h.fallback_reasons.is_empty() {
                     String::new()
@@ -215,10 +219,11 @@ impl ExportReport {
         if let Some(g) = &p.gpu {
             let _ = writeln!(
                 s,
-                "    GPU stages (thread-seconds): staging {:.3}, host->device {:.3} ({:.2} GB), parse {:.3}, decode {:.3}, device->host {:.3}, CPU fallback {:.3}, cuMemAlloc {:.3}; device memory peak <= {:.0} MB",
+                "    GPU stages (thread-seconds): staging {:.3}, host->device {:.3} ({:.2} GB), heap pages {:.3}, parse {:.3}, decode {:.3}, device->host {:.3}, CPU fallback {:.3}, cuMemAlloc {:.3}; device memory peak <= {:.0} MB",
                 g.stage,
                 g.h2d,
                 g.h2d_bytes as f64 / 1e9,
+                g.pages,
                 g.parse,
                 g.decode,
                 g.d2h,

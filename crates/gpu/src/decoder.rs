@@ -36,6 +36,7 @@ use serde::Serialize;
 use crate::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
 use crate::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
 use crate::error::GpuError;
+use crate::heap::{slot_bases, HeapArgs, PageLayout};
 use crate::kernels::{Kernels, Kind, Task, TaskKernel, FLAG_CPU, FLAG_ERROR};
 use crate::pinned::{is_pinned, PinnedBuffer};
 use crate::plan::{merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan};
@@ -89,6 +90,12 @@ pub struct GpuStats {
     pub cpu_fallback_s: f64,
     /// Host time inside `cuMemAlloc` for device-resident outputs.
     pub plain_alloc_s: f64,
+    /// Heap pages converted by the page kernels, and those they left to the
+    /// CPU converter (values stored otherwise than inline and plain).
+    pub pages: u64,
+    pub pages_flagged: u64,
+    /// Page kernels, sizes to rows written (device events).
+    pub page_convert_s: f64,
     /// Most device memory this decoder held at once (its own allocations).
     pub peak_device_bytes: u64,
     /// Columns always decoded on the CPU.
@@ -106,6 +113,9 @@ pub struct GpuStats {
     pub kernels_from_cache: bool,
     pub arch: String,
 }
+
+mod pages;
+pub use pages::PagesDecoded;
 
 static KERNELS: OnceLock<Mutex<HashMap<usize, Arc<Kernels>>>> = OnceLock::new();
 
@@ -157,6 +167,17 @@ enum Outcome {
     BadData,
 }
 
+/// Where the rows of a decoded piece are on the host, for the columns
+/// decoded on the CPU: the caller's chunk, or rows the page kernels wrote
+/// on the device (copied back only when needed).
+enum HostRows<'a> {
+    Chunk(&'a CopyChunk),
+    Device {
+        up: &'a Uploaded,
+        copy: Option<CopyChunk>,
+    },
+}
+
 /// Decodes binary COPY chunks on one GPU.
 pub struct GpuDecoder {
     ctx: Arc<Context>,
@@ -179,6 +200,12 @@ pub struct GpuDecoder {
     prefetched: std::collections::VecDeque<Uploaded>,
     out_staging: Option<PinnedBuffer>,
     ctrl_host: PinnedBuffer,
+    /// Heap pages on the device (grows to the largest batch), their
+    /// staging when the caller's pages are not page-locked, and the layout
+    /// tables uploaded so far (by [`PageLayout::id`]).
+    page_dev: Option<DeviceBuffer>,
+    page_staging: Option<PinnedBuffer>,
+    page_layouts: HashMap<u64, (DeviceBuffer, [usize; 6])>,
     options: GpuOptions,
     stats: GpuStats,
     decode_stats: DecodeStats,
@@ -278,6 +305,9 @@ impl GpuDecoder {
             next_slot: 0,
             prefetched: std::collections::VecDeque::new(),
             out_staging: None,
+            page_dev: None,
+            page_staging: None,
+            page_layouts: HashMap::new(),
             options,
             stats,
             decode_stats: DecodeStats::default(),
@@ -363,8 +393,23 @@ impl GpuDecoder {
             let b = self.cpu_full(chunk)?;
             return self.upload_batch(&b, Vec::new());
         };
-        match self.run(&up, AllocKind::Plain)? {
+        let outcome = self.run(&up, AllocKind::Plain)?;
+        self.device_batch(outcome, n, &mut HostRows::Chunk(chunk))
+    }
+
+    /// The device batch of a piece of `n` rows the kernels decoded:
+    /// columns decoded on the CPU (always, or redone for this piece) are
+    /// uploaded next to the GPU's; malformed data is decoded on the CPU
+    /// whole (whose error names the row).
+    fn device_batch(
+        &mut self,
+        outcome: Outcome,
+        n: usize,
+        rows: &mut HostRows<'_>,
+    ) -> Result<DeviceBatch, GpuError> {
+        match outcome {
             Outcome::BadData => {
+                let chunk = self.host_rows(rows)?;
                 let b = self.cpu_full(chunk)?;
                 self.upload_batch(&b, Vec::new())
             }
@@ -375,10 +420,13 @@ impl GpuDecoder {
             } => {
                 let mut cols = columns;
                 let mut cpu_names = Vec::new();
-                let host = self.cpu_columns_for(chunk, 0..n, &redo_on_cpu)?;
-                for (c, arr) in host {
-                    cpu_names.push((self.schema.columns()[c].name.clone(), self.cpu_reason(c)));
-                    cols[c] = Some(upload_array(&self.ctx, &self.compute, &arr.to_data())?);
+                if !self.cpu_cols.is_empty() || !redo_on_cpu.is_empty() {
+                    let chunk = self.host_rows(rows)?;
+                    let host = self.cpu_columns_for(chunk, 0..n, &redo_on_cpu)?;
+                    for (c, arr) in host {
+                        cpu_names.push((self.schema.columns()[c].name.clone(), self.cpu_reason(c)));
+                        cols[c] = Some(upload_array(&self.ctx, &self.compute, &arr.to_data())?);
+                    }
                 }
                 self.decode_stats.rows += n as u64;
                 self.decode_stats.flattened_arrays += flattened;
@@ -432,41 +480,64 @@ impl GpuDecoder {
                 // Issued before this piece's kernels: the copy overlaps them.
                 next = self.upload(chunk, pieces[k + 1].clone(), false)?;
             }
-            let rows = cur.rows.clone();
-            match self.run(&cur, AllocKind::Pool)? {
-                Outcome::BadData => return self.cpu_full(chunk),
-                Outcome::Done {
-                    columns,
-                    redo_on_cpu,
-                    flattened,
-                } => {
-                    flattened_total += flattened;
-                    let t = Instant::now();
-                    let present: Vec<usize> = (0..columns.len())
-                        .filter(|&i| columns[i].is_some())
-                        .collect();
-                    let dev: Vec<DeviceColumn> = columns.into_iter().flatten().collect();
-                    let arrays = copy_columns_to_host(
-                        &dev,
-                        &self.compute,
-                        &mut self.out_staging,
-                        self.ctx.ordinal,
-                    )?;
-                    self.stats.d2h_bytes +=
-                        dev.iter().map(|c| c.device_bytes() as u64).sum::<u64>();
-                    drop(dev);
-                    self.stats.d2h_s += t.elapsed().as_secs_f64();
-                    for (i, a) in present.into_iter().zip(arrays) {
-                        per_col[i].push(a);
-                    }
-                    // Always-CPU and redone columns have no GPU output for
-                    // this piece.
-                    for (c, arr) in self.cpu_columns_for(chunk, rows.clone(), &redo_on_cpu)? {
-                        per_col[c].push(arr);
-                    }
-                }
+            let outcome = self.run(&cur, AllocKind::Pool)?;
+            let Some((arrays, flattened)) =
+                self.host_arrays(outcome, cur.rows.clone(), &mut HostRows::Chunk(chunk))?
+            else {
+                return self.cpu_full(chunk);
+            };
+            flattened_total += flattened;
+            for (i, a) in arrays {
+                per_col[i].push(a);
             }
         }
+        self.record_batch(per_col, n, flattened_total)
+    }
+
+    /// The host arrays of one decoded piece (rows `rows` of the chunk):
+    /// the GPU's columns copied back and the CPU's; `None` for malformed
+    /// data (the caller decodes the chunk on the CPU).
+    #[allow(clippy::type_complexity)]
+    fn host_arrays(
+        &mut self,
+        outcome: Outcome,
+        rows: Range<usize>,
+        host: &mut HostRows<'_>,
+    ) -> Result<Option<(Vec<(usize, ArrayRef)>, u64)>, GpuError> {
+        let Outcome::Done {
+            columns,
+            redo_on_cpu,
+            flattened,
+        } = outcome
+        else {
+            return Ok(None);
+        };
+        let t = Instant::now();
+        let present: Vec<usize> = (0..columns.len())
+            .filter(|&i| columns[i].is_some())
+            .collect();
+        let dev: Vec<DeviceColumn> = columns.into_iter().flatten().collect();
+        let arrays =
+            copy_columns_to_host(&dev, &self.compute, &mut self.out_staging, self.ctx.ordinal)?;
+        self.stats.d2h_bytes += dev.iter().map(|c| c.device_bytes() as u64).sum::<u64>();
+        drop(dev);
+        self.stats.d2h_s += t.elapsed().as_secs_f64();
+        let mut out: Vec<(usize, ArrayRef)> = present.into_iter().zip(arrays).collect();
+        // Always-CPU and redone columns have no GPU output for this piece.
+        if !self.cpu_cols.is_empty() || !redo_on_cpu.is_empty() {
+            let chunk = self.host_rows(host)?;
+            out.extend(self.cpu_columns_for(chunk, rows, &redo_on_cpu)?);
+        }
+        Ok(Some((out, flattened)))
+    }
+
+    /// One record batch of `n` rows from each column's parts.
+    fn record_batch(
+        &mut self,
+        per_col: Vec<Vec<ArrayRef>>,
+        n: usize,
+        flattened: u64,
+    ) -> Result<RecordBatch, GpuError> {
         let mut arrays = Vec::with_capacity(per_col.len());
         for (i, parts) in per_col.into_iter().enumerate() {
             let a = if parts.len() == 1 {
@@ -493,9 +564,26 @@ impl GpuDecoder {
             what: e.to_string(),
         })?;
         self.decode_stats.rows += n as u64;
-        self.decode_stats.flattened_arrays += flattened_total;
+        self.decode_stats.flattened_arrays += flattened;
         self.stats.rows += n as u64;
         Ok(batch)
+    }
+
+    /// The rows of `rows` on the host (copied back from the device the
+    /// first time they are needed).
+    fn host_rows<'r>(&mut self, rows: &'r mut HostRows<'_>) -> Result<&'r CopyChunk, GpuError> {
+        match rows {
+            HostRows::Chunk(c) => Ok(c),
+            HostRows::Device { up, copy } => {
+                if copy.is_none() {
+                    *copy = Some(self.download_rows(up)?);
+                }
+                copy.as_ref().ok_or_else(|| GpuError::Layout {
+                    column: "(rows)".into(),
+                    what: "rows not copied back".into(),
+                })
+            }
+        }
     }
 
     fn push_prefetched(&mut self, up: Uploaded) {
@@ -1449,6 +1537,18 @@ fn projection_schema(schema: &OutputSchema, cols: &[usize]) -> Result<OutputSche
     Ok(s)
 }
 
+impl GpuDecoder {
+    /// Counts a GPU failure the caller recovers from on the CPU, and
+    /// clears anything of it still in flight.
+    pub fn note_failure(&mut self, e: &GpuError) {
+        self.stats.gpu_failures += 1;
+        self.stats.last_gpu_failure = Some(e.to_string());
+        let _ = self.compute.sync();
+        let _ = self.copy.sync();
+        self.prefetched.clear();
+    }
+}
+
 impl Decoder for GpuDecoder {
     /// Decodes on the GPU; data errors are the CPU decoder's own errors.
     /// A failure of the GPU itself (out of memory, a CUDA error) is recorded
@@ -1459,12 +1559,8 @@ impl Decoder for GpuDecoder {
             Ok(b) => Ok(b),
             Err(GpuError::Decode(e)) => Err(e),
             Err(other) => {
-                self.stats.gpu_failures += 1;
-                self.stats.last_gpu_failure = Some(other.to_string());
-                // Make sure nothing of this chunk is still in flight.
-                let _ = self.compute.sync();
-                let _ = self.copy.sync();
-                self.prefetched.clear();
+                // Nothing of this chunk stays in flight.
+                self.note_failure(&other);
                 match self.cpu_full(chunk) {
                     Ok(b) => Ok(b),
                     Err(GpuError::Decode(e)) => Err(e),

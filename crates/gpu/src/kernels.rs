@@ -146,6 +146,8 @@ pub(crate) struct Kernels {
     array_count: sys::CUfunction,
     array_elems: sys::CUfunction,
     fill: sys::CUfunction,
+    heap_sizes: sys::CUfunction,
+    heap_write: sys::CUfunction,
     pub sms: u32,
     pub info: ModuleInfo,
 }
@@ -226,6 +228,8 @@ impl Kernels {
             array_count: get(c"array_count")?,
             array_elems: get(c"array_elems")?,
             fill: get(c"fill_u8")?,
+            heap_sizes: get(c"heap_sizes")?,
+            heap_write: get(c"heap_write")?,
             sms: sms.max(1) as u32,
             info: ModuleInfo {
                 arch: compiled.arch,
@@ -245,6 +249,19 @@ impl Kernels {
         stream: &Stream,
         args: &mut [*mut c_void],
     ) -> Result<(), GpuError> {
+        self.launch_shared(f, grid, block, 0, stream, args)
+    }
+
+    /// [`Self::launch`] with `shared` bytes of dynamic shared memory.
+    fn launch_shared(
+        &self,
+        f: sys::CUfunction,
+        grid: (u32, u32),
+        block: u32,
+        shared: u32,
+        stream: &Stream,
+        args: &mut [*mut c_void],
+    ) -> Result<(), GpuError> {
         if grid.1 == 0 {
             return Ok(());
         }
@@ -260,7 +277,7 @@ impl Kernels {
                     block,
                     1,
                     1,
-                    0,
+                    shared,
                     stream.raw,
                     args.as_mut_ptr(),
                     std::ptr::null_mut(),
@@ -320,16 +337,30 @@ impl Kernels {
         s: &Stream,
         tasks: &[Task],
     ) -> Result<DeviceBuffer, GpuError> {
-        let bytes = std::mem::size_of_val(tasks);
-        let buf = DeviceBuffer::alloc(&self.ctx, bytes, AllocKind::Pool, s)?;
-        if bytes > 0 {
-            // SAFETY: buf has `bytes` bytes; tasks is plain data.
+        // SAFETY: Task is plain old data (#[repr(C)], integers only).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(tasks.as_ptr() as *const u8, std::mem::size_of_val(tasks))
+        };
+        self.upload_bytes(s, bytes, AllocKind::Pool)
+    }
+
+    /// Uploads small host bytes into a new device buffer (pageable source:
+    /// the driver stages it before returning, so `bytes` may be dropped).
+    pub(crate) fn upload_bytes(
+        &self,
+        s: &Stream,
+        bytes: &[u8],
+        kind: AllocKind,
+    ) -> Result<DeviceBuffer, GpuError> {
+        let buf = DeviceBuffer::alloc(&self.ctx, bytes.len(), kind, s)?;
+        if !bytes.is_empty() {
+            // SAFETY: buf has bytes.len() bytes.
             check(
                 unsafe {
                     sys::cuMemcpyHtoDAsync_v2(
                         buf.ptr(),
-                        tasks.as_ptr() as *const c_void,
-                        bytes,
+                        bytes.as_ptr() as *const c_void,
+                        bytes.len(),
                         s.raw,
                     )
                 },
@@ -338,6 +369,34 @@ impl Kernels {
             )?;
         }
         Ok(buf)
+    }
+
+    /// Pass 1 (`sizes`) or pass 2 of the heap page kernels over
+    /// `args.npages` pages, one block per page.
+    pub(crate) fn heap_pages(
+        &self,
+        s: &Stream,
+        args: &crate::heap::HeapArgs,
+        sizes: bool,
+    ) -> Result<(), GpuError> {
+        let mut a = *args;
+        let mut argv = [&mut a as *mut _ as *mut c_void];
+        let f = if sizes {
+            self.heap_sizes
+        } else {
+            self.heap_write
+        };
+        // Enough blocks to fill the device several times over; each loops
+        // over pages.
+        let grid = args.npages.clamp(1, self.sms * 32);
+        self.launch_shared(
+            f,
+            (grid, 1),
+            crate::heap::PAGE_THREADS,
+            args.block_size,
+            s,
+            &mut argv,
+        )
     }
 
     fn task_launch(

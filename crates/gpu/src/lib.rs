@@ -8,7 +8,9 @@
 //!   `gpupgparser info`.
 //! - [`nvrtc`]: kernel compilation to a cubin, with a disk cache.
 //! - [`pinned`]: page-locked host buffers and a bounded pool of them.
-//! - [`kernels`]: the only module launching kernels (`kernels/decode.cu`).
+//! - [`kernels`]: the only module launching kernels (`kernels/decode.cu`,
+//!   `kernels/heap.cu`).
+//! - [`heap`]: a table's tuple layout as the heap page kernels read it.
 //! - [`plan`]: host-side planning (per-column kernels or CPU fallback,
 //!   chunk splitting, projections).
 //! - [`decoder`]: [`GpuDecoder`], implementing `gpupg_decode::Decoder`.
@@ -18,6 +20,7 @@ pub mod column;
 pub mod cuda;
 pub mod decoder;
 pub mod error;
+pub mod heap;
 pub mod kernels;
 pub mod nvrtc;
 pub mod pinned;
@@ -28,5 +31,6 @@ pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
 pub use cuda::{AllocKind, DeviceBuffer};
 pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats};
 pub use error::GpuError;
+pub use heap::PageLayout;
 pub use pinned::{HostRegistration, PinnedBuffer, PinnedPool};
 pub use probe::{check_gds, devices, info_report, DeviceInfo, GdsStatus};

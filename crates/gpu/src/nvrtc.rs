@@ -19,7 +19,10 @@ use crate::cuda;
 use crate::error::GpuError;
 
 /// The kernel sources, embedded in the binary.
-pub const KERNEL_SOURCE: &str = include_str!("../kernels/decode.cu");
+pub const KERNEL_SOURCE: &str = concat!(
+    include_str!("../kernels/decode.cu"),
+    include_str!("../kernels/heap.cu")
+);
 
 /// What the compiled image is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -6,6 +6,8 @@
 //! Reference: the CPU decoder. Every comparison is Arrow equality of the
 //! whole batch (schema, types, validity, values), bit for bit.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -1023,4 +1025,111 @@ fn g_lineorder_throughput() {
             (s.d2h_s - before.d2h_s) * 1e3
         ),
     );
+}
+
+/// The heap page kernels on the device against the CPU converter
+/// (`transcode_page`, rows byte for byte), then the columns decoded from
+/// the pages (device and host paths) against the CPU decoder of the
+/// converter's rows; and the page throughput.
+#[test]
+#[ignore = "needs a GPU"]
+fn h_heap_pages() {
+    use common::pages::{check_against_cpu, cpu_rows, layouts, mutate, pages};
+    use gpupg_gpu::PageLayout;
+    for (k, layout) in layouts().iter().enumerate() {
+        let attrs = layout.attributes();
+        let cols: Vec<ColumnDesc> = layout
+            .output()
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let pg = attrs[i].pg_type.clone().expect("typed output");
+                col(&format!("c{j}_{i}"), pg, true)
+            })
+            .collect();
+        let (mut g, mut cpu) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
+        let gl = PageLayout::new(layout).expect("GPU layout");
+        let data = pages(500 + k as u64, 300, 7);
+        let all: Vec<u32> = (0..300).collect();
+        let (rows, flagged) = g.convert_pages_to_host(&data, &all, &gl).expect("convert");
+        check_against_cpu(&data, &all, layout, &rows, &flagged);
+        let special: Vec<u32> = (0..300).filter(|p| p % 7 == 6).collect();
+        assert_eq!(flagged, special, "layout {k}: flagged pages");
+        // A subset in another order.
+        let some: Vec<u32> = (0..300).rev().step_by(3).collect();
+        let (rows, flagged) = g.convert_pages_to_host(&data, &some, &gl).expect("convert");
+        check_against_cpu(&data, &some, layout, &rows, &flagged);
+
+        // Columns: both paths against the CPU decoder of the CPU's rows.
+        let (want_rows, _) = cpu_rows(&data, &all, layout, &special);
+        let want = cpu.decode(&want_rows).expect("CPU decode");
+        let dev = g.decode_pages_to_device(&data, &all, &gl).expect("device");
+        assert_eq!(dev.flagged, special);
+        let back = dev.batch.expect("rows").to_host().expect("to_host");
+        assert_same(&back, &want, &format!("heap layout {k} (device path)"));
+        let host = g.decode_pages(&data, &all, &gl).expect("host");
+        assert_same(
+            &host.batch.expect("rows"),
+            &want,
+            &format!("heap layout {k} (host path)"),
+        );
+
+        // Mutated pages: flagged, or exactly the CPU's rows.
+        for seed in 0..20u64 {
+            let mut m = pages(900 + seed, 40, 0);
+            mutate(&mut m, seed, 1 + seed as usize % 9);
+            let all: Vec<u32> = (0..40).collect();
+            let (rows, flagged) = g.convert_pages_to_host(&m, &all, &gl).expect("convert");
+            check_against_cpu(&m, &all, layout, &rows, &flagged);
+        }
+    }
+    result(
+        "heap_pages_exact",
+        "ok (2 layouts, 300 pages each, 40 mutated pages x 20)",
+    );
+
+    // Throughput: 64 MB page batches from page-locked memory into device
+    // columns, all-lineorder-like pages of the first layout.
+    let layout = &layouts()[0];
+    let attrs = layout.attributes();
+    let cols: Vec<ColumnDesc> = layout
+        .output()
+        .iter()
+        .map(|&i| col(&format!("c{i}"), attrs[i].pg_type.clone().unwrap(), true))
+        .collect();
+    let (mut g, _) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
+    let gl = PageLayout::new(layout).unwrap();
+    let data = pages(77, 8192, 0);
+    // SAFETY: `data` outlives the registration.
+    let reg = unsafe { gpupg_gpu::HostRegistration::new(&data) }.unwrap();
+    let all: Vec<u32> = (0..8192).collect();
+    let _ = g.decode_pages_to_device(&data, &all, &gl).unwrap();
+    let before = g.gpu_stats();
+    let t = Instant::now();
+    let rounds = 8;
+    for _ in 0..rounds {
+        let b = g.decode_pages_to_device(&data, &all, &gl).unwrap();
+        assert!(b.flagged.is_empty());
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let s = g.gpu_stats();
+    let bytes = (rounds * data.len()) as f64;
+    println!(
+        "heap pages: convert {:.1} ms, frame {:.1} ms, decode {:.1} ms, h2d {:.1} ms, wall {:.1} ms for {} MB",
+        (s.page_convert_s - before.page_convert_s) * 1e3,
+        (s.frame_s - before.frame_s) * 1e3,
+        (s.decode_s - before.decode_s) * 1e3,
+        (s.h2d_s - before.h2d_s) * 1e3,
+        wall * 1e3,
+        (rounds * data.len()) >> 20
+    );
+    result(
+        "heap_pages_to_device",
+        format!(
+            "{:.1} GB/s of heap pages wall, one thread ({:.1} GB/s page kernels)",
+            bytes / wall / 1e9,
+            bytes / (s.page_convert_s - before.page_convert_s) / 1e9
+        ),
+    );
+    drop(reg);
 }

@@ -55,7 +55,7 @@ pub use checksum::{page_checksum, verify_page, ChecksumError};
 pub use page::{ItemId, LpFlags, Page, PageError, PageHeader, DEFAULT_BLOCK_SIZE};
 pub use transcode::{
     transcode_page, AttributeDesc, Corruption, ElementDesc, FallbackReason, LayoutError,
-    PageFallback, PageSummary, TupleLayout,
+    PageFallback, PageSummary, SendForm, TupleLayout,
 };
 pub use tuple::{Align, AttrStorage, Datum, HeapTuple, TupleError, TupleHeader};
 pub use varlena::{CompressionMethod, Varlena, VarlenaError};

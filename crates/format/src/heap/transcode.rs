@@ -364,6 +364,65 @@ impl TupleLayout {
     pub fn verifies_checksums(&self) -> bool {
         self.verify_checksums
     }
+
+    /// Attributes deformed for a row: up to the last output one.
+    pub fn deform_natts(&self) -> usize {
+        self.deform_natts
+    }
+
+    /// How attribute `index` (0-based) is sent; `None` past the last one.
+    pub fn send_form(&self, index: usize) -> Option<SendForm> {
+        Some(match self.plans.get(index)? {
+            Conv::Dropped => SendForm::Dropped,
+            Conv::Bool => SendForm::Bool,
+            Conv::Swap(n @ (2 | 4 | 8)) => SendForm::Swap(*n as u8),
+            Conv::Interval => SendForm::Interval,
+            Conv::Raw => SendForm::Raw,
+            Conv::Varlena => SendForm::Varlena,
+            Conv::NulPadded => SendForm::NulPadded,
+            Conv::CString => SendForm::CString,
+            Conv::Numeric => SendForm::Numeric,
+            Conv::Enum => SendForm::Enum,
+            Conv::Swap(_) | Conv::Array(_) | Conv::Unsupported(_) => SendForm::Other,
+        })
+    }
+
+    /// The labels of the enum values of enum columns, by `pg_enum.oid`,
+    /// sorted by OID.
+    pub fn enum_labels(&self) -> Vec<(u32, &[u8])> {
+        let mut v: Vec<(u32, &[u8])> = self.enum_labels.iter().map(|(&k, l)| (k, &l[..])).collect();
+        v.sort_unstable_by_key(|&(k, _)| k);
+        v
+    }
+}
+
+/// How the values of one attribute become send-format bytes, for
+/// converters outside this crate (the GPU's page kernel) that handle the
+/// common forms and leave the rest to [`transcode_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendForm {
+    /// A dropped attribute: stepped over, never output.
+    Dropped,
+    /// 1 byte, sent as 0 or 1.
+    Bool,
+    /// Fixed size (2, 4 or 8), byte order reversed.
+    Swap(u8),
+    /// int64 time, int32 day, int32 month, each reversed.
+    Interval,
+    /// Fixed size, sent as stored (uuid).
+    Raw,
+    /// A varlena's payload (text, varchar, bpchar, json, bytea).
+    Varlena,
+    /// Fixed size, NUL-padded (`name`): the bytes before the first NUL.
+    NulPadded,
+    /// NUL-terminated (attlen -2): the bytes before the NUL.
+    CString,
+    /// On-disk numeric to numeric_send's format.
+    Numeric,
+    /// A 4-byte enum OID, sent as its label ([`TupleLayout::enum_labels`]).
+    Enum,
+    /// Anything else (arrays, types without a converter).
+    Other,
 }
 
 /// What was wrong with a corrupt page.

@@ -1,0 +1,2 @@
+//! Shared by the GPU crate's integration tests.
+pub mod pages;

@@ -1,0 +1,148 @@
+//! The heap page kernels (kernels/heap.cu) compiled as C++ and run on the
+//! CPU, one thread per block (tests/cpu_twin/harness.cpp), against the CPU
+//! converter `transcode_page`: on every page the kernels do not flag, the
+//! rows must be byte for byte the converter's; clean pages of the common
+//! forms must not be flagged; pages with values the kernels leave to the
+//! CPU must be. Needs a C++ compiler (`c++`, or `$CXX`).
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use common::pages::{check_against_cpu, layouts, mutate, pages};
+use gpupg_format::heap::TupleLayout;
+use gpupg_format::CopyChunk;
+use gpupg_gpu::heap::slot_bases;
+use gpupg_gpu::PageLayout;
+
+fn harness() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("gpupg-heap-twin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let bin = dir.join("harness");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cpu_twin/harness.cpp");
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        let out = Command::new(&cxx)
+            .args(["-std=c++17", "-O1", "-fno-strict-aliasing", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cxx} (a C++ compiler is needed): {e}"));
+        assert!(
+            out.status.success(),
+            "compiling the kernels' CPU twin failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bin
+    })
+}
+
+/// The kernels' rows and flagged pages for `pages` (indexes into `data`).
+fn kernels(data: &[u8], pages: &[u32], layout: &PageLayout) -> (CopyChunk, Vec<u32>) {
+    let bases = slot_bases(data, pages, 8192);
+    let (natts, nout) = layout.counts();
+    let mut input = Vec::new();
+    for v in [
+        pages.len() as u32,
+        *bases.last().unwrap(),
+        8192,
+        natts as u32,
+        nout as u32,
+        layout.enum_count() as u32,
+    ] {
+        input.extend_from_slice(&v.to_ne_bytes());
+    }
+    let ne = |v: &[u32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+    let mut parts = vec![data.to_vec(), ne(pages), ne(&bases)];
+    parts.extend(layout.kernel_tables());
+    for p in parts {
+        input.extend_from_slice(&(p.len() as u64).to_ne_bytes());
+        input.extend_from_slice(&p);
+    }
+    let mut child = Command::new(harness())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the twin");
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the twin failed: {:?}", out.status);
+    let o = out.stdout;
+    let u32_at = |at: usize| u32::from_ne_bytes(o[at..at + 4].try_into().unwrap());
+    let nrows = u32_at(0) as usize;
+    let nbytes = u64::from_ne_bytes(o[4..12].try_into().unwrap()) as usize;
+    let mut at = 12;
+    let rows = o[at..at + nbytes].to_vec();
+    at += nbytes;
+    let starts: Vec<u32> = (0..nrows).map(|k| u32_at(at + 4 * k)).collect();
+    at += 4 * nrows;
+    let ends: Vec<u32> = (0..nrows).map(|k| u32_at(at + 4 * k)).collect();
+    at += 4 * nrows;
+    let nflag = u32_at(at) as usize;
+    let mut flagged: Vec<u32> = (0..nflag).map(|k| u32_at(at + 4 + 4 * k)).collect();
+    flagged.sort_unstable();
+    (
+        CopyChunk {
+            data: rows,
+            row_starts: starts,
+            row_ends: ends,
+            partition: 0,
+            first_row: 0,
+        },
+        flagged,
+    )
+}
+
+/// Compares the kernels with the converter; returns (pages the kernels
+/// flagged, pages the converter refused).
+fn compare(data: &[u8], pages: &[u32], layout: &TupleLayout) -> (Vec<u32>, Vec<u32>) {
+    let gpu_layout = PageLayout::new(layout).expect("a layout the kernels convert");
+    let (got, flagged) = kernels(data, pages, &gpu_layout);
+    let refused = check_against_cpu(data, pages, layout, &got, &flagged);
+    (flagged, refused)
+}
+
+#[test]
+fn clean_pages_convert_exactly_and_none_is_flagged() {
+    for (k, layout) in layouts().iter().enumerate() {
+        let data = pages(7 + k as u64, 24, 0);
+        let all: Vec<u32> = (0..24).collect();
+        let (flagged, refused) = compare(&data, &all, layout);
+        assert!(flagged.is_empty(), "layout {k}: flagged {flagged:?}");
+        assert!(refused.is_empty());
+        // A subset in another order (the page table, not the buffer order).
+        let some: Vec<u32> = vec![23, 5, 6, 0, 17];
+        let (flagged, _) = compare(&data, &some, layout);
+        assert!(flagged.is_empty());
+    }
+}
+
+#[test]
+fn pages_with_values_left_to_the_cpu_are_flagged() {
+    let layout = &layouts()[0];
+    let data = pages(99, 30, 3);
+    let all: Vec<u32> = (0..30).collect();
+    let (flagged, refused) = compare(&data, &all, layout);
+    // Every third page holds compressed values, TOAST pointers or unknown
+    // enum values: flagged; the CPU converts the compressed ones and
+    // refuses the rest.
+    let special: Vec<u32> = (0..30).filter(|p| p % 3 == 2).collect();
+    assert_eq!(flagged, special);
+    assert!(!refused.is_empty());
+    assert!(refused.iter().all(|p| special.contains(p)));
+}
+
+#[test]
+fn mutated_pages_are_flagged_or_converted_exactly() {
+    for seed in 0..40u64 {
+        let layout = &layouts()[(seed % 2) as usize];
+        let mut data = pages(1000 + seed, 6, 0);
+        mutate(&mut data, seed, 1 + (seed as usize % 7));
+        let all: Vec<u32> = (0..6).collect();
+        compare(&data, &all, layout);
+    }
+}
