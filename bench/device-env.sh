@@ -4,7 +4,7 @@ out=${OUT:-bench/out}
 mkdir -p "$out"
 bin=.carry/bin/gpupgparser
 dsn="host=/tmp user=postgres dbname=postgres"
-if ! /opt/pg/usr/lib/postgresql/15/bin/pg_isready -h /tmp -q 2>/dev/null; then
+if ! LD_LIBRARY_PATH=/opt/pg/libs /opt/pg/usr/lib/postgresql/15/bin/pg_isready -h /tmp -q 2>/dev/null; then
   bash .carry/shared/device/start-pg.sh .carry/pg15.tar.xz >"$out/pg-start.log" 2>&1 \
     || { cat "$out/pg-start.log"; exit 1; }
 fi

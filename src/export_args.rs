@@ -110,9 +110,10 @@ pub struct ExportOptions {
     /// Have the server cast columns of unsupported types to text instead of failing.
     #[arg(long)]
     pub cast_unsupported: bool,
-    /// Chunk size in MiB (memory in use is about (connections + 2 x threads) x chunk size).
-    #[arg(long, default_value_t = 32)]
-    pub chunk_mib: usize,
+    /// Chunk size in MiB (memory in use is about (connections + 2 x threads) x chunk size);
+    /// default 32 on the COPY path, 16 on the heap path.
+    #[arg(long)]
+    pub chunk_mib: Option<usize>,
     /// Rows per Parquet row group at most.
     #[arg(long, default_value_t = 1 << 20)]
     pub row_group_rows: usize,
@@ -217,8 +218,8 @@ impl ExportOptions {
             (None, Format::Parquet) => Compression::Zstd(gpupg_sink::DEFAULT_ZSTD_LEVEL),
             (None, Format::Arrow) => Compression::None,
         };
-        if self.chunk_mib == 0 || self.chunk_mib > 1024 {
-            bail!("--chunk-mib {}: must be from 1 to 1024", self.chunk_mib);
+        if let Some(mib) = self.chunk_mib.filter(|&m| m == 0 || m > 1024) {
+            bail!("--chunk-mib {mib}: must be from 1 to 1024");
         }
         let device = matches!(output, Output::Device);
         let cores = std::thread::available_parallelism()
@@ -238,7 +239,12 @@ impl ExportOptions {
             } else {
                 cores
             }),
-            chunk_bytes: self.chunk_mib << 20,
+            chunk_bytes: self
+                .chunk_mib
+                .map_or(gpupg_export::DEFAULT_CHUNK_BYTES, |m| m << 20),
+            heap_chunk_bytes: self
+                .chunk_mib
+                .map_or(gpupg_export::DEFAULT_HEAP_CHUNK_BYTES, |m| m << 20),
             engine: match self.engine {
                 EngineArg::Auto => Engine::Auto,
                 EngineArg::Cpu => Engine::Cpu,

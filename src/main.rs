@@ -26,7 +26,7 @@ enum Command {
     /// Export a table or query to Parquet or Arrow IPC.
     Export(Box<export_args::ExportArgs>),
     /// Start a throwaway PostgreSQL server, create demo tables, export them and check the output.
-    Demo(demo::DemoArgs),
+    Demo(Box<demo::DemoArgs>),
     /// Measure an export of SSB lineorder against the server's own COPY speed.
     Bench(Box<bench::BenchArgs>),
     /// Show the GPUs, driver, CUDA and NVRTC versions, pinned memory and GPUDirect Storage.
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Export(args) => export_args::run(*args),
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => demo::run(*args),
         Command::Bench(args) => bench::run(*args),
         Command::Info(args) => {
             // No GPU is not an error here: the report says so.

@@ -131,7 +131,7 @@ fn run(
             "--parallel and the number of threads must be at least 1".into(),
         ));
     }
-    if req.chunk_bytes < 64 * 1024 {
+    if req.chunk_bytes.min(req.heap_chunk_bytes) < 64 * 1024 {
         return Err(ExportError::Invalid(
             "the chunk size must be at least 64 KiB".into(),
         ));
@@ -205,12 +205,16 @@ fn run(
     // whatever the table size.
     let workers = req.workers;
     let buffers = connections + 2 * workers;
+    let chunk_bytes = match &source {
+        HeapChosen::Heap(_) => req.heap_chunk_bytes,
+        HeapChosen::Copy { .. } => req.chunk_bytes,
+    };
     let pool = match &chosen {
         // The connections then read straight into page-locked memory, and
         // the GPU copies chunks from it with no staging copy.
         Chosen::Gpu { .. } => BufferPool::with_registrar(
             buffers,
-            req.chunk_bytes,
+            chunk_bytes,
             Box::new(|buf: &[u8]| {
                 // SAFETY: the pool never frees or reallocates a buffer it
                 // made while it lives (a huge row gets a separate buffer)
@@ -223,7 +227,7 @@ fn run(
                 r.ok().map(|r| Box::new(r) as Box<dyn std::any::Any + Send>)
             }),
         ),
-        Chosen::Cpu { .. } => BufferPool::new(buffers, req.chunk_bytes),
+        Chosen::Cpu { .. } => BufferPool::new(buffers, chunk_bytes),
     };
     let (tx, rx) = bounded::<Work>(workers);
     // COPY statements for the connections: the plan's page ranges, or on the

@@ -30,6 +30,7 @@ pub fn request(
         parallel: 4,
         workers: 3,
         chunk_bytes: 64 * 1024,
+        heap_chunk_bytes: 64 * 1024,
         engine: gpupg_export::Engine::Cpu,
         device: 0,
         types: TypeOptions {

@@ -79,6 +79,7 @@ fn exports_under_concurrent_writes(source: Source) {
             let mut req = request(&dsn, table("accounts"), out, Format::Arrow);
             req.parallel = 4;
             req.chunk_bytes = 64 * 1024;
+            req.heap_chunk_bytes = 64 * 1024;
             req.columns = Some(vec!["id".into(), "balance".into()]);
             req.source = source;
             let report = gpupg_export::export(&req, &gpupg_export::NoProgress).expect("export");
