@@ -426,17 +426,40 @@ impl StatementFeed {
     }
 }
 
-/// Where trusted pages go, and how ranges of untrusted ones are sent.
-struct ReaderOut<'a> {
-    work: &'a Sender<Work>,
+/// Untrusted blocks of one relation, sent to COPY one range per run of
+/// adjacent blocks.
+struct FallbackRuns<'a> {
+    rel: &'a HeapRel,
     statements: &'a StatementFeed,
+    run: Option<(u64, u64)>,
 }
 
-impl ReaderOut<'_> {
-    fn fallback(&self, rel: &HeapRel, run: &mut Option<(u64, u64)>) -> Result<(), ExportError> {
-        if let Some((a, b)) = run.take() {
+impl<'a> FallbackRuns<'a> {
+    fn new(rel: &'a HeapRel, statements: &'a StatementFeed) -> FallbackRuns<'a> {
+        FallbackRuns {
+            rel,
+            statements,
+            run: None,
+        }
+    }
+
+    /// Adds `block`; a block not adjacent to the current run sends it.
+    fn add(&mut self, block: u64) -> Result<(), ExportError> {
+        match self.run {
+            Some((a, b)) if b == block => self.run = Some((a, block + 1)),
+            _ => {
+                self.flush()?;
+                self.run = Some((block, block + 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the current run, if any.
+    fn flush(&mut self) -> Result<(), ExportError> {
+        if let Some((a, b)) = self.run.take() {
             self.statements.send(copy_sql(
-                &rel.spec,
+                &self.rel.spec,
                 Some(PageRange {
                     start: a,
                     end: Some(b),
@@ -445,7 +468,15 @@ impl ReaderOut<'_> {
         }
         Ok(())
     }
+}
 
+/// Where trusted pages go.
+struct ReaderOut<'a> {
+    work: &'a Sender<Work>,
+    statements: &'a StatementFeed,
+}
+
+impl ReaderOut<'_> {
     fn send_pages(&self, batch: PageBatch, pool: &BufferPool) -> Result<(), ExportError> {
         if batch.pages.is_empty() {
             pool.give(batch.data);
@@ -556,7 +587,7 @@ pub(crate) fn run_reader(
 
         let t = Instant::now();
         let mut flushing = std::time::Duration::ZERO;
-        let mut run: Option<(u64, u64)> = None;
+        let mut runs = FallbackRuns::new(rel, statements);
         for i in 0..n {
             let block = start + i;
             let lsn_after = lsns[i as usize];
@@ -564,7 +595,7 @@ pub(crate) fn run_reader(
                 Some(b) => {
                     let from = at + i as usize * bs;
                     let page = &b.data[from..from + bs];
-                    trust(rel, heap.fence, &vm, block, page, lsn_after).map(|trusted| {
+                    trust(rel, heap.fence, &vm, block, page, lsn_after, true).map(|trusted| {
                         if trusted {
                             // Counted as direct once converted.
                             b.pages.push((from / bs) as u32);
@@ -582,7 +613,7 @@ pub(crate) fn run_reader(
             };
             match verdict {
                 Ok(direct) => {
-                    out.fallback(rel, &mut run)?;
+                    runs.flush()?;
                     if let Some(rows) = direct {
                         counters.pages_direct.fetch_add(1, Ordering::Relaxed);
                         counters
@@ -592,13 +623,7 @@ pub(crate) fn run_reader(
                 }
                 Err(why) => {
                     counters.count_fallback(why);
-                    run = match run {
-                        Some((a, b)) if b == block => Some((a, block + 1)),
-                        mut r => {
-                            out.fallback(rel, &mut r)?;
-                            Some((block, block + 1))
-                        }
-                    };
+                    runs.add(block)?;
                 }
             }
             if local.data.len() >= flush_at {
@@ -607,7 +632,7 @@ pub(crate) fn run_reader(
                 flushing += f.elapsed();
             }
         }
-        out.fallback(rel, &mut run)?;
+        runs.flush()?;
         if let Some(b) = batch.as_mut().filter(|_| on_gpu) {
             b.filled = at + bytes_n;
         }
@@ -628,8 +653,9 @@ pub(crate) fn run_reader(
 
 /// Whether `page` (block `block`) can be trusted, judged from its header
 /// and the visibility map: `Ok(true)` trusted, `Ok(false)` a new page (no
-/// rows), else why not. The page must also parse, and its checksum verify
-/// when the cluster has checksums.
+/// rows), else why not. With `whole`, the page must also parse and its
+/// checksum verify (when the cluster has checksums), which the CPU
+/// converter checks itself.
 fn trust(
     heap: &HeapRel,
     fence: u64,
@@ -637,6 +663,7 @@ fn trust(
     block: u64,
     page: &[u8],
     lsn_after: u64,
+    whole: bool,
 ) -> Result<bool, String> {
     let Some(header) = PageHeader::read(page) else {
         return Err("page not understood".into());
@@ -653,6 +680,9 @@ fn trust(
     }
     if lsn_after != header.lsn {
         return Err("written while being read".into());
+    }
+    if !whole {
+        return Ok(true);
     }
     if Page::parse(page, heap.rel.block_size).is_err() {
         return Err("page not understood".into());
@@ -674,7 +704,7 @@ fn judge(
     lsn_after: u64,
     out: &mut CopyChunk,
 ) -> Result<usize, String> {
-    if !trust(heap, fence, vm, block, page, lsn_after)? {
+    if !trust(heap, fence, vm, block, page, lsn_after, false)? {
         return Ok(0);
     }
     match transcode_page(page, block as u32, &heap.rel.layout, out) {
@@ -702,19 +732,7 @@ impl HeapPlan {
             ));
         };
         let bs = rel.rel.block_size;
-        let mut run: Option<(u64, u64)> = None;
-        let out = |run: &mut Option<(u64, u64)>| -> Result<(), ExportError> {
-            if let Some((a, b)) = run.take() {
-                statements.send(copy_sql(
-                    &rel.spec,
-                    Some(PageRange {
-                        start: a,
-                        end: Some(b),
-                    }),
-                ))?;
-            }
-            Ok(())
-        };
+        let mut runs = FallbackRuns::new(rel, statements);
         let mut refused = 0u64;
         for &k in flagged {
             let (Some(&index), Some(&block)) =
@@ -735,18 +753,11 @@ impl HeapPlan {
                 Err(fb) => {
                     refused += 1;
                     counters.count_fallback(reason_name(&fb.reason));
-                    let block = u64::from(block);
-                    run = match run {
-                        Some((a, b)) if b == block => Some((a, block + 1)),
-                        mut r => {
-                            out(&mut r)?;
-                            Some((block, block + 1))
-                        }
-                    };
+                    runs.add(u64::from(block))?;
                 }
             }
         }
-        out(&mut run)?;
+        runs.flush()?;
         counters
             .pages_direct
             .fetch_add(batch.pages.len() as u64 - refused, Ordering::Relaxed);

@@ -116,3 +116,43 @@ pub fn sorted_by(batches: &[RecordBatch], keys: &[&str]) -> RecordBatch {
     let idx = lexsort_to_indices(&cols, None).expect("sort");
     take_record_batch(&all, &idx).expect("take")
 }
+
+/// Tables the heap path must read exactly like COPY: `toasty` (inline
+/// pglz-compressed values and TOAST pointers), `evolved` (a dropped column,
+/// added columns with and without a default), `parted` (leaves laying out
+/// their columns differently, one empty).
+#[allow(dead_code)]
+pub fn create_heap_cases(dsn: &str) {
+    exec(
+        dsn,
+        "CREATE TABLE toasty (id int, small text, squeezed text, big text);
+         INSERT INTO toasty SELECT g, 'v' || g, repeat('abc', 300 + g % 50),
+                CASE WHEN g % 10 = 0 THEN (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 400) x) END
+         FROM generate_series(1, 2000) g;
+         CREATE TABLE evolved (id int, gone text, keep int8);
+         INSERT INTO evolved SELECT g, 'x' || g, g * 10 FROM generate_series(1, 3000) g;
+         ALTER TABLE evolved DROP COLUMN gone;
+         ALTER TABLE evolved ADD COLUMN added int DEFAULT 42;
+         ALTER TABLE evolved ADD COLUMN added_null text;
+         INSERT INTO evolved SELECT g, g * 10, g, 't' || g FROM generate_series(3001, 4000) g;
+         CREATE TABLE parted (id int, region text, v numeric(10,2)) PARTITION BY RANGE (id);
+         CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10000);
+         CREATE TABLE parted_2 (region text, v numeric(10,2), extra int, id int);
+         ALTER TABLE parted_2 DROP COLUMN extra;
+         ALTER TABLE parted ATTACH PARTITION parted_2 FOR VALUES FROM (10000) TO (30000);
+         CREATE TABLE parted_3 PARTITION OF parted FOR VALUES FROM (30000) TO (40000);
+         INSERT INTO parted SELECT g, 'r' || (g % 7), g / 4.0 FROM generate_series(0, 29999) g;",
+    );
+}
+
+/// VACUUM so that every page is all-visible (after a CHECKPOINT: the test
+/// servers commit asynchronously).
+#[allow(dead_code)]
+pub fn vacuum_all_visible(dsn: &str, tables: &[&str]) {
+    // One table per VACUUM: in one multi-table VACUUM with ANALYZE the
+    // leaves of a partitioned table were left not all-visible.
+    for t in tables {
+        exec(dsn, &format!("VACUUM (FREEZE) {t}"));
+    }
+    exec(dsn, &format!("ANALYZE {}", tables.join(", ")));
+}

@@ -17,7 +17,7 @@ fn source_name(s: Source) -> &'static str {
     }
 }
 
-fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) {
+fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) -> gpupg_export::ExportReport {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, out) = file(dir.path(), "cpu.arrow");
     let mut req = request(dsn, table(name), out, Format::Arrow);
@@ -47,13 +47,20 @@ fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) {
             field.name()
         );
     }
+    let pages = report.heap.as_ref().map_or(String::new(), |h| {
+        format!(
+            "; heap pages {} direct ({} converted on the GPU), {} via COPY",
+            h.pages_direct, h.pages_gpu, h.pages_fallback
+        )
+    });
     println!(
-        "RESULT {name}_{} {} rows, {} batches, {:.1} MB on the device, equal to the CPU export",
+        "RESULT {name}_{} {} rows, {} batches, {:.1} MB on the device, equal to the CPU export{pages}",
         source_name(source),
         report.rows,
         resident.batches,
         resident.bytes as f64 / 1e6
     );
+    report
 }
 
 #[test]
@@ -71,4 +78,36 @@ fn device_export_equals_cpu_export() {
         check_table(&dsn, "all_types", &["id"], source);
         check_table(&dsn, "lineorder", &["lo_orderkey", "lo_linenumber"], source);
     }
+    let heap = |r: &gpupg_export::ExportReport| r.heap.clone().expect("heap report");
+    let r = check_table(
+        &dsn,
+        "lineorder",
+        &["lo_orderkey", "lo_linenumber"],
+        Source::Heap,
+    );
+    assert_eq!(
+        heap(&r).pages_gpu,
+        heap(&r).pages_direct,
+        "lineorder: every page on the GPU"
+    );
+    // Pages the GPU leaves to the CPU converter: compressed values
+    // (converted there) and TOAST pointers (read through COPY); dropped and
+    // added columns, partitions with their own layouts.
+    common::create_heap_cases(&dsn);
+    common::exec(&dsn, "CHECKPOINT");
+    common::vacuum_all_visible(&dsn, &["toasty", "evolved", "parted"]);
+    let r = check_table(&dsn, "toasty", &["id"], Source::Heap);
+    let h = heap(&r);
+    assert!(
+        h.pages_gpu < h.pages_direct,
+        "toasty: some pages converted on the CPU"
+    );
+    assert!(
+        h.pages_fallback > 0,
+        "toasty: TOAST pointers read through COPY"
+    );
+    let r = check_table(&dsn, "evolved", &["id"], Source::Heap);
+    assert!(heap(&r).pages_gpu > 0);
+    let r = check_table(&dsn, "parted", &["id"], Source::Heap);
+    assert!(heap(&r).pages_gpu > 0);
 }

@@ -47,15 +47,6 @@ fn heap_equals_copy(
 /// Makes every page of `tables` that can be all-visible so (pages the
 /// relation was extended by but never written stay new; the heap path reads
 /// those as empty).
-fn vacuum_all_visible(dsn: &str, tables: &[&str]) {
-    // One table per VACUUM: in one multi-table VACUUM with ANALYZE the
-    // leaves of a partitioned table were left not all-visible.
-    for t in tables {
-        exec(dsn, &format!("VACUUM (FREEZE) {t}"));
-    }
-    exec(dsn, &format!("ANALYZE {}", tables.join(", ")));
-}
-
 fn heap(report: &ExportReport) -> &gpupg_export::HeapReport {
     report.heap.as_ref().expect("heap report")
 }
@@ -67,26 +58,7 @@ fn heap_files_give_exactly_what_copy_gives() {
     let cfg = config(&dsn);
     gpupg_datagen::create_all_types(&cfg, 3000).expect("all_types");
     gpupg_datagen::create_lineorder(&cfg, "lineorder", 40_000, 2).expect("lineorder");
-    exec(
-        &dsn,
-        "CREATE TABLE toasty (id int, small text, squeezed text, big text);
-         INSERT INTO toasty SELECT g, 'v' || g, repeat('abc', 300 + g % 50),
-                CASE WHEN g % 10 = 0 THEN (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 400) x) END
-         FROM generate_series(1, 2000) g;
-         CREATE TABLE evolved (id int, gone text, keep int8);
-         INSERT INTO evolved SELECT g, 'x' || g, g * 10 FROM generate_series(1, 3000) g;
-         ALTER TABLE evolved DROP COLUMN gone;
-         ALTER TABLE evolved ADD COLUMN added int DEFAULT 42;
-         ALTER TABLE evolved ADD COLUMN added_null text;
-         INSERT INTO evolved SELECT g, g * 10, g, 't' || g FROM generate_series(3001, 4000) g;
-         CREATE TABLE parted (id int, region text, v numeric(10,2)) PARTITION BY RANGE (id);
-         CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10000);
-         CREATE TABLE parted_2 (region text, v numeric(10,2), extra int, id int);
-         ALTER TABLE parted_2 DROP COLUMN extra;
-         ALTER TABLE parted ATTACH PARTITION parted_2 FOR VALUES FROM (10000) TO (30000);
-         CREATE TABLE parted_3 PARTITION OF parted FOR VALUES FROM (30000) TO (40000);
-         INSERT INTO parted SELECT g, 'r' || (g % 7), g / 4.0 FROM generate_series(0, 29999) g;",
-    );
+    create_heap_cases(&dsn);
     // The checkpoint flushes the commit records (the test server commits
     // asynchronously) so that VACUUM can mark the pages all-visible.
     exec(&dsn, "CHECKPOINT");

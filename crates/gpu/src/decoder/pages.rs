@@ -29,29 +29,13 @@ impl GpuDecoder {
         pages: &[u32],
         layout: &PageLayout,
     ) -> Result<PagesDecoded<DeviceBatch>, GpuError> {
-        self.ctx.bind()?;
-        let (up, flagged) = self.convert_pages(data, pages, layout)?;
-        let Some(up) = up else {
-            return Ok(PagesDecoded {
-                batch: None,
-                flagged,
-            });
-        };
-        self.stats.chunks += 1;
-        let n = up.rows.len();
-        let outcome = self.run(&up, AllocKind::Plain)?;
-        let batch = self.device_batch(
-            outcome,
-            n,
-            &mut HostRows::Device {
-                up: &up,
-                copy: None,
-            },
-        )?;
-        Ok(PagesDecoded {
-            batch: Some(batch),
-            flagged,
-        })
+        self.decode_pages_with(
+            data,
+            pages,
+            layout,
+            AllocKind::Plain,
+            |d, outcome, n, rows| d.device_batch(outcome, n, rows),
+        )
     }
 
     /// As [`Self::decode_pages_to_device`], into a host `RecordBatch`.
@@ -61,6 +45,37 @@ impl GpuDecoder {
         pages: &[u32],
         layout: &PageLayout,
     ) -> Result<PagesDecoded<RecordBatch>, GpuError> {
+        self.decode_pages_with(
+            data,
+            pages,
+            layout,
+            AllocKind::Pool,
+            |d, outcome, n, rows| match d.host_arrays(outcome, 0..n, rows)? {
+                Some((arrays, flattened)) => {
+                    let mut per_col: Vec<Vec<ArrayRef>> = vec![Vec::new(); d.plans.len()];
+                    for (i, a) in arrays {
+                        per_col[i].push(a);
+                    }
+                    d.record_batch(per_col, n, flattened)
+                }
+                None => {
+                    let chunk = d.host_rows(rows)?;
+                    d.cpu_full(chunk)
+                }
+            },
+        )
+    }
+
+    /// Converts the pages, runs the decode kernels over their rows (outputs
+    /// allocated as `kind`) and makes the batch with `finish`.
+    fn decode_pages_with<T>(
+        &mut self,
+        data: &[u8],
+        pages: &[u32],
+        layout: &PageLayout,
+        kind: AllocKind,
+        finish: impl FnOnce(&mut Self, Outcome, usize, &mut HostRows<'_>) -> Result<T, GpuError>,
+    ) -> Result<PagesDecoded<T>, GpuError> {
         self.ctx.bind()?;
         let (up, flagged) = self.convert_pages(data, pages, layout)?;
         let Some(up) = up else {
@@ -71,24 +86,16 @@ impl GpuDecoder {
         };
         self.stats.chunks += 1;
         let n = up.rows.len();
-        let outcome = self.run(&up, AllocKind::Pool)?;
-        let mut rows = HostRows::Device {
-            up: &up,
-            copy: None,
-        };
-        let batch = match self.host_arrays(outcome, 0..n, &mut rows)? {
-            Some((arrays, flattened)) => {
-                let mut per_col: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.plans.len()];
-                for (i, a) in arrays {
-                    per_col[i].push(a);
-                }
-                self.record_batch(per_col, n, flattened)?
-            }
-            None => {
-                let chunk = self.host_rows(&mut rows)?;
-                self.cpu_full(chunk)?
-            }
-        };
+        let outcome = self.run(&up, kind)?;
+        let batch = finish(
+            self,
+            outcome,
+            n,
+            &mut HostRows::Device {
+                up: &up,
+                copy: None,
+            },
+        )?;
         Ok(PagesDecoded {
             batch: Some(batch),
             flagged,
