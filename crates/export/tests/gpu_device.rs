@@ -32,7 +32,7 @@ fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) -> gpupg_ex
     assert_eq!(report.engine, "gpu");
     assert_eq!(report.rows, cpu_report.rows);
     assert_eq!(device.num_rows() as u64, cpu_report.rows);
-    let resident = report.resident.expect("resident summary");
+    let resident = report.resident.clone().expect("resident summary");
     assert_eq!(resident.bytes, device.device_bytes() as u64);
     assert_eq!(resident.batches, device.batches.len());
     assert!(report.files.is_empty());
@@ -85,11 +85,10 @@ fn device_export_equals_cpu_export() {
         &["lo_orderkey", "lo_linenumber"],
         Source::Heap,
     );
-    assert_eq!(
-        heap(&r).pages_gpu,
-        heap(&r).pages_direct,
-        "lineorder: every page on the GPU"
-    );
+    // Every page with tuples converted on the GPU (the others are new
+    // pages, direct with no rows), none left to the CPU.
+    assert!(heap(&r).pages_gpu > 0);
+    assert_eq!(r.gpu.as_ref().map(|g| g.pages_flagged), Some(0));
     // Pages the GPU leaves to the CPU converter: compressed values
     // (converted there) and TOAST pointers (read through COPY); dropped and
     // added columns, partitions with their own layouts.
@@ -98,13 +97,15 @@ fn device_export_equals_cpu_export() {
     common::vacuum_all_visible(&dsn, &["toasty", "evolved", "parted"]);
     let r = check_table(&dsn, "toasty", &["id"], Source::Heap);
     let h = heap(&r);
-    assert!(
-        h.pages_gpu < h.pages_direct,
-        "toasty: some pages converted on the CPU"
+    let flagged = r.gpu.as_ref().map_or(0, |g| g.pages_flagged);
+    println!(
+        "toasty: {flagged} pages flagged by the GPU; fallback reasons {:?}",
+        h.fallback_reasons
     );
+    assert!(flagged > 0, "toasty: pages left to the CPU converter");
     assert!(
-        h.pages_fallback > 0,
-        "toasty: TOAST pointers read through COPY"
+        h.fallback_reasons.keys().any(|k| k.contains("TOAST")),
+        "toasty: TOAST pointers read through COPY: {h:?}"
     );
     let r = check_table(&dsn, "evolved", &["id"], Source::Heap);
     assert!(heap(&r).pages_gpu > 0);
