@@ -1133,3 +1133,99 @@ fn h_heap_pages() {
     );
     drop(reg);
 }
+
+/// The heap path's I/O without GPUDirect Storage: 16 threads `pread`
+/// 16 MiB batches of pages from a file in the page cache into page-locked
+/// buffers and hand them to the page kernels (copy to the device, one sizes
+/// pass; the pages have one unused line pointer each, so no rows). The
+/// issue's target for this path: at least 25 GB/s from the page cache to
+/// GPU memory.
+#[test]
+#[ignore = "needs a GPU"]
+fn i_page_cache_to_device() {
+    use gpupg_format::heap::{Align, AttributeDesc, TupleLayout};
+    use gpupg_gpu::PageLayout;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const BATCH: usize = 16 << 20;
+    let size: usize = 8 << 30;
+    let path = std::env::temp_dir().join(format!("gpupg-io-{}", std::process::id()));
+    let mut page = vec![0u8; 8192];
+    page[12..14].copy_from_slice(&28u16.to_le_bytes());
+    page[14..16].copy_from_slice(&8192u16.to_le_bytes());
+    page[16..18].copy_from_slice(&8192u16.to_le_bytes());
+    page[18..20].copy_from_slice(&(8192u16 | 4).to_le_bytes());
+    let block: Vec<u8> = page.repeat(BATCH / 8192);
+    {
+        let mut f = std::fs::File::create(&path).expect("temp file");
+        for _ in 0..size / BATCH {
+            f.write_all(&block).expect("write");
+        }
+    }
+    let f = std::fs::File::open(&path).expect("open");
+    // Into the page cache.
+    let mut buf = vec![0u8; BATCH];
+    for k in 0..size / BATCH {
+        f.read_at(&mut buf, (k * BATCH) as u64).expect("read");
+    }
+    let layout = TupleLayout::new(
+        vec![AttributeDesc::column(PgType::Int4, 4, Align::Int, true)],
+        vec![0],
+        Default::default(),
+    )
+    .unwrap();
+    let gl = PageLayout::new(&layout).unwrap();
+    let schema = Arc::new(
+        OutputSchema::new(&[col("i", PgType::Int4, true)], &TypeOptions::default()).unwrap(),
+    );
+    let pages: Vec<u32> = (0..(BATCH / 8192) as u32).collect();
+    for threads in [8usize, 16] {
+        // Decoders and page-locked buffers first (the export makes them as
+        // it starts; `buffer_setup` in its report), then the timed reads.
+        let mut workers: Vec<(GpuDecoder, Vec<u8>, gpupg_gpu::HostRegistration)> = (0..threads)
+            .map(|_| {
+                let g = GpuDecoder::new(0, schema.clone()).unwrap();
+                let buf = vec![0u8; BATCH];
+                // SAFETY: the buffer is never reallocated, and its
+                // registration is dropped before it (below).
+                let reg = unsafe { gpupg_gpu::HostRegistration::new(&buf) }.unwrap();
+                (g, buf, reg)
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            for (g, buf, _) in workers.iter_mut() {
+                let (next, f, gl, pages) = (&next, &f, &gl, &pages);
+                s.spawn(move || loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= size / BATCH {
+                        break;
+                    }
+                    f.read_at(buf, (k * BATCH) as u64).unwrap();
+                    let r = g.decode_pages_to_device(buf, pages, gl).unwrap();
+                    assert!(r.batch.is_none() && r.flagged.is_empty());
+                });
+            }
+        });
+        let wall = t.elapsed().as_secs_f64();
+        // Registrations before their buffers.
+        for (g, buf, reg) in workers.drain(..) {
+            drop(reg);
+            drop(buf);
+            drop(g);
+        }
+        println!(
+            "{threads} threads: {} GiB from the page cache to the device in {:.3} s",
+            size >> 30,
+            wall
+        );
+        result(
+            &format!("page_cache_to_device_{threads}_threads"),
+            format!("{:.1} GB/s", size as f64 / wall / 1e9),
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+}

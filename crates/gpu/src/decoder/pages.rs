@@ -147,6 +147,11 @@ impl GpuDecoder {
         }
         let bases = slot_bases(data, pages, bs);
         let nslots = *bases.last().unwrap_or(&0) as usize;
+        if nslots == 0 {
+            // No line pointers at all: no rows, nothing to flag.
+            self.stats.pages += npages as u64;
+            return Ok((None, Vec::new()));
+        }
         // Whatever earlier calls queued is done before buffers are reused.
         self.compute.sync()?;
         self.copy.sync()?;
@@ -256,9 +261,7 @@ impl GpuDecoder {
         args.row_len = row_len.ptr();
         args.incl = incl.ptr();
         args.flagged = flagged_dev.ptr();
-        let (bytes, nrows, nflagged) = if nslots == 0 {
-            (0, 0, 0)
-        } else {
+        let (bytes, nrows, nflagged) = {
             self.kernels.heap_pages(&self.compute, &args, true)?;
             self.kernels.scan_u32(
                 &self.compute,
