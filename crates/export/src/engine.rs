@@ -167,7 +167,7 @@ impl ThreadDecoder {
     /// page kernels. Returns the rows of the pages not flagged (`None`:
     /// none) and the flagged pages (indexes into `pages`), which the
     /// caller converts on the CPU. In auto mode a GPU failure flags every
-    /// page and is counted in the GPU stats.
+    /// page and is counted in the GPU stats; a CPU decoder flags every page.
     pub(crate) fn decode_pages(
         &mut self,
         data: &[u8],
@@ -176,9 +176,9 @@ impl ThreadDecoder {
         device: bool,
     ) -> Result<(Option<Decoded>, Vec<u32>), ExportError> {
         let ThreadDecoder::Gpu { gpu, strict } = self else {
-            return Err(ExportError::Invalid(
-                "internal: heap pages sent to a CPU decoder".into(),
-            ));
+            // A thread whose GPU decoder could not be made (auto mode):
+            // the CPU converter takes every page.
+            return Ok((None, (0..pages.len() as u32).collect()));
         };
         let r = if device {
             gpu.decode_pages_to_device(data, pages, layout)
