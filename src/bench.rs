@@ -85,6 +85,8 @@ struct BenchResult {
     /// CPU seconds the decoder threads used in the best run (the GPU
     /// engine's "host CPU time for decoding").
     decode_cpu_seconds: f64,
+    /// What the GB/s count: COPY rows, or heap pages and COPY rows.
+    data_kind: &'static str,
 }
 
 fn scalar(conn: &mut Connection, sql: &str) -> Result<String> {
@@ -202,17 +204,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ratio_to_ceiling: ceiling.as_ref().map(|c| best.seconds / c.seconds),
         decode_gb_per_second_per_core: best.copy_bytes as f64 / 1e9 / best.phases.decode.max(1e-9),
         decode_cpu_seconds: best.phases.decode_cpu,
+        data_kind: best.data_kind(),
         ceiling,
         ceiling_runs: ceilings,
         runs,
     };
     eprintln!(
-        "\nbench: {} rows ({:.2} GB heap) in {:.2} s: {:.0} rows/s, {:.2} GB/s of COPY data, decoder {:.2} GB/s per core{}",
+        "\nbench: {} rows ({:.2} GB heap) in {:.2} s: {:.0} rows/s, {:.2} GB/s of {}, decoder {:.2} GB/s per core{}",
         result.rows,
         heap_bytes as f64 / 1e9,
         result.best_seconds,
         result.rows_per_second,
         result.copy_gb_per_second,
+        result.data_kind,
         result.decode_gb_per_second_per_core,
         match result.ratio_to_ceiling {
             Some(r) => format!(", {r:.2}x the COPY ceiling's time"),

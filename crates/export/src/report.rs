@@ -97,7 +97,8 @@ pub struct ExportReport {
     pub rows: u64,
     /// Protocol bytes received from the server.
     pub bytes_received: u64,
-    /// Bytes of binary COPY rows (what the decoders read).
+    /// Bytes the decoders read: binary COPY rows, and on the heap path with
+    /// pages converted on the GPU, those pages (8 kB each).
     pub copy_bytes: u64,
     /// Wall-clock seconds of the whole export.
     pub seconds: f64,
@@ -143,18 +144,27 @@ impl ExportReport {
         self.bytes_received.max(self.copy_bytes) as f64 / 1e9 / self.seconds.max(1e-9)
     }
 
+    /// What `copy_bytes` counts, in words.
+    pub fn data_kind(&self) -> &'static str {
+        match &self.heap {
+            Some(h) if h.pages_gpu > 0 => "heap pages and COPY rows",
+            _ => "COPY data",
+        }
+    }
+
     /// The human summary printed at the end of an export.
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let out_bytes: u64 = self.files.iter().map(|f| f.bytes).sum();
         let _ = writeln!(
             s,
-            "exported {} rows of {} in {:.2} s ({:.0} rows/s, {:.2} GB/s of COPY data)",
+            "exported {} rows of {} in {:.2} s ({:.0} rows/s, {:.2} GB/s of {})",
             self.rows,
             self.target,
             self.seconds,
             self.rows_per_second(),
-            self.copy_gb_per_second()
+            self.copy_gb_per_second(),
+            self.data_kind()
         );
         let _ = writeln!(
             s,
