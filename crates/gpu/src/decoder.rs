@@ -206,6 +206,8 @@ pub struct GpuDecoder {
     page_dev: Option<DeviceBuffer>,
     page_staging: Option<PinnedBuffer>,
     page_layouts: HashMap<u64, (DeviceBuffer, [usize; 6])>,
+    /// Events around the last batch's page kernels, read later.
+    page_timing: Option<(Event, Event)>,
     options: GpuOptions,
     stats: GpuStats,
     decode_stats: DecodeStats,
@@ -308,6 +310,7 @@ impl GpuDecoder {
             page_dev: None,
             page_staging: None,
             page_layouts: HashMap::new(),
+            page_timing: None,
             options,
             stats,
             decode_stats: DecodeStats::default(),
@@ -318,6 +321,10 @@ impl GpuDecoder {
     /// Time and memory counters.
     pub fn gpu_stats(&self) -> GpuStats {
         let mut s = self.stats.clone();
+        // The last batch's page kernels (complete once its decode returned).
+        if let Some((a, b)) = &self.page_timing {
+            s.page_convert_s += b.since(a).map_or(0.0, |ms| ms / 1e3);
+        }
         s.peak_device_bytes = self.ctx.mem.peak();
         s
     }

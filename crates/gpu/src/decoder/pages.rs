@@ -155,6 +155,7 @@ impl GpuDecoder {
         // Whatever earlier calls queued is done before buffers are reused.
         self.compute.sync()?;
         self.copy.sync()?;
+        self.stats.page_convert_s += self.pending_page_seconds();
         self.stats.pages += npages as u64;
 
         let slot_i = self.next_slot;
@@ -331,8 +332,9 @@ impl GpuDecoder {
         args.ends = args.starts + 4 * nrows as u64;
         self.kernels.heap_pages(&self.compute, &args, false)?;
         ev1.record(&self.compute)?;
-        ev1.sync()?;
-        self.stats.page_convert_s += ev1.since(&ev0)? / 1e3;
+        // Timed once the stream has passed ev1 (the decode kernels that
+        // follow synchronize it): no wait here on the hot path.
+        self.page_timing = Some((ev0, ev1));
         drop((row_len, incl, flagged_dev, page_table));
         Ok((
             Some(Uploaded {
@@ -344,6 +346,15 @@ impl GpuDecoder {
             }),
             flagged,
         ))
+    }
+
+    /// Device time of the last batch's page kernels not yet counted (its
+    /// events have completed once the compute stream was synchronized).
+    pub(super) fn pending_page_seconds(&mut self) -> f64 {
+        match self.page_timing.take() {
+            Some((a, b)) => b.since(&a).map_or(0.0, |ms| ms / 1e3),
+            None => 0.0,
+        }
     }
 
     /// The rows of an input slot, copied back.
