@@ -28,10 +28,13 @@ use gpupg_format::value::{self, ValueError};
 use crate::schema::{interval_fields, Plan};
 
 /// Why a value could not be appended.
-#[derive(Debug)]
-pub(crate) enum Fail {
+#[derive(Debug, thiserror::Error)]
+pub enum ValueFailure {
+    #[error(transparent)]
     Value(ValueError),
+    #[error("NULL in a column declared NOT NULL")]
     Null,
+    #[error("the batch holds more than 2 GiB of this column, over an Arrow batch's limit; use smaller chunks")]
     TooLarge,
 }
 
@@ -39,14 +42,14 @@ pub(crate) enum Fail {
 #[derive(Debug)]
 pub(crate) struct ColErr {
     pub index: usize,
-    pub fail: Fail,
+    pub fail: ValueFailure,
 }
 
 #[inline]
 fn at(index: usize, e: ValueError) -> ColErr {
     ColErr {
         index,
-        fail: Fail::Value(e),
+        fail: ValueFailure::Value(e),
     }
 }
 
@@ -521,6 +524,72 @@ impl Col {
         }
     }
 
+    /// Appends one block of values as heap pages store them
+    /// ([`ValueForm::Stored`](gpupg_format::heap::ValueForm)): fixed-size
+    /// numbers little-endian and a boolean as one byte, nonzero for true
+    /// (what the heap converter sends as 1). Other kinds are stored as COPY
+    /// sends them (uuid bytes, string and bytea payloads), so [`Col::append`]
+    /// takes them; sent-form values always go to [`Col::append`].
+    pub(crate) fn append_stored(
+        &mut self,
+        data: &[u8],
+        starts: &[u32],
+        lens: &[i32],
+        ctx: &mut Ctx,
+    ) -> Result<(), ColErr> {
+        let nulls = &mut self.nulls;
+        let nullable = self.nullable;
+        match &mut self.kind {
+            Kind::Bool(b) => {
+                b.reserve(starts.len());
+                for (i, (&s, &l)) in starts.iter().zip(lens).enumerate() {
+                    if l == -1 {
+                        null(nulls, nullable, i)?;
+                        b.append(false);
+                    } else {
+                        let f = field(data, s, l, i)?;
+                        let v = match f {
+                            [byte] => *byte != 0,
+                            // The wrong length, reported as COPY's would be.
+                            _ => value::bool(f).map_err(|e| at(i, e))?,
+                        };
+                        b.append(v);
+                        nulls.append_non_null();
+                    }
+                }
+                Ok(())
+            }
+            Kind::Int2(v) => fixed::<_, 2>(v, nulls, nullable, data, starts, lens, |b| {
+                Ok(i16::from_le_bytes(*b))
+            }),
+            Kind::Int4(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
+                Ok(i32::from_le_bytes(*b))
+            }),
+            Kind::Int8(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
+                Ok(i64::from_le_bytes(*b))
+            }),
+            Kind::Float4(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
+                Ok(f32::from_bits(u32::from_le_bytes(*b)))
+            }),
+            Kind::Float8(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
+                Ok(f64::from_bits(u64::from_le_bytes(*b)))
+            }),
+            Kind::Oid(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
+                Ok(u32::from_le_bytes(*b))
+            }),
+            Kind::Date(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
+                value::date_to_unix_days(i32::from_le_bytes(*b))
+            }),
+            Kind::Time(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
+                value::time(&i64::from_le_bytes(*b).to_be_bytes())
+            }),
+            Kind::Timestamp(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
+                value::timestamp_to_unix_micros(i64::from_le_bytes(*b))
+            }),
+            _ => self.append(data, starts, lens, ctx),
+        }
+    }
+
     /// Turns what was appended into an Arrow array, leaving the builder
     /// empty.
     pub(crate) fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
@@ -720,7 +789,7 @@ fn bytes(mode: BytesMode) -> Kind {
 fn too_large(index: usize) -> ColErr {
     ColErr {
         index,
-        fail: Fail::TooLarge,
+        fail: ValueFailure::TooLarge,
     }
 }
 
@@ -730,7 +799,7 @@ fn null(nulls: &mut NullBufferBuilder, nullable: bool, i: usize) -> Result<(), C
     if !nullable {
         return Err(ColErr {
             index: i,
-            fail: Fail::Null,
+            fail: ValueFailure::Null,
         });
     }
     nulls.append_null();

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use arrow_array::{RecordBatch, RecordBatchOptions};
 use gpupg_format::copy::FramingError;
+use gpupg_format::heap::{PageColumns, PageHeader, TupleLayout, ValueForm};
 use gpupg_format::CopyChunk;
 
-use crate::builder::{Col, ColErr, Ctx, Fail};
+use crate::builder::{Col, ColErr, Ctx, ValueFailure};
 use crate::schema::{type_name, OutputSchema};
 use crate::{DecodeError, DecodeStats, Decoder};
 
@@ -27,7 +28,26 @@ pub struct CpuDecoder {
     /// at `c * block + r`, so pass 2 reads each column contiguously.
     starts: Vec<u32>,
     lens: Vec<i32>,
+    /// The located values of a block of heap pages ([`CpuDecoder::decode_pages`]).
+    page_columns: Option<PageColumns>,
     stats: DecodeStats,
+}
+
+/// Heap pages per block of [`CpuDecoder::decode_pages`]: a few hundred
+/// rows, so the located values and the pages stay in L2 between locating
+/// and decoding, as [`BLOCK_ROWS`] does for COPY rows.
+const BLOCK_PAGES: usize = 8;
+
+/// What [`CpuDecoder::decode_pages`] gives.
+#[derive(Debug)]
+pub struct PagesDecoded {
+    /// The rows of the pages decoded; `None` when there are none.
+    pub batch: Option<RecordBatch>,
+    /// The pages left to the heap converter
+    /// ([`transcode_page`](gpupg_format::heap::transcode_page)), as indexes
+    /// into the `pages` given: a value in a form read only there
+    /// (compressed, out of line) or refused by it, or a page it must judge.
+    pub flagged: Vec<u32>,
 }
 
 impl CpuDecoder {
@@ -44,29 +64,155 @@ impl CpuDecoder {
             cols,
             starts: Vec::new(),
             lens: Vec::new(),
+            page_columns: None,
             stats: DecodeStats::default(),
         }
     }
 
-    fn column_error(&self, chunk: &CopyChunk, col: usize, row: usize, fail: Fail) -> DecodeError {
+    /// Decodes heap pages straight into columns, without binary COPY rows
+    /// in between: page `k` is `data[pages[k] * block_size..]`, block
+    /// `blocks[k]` of a relation whose tuples `layout` describes (its output
+    /// columns are this decoder's schema). The pages must be ones the
+    /// caller trusts to hold exactly the rows it wants (all-visible, not
+    /// changed since its snapshot).
+    ///
+    /// The rows come out in page order, and within a page in line pointer
+    /// order, the order of `transcode_page`'s rows. A value of a form this
+    /// does not read flags its page instead; a value that is wrong for its
+    /// column (a date out of range, invalid UTF-8...) is an error naming
+    /// the block and line pointer, as the COPY path would report its row.
+    pub fn decode_pages(
+        &mut self,
+        data: &[u8],
+        pages: &[u32],
+        blocks: &[u32],
+        layout: &TupleLayout,
+    ) -> Result<PagesDecoded, DecodeError> {
+        let ncols = self.cols.len();
+        let bs = layout.block_size();
+        if layout.output().len() != ncols || blocks.len() != pages.len() {
+            return Err(DecodeError::BadChunk {
+                partition: 0,
+                first_row: 0,
+                reason: format!(
+                    "{} heap output columns for {ncols} decoder columns, {} pages and {} block numbers",
+                    layout.output().len(),
+                    pages.len(),
+                    blocks.len()
+                ),
+            });
+        }
+        let page_at = |k: usize| pages[k] as usize * bs;
+        // Line pointers bound the rows; reserving for them avoids regrowth.
+        let estimate: usize = (0..pages.len())
+            .filter_map(|k| data.get(page_at(k)..).and_then(PageHeader::read))
+            .map(|h| usize::from(h.lower).saturating_sub(24) / 4)
+            .sum();
+        for col in &mut self.cols {
+            col.begin(estimate);
+        }
+        let mut pc = match self.page_columns.take() {
+            Some(mut pc) if pc.fits(layout) => {
+                pc.clear();
+                pc
+            }
+            _ => PageColumns::new(layout),
+        };
+        let mut flagged = Vec::new();
+        // Per page of the block: its block number and first row.
+        let mut firsts: Vec<(u32, usize)> = Vec::with_capacity(BLOCK_PAGES);
+        let mut ctx = Ctx::default();
+        let mut rows = 0usize;
+        let mut k = 0;
+        while k < pages.len() {
+            let end = (k + BLOCK_PAGES).min(pages.len());
+            pc.clear();
+            firsts.clear();
+            for (j, &block) in blocks.iter().enumerate().take(end).skip(k) {
+                let first = pc.rows();
+                match pc.add_page(layout, data, page_at(j), block) {
+                    Ok(_) => firsts.push((block, first)),
+                    Err(_) => flagged.push(j as u32),
+                }
+            }
+            k = end;
+            for (c, values) in pc.columns().iter().enumerate() {
+                let res = match values.form {
+                    ValueForm::Stored => {
+                        self.cols[c].append_stored(data, &values.starts, &values.lens, &mut ctx)
+                    }
+                    ValueForm::Sent => {
+                        self.cols[c].append(&values.sent, &values.starts, &values.lens, &mut ctx)
+                    }
+                };
+                if let Err(ColErr { index, fail }) = res {
+                    let block = firsts
+                        .iter()
+                        .rev()
+                        .find(|&&(_, first)| first <= index)
+                        .map_or(0, |&(b, _)| b);
+                    let col = &self.schema.columns()[c];
+                    return Err(DecodeError::HeapValue {
+                        column: col.name.clone(),
+                        type_name: type_name(col),
+                        block,
+                        offnum: pc.offnum(index).unwrap_or(0),
+                        failure: fail,
+                    });
+                }
+            }
+            rows += pc.rows();
+        }
+        self.page_columns = Some(pc);
+        if rows == 0 {
+            return Ok(PagesDecoded {
+                batch: None,
+                flagged,
+            });
+        }
+        let arrays = self
+            .cols
+            .iter_mut()
+            .map(Col::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.arrow_schema(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        self.stats.rows += rows as u64;
+        self.stats.flattened_arrays += ctx.flattened_arrays;
+        Ok(PagesDecoded {
+            batch: Some(batch),
+            flagged,
+        })
+    }
+
+    fn column_error(
+        &self,
+        chunk: &CopyChunk,
+        col: usize,
+        row: usize,
+        fail: ValueFailure,
+    ) -> DecodeError {
         let c = &self.schema.columns()[col];
         let (column, type_name, partition) = (c.name.clone(), type_name(c), chunk.partition);
         let row = chunk.first_row + row as u64;
         match fail {
-            Fail::Value(source) => DecodeError::Value {
+            ValueFailure::Value(source) => DecodeError::Value {
                 column,
                 type_name,
                 partition,
                 row,
                 source,
             },
-            Fail::Null => DecodeError::UnexpectedNull {
+            ValueFailure::Null => DecodeError::UnexpectedNull {
                 column,
                 type_name,
                 partition,
                 row,
             },
-            Fail::TooLarge => DecodeError::TooLarge {
+            ValueFailure::TooLarge => DecodeError::TooLarge {
                 column,
                 type_name,
                 partition,

@@ -197,3 +197,70 @@ pub fn decode_arbitrary(input: &[u8]) -> bool {
         (a, b) => panic!("decoding the same chunk twice differed: {a:?} vs {b:?}"),
     }
 }
+
+/// The page path's harness: the sample table's pages (a layout and a seed
+/// from the first bytes), with the rest of the input written over them at
+/// offsets it gives, decoded with [`CpuDecoder::decode_pages`]. Any panic
+/// is a bug; errors and flagged pages are fine. Returns whether some rows
+/// were decoded.
+pub fn decode_pages_arbitrary(input: &[u8]) -> bool {
+    use gpupg_format::heap::sample::{layouts, pages};
+
+    const PAGES: usize = 3;
+    let mut inp = Input(input);
+    let layouts = layouts();
+    let layout = &layouts[usize::from(inp.byte()) % layouts.len()];
+    let mut data = pages(u64::from(inp.byte()), PAGES, usize::from(inp.byte() % 4));
+    // Patches: a 2-byte offset, a length, then that many bytes.
+    while !inp.0.is_empty() {
+        let at = usize::from(u16::from_le_bytes([inp.byte(), inp.byte()])) * 3 % data.len();
+        let n = usize::from(inp.byte() % 16);
+        for (d, &b) in data[at..].iter_mut().zip(inp.take(n)) {
+            *d = b;
+        }
+    }
+    let cols: Vec<ColumnDesc> = layout
+        .output()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, &i)| {
+            let pg_type = layout.attributes()[i].pg_type.clone()?;
+            Some(ColumnDesc {
+                name: format!("c{j}"),
+                type_name: pg_type.to_string(),
+                type_oid: 0,
+                typmod: -1,
+                pg_type,
+                nullable: true,
+            })
+        })
+        .collect();
+    let Ok(schema) = OutputSchema::new(&cols, &TypeOptions::default()) else {
+        return false;
+    };
+    let mut dec = CpuDecoder::new(Arc::new(schema));
+    // Pages in an order the input picks, one of them twice, one past the end.
+    let order: Vec<u32> = [2u32, 0, 1, 0, PAGES as u32]
+        .iter()
+        .map(|&p| (p + u32::from(input.first().copied().unwrap_or(0))) % (PAGES as u32 + 1))
+        .collect();
+    match dec.decode_pages(&data, &order, &order, layout) {
+        Ok(d) => {
+            for &k in &d.flagged {
+                assert!((k as usize) < order.len(), "flagged page {k} out of range");
+            }
+            match d.batch {
+                Some(b) => {
+                    for c in b.columns() {
+                        if let Err(e) = c.to_data().validate_full() {
+                            panic!("page decoder built an invalid array: {e}");
+                        }
+                    }
+                    b.num_rows() > 0
+                }
+                None => false,
+            }
+        }
+        Err(_) => false,
+    }
+}

@@ -17,7 +17,8 @@ mod decoder;
 pub mod fuzz;
 mod schema;
 
-pub use decoder::CpuDecoder;
+pub use builder::ValueFailure;
+pub use decoder::{CpuDecoder, PagesDecoded};
 pub use schema::OutputSchema;
 
 use arrow_array::RecordBatch;
@@ -149,6 +150,14 @@ pub enum DecodeError {
         type_name: String,
         partition: u32,
         row: u64,
+    },
+    #[error("column {column} ({type_name}), heap block {block}, line pointer {offnum}: {failure}")]
+    HeapValue {
+        column: String,
+        type_name: String,
+        block: u32,
+        offnum: u16,
+        failure: ValueFailure,
     },
     #[error("building the Arrow batch: {0}")]
     Arrow(#[from] ArrowError),

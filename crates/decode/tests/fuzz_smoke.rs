@@ -58,3 +58,17 @@ fn mutated_valid_inputs_never_panic() {
         decode_arbitrary(&m);
     }
 }
+
+#[test]
+fn damaged_heap_pages_never_panic() {
+    use gpupg_decode::fuzz::decode_pages_arbitrary;
+    let mut rng = StdRng::seed_from_u64(0xbeef);
+    let mut decoded = 0;
+    for _ in 0..iterations(300) {
+        let len = rng.random_range(0..200);
+        let input: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        decoded += usize::from(decode_pages_arbitrary(&input));
+    }
+    // Most inputs leave pages intact enough to decode rows.
+    assert!(decoded > 30, "only {decoded} inputs decoded rows");
+}

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use gpupg_decode::{CpuDecoder, DecodeStats, Decoder, OutputSchema};
+use gpupg_format::heap::TupleLayout;
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats, PageLayout};
+use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats};
 
+use crate::heap_source::PageReader;
 use crate::{Engine, ExportError};
 
 /// The engine an export runs with, decided once before any data moves.
@@ -163,37 +165,46 @@ impl ThreadDecoder {
         }
     }
 
-    /// Converts and decodes heap pages (indexes into `data`) with the GPU
-    /// page kernels. Returns the rows of the pages not flagged (`None`:
-    /// none) and the flagged pages (indexes into `pages`), which the
-    /// caller converts on the CPU. In auto mode a GPU failure flags every
-    /// page and is counted in the GPU stats; a CPU decoder flags every page.
+    /// Converts and decodes heap pages (indexes into `data`, block numbers
+    /// `blocks`): with the GPU page kernels when `reader` is the GPU's,
+    /// else straight into columns on the CPU. Returns the rows of the pages
+    /// not flagged (`None`: none) and the flagged pages (indexes into
+    /// `pages`), which the caller converts with `transcode_page`. In auto
+    /// mode a GPU failure flags every page and is counted in the GPU stats;
+    /// a thread without a GPU decoder decodes GPU pages on the CPU.
     pub(crate) fn decode_pages(
         &mut self,
         data: &[u8],
         pages: &[u32],
-        layout: &PageLayout,
+        blocks: &[u32],
+        layout: &TupleLayout,
+        reader: &PageReader,
         device: bool,
     ) -> Result<(Option<Decoded>, Vec<u32>), ExportError> {
-        let ThreadDecoder::Gpu { gpu, strict } = self else {
-            // A thread whose GPU decoder could not be made (auto mode):
-            // the CPU converter takes every page.
-            return Ok((None, (0..pages.len() as u32).collect()));
-        };
-        let r = if device {
-            gpu.decode_pages_to_device(data, pages, layout)
-                .map(|d| (d.batch.map(Decoded::Device), d.flagged))
-        } else {
-            gpu.decode_pages(data, pages, layout)
-                .map(|d| (d.batch.map(Decoded::Host), d.flagged))
-        };
-        match r {
-            Ok(v) => Ok(v),
-            Err(e) if *strict || device => Err(gpu_failure(e)),
-            Err(e) => {
-                gpu.note_failure(&e);
-                Ok((None, (0..pages.len() as u32).collect()))
+        match (self, reader) {
+            (ThreadDecoder::Gpu { gpu, strict }, PageReader::Gpu(gl)) => {
+                let r = if device {
+                    gpu.decode_pages_to_device(data, pages, gl)
+                        .map(|d| (d.batch.map(Decoded::Device), d.flagged))
+                } else {
+                    gpu.decode_pages(data, pages, gl)
+                        .map(|d| (d.batch.map(Decoded::Host), d.flagged))
+                };
+                match r {
+                    Ok(v) => Ok(v),
+                    Err(e) if *strict || device => Err(gpu_failure(e)),
+                    Err(e) => {
+                        gpu.note_failure(&e);
+                        Ok((None, (0..pages.len() as u32).collect()))
+                    }
+                }
             }
+            (ThreadDecoder::Cpu(cpu), _) if !device => {
+                let d = cpu.decode_pages(data, pages, blocks, layout)?;
+                Ok((d.batch.map(Decoded::Host), d.flagged))
+            }
+            // Anything else goes through the rows of `transcode_page`.
+            _ => Ok((None, (0..pages.len() as u32).collect())),
         }
     }
 

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use gpupg_format::heap::{
-    transcode_page, verify_page, FallbackReason, Page, PageHeader, VisibilityMap,
+    transcode_page, verify_page, FallbackReason, Page, PageHeader, TupleLayout, VisibilityMap,
 };
 use gpupg_format::CopyChunk;
 use gpupg_gpu::PageLayout;
@@ -48,9 +48,21 @@ pub(crate) struct HeapPlan {
     /// WAL insert position taken after the snapshot, before the checkpoint.
     fence: u64,
     pub checkpoint_seconds: f64,
-    /// Per relation, its layout for the GPU page kernels when pages are
-    /// converted on the GPU ([`HeapPlan::use_gpu_pages`]).
-    page_layouts: Vec<Option<PageLayout>>,
+    /// Per relation, who reads its trusted pages.
+    page_readers: Vec<PageReader>,
+}
+
+/// Who reads a relation's trusted pages.
+pub(crate) enum PageReader {
+    /// The heap readers convert them into binary COPY rows for the
+    /// decoders (`transcode_page`).
+    Rows,
+    /// The readers send them whole to the decoders, whose GPU page kernels
+    /// convert them ([`HeapPlan::use_gpu_pages`]).
+    Gpu(PageLayout),
+    /// The readers send them whole to the decoders, which decode them into
+    /// columns on the CPU ([`HeapPlan::use_cpu_pages`]).
+    Cpu,
 }
 
 /// One heap relation of the plan.
@@ -175,7 +187,7 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
     }
     starts.push(next);
     Ok(HeapPlan {
-        page_layouts: rels.iter().map(|_| None).collect(),
+        page_readers: rels.iter().map(|_| PageReader::Rows).collect(),
         rels,
         starts,
         fence,
@@ -191,7 +203,7 @@ impl HeapPlan {
         let mut notes = Vec::new();
         for (i, r) in self.rels.iter().enumerate() {
             match PageLayout::new(&r.rel.layout) {
-                Ok(l) => self.page_layouts[i] = Some(l),
+                Ok(l) => self.page_readers[i] = PageReader::Gpu(l),
                 Err(why) => notes.push(format!(
                     "heap pages of {} converted on the CPU: {why}",
                     r.rel.label
@@ -201,14 +213,36 @@ impl HeapPlan {
         notes
     }
 
-    /// Whether any relation's pages go to the GPU page kernels.
-    pub(crate) fn gpu_pages(&self) -> bool {
-        self.page_layouts.iter().any(Option::is_some)
+    /// Makes the readers hand trusted pages to the decoders whole, to be
+    /// decoded straight into columns on the CPU (the CPU engine).
+    pub(crate) fn use_cpu_pages(&mut self) {
+        for r in &mut self.page_readers {
+            *r = PageReader::Cpu;
+        }
     }
 
-    /// The GPU page layout of relation `rel`.
-    pub(crate) fn page_layout(&self, rel: usize) -> Option<&PageLayout> {
-        self.page_layouts.get(rel).and_then(Option::as_ref)
+    /// Whether any relation's pages go to the GPU page kernels.
+    pub(crate) fn gpu_pages(&self) -> bool {
+        self.page_readers
+            .iter()
+            .any(|r| matches!(r, PageReader::Gpu(_)))
+    }
+
+    /// Whether any relation's pages are decoded on the CPU without rows.
+    pub(crate) fn cpu_pages(&self) -> bool {
+        self.page_readers
+            .iter()
+            .any(|r| matches!(r, PageReader::Cpu))
+    }
+
+    /// Who reads relation `rel`'s pages.
+    pub(crate) fn page_reader(&self, rel: usize) -> &PageReader {
+        self.page_readers.get(rel).unwrap_or(&PageReader::Rows)
+    }
+
+    /// The heap layout of relation `rel`.
+    pub(crate) fn layout(&self, rel: usize) -> Option<&TupleLayout> {
+        self.rels.get(rel).map(|r| &r.rel.layout)
     }
 
     /// The COPY statements for the blocks past the end of each relation's
@@ -533,7 +567,14 @@ pub(crate) fn run_reader(
         let vm = VisibilityMap::new(&rel.vm, bs).map_err(|e| {
             ExportError::Invalid(format!("visibility map of {}: {e}", rel.rel.label))
         })?;
-        let on_gpu = heap.page_layout(rel_index).is_some();
+        // Pages that go to the decoders whole; the GPU kernels need the
+        // page structure and checksum checked here, the CPU decoder checks
+        // them itself.
+        let (on_gpu, check_whole) = match heap.page_reader(rel_index) {
+            PageReader::Rows => (false, false),
+            PageReader::Gpu(_) => (true, true),
+            PageReader::Cpu => (true, false),
+        };
         let bytes_n = n as usize * bs;
         // Pages for the GPU are read straight into a (page-locked) pool
         // buffer that goes to the decoder whole.
@@ -595,16 +636,18 @@ pub(crate) fn run_reader(
                 Some(b) => {
                     let from = at + i as usize * bs;
                     let page = &b.data[from..from + bs];
-                    trust(rel, heap.fence, &vm, block, page, lsn_after, true).map(|trusted| {
-                        if trusted {
-                            // Counted as direct once converted.
-                            b.pages.push((from / bs) as u32);
-                            b.blocks.push(block as u32);
-                            None
-                        } else {
-                            Some(0)
-                        }
-                    })
+                    trust(rel, heap.fence, &vm, block, page, lsn_after, check_whole).map(
+                        |trusted| {
+                            if trusted {
+                                // Counted as direct once converted.
+                                b.pages.push((from / bs) as u32);
+                                b.blocks.push(block as u32);
+                                None
+                            } else {
+                                Some(0)
+                            }
+                        },
+                    )
                 }
                 None => {
                     let page = &buf[i as usize * bs..(i as usize + 1) * bs];
@@ -714,8 +757,8 @@ fn judge(
 }
 
 impl HeapPlan {
-    /// After the GPU converted `batch` except the pages it `flagged`
-    /// (indexes into `batch.pages`): converts those on the CPU into
+    /// After the decoder converted `batch` except the pages it `flagged`
+    /// (indexes into `batch.pages`): converts those with `transcode_page` into
     /// `rows`, sends the ranges of the ones the CPU refuses too to COPY,
     /// and counts the batch's pages (the caller counts the GPU's rows).
     pub(crate) fn convert_flagged(
@@ -761,10 +804,12 @@ impl HeapPlan {
         counters
             .pages_direct
             .fetch_add(batch.pages.len() as u64 - refused, Ordering::Relaxed);
-        counters.pages_gpu.fetch_add(
-            (batch.pages.len() - flagged.len()) as u64,
-            Ordering::Relaxed,
-        );
+        if let PageReader::Gpu(_) = self.page_reader(batch.rel) {
+            counters.pages_gpu.fetch_add(
+                (batch.pages.len() - flagged.len()) as u64,
+                Ordering::Relaxed,
+            );
+        }
         Ok(())
     }
 }

@@ -164,8 +164,12 @@ fn run(
     // With the GPU engine, trusted heap pages go to the GPU whole and are
     // converted to rows there.
     let mut page_notes = Vec::new();
-    if let (HeapChosen::Heap(heap), Chosen::Gpu { .. }) = (&mut source, &chosen) {
-        page_notes = heap.use_gpu_pages();
+    // With the CPU engine, they go to the decoders whole, which decode them
+    // into columns without binary COPY rows in between.
+    match (&mut source, &chosen) {
+        (HeapChosen::Heap(heap), Chosen::Gpu { .. }) => page_notes = heap.use_gpu_pages(),
+        (HeapChosen::Heap(heap), Chosen::Cpu { .. }) => heap.use_cpu_pages(),
+        _ => {}
     }
     let descs: Vec<_> = session
         .plan
@@ -528,13 +532,18 @@ fn run(
         },
         source_detail: match &source {
             HeapChosen::Heap(heap) => format!(
-                "heap files of {} via pread ({} threads), pages converted to rows on {}; pages that cannot be trusted via COPY{}",
+                "heap files of {} via pread ({} threads), {}; pages that cannot be trusted via COPY{}",
                 heap.describe_files(),
                 heap_readers,
                 if heap.gpu_pages() {
-                    format!("GPU {} (pages it leaves, on the CPU)", req.device)
+                    format!(
+                        "pages converted to rows on GPU {} (pages it leaves, on the CPU)",
+                        req.device
+                    )
+                } else if heap.cpu_pages() {
+                    "pages decoded into columns on the CPU".to_string()
                 } else {
-                    "the CPU".to_string()
+                    "pages converted to rows on the CPU".to_string()
                 },
                 if req.source == crate::Source::Auto {
                     " (--source auto: the data directory is readable and the table is over --heap-threshold)"
@@ -592,12 +601,19 @@ fn decode_page_batch(
             "internal: heap pages on the COPY path".into(),
         ));
     };
-    let Some(layout) = heap.page_layout(batch.rel) else {
+    let (Some(layout), reader) = (heap.layout(batch.rel), heap.page_reader(batch.rel)) else {
         return Err(ExportError::Invalid(
-            "internal: heap pages without a GPU layout".into(),
+            "internal: heap pages of no relation".into(),
         ));
     };
-    let (decoded, flagged) = decoder.decode_pages(&batch.data, &batch.pages, layout, to_device)?;
+    let (decoded, flagged) = decoder.decode_pages(
+        &batch.data,
+        &batch.pages,
+        &batch.blocks,
+        layout,
+        reader,
+        to_device,
+    )?;
     if let Some(d) = decoded {
         counters
             .rows_direct

@@ -87,6 +87,13 @@ fn heap_files_give_exactly_what_copy_gives() {
     let h = heap(&r);
     assert!(h.pages_direct > 100 && h.pages_fallback == 0, "{h:?}");
     assert_eq!(h.rows_direct, 40_000);
+    // The CPU engine decodes the pages into columns, without COPY rows.
+    assert!(
+        r.source_detail
+            .contains("pages decoded into columns on the CPU"),
+        "{}",
+        r.source_detail
+    );
 
     // Every type but jsonb (which has no heap converter) from the files ...
     let mut req = base("all_types");

@@ -22,6 +22,10 @@
 //!   tuple of a page to a [`CopyChunk`](crate::CopyChunk), byte for byte
 //!   what `COPY ... TO STDOUT (FORMAT binary)` would send for it, so the
 //!   CPU and GPU COPY decoders decode heap data unchanged.
+//! - [`PageColumns`]: the other way to read pages, for the CPU decoder:
+//!   each tuple's output values located column by column, stored values
+//!   left in the page (`transcode.rs` includes `columns.rs`).
+//! - [`sample`]: pages of a table with every form, for page readers' tests.
 //! - [`build`]: the inverse, writing tuples and pages as PostgreSQL does
 //!   (`heap_fill_tuple`), for tests.
 //!
@@ -46,6 +50,7 @@ pub mod build;
 pub mod checksum;
 pub mod page;
 pub mod pglz;
+pub mod sample;
 pub mod transcode;
 pub mod tuple;
 pub mod varlena;
@@ -54,8 +59,9 @@ pub mod vm;
 pub use checksum::{page_checksum, verify_page, ChecksumError};
 pub use page::{ItemId, LpFlags, Page, PageError, PageHeader, DEFAULT_BLOCK_SIZE};
 pub use transcode::{
-    transcode_page, AttributeDesc, Corruption, ElementDesc, FallbackReason, LayoutError,
-    PageFallback, PageSummary, SendForm, TupleLayout,
+    transcode_page, AttributeDesc, ColumnValues, Corruption, ElementDesc, FallbackReason,
+    LayoutError, NotLocated, PageColumns, PageFallback, PageSummary, SendForm, TupleLayout,
+    ValueForm,
 };
 pub use tuple::{Align, AttrStorage, Datum, HeapTuple, TupleError, TupleHeader};
 pub use varlena::{CompressionMethod, Varlena, VarlenaError};

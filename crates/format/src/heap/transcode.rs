@@ -1158,6 +1158,10 @@ fn append_rows(
 #[path = "transcode_fast.rs"]
 mod fast;
 
+#[path = "columns.rs"]
+mod columns;
+pub use columns::{ColumnValues, NotLocated, PageColumns, ValueForm};
+
 #[cfg(test)]
 #[path = "transcode_tests.rs"]
 mod tests;

@@ -39,7 +39,7 @@ use crate::heap::tuple::HEAP_TUPLE_HEADER_SIZE;
 /// How a non-NULL value is written (the common [`Conv`]s, and the rest
 /// through [`Converter::convert`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Emit {
+pub(super) enum Emit {
     Swap2,
     Swap4,
     Swap8,
@@ -74,7 +74,7 @@ impl Emit {
 
 /// One step of a program. `mask` is the alignment minus one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     /// `n` output attributes of `size` (2, 4 or 8) bytes, byte-swapped, the
     /// first aligned by `mask`. When `n > 1`, `mask < size`, so they lie
     /// back to back.
@@ -109,7 +109,7 @@ enum Op {
 impl Op {
     /// Whether the attribute is an output column (for single-attribute
     /// steps).
-    fn out(self) -> bool {
+    pub(super) fn out(self) -> bool {
         match self {
             Op::Swap { .. } | Op::Fixed { .. } => true,
             Op::Skip { .. } => false,
@@ -122,11 +122,11 @@ impl Op {
 #[derive(Debug, Clone)]
 pub(super) struct FastPlan {
     /// The output columns are in attnum order, each once.
-    in_order: bool,
+    pub(super) in_order: bool,
     /// One step per attribute to deform.
-    single: Vec<Op>,
+    pub(super) single: Vec<Op>,
     /// `single` with runs merged.
-    runs: Vec<Op>,
+    pub(super) runs: Vec<Op>,
     /// The attributes (first, count) each step of `runs` stands for.
     run_attrs: Vec<(u16, u16)>,
     /// How each attribute to deform is written.
@@ -261,7 +261,7 @@ impl FastPlan {
 }
 
 #[inline(always)]
-fn align(off: usize, mask: u8) -> usize {
+pub(super) fn align(off: usize, mask: u8) -> usize {
     let m = usize::from(mask);
     (off + m) & !m
 }
@@ -454,10 +454,10 @@ fn row_out(
 }
 
 /// Which attributes a tuple has, and which of them are NULL.
-struct Nulls<'t> {
-    natts: usize,
+pub(super) struct Nulls<'t> {
+    pub(super) natts: usize,
     /// The null bitmap (bit set: not NULL), if the tuple has one.
-    bitmap: Option<&'t [u8]>,
+    pub(super) bitmap: Option<&'t [u8]>,
 }
 
 impl Nulls<'_> {
@@ -476,7 +476,7 @@ impl Nulls<'_> {
     /// [`Datum::Missing`] or [`Datum::Null`] for an attribute without a
     /// value in the tuple, `None` for one with a value.
     #[inline(always)]
-    fn get(&self, i: usize) -> Option<Datum> {
+    pub(super) fn get(&self, i: usize) -> Option<Datum> {
         if i >= self.natts {
             Some(Datum::Missing)
         } else {
@@ -908,7 +908,7 @@ fn cstring(data: &[u8], off: usize, mask: u8) -> Option<(usize, usize)> {
 /// The byte ranges of the output attributes of a tuple with every
 /// attribute to deform, none NULL, by the steps of `plan.runs` (the
 /// attributes that are not output are left as they were).
-fn locate_runs(plan: &FastPlan, data: &[u8], spans: &mut [Datum]) -> Option<()> {
+pub(super) fn locate_runs(plan: &FastPlan, data: &[u8], spans: &mut [Datum]) -> Option<()> {
     let mut off = 0usize;
     for (&op, &(first, _)) in plan.runs.iter().zip(&plan.run_attrs) {
         let first = usize::from(first);
@@ -946,7 +946,7 @@ fn locate_runs(plan: &FastPlan, data: &[u8], spans: &mut [Datum]) -> Option<()> 
 
 /// The byte range of the single attribute of `op` at offset `off` (as
 /// `tuple::deform` finds it), stepping over it.
-fn locate(op: Op, data: &[u8], off: &mut usize) -> Option<(usize, usize)> {
+pub(super) fn locate(op: Op, data: &[u8], off: &mut usize) -> Option<(usize, usize)> {
     let (o, end) = match op {
         Op::Swap { size, mask, .. } => {
             let o = align(*off, mask);
