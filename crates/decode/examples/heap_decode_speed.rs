@@ -7,11 +7,21 @@
 //! `cargo run --release -p gpupg-decode --example heap_decode_speed [MB] [runs] [nulls|-] [both|rows|direct]`
 //! (default 400 MB of heap, best of 3 runs).
 //!
-//! Measured here (2-core development VM, one thread, 400 MB, 2026-11-24):
-//! rows then decode 0.66 GB/s of heap; pages decoded directly 1.6 GB/s.
+//! With mimalloc, as the `gpupgparser` binary runs (its fresh column
+//! buffers per batch cost page faults and zeroing with glibc's allocator).
+//! Measured here (2-core development VM shared with other builds, one
+//! thread, 386 MB, 2026-11-24), best of 3 in GB/s of heap:
+//!
+//! | allocator | rows then decode | pages decoded directly |
+//! | --- | --- | --- |
+//! | glibc | 0.47-0.49 | 0.53-0.55 |
+//! | mimalloc | 0.67-0.74 | 0.85-1.04 |
 
 use std::sync::Arc;
 use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use gpupg_decode::{CpuDecoder, Decoder, OutputSchema, TypeOptions};
 use gpupg_format::heap::sample::{lineorder_attributes, lineorder_pages};
