@@ -415,10 +415,23 @@ pub(crate) fn nvrtc_version() -> Result<(i32, i32), GpuError> {
     Ok((maj, min))
 }
 
-/// Opens cuFile (`libcufile.so.0`) for the GDS check.
+/// Opens cuFile (`libcufile.so.0`) for GPUDirect Storage:
+/// `GPUPGPARSER_CUFILE=DIR_OR_FILE` first, then the loader's search, then
+/// the toolkit and pip-wheel directories.
 pub(crate) fn open_cufile() -> Result<LoadedLib, String> {
-    let dirs = toolkit_lib_dirs();
-    let mut cands = vec![PathBuf::from("libcufile.so.0")];
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut cands: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("GPUPGPARSER_CUFILE") {
+        let p = PathBuf::from(p);
+        if p.is_dir() {
+            cands.extend(versioned_libs(&p, "libcufile"));
+            dirs.push(p);
+        } else {
+            cands.push(p);
+        }
+    }
+    cands.push(PathBuf::from("libcufile.so.0"));
+    dirs.extend(toolkit_lib_dirs());
     for d in &dirs {
         cands.extend(versioned_libs(d, "libcufile"));
     }

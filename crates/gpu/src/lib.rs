@@ -6,6 +6,8 @@
 //!   build), RAII wrappers over the driver API.
 //! - [`probe`]: `devices()`, `check_gds()`, `info_report()` for
 //!   `gpupgparser info`.
+//! - [`gds`]: GPUDirect Storage (cuFile): files read straight into device
+//!   memory ([`GdsDriver`], [`GdsFile`], [`GdsBuffer`], [`gds_open`]).
 //! - [`nvrtc`]: kernel compilation to a cubin, with a disk cache.
 //! - [`pinned`]: page-locked host buffers and a bounded pool of them.
 //! - [`kernels`]: the only module launching kernels (`kernels/decode.cu`,
@@ -15,11 +17,40 @@
 //!   chunk splitting, projections).
 //! - [`decoder`]: [`GpuDecoder`], implementing `gpupg_decode::Decoder`.
 //! - [`column`]: device-resident Arrow columns ([`DeviceBatch`]).
+//!
+//! ## GPUDirect Storage
+//!
+//! [`gds_open`] says whether a file can be read with cuFile straight into
+//! device memory: a ready [`GdsFile`], or the reason in one line. Reads
+//! take offsets and lengths that are multiples of [`GDS_ALIGN`] (4096;
+//! heap pages, 8 KiB at block-aligned offsets, always are) and loop until
+//! the length is read or the file ends.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use gpupg_gpu::{gds_open, GdsError};
+//!
+//! fn first_pages(segment: &Path) -> Result<(), GdsError> {
+//!     // `false`: refuse a driver that could only read in compatibility mode.
+//!     match gds_open(0, segment, false) {
+//!         Ok(file) => {
+//!             // 16 MiB of device memory, registered with cuFile if it can be.
+//!             let mut pages = file.driver().alloc(16 << 20, true)?;
+//!             let n = file.read(&mut pages, 0, 16 << 20, 0)?;
+//!             println!("via cuFile ({}): {n} bytes on the device", file.mode().as_str());
+//!         }
+//!         Err(reason) => println!("via pread (cuFile: {reason})"),
+//!     }
+//!     Ok(())
+//! }
+//! # first_pages(Path::new("/var/lib/postgresql/16/main/base/5/16384")).unwrap();
+//! ```
 
 pub mod column;
 pub mod cuda;
 pub mod decoder;
 pub mod error;
+pub mod gds;
 pub mod heap;
 pub mod kernels;
 pub mod nvrtc;
@@ -31,6 +62,9 @@ pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
 pub use cuda::{AllocKind, DeviceBuffer};
 pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats};
 pub use error::GpuError;
+pub use gds::{
+    gds_open, GdsBuffer, GdsDriver, GdsError, GdsFile, GdsMode, GdsProperties, GDS_ALIGN,
+};
 pub use heap::PageLayout;
 pub use pinned::{HostRegistration, PinnedBuffer, PinnedPool};
 pub use probe::{check_gds, devices, info_report, DeviceInfo, GdsStatus};

@@ -2,8 +2,9 @@
 //! GPUDirect Storage, for `gpupgparser info`. Never panics: a machine
 //! without a GPU gets an error value that says what was looked for.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, CStr};
 use std::fmt::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use cudarc::driver::sys;
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use crate::cuda::{self, check, device_attr, Context};
 use crate::error::GpuError;
+use crate::gds::{self, GdsDriver, GdsError, GdsFile};
 use crate::pinned::PinnedBuffer;
 
 /// Bytes of pinned memory `devices()` tries to allocate.
@@ -184,172 +186,58 @@ pub struct GdsStatus {
     pub steps: Vec<String>,
 }
 
-/// `CUfileDescr_t` (cufile.h): handle type, a union of fd / pointer, fs ops.
-#[repr(C)]
-struct CuFileDescr {
-    kind: u32,
-    handle: usize,
-    fs_ops: *const c_void,
-}
-
-/// `CUfileError_t`: the cuFile error and, for CUDA failures, the CUresult.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CuFileError {
-    err: i32,
-    cu_err: i32,
-}
-
-fn cufile_err_name(e: i32) -> &'static str {
-    match e {
-        0 => "CU_FILE_SUCCESS",
-        5001 => "CU_FILE_DRIVER_NOT_INITIALIZED",
-        5002 => "CU_FILE_DRIVER_INVALID_PROPS",
-        5003 => "CU_FILE_DRIVER_UNSUPPORTED_LIMIT",
-        5004 => "CU_FILE_DRIVER_VERSION_MISMATCH",
-        5005 => "CU_FILE_DRIVER_VERSION_READ_ERROR",
-        5006 => "CU_FILE_DRIVER_CLOSING",
-        5007 => "CU_FILE_PLATFORM_NOT_SUPPORTED",
-        5008 => "CU_FILE_IO_NOT_SUPPORTED",
-        5009 => "CU_FILE_DEVICE_NOT_SUPPORTED",
-        5010 => "CU_FILE_NVFS_DRIVER_ERROR",
-        5011 => "CU_FILE_CUDA_DRIVER_ERROR",
-        5012 => "CU_FILE_CUDA_POINTER_INVALID",
-        5013 => "CU_FILE_CUDA_MEMORY_TYPE_INVALID",
-        5014 => "CU_FILE_CUDA_POINTER_RANGE_ERROR",
-        5015 => "CU_FILE_CUDA_CONTEXT_MISMATCH",
-        5016 => "CU_FILE_INVALID_MAPPING_SIZE",
-        5017 => "CU_FILE_INVALID_MAPPING_RANGE",
-        5018 => "CU_FILE_INVALID_FILE_TYPE",
-        5019 => "CU_FILE_INVALID_FILE_OPEN_FLAG",
-        5020 => "CU_FILE_DIO_NOT_SET",
-        5022 => "CU_FILE_INVALID_VALUE",
-        5025 => "CU_FILE_PERMISSION_DENIED",
-        5023 => "CU_FILE_MEMORY_ALREADY_REGISTERED",
-        5024 => "CU_FILE_MEMORY_NOT_REGISTERED",
-        5026 => "CU_FILE_DRIVER_ALREADY_OPEN",
-        5027 => "CU_FILE_HANDLE_NOT_REGISTERED",
-        5028 => "CU_FILE_HANDLE_ALREADY_REGISTERED",
-        5029 => "CU_FILE_DEVICE_NOT_FOUND",
-        5030 => "CU_FILE_INTERNAL_ERROR",
-        5031 => "CU_FILE_GETNEWFD_FAILED",
-        5033 => "CU_FILE_NVFS_SETUP_ERROR",
-        5034 => "CU_FILE_IO_DISABLED",
-        _ => "unknown cuFile error",
-    }
-}
-
-fn describe_cufile(e: CuFileError) -> String {
-    let mut s = format!("{} ({})", cufile_err_name(e.err), e.err);
-    if e.cu_err != 0 {
-        let _ = write!(s, ", CUDA error {}", e.cu_err);
-    }
-    s
-}
-
-/// Reads `allow_compat_mode` from the cuFile configuration
-/// ($CUFILE_ENV_PATH_JSON or /etc/cufile.json), a JSON file with comments.
-fn cufile_compat_mode() -> Option<bool> {
-    let path =
-        std::env::var_os("CUFILE_ENV_PATH_JSON").unwrap_or_else(|| "/etc/cufile.json".into());
-    let text = std::fs::read_to_string(path).ok()?;
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with("//") {
-            continue;
-        }
-        if let Some(rest) = l.strip_prefix("\"allow_compat_mode\"") {
-            let v = rest.trim_start_matches([' ', ':']).trim();
-            return Some(v.starts_with("true"));
-        }
-    }
-    None
-}
-
 /// Checks whether GPUDirect Storage can register a file under `dir`:
-/// loads cuFile, opens its driver, creates a temporary file with O_DIRECT
-/// and registers it. Reports each step; never fails.
+/// loads cuFile, opens its driver, creates a temporary file, opens it with
+/// O_DIRECT and registers it (through [`crate::gds`]). Reports each step;
+/// never fails.
 pub fn check_gds(dir: &Path) -> GdsStatus {
     let mut st = GdsStatus {
-        compat_mode: cufile_compat_mode(),
+        compat_mode: gds::cufile_config_compat_mode(),
         ..GdsStatus::default()
     };
-    if let Err(e) = cuda::driver().and_then(|_| Context::new(0).map(|_| ())) {
-        st.steps.push(format!("CUDA: {e}"));
-        return st;
-    }
-    // Keep a context current for cuFile.
-    let _ctx = Context::new(0).ok();
-    let lib = match cuda::open_cufile() {
-        Ok(l) => l,
+    let driver = match GdsDriver::open(0) {
+        Ok(d) => d,
         Err(e) => {
-            st.steps.push(e);
+            match &e {
+                GdsError::Cuda(g) => st.steps.push(format!("CUDA: {g}")),
+                GdsError::NoLibrary(m) => st.steps.push(m.clone()),
+                GdsError::MissingSymbol { library, .. } => {
+                    st.library = Some(library.clone());
+                    st.steps.push(format!("loaded {library}"));
+                    st.steps.push("libcufile lacks the expected symbols".into());
+                }
+                GdsError::CuFile { .. } => {
+                    if let Some(p) = gds::loaded_library_path() {
+                        st.library = Some(p.to_string());
+                        st.steps.push(format!("loaded {p}"));
+                    }
+                    st.steps.push(e.to_string());
+                }
+                other => st.steps.push(other.to_string()),
+            }
             return st;
         }
     };
-    st.library = Some(lib.path.clone());
-    st.steps.push(format!("loaded {}", lib.path));
-    type OpenFn = unsafe extern "C" fn() -> CuFileError;
-    type RegFn = unsafe extern "C" fn(*mut *mut c_void, *mut CuFileDescr) -> CuFileError;
-    type DeregFn = unsafe extern "C" fn(*mut c_void);
-    // SAFETY: the signatures are those of cufile.h.
-    let syms = unsafe {
-        (
-            lib.sym::<OpenFn>(b"cuFileDriverOpen\0"),
-            lib.sym::<OpenFn>(b"cuFileDriverClose_v2\0")
-                .or_else(|_| lib.sym::<OpenFn>(b"cuFileDriverClose\0")),
-            lib.sym::<RegFn>(b"cuFileHandleRegister\0"),
-            lib.sym::<DeregFn>(b"cuFileHandleDeregister\0"),
-        )
-    };
-    let (Ok(open), Ok(close), Ok(register), Ok(deregister)) = syms else {
-        st.steps.push("libcufile lacks the expected symbols".into());
-        return st;
-    };
-    // SAFETY: cuFile API call with no arguments.
-    let r = unsafe { open() };
-    if r.err != 0 {
-        st.steps
-            .push(format!("cuFileDriverOpen: {}", describe_cufile(r)));
-        return st;
-    }
+    st.library = Some(driver.library_path().to_string());
+    st.steps.push(format!("loaded {}", driver.library_path()));
     st.driver_opened = true;
     st.steps.push("cuFileDriverOpen: ok".into());
     let path = dir.join(format!(".gpupgparser-gds-check-{}", std::process::id()));
-    let cpath = match std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
-        Ok(p) => p,
-        Err(_) => {
-            st.steps.push("directory name contains a NUL byte".into());
-            return st;
-        }
-    };
-    // SAFETY: valid C string; flags and mode are plain integers.
-    let fd = unsafe {
-        libc::open(
-            cpath.as_ptr(),
-            libc::O_CREAT | libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC,
-            0o600,
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        st.steps.push(format!(
-            "open({}, O_DIRECT): {e} (the file system does not support direct I/O)",
-            path.display()
-        ));
-    } else {
-        st.o_direct = true;
-        st.steps
-            .push(format!("open({}, O_DIRECT): ok", path.display()));
-        let mut descr = CuFileDescr {
-            kind: 1, // CU_FILE_HANDLE_TYPE_OPAQUE_FD
-            handle: fd as usize,
-            fs_ops: std::ptr::null(),
-        };
-        let mut handle: *mut c_void = std::ptr::null_mut();
-        // SAFETY: descriptor filled as cufile.h documents; out-pointer.
-        let r = unsafe { register(&mut handle, &mut descr) };
-        if r.err == 0 {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        st.steps.push(format!("creating {}: {e}", path.display()));
+        return st;
+    }
+    match GdsFile::open(&driver, &path) {
+        Ok(f) => {
+            st.o_direct = true;
+            st.steps
+                .push(format!("open({}, O_DIRECT): ok", path.display()));
             st.registered = true;
             st.steps.push(format!(
                 "cuFileHandleRegister: ok{}",
@@ -360,19 +248,22 @@ pub fn check_gds(dir: &Path) -> GdsStatus {
                     None => "",
                 }
             ));
-            // SAFETY: handle registered just above.
-            unsafe { deregister(handle) };
-        } else {
-            st.steps
-                .push(format!("cuFileHandleRegister: {}", describe_cufile(r)));
+            drop(f);
         }
-        // SAFETY: fd opened above.
-        unsafe { libc::close(fd) };
+        Err(GdsError::CuFile {
+            code, cuda_code, ..
+        }) => {
+            st.o_direct = true;
+            st.steps
+                .push(format!("open({}, O_DIRECT): ok", path.display()));
+            st.steps.push(format!(
+                "cuFileHandleRegister: {}",
+                gds::describe_cufile(code, cuda_code)
+            ));
+        }
+        Err(e) => st.steps.push(e.to_string()),
     }
     let _ = std::fs::remove_file(&path);
-    // SAFETY: driver opened above.
-    let _ = unsafe { close() };
-    std::mem::forget(lib);
     st
 }
 
