@@ -1,8 +1,9 @@
 //! Output stage of gpupgparser: writes Arrow record batches to Parquet or Arrow IPC files.
 //!
-//! A sink is shared by many decoder threads. For Parquet, each thread encodes and compresses
-//! its own batches (the expensive part) and only the append of finished column chunks to the
-//! file is serialized, so encoding scales with the number of writer threads.
+//! A sink is shared by many decoder threads. Each thread encodes and compresses its own
+//! batches (the expensive part) and only the append of the finished bytes to the file is
+//! serialized (Parquet: column chunks of a row group; Arrow IPC: a record batch message), so
+//! encoding scales with the number of writer threads.
 //!
 //! Output is atomic: a sink writes a hidden temporary file next to the destination and renames
 //! it into place in [`Sink::finish`]; a sink dropped without `finish` removes its temporary
@@ -164,19 +165,20 @@ pub struct OutputStats {
     /// Final path and size in bytes of each file written.
     pub files: Vec<(PathBuf, u64)>,
     pub rows: u64,
-    /// Time spent encoding and compressing, summed over the writing threads (Parquet; for Arrow
-    /// IPC encoding happens inside the serialized write and is counted in `write_seconds`).
+    /// Time spent encoding and compressing, summed over the writing threads (they encode in
+    /// parallel). Arrow IPC: includes mapping batch dictionaries to the file-wide ones.
     pub encode_seconds: f64,
-    /// Time spent holding the file lock appending encoded data, plus the footer in `finish`.
+    /// Time spent holding the file lock appending encoded data, plus the footer in `finish`:
+    /// the serialized part of writing.
     pub write_seconds: f64,
 }
 
 /// A destination that many worker threads write to at once.
 pub trait Sink: Send + Sync {
-    /// Encodes `batch` in the calling thread (for Parquet: column encoding and compression)
-    /// and appends the result; only the final append to the file is serialized. Batches from
-    /// different threads may land in any order. After an error the sink is unusable: later
-    /// writes fail and it should be dropped, which removes its temporary file.
+    /// Encodes `batch` in the calling thread (column encoding or IPC buffer copies, and
+    /// compression) and appends the result; only the final append to the file is serialized.
+    /// Batches from different threads may land in any order. After an error the sink is
+    /// unusable: later writes fail and it should be dropped, which removes its temporary file.
     fn write(&self, batch: &RecordBatch) -> Result<(), SinkError>;
 
     /// Finishes the file(s): flushes buffered rows, writes the footer (no fsync) and renames

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::compute::{cast, concat_batches};
-use arrow::ipc::reader::FileReader;
+use arrow::ipc::reader::{FileReader, StreamReader};
 use arrow_array::builder::{Int32Builder, StringDictionaryBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
@@ -488,6 +488,335 @@ fn many_threads_write_one_file() {
             assert!(partial <= THREADS as usize, "{sizes:?}");
         }
     }
+}
+
+fn dict_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// Dictionary columns as plain strings: what a reader sees, whatever the keys.
+fn logical(batch: &RecordBatch) -> RecordBatch {
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, v) => f.as_ref().clone().with_data_type(v.as_ref().clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| cast(c, f.data_type()).unwrap())
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+/// Rows ordered by the Int64 column 0 (unique ids).
+fn sorted_by_id(batch: &RecordBatch) -> RecordBatch {
+    let order = arrow::compute::sort_to_indices(batch.column(0), None, None).unwrap();
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::take(c, &order, None).unwrap())
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).unwrap()
+}
+
+/// The file minus its 64-byte header and its footer is an IPC stream, which a stream reader
+/// decodes in file order: it fails if a record batch uses a dictionary entry that comes later.
+fn read_ipc_in_file_order(path: &Path) -> RecordBatch {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"ARROW1");
+    assert!(bytes[6..64].iter().all(|&b| b == 0));
+    let reader = StreamReader::try_new(std::io::Cursor::new(&bytes[64..]), None).unwrap();
+    let schema = reader.schema();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// Reads an IPC file both ways (footer and file order) and checks the file-wide dictionaries
+/// hold each value once; returns the rows with dictionaries decoded, sorted by id.
+fn read_ipc_checked(path: &Path, schema: &SchemaRef) -> RecordBatch {
+    let got = read_ipc(path);
+    assert_eq!(got.schema(), *schema, "{}: schema", path.display());
+    for (f, c) in schema.fields().iter().zip(got.columns()) {
+        if f.data_type() == &dict_type() {
+            let values = c.as_dictionary::<Int32Type>().values().as_string::<i32>();
+            let mut seen: Vec<&str> = values.iter().map(|v| v.unwrap()).collect();
+            seen.sort_unstable();
+            let n = seen.len();
+            seen.dedup();
+            assert_eq!(
+                seen.len(),
+                n,
+                "{}: duplicate entries in {}",
+                path.display(),
+                f.name()
+            );
+        }
+    }
+    let streamed = read_ipc_in_file_order(path);
+    let got = sorted_by_id(&logical(&got));
+    assert_eq!(
+        got,
+        sorted_by_id(&logical(&streamed)),
+        "{}: stream order",
+        path.display()
+    );
+    got
+}
+
+/// xorshift64*: a deterministic stand-in for a property-test generator.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+fn dict_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+        // Values private to each writer thread.
+        Field::new("own", dict_type(), true),
+        // Values shared by all threads, in a different order in each batch.
+        Field::new("shared", dict_type(), true),
+        // Mostly null: many batches bring an empty dictionary.
+        Field::new("rare", dict_type(), true),
+        Field::new("n", DataType::Float64, true),
+    ]))
+}
+
+/// A batch of `rows` rows with ids from `first`. Batch dictionaries are built directly (not
+/// with a builder): they may hold entries no row uses, entries in any order and a null entry.
+fn dict_batch(
+    schema: &SchemaRef,
+    rng: &mut Rng,
+    thread: u64,
+    first: i64,
+    rows: usize,
+) -> RecordBatch {
+    let ids: Vec<i64> = (first..first + rows as i64).collect();
+    let dict = |rng: &mut Rng, pool: Vec<String>, null_rows: u64| -> ArrayRef {
+        // A random subset of the pool in random order, plus a null entry.
+        let mut values: Vec<Option<String>> = pool
+            .into_iter()
+            .filter(|_| rng.below(3) != 0)
+            .map(Some)
+            .collect();
+        values.push(None);
+        for i in (1..values.len()).rev() {
+            values.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let keys =
+            Int32Array::from_iter((0..rows).map(|_| {
+                (rng.below(100) >= null_rows).then(|| rng.below(values.len() as u64) as i32)
+            }));
+        Arc::new(DictionaryArray::new(
+            keys,
+            Arc::new(StringArray::from(values)),
+        ))
+    };
+    let own_pool = (0..rng.below(40))
+        .map(|k| format!("t{thread}-{k}"))
+        .collect();
+    let shared_pool = (0..12).map(|k| format!("s{k}")).collect();
+    let rare_pool = (0..rng.below(3))
+        .map(|k| format!("r{}", k + rng.below(1000)))
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.clone())),
+        Arc::new(StringArray::from_iter(
+            ids.iter()
+                .map(|&i| (i % 7 != 3).then(|| format!("row {i} ü"))),
+        )),
+        dict(rng, own_pool, 10),
+        dict(rng, shared_pool, 0),
+        dict(rng, rare_pool, 95),
+        Arc::new(Float64Array::from_iter(
+            ids.iter().map(|&i| (i % 5 != 0).then_some(i as f64 / 3.0)),
+        )),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).unwrap()
+}
+
+/// Many threads with per-thread dictionaries write one IPC file: every row comes back exactly
+/// once with its values, each dictionary holds each value once, and no batch precedes the
+/// dictionary entries it uses.
+#[test]
+fn arrow_ipc_concurrent_writers_with_dictionaries() {
+    const THREADS: u64 = 8;
+    const BATCHES: i64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dict_schema();
+    for c in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+        let path = dir
+            .path()
+            .join(format!("dicts-{}.arrow", c.to_string().replace(':', "")));
+        let sink = create_file_sink(&path, schema.clone(), &opts(Format::Arrow, c)).unwrap();
+        let written: Vec<Vec<RecordBatch>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (sink, schema) = (&sink, &schema);
+                    s.spawn(move || {
+                        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * 0x1234_5678));
+                        (0..BATCHES)
+                            .map(|b| {
+                                let first = (t as i64 * BATCHES + b) * 1000;
+                                let rows = rng.below(300) as usize;
+                                let batch = dict_batch(schema, &mut rng, t, first, rows);
+                                sink.write(&batch).unwrap();
+                                batch
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let stats = sink.finish().unwrap();
+        let written: Vec<RecordBatch> = written.into_iter().flatten().collect();
+        let expected = concat_batches(&schema, &written).unwrap();
+        assert_eq!(stats.rows, expected.num_rows() as u64);
+        assert!(
+            stats.encode_seconds > 0.0 && stats.write_seconds > 0.0,
+            "{stats:?}"
+        );
+        let got = read_ipc_checked(&path, &schema);
+        assert_eq!(got, sorted_by_id(&logical(&expected)), "{c}");
+    }
+}
+
+/// Sequential writes of random batches (sizes, slices, empty batches, dictionaries with unused
+/// and null entries) with every codec round-trip exactly.
+#[test]
+fn arrow_ipc_random_batches_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dict_schema();
+    let codecs = [Compression::None, Compression::Zstd(3), Compression::Lz4];
+    for seed in 0..24u64 {
+        let mut rng = Rng(0xDEAD_BEEF ^ ((seed + 1) * 0x9E37_79B9));
+        let c = codecs[seed as usize % codecs.len()];
+        let path = dir.path().join(format!("random-{seed}.arrow"));
+        let sink = create_file_sink(&path, schema.clone(), &opts(Format::Arrow, c)).unwrap();
+        let mut written = Vec::new();
+        for b in 0..rng.below(12) as i64 {
+            let rows = [0, 1, 7, 64, 500][rng.below(5) as usize];
+            let batch = dict_batch(&schema, &mut rng, seed % 3, b * 1000, rows);
+            let offset = rng.below(rows as u64 / 2 + 1) as usize;
+            let batch = batch.slice(offset, rng.below((rows - offset) as u64 + 1) as usize);
+            sink.write(&batch).unwrap();
+            written.push(batch);
+        }
+        let stats = sink.finish().unwrap();
+        let expected = concat_batches(&schema, &written).unwrap();
+        assert_eq!(stats.rows, expected.num_rows() as u64, "seed {seed}");
+        let got = read_ipc_checked(&path, &schema);
+        assert_eq!(got, sorted_by_id(&logical(&expected)), "seed {seed} {c}");
+    }
+}
+
+/// A dictionary the sink cannot make file-wide (nested in a list, or Int16 keys) keeps arrow's
+/// rule: the same or a growing dictionary is fine, concurrently too; a replaced one is an
+/// error, as with arrow's `FileWriter`.
+#[test]
+fn arrow_ipc_nested_dictionaries_are_written_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("own", dict_type(), true),
+        Field::new_list("tags", Field::new_list_field(dict_type(), true), true),
+        Field::new("short", short, true),
+    ]));
+    let colours: ArrayRef = Arc::new(StringArray::from(vec!["red", "green", "blue"]));
+    let batch = |t: i64, b: i64, tag_values: &ArrayRef| {
+        let ids: Vec<i64> = (0..20).map(|r| (t * 100 + b) * 100 + r).collect();
+        let own_values: Vec<String> = ids.iter().map(|i| format!("t{t}-{}", i % 3)).collect();
+        let own: DictionaryArray<Int32Type> = own_values.iter().map(String::as_str).collect();
+        let keys = Int32Array::from_iter((0..40).map(|k| Some(k % tag_values.len() as i32)));
+        let item = Arc::new(Field::new_list_field(dict_type(), true));
+        let offsets = arrow_buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(2, 20));
+        let tags = ListArray::new(
+            item,
+            offsets,
+            Arc::new(DictionaryArray::new(keys, tag_values.clone())),
+            None,
+        );
+        let short = DictionaryArray::<arrow_array::types::Int16Type>::new(
+            Int16Array::from_iter_values((0..20).map(|r| r % 2)),
+            Arc::new(StringArray::from(vec!["no", "yes"])),
+        );
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(own),
+                Arc::new(tags),
+                Arc::new(short),
+            ],
+        )
+        .unwrap()
+    };
+    let path = dir.path().join("nested.arrow");
+    let sink = create_file_sink(
+        &path,
+        schema.clone(),
+        &opts(Format::Arrow, Compression::Zstd(1)),
+    )
+    .unwrap();
+    let written: Vec<RecordBatch> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (sink, batch, colours) = (&sink, &batch, &colours);
+                s.spawn(move || {
+                    (0..20)
+                        .map(|b| {
+                            let batch = batch(t, b, colours);
+                            sink.write(&batch).unwrap();
+                            batch
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(sink.finish().unwrap().rows, 4 * 20 * 20);
+    let got = read_ipc_checked(&path, &schema);
+    let expected = concat_batches(&schema, &written).unwrap();
+    assert_eq!(got, sorted_by_id(&logical(&expected)));
+
+    // A nested dictionary that changes (not only grows) cannot be written to an IPC file.
+    let path = dir.path().join("replaced.arrow");
+    let sink = create_file_sink(
+        &path,
+        schema.clone(),
+        &opts(Format::Arrow, Compression::None),
+    )
+    .unwrap();
+    sink.write(&batch(0, 0, &colours)).unwrap();
+    let other: ArrayRef = Arc::new(StringArray::from(vec!["cyan", "magenta"]));
+    let err = sink.write(&batch(0, 1, &other)).unwrap_err();
+    assert!(matches!(err, SinkError::Arrow { .. }), "{err}");
+    assert!(err.to_string().contains("replacement"), "{err}");
+    assert!(matches!(
+        sink.write(&batch(0, 2, &colours)),
+        Err(SinkError::Failed { .. })
+    ));
+    drop(sink);
+    assert_eq!(dir_entries(dir.path()), vec!["nested.arrow"]);
 }
 
 #[test]
