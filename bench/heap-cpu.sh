@@ -22,6 +22,9 @@ run copy-cpu-parquet --create never --skip-ceiling --runs 2 --source copy --engi
 # The heap path with the CPU engine.
 run heap-cpu-arrow --create never --skip-ceiling --runs 3 --source heap --engine cpu --format arrow
 run heap-cpu-parquet --create never --skip-ceiling --runs 3 --source heap --engine cpu
+# Arrow IPC with lz4 bodies (compressed in the decoder threads).
+run copy-cpu-arrow-lz4 --create never --skip-ceiling --runs 1 --source copy --engine cpu --format arrow --compression lz4
+run heap-cpu-arrow-lz4 --create never --skip-ceiling --runs 3 --source heap --engine cpu --format arrow --compression lz4
 if [ -n "${ALT:-}" ] && [ -x "$ALT" ]; then
   bin_main=$bin; bin=$ALT
   run alt-heap-cpu-arrow --create never --skip-ceiling --runs 2 --source heap --engine cpu --format arrow

@@ -63,7 +63,8 @@ pub struct ExportOptions {
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// zstd[:LEVEL], snappy, lz4, gzip, brotli or none. Default: zstd (level 1) for
-    /// Parquet; none for Arrow IPC (which also takes zstd and lz4, compressed on one thread).
+    /// Parquet; none for Arrow IPC (which also takes zstd and lz4, compressed by the decoder
+    /// threads in parallel).
     #[arg(long)]
     pub compression: Option<String>,
     /// Connections to the server (default: cores, at most 16).
