@@ -94,7 +94,7 @@ impl Decoded {
 
 /// The decoder of one export thread.
 pub(crate) enum ThreadDecoder {
-    Cpu(CpuDecoder),
+    Cpu(Box<CpuDecoder>),
     Gpu { gpu: Box<GpuDecoder>, strict: bool },
 }
 
@@ -107,7 +107,10 @@ impl ThreadDecoder {
         schema: &Arc<OutputSchema>,
     ) -> Result<(ThreadDecoder, Option<String>), ExportError> {
         match chosen {
-            Chosen::Cpu { .. } => Ok((ThreadDecoder::Cpu(CpuDecoder::new(schema.clone())), None)),
+            Chosen::Cpu { .. } => Ok((
+                ThreadDecoder::Cpu(Box::new(CpuDecoder::new(schema.clone()))),
+                None,
+            )),
             Chosen::Gpu { device, strict, .. } => match GpuDecoder::new(*device, schema.clone()) {
                 Ok(gpu) => Ok((
                     ThreadDecoder::Gpu {
@@ -118,7 +121,7 @@ impl ThreadDecoder {
                 )),
                 Err(e) if *strict => Err(ExportError::Gpu(e)),
                 Err(e) => Ok((
-                    ThreadDecoder::Cpu(CpuDecoder::new(schema.clone())),
+                    ThreadDecoder::Cpu(Box::new(CpuDecoder::new(schema.clone()))),
                     Some(format!("GPU decoder unavailable, decoded on the CPU: {e}")),
                 )),
             },
