@@ -24,9 +24,9 @@ use std::time::Instant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use gpupg_decode::{CpuDecoder, Decoder, OutputSchema, TypeOptions};
-use gpupg_format::heap::sample::{lineorder_attributes, lineorder_pages};
+use gpupg_format::heap::sample::{lineorder_attributes, lineorder_pages, output_columns};
 use gpupg_format::heap::{transcode_page, TupleLayout};
-use gpupg_format::{ColumnDesc, CopyChunk};
+use gpupg_format::CopyChunk;
 
 const BATCH_PAGES: usize = 2048;
 
@@ -39,22 +39,8 @@ fn main() {
     let only = args.get(4).map_or("both", String::as_str);
 
     let attributes = lineorder_attributes();
-    let cols: Vec<ColumnDesc> = attributes
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let pg_type = a.pg_type.clone().expect("typed");
-            ColumnDesc {
-                name: format!("c{i}"),
-                type_name: pg_type.to_string(),
-                type_oid: 0,
-                typmod: -1,
-                pg_type,
-                nullable: true,
-            }
-        })
-        .collect();
     let layout = TupleLayout::all_columns(attributes, Default::default()).expect("layout");
+    let cols = output_columns(&layout);
     let schema = Arc::new(OutputSchema::new(&cols, &TypeOptions::default()).expect("schema"));
 
     // One batch of distinct pages, decoded again and again up to the size.

@@ -310,6 +310,33 @@ impl Col {
         lens: &[i32],
         ctx: &mut Ctx,
     ) -> Result<(), ColErr> {
+        self.append_in::<false>(data, starts, lens, ctx)
+    }
+
+    /// [`Col::append`] for values as heap pages store them
+    /// ([`ValueForm::Stored`](gpupg_format::heap::ValueForm)): fixed-size
+    /// numbers little-endian and a boolean as one byte, nonzero for true
+    /// (what the heap converter sends as 1). Other kinds are stored as COPY
+    /// sends them (uuid bytes, string and bytea payloads).
+    pub(crate) fn append_stored(
+        &mut self,
+        data: &[u8],
+        starts: &[u32],
+        lens: &[i32],
+        ctx: &mut Ctx,
+    ) -> Result<(), ColErr> {
+        self.append_in::<true>(data, starts, lens, ctx)
+    }
+
+    /// Both: `STORED` picks the byte order of fixed-size numbers and the
+    /// form of booleans, at compile time.
+    fn append_in<const STORED: bool>(
+        &mut self,
+        data: &[u8],
+        starts: &[u32],
+        lens: &[i32],
+        ctx: &mut Ctx,
+    ) -> Result<(), ColErr> {
         let nulls = &mut self.nulls;
         let nullable = self.nullable;
         match &mut self.kind {
@@ -320,7 +347,12 @@ impl Col {
                         null(nulls, nullable, i)?;
                         b.append(false);
                     } else {
-                        let v = value::bool(field(data, s, l, i)?).map_err(|e| at(i, e))?;
+                        let f = field(data, s, l, i)?;
+                        let v = match f {
+                            [byte] if STORED => *byte != 0,
+                            // COPY's form, or a wrong length reported as COPY's would be.
+                            _ => value::bool(f).map_err(|e| at(i, e))?,
+                        };
                         b.append(v);
                         nulls.append_non_null();
                     }
@@ -328,31 +360,67 @@ impl Col {
                 Ok(())
             }
             Kind::Int2(v) => fixed::<_, 2>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(i16::from_be_bytes(*b))
+                Ok(if STORED {
+                    i16::from_le_bytes(*b)
+                } else {
+                    i16::from_be_bytes(*b)
+                })
             }),
             Kind::Int4(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(i32::from_be_bytes(*b))
+                Ok(if STORED {
+                    i32::from_le_bytes(*b)
+                } else {
+                    i32::from_be_bytes(*b)
+                })
             }),
             Kind::Int8(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(i64::from_be_bytes(*b))
+                Ok(if STORED {
+                    i64::from_le_bytes(*b)
+                } else {
+                    i64::from_be_bytes(*b)
+                })
             }),
             Kind::Float4(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(f32::from_bits(u32::from_be_bytes(*b)))
+                Ok(f32::from_bits(if STORED {
+                    u32::from_le_bytes(*b)
+                } else {
+                    u32::from_be_bytes(*b)
+                }))
             }),
             Kind::Float8(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(f64::from_bits(u64::from_be_bytes(*b)))
+                Ok(f64::from_bits(if STORED {
+                    u64::from_le_bytes(*b)
+                } else {
+                    u64::from_be_bytes(*b)
+                }))
             }),
             Kind::Oid(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(u32::from_be_bytes(*b))
+                Ok(if STORED {
+                    u32::from_le_bytes(*b)
+                } else {
+                    u32::from_be_bytes(*b)
+                })
             }),
             Kind::Date(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                value::date_to_unix_days(i32::from_be_bytes(*b))
+                value::date_to_unix_days(if STORED {
+                    i32::from_le_bytes(*b)
+                } else {
+                    i32::from_be_bytes(*b)
+                })
             }),
-            Kind::Time(v) => {
-                fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| value::time(b))
-            }
+            Kind::Time(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
+                if STORED {
+                    value::time(&i64::from_le_bytes(*b).to_be_bytes())
+                } else {
+                    value::time(b)
+                }
+            }),
             Kind::Timestamp(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
-                value::timestamp_to_unix_micros(i64::from_be_bytes(*b))
+                value::timestamp_to_unix_micros(if STORED {
+                    i64::from_le_bytes(*b)
+                } else {
+                    i64::from_be_bytes(*b)
+                })
             }),
             Kind::IntervalMdn(v) => fixed::<_, 16>(v, nulls, nullable, data, starts, lens, |b| {
                 let iv = value::interval(b)?;
@@ -521,72 +589,6 @@ impl Col {
                         fail: e.fail,
                     })
             }
-        }
-    }
-
-    /// Appends one block of values as heap pages store them
-    /// ([`ValueForm::Stored`](gpupg_format::heap::ValueForm)): fixed-size
-    /// numbers little-endian and a boolean as one byte, nonzero for true
-    /// (what the heap converter sends as 1). Other kinds are stored as COPY
-    /// sends them (uuid bytes, string and bytea payloads), so [`Col::append`]
-    /// takes them; sent-form values always go to [`Col::append`].
-    pub(crate) fn append_stored(
-        &mut self,
-        data: &[u8],
-        starts: &[u32],
-        lens: &[i32],
-        ctx: &mut Ctx,
-    ) -> Result<(), ColErr> {
-        let nulls = &mut self.nulls;
-        let nullable = self.nullable;
-        match &mut self.kind {
-            Kind::Bool(b) => {
-                b.reserve(starts.len());
-                for (i, (&s, &l)) in starts.iter().zip(lens).enumerate() {
-                    if l == -1 {
-                        null(nulls, nullable, i)?;
-                        b.append(false);
-                    } else {
-                        let f = field(data, s, l, i)?;
-                        let v = match f {
-                            [byte] => *byte != 0,
-                            // The wrong length, reported as COPY's would be.
-                            _ => value::bool(f).map_err(|e| at(i, e))?,
-                        };
-                        b.append(v);
-                        nulls.append_non_null();
-                    }
-                }
-                Ok(())
-            }
-            Kind::Int2(v) => fixed::<_, 2>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(i16::from_le_bytes(*b))
-            }),
-            Kind::Int4(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(i32::from_le_bytes(*b))
-            }),
-            Kind::Int8(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(i64::from_le_bytes(*b))
-            }),
-            Kind::Float4(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(f32::from_bits(u32::from_le_bytes(*b)))
-            }),
-            Kind::Float8(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(f64::from_bits(u64::from_le_bytes(*b)))
-            }),
-            Kind::Oid(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                Ok(u32::from_le_bytes(*b))
-            }),
-            Kind::Date(v) => fixed::<_, 4>(v, nulls, nullable, data, starts, lens, |b| {
-                value::date_to_unix_days(i32::from_le_bytes(*b))
-            }),
-            Kind::Time(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
-                value::time(&i64::from_le_bytes(*b).to_be_bytes())
-            }),
-            Kind::Timestamp(v) => fixed::<_, 8>(v, nulls, nullable, data, starts, lens, |b| {
-                value::timestamp_to_unix_micros(i64::from_le_bytes(*b))
-            }),
-            _ => self.append(data, starts, lens, ctx),
         }
     }
 

@@ -170,6 +170,14 @@ impl CpuDecoder {
                 flagged,
             });
         }
+        Ok(PagesDecoded {
+            batch: Some(self.finish_batch(rows, &ctx)?),
+            flagged,
+        })
+    }
+
+    /// The batch of the `rows` rows appended since the columns began.
+    fn finish_batch(&mut self, rows: usize, ctx: &Ctx) -> Result<RecordBatch, DecodeError> {
         let arrays = self
             .cols
             .iter_mut()
@@ -182,10 +190,7 @@ impl CpuDecoder {
         )?;
         self.stats.rows += rows as u64;
         self.stats.flattened_arrays += ctx.flattened_arrays;
-        Ok(PagesDecoded {
-            batch: Some(batch),
-            flagged,
-        })
+        Ok(batch)
     }
 
     fn column_error(
@@ -458,19 +463,7 @@ impl Decoder for CpuDecoder {
             }
             first += m;
         }
-        let arrays = self
-            .cols
-            .iter_mut()
-            .map(Col::finish)
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new_with_options(
-            self.schema.arrow_schema(),
-            arrays,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        self.stats.rows += n as u64;
-        self.stats.flattened_arrays += ctx.flattened_arrays;
-        Ok(batch)
+        self.finish_batch(n, &ctx)
     }
 
     fn stats(&self) -> DecodeStats {

@@ -204,7 +204,7 @@ pub fn decode_arbitrary(input: &[u8]) -> bool {
 /// is a bug; errors and flagged pages are fine. Returns whether some rows
 /// were decoded.
 pub fn decode_pages_arbitrary(input: &[u8]) -> bool {
-    use gpupg_format::heap::sample::{layouts, pages};
+    use gpupg_format::heap::sample::{layouts, output_columns, pages};
 
     const PAGES: usize = 3;
     let mut inp = Input(input);
@@ -219,22 +219,7 @@ pub fn decode_pages_arbitrary(input: &[u8]) -> bool {
             *d = b;
         }
     }
-    let cols: Vec<ColumnDesc> = layout
-        .output()
-        .iter()
-        .enumerate()
-        .filter_map(|(j, &i)| {
-            let pg_type = layout.attributes()[i].pg_type.clone()?;
-            Some(ColumnDesc {
-                name: format!("c{j}"),
-                type_name: pg_type.to_string(),
-                type_oid: 0,
-                typmod: -1,
-                pg_type,
-                nullable: true,
-            })
-        })
-        .collect();
+    let cols = output_columns(layout);
     let Ok(schema) = OutputSchema::new(&cols, &TypeOptions::default()) else {
         return false;
     };

@@ -10,31 +10,14 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use gpupg_decode::{CpuDecoder, DecodeError, Decoder, OutputSchema, TypeOptions};
-use gpupg_format::heap::sample::{layouts, mutate, pages};
-use gpupg_format::heap::{transcode_page, TupleLayout};
-use gpupg_format::{ColumnDesc, CopyChunk};
+use gpupg_format::heap::sample::{self, layouts, mutate, output_columns, pages};
+use gpupg_format::heap::TupleLayout;
+use gpupg_format::CopyChunk;
 
 const BS: usize = 8192;
 
 fn schema(layout: &TupleLayout) -> Arc<OutputSchema> {
-    let attrs = layout.attributes();
-    let cols: Vec<ColumnDesc> = layout
-        .output()
-        .iter()
-        .enumerate()
-        .map(|(j, &i)| {
-            let pg_type = attrs[i].pg_type.clone().expect("typed output");
-            ColumnDesc {
-                name: format!("c{j}_{i}"),
-                type_name: pg_type.to_string(),
-                type_oid: 0,
-                typmod: -1,
-                pg_type,
-                nullable: true,
-            }
-        })
-        .collect();
-    Arc::new(OutputSchema::new(&cols, &TypeOptions::default()).expect("schema"))
+    Arc::new(OutputSchema::new(&output_columns(layout), &TypeOptions::default()).expect("schema"))
 }
 
 /// The converter's rows of `pages` except `skip` (indexes into `pages`), and
@@ -45,26 +28,9 @@ fn converter_rows(
     layout: &TupleLayout,
     skip: &BTreeSet<u32>,
 ) -> (CopyChunk, BTreeSet<u32>) {
-    let mut rows = CopyChunk::default();
-    let mut refused = BTreeSet::new();
-    for (k, &p) in pages.iter().enumerate() {
-        let page = &data[p as usize * BS..(p as usize + 1) * BS];
-        let mut one = CopyChunk::default();
-        if transcode_page(page, p, layout, &mut one).is_err() {
-            refused.insert(k as u32);
-        }
-        if skip.contains(&(k as u32)) {
-            continue;
-        }
-        for (s, e) in one.row_starts.iter().zip(&one.row_ends) {
-            let at = rows.data.len() as u32;
-            rows.data
-                .extend_from_slice(&one.data[*s as usize..*e as usize]);
-            rows.row_starts.push(at);
-            rows.row_ends.push(at + (e - s));
-        }
-    }
-    (rows, refused)
+    let skip: Vec<u32> = skip.iter().copied().collect();
+    let (rows, refused) = sample::converter_rows(data, pages, layout, &skip);
+    (rows, refused.into_iter().collect())
 }
 
 /// Decodes `pages` both ways and compares; returns the flagged pages, or

@@ -10,8 +10,8 @@ use super::build::{
     heap_fill_tuple, numeric_to_disk, toast_pointer, varlena_4b, varlena_pglz, FillAttr,
     PageBuilder,
 };
-use super::{Align, AttributeDesc, LpFlags, TupleLayout};
-use crate::PgType;
+use super::{transcode_page, Align, AttributeDesc, LpFlags, TupleLayout};
+use crate::{ColumnDesc, CopyChunk, PgType};
 
 /// A small xorshift generator (tests only need variety, not quality).
 pub struct Rng(u64);
@@ -345,4 +345,60 @@ pub fn lineorder_pages(n: usize, nulls: bool) -> Vec<Vec<u8>> {
         }
     }
     pages
+}
+
+/// The output columns of `layout` as a schema's column descriptions
+/// (named `c{position}_{attribute index}`, all nullable); attributes
+/// without a type are left out.
+pub fn output_columns(layout: &TupleLayout) -> Vec<ColumnDesc> {
+    layout
+        .output()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, &i)| {
+            let pg_type = layout.attributes().get(i)?.pg_type.clone()?;
+            Some(ColumnDesc {
+                name: format!("c{j}_{i}"),
+                type_name: pg_type.to_string(),
+                type_oid: 0,
+                typmod: -1,
+                pg_type,
+                nullable: true,
+            })
+        })
+        .collect()
+}
+
+/// The rows the reference converter (`transcode_page`) makes of 8 kB pages
+/// (`pages`: indexes into `data`, also used as block numbers), leaving out
+/// the pages in `skip` (indexes into `pages`), and the pages it refuses.
+pub fn converter_rows(
+    data: &[u8],
+    pages: &[u32],
+    layout: &TupleLayout,
+    skip: &[u32],
+) -> (CopyChunk, Vec<u32>) {
+    let mut rows = CopyChunk::default();
+    let mut refused = Vec::new();
+    for (k, &p) in pages.iter().enumerate() {
+        let Some(page) = data.get(p as usize * 8192..(p as usize + 1) * 8192) else {
+            refused.push(k as u32);
+            continue;
+        };
+        let mut one = CopyChunk::default();
+        if transcode_page(page, p, layout, &mut one).is_err() {
+            refused.push(k as u32);
+        }
+        if skip.contains(&(k as u32)) {
+            continue;
+        }
+        for (s, e) in one.row_starts.iter().zip(&one.row_ends) {
+            let at = rows.data.len() as u32;
+            rows.data
+                .extend_from_slice(&one.data[*s as usize..*e as usize]);
+            rows.row_starts.push(at);
+            rows.row_ends.push(at + (e - s));
+        }
+    }
+    (rows, refused)
 }

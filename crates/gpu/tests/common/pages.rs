@@ -1,7 +1,7 @@
 //! The sample pages of `gpupg_format::heap::sample`, and checks of a page
 //! converter's rows against the CPU converter's.
 
-use gpupg_format::heap::{transcode_page, TupleLayout};
+use gpupg_format::heap::TupleLayout;
 use gpupg_format::CopyChunk;
 
 pub use gpupg_format::heap::sample::*;
@@ -14,26 +14,7 @@ pub fn cpu_rows(
     layout: &TupleLayout,
     skip: &[u32],
 ) -> (CopyChunk, Vec<u32>) {
-    let mut want = CopyChunk::default();
-    let mut refused = Vec::new();
-    for (i, &p) in pages.iter().enumerate() {
-        let page = &data[p as usize * 8192..(p as usize + 1) * 8192];
-        let mut one = CopyChunk::default();
-        if transcode_page(page, p, layout, &mut one).is_err() {
-            refused.push(i as u32);
-        }
-        if skip.contains(&(i as u32)) {
-            continue;
-        }
-        for (s, e) in one.row_starts.iter().zip(&one.row_ends) {
-            let at = want.data.len() as u32;
-            want.data
-                .extend_from_slice(&one.data[*s as usize..*e as usize]);
-            want.row_starts.push(at);
-            want.row_ends.push(at + (e - s));
-        }
-    }
-    (want, refused)
+    converter_rows(data, pages, layout, skip)
 }
 
 /// Checks the page kernels' rows `got` and flagged pages against the CPU
