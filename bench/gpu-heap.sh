@@ -26,23 +26,5 @@ show() { grep -E "ceiling:|^exported|^source|heap pages|GPU stages|decode |proce
 "$bin" export --dsn "$dsn" --table lineorder --source heap --engine gpu --output /tmp/heap-gpu.arrow --overwrite --quiet
 "$bin" export --dsn "$dsn" --table lineorder --source heap --engine cpu --output /tmp/heap.arrow --overwrite --quiet
 "$bin" export --dsn "$dsn" --table lineorder --source copy --engine cpu --output /tmp/copy.arrow --overwrite --quiet
-python3 - <<'PY' | tee "$out/heap-vs-copy.txt"
-import pyarrow as pa, pyarrow.compute as pc, pyarrow.ipc as ipc
-def summary(path):
-    t = ipc.open_file(pa.memory_map(path)).read_all()
-    out = {"rows": t.num_rows}
-    for name in t.column_names:
-        c = t.column(name)
-        if pa.types.is_integer(c.type):
-            v = (c.null_count, pc.sum(c.cast(pa.int64())).as_py())
-        else:
-            v = (c.null_count, pc.sum(pc.binary_length(c)).as_py(), pc.count_distinct(c).as_py())
-        out[name] = v
-    return out
-b = summary("/tmp/copy.arrow")
-for label, path in [("heap, GPU pages", "/tmp/heap-gpu.arrow"), ("heap, CPU pages", "/tmp/heap.arrow")]:
-    a = summary(path)
-    bad = [k for k in a if a[k] != b.get(k)]
-    print(f"{label} vs COPY, lineorder: {a['rows']} vs {b['rows']} rows; columns differing: {bad or 'none'}")
-PY
+python3 bench/compare-arrow.py /tmp/copy.arrow "heap, GPU pages=/tmp/heap-gpu.arrow" "heap, CPU pages=/tmp/heap.arrow" | tee "$out/heap-vs-copy.txt"
 rm -f /tmp/heap.arrow /tmp/heap-gpu.arrow /tmp/copy.arrow

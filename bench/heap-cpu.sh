@@ -39,21 +39,5 @@ run heap-gpu-parquet --create never --skip-ceiling --runs 2 --source heap --engi
 # length and distinct count (strings), computed by pyarrow.
 "$bin" export --dsn "$dsn" --table lineorder --source heap --engine cpu --output /tmp/heap.arrow --overwrite --quiet
 "$bin" export --dsn "$dsn" --table lineorder --source copy --engine cpu --output /tmp/copy.arrow --overwrite --quiet
-python3 - <<'PY' | tee "$out/heap-vs-copy.txt"
-import pyarrow as pa, pyarrow.compute as pc, pyarrow.ipc as ipc
-def summary(path):
-    t = ipc.open_file(pa.memory_map(path)).read_all()
-    out = {"rows": t.num_rows}
-    for name in t.column_names:
-        c = t.column(name)
-        if pa.types.is_integer(c.type):
-            v = (c.null_count, pc.sum(c.cast(pa.int64())).as_py())
-        else:
-            v = (c.null_count, pc.sum(pc.binary_length(c)).as_py(), pc.count_distinct(c).as_py())
-        out[name] = v
-    return out
-a, b = summary("/tmp/heap.arrow"), summary("/tmp/copy.arrow")
-bad = [k for k in a if a[k] != b.get(k)]
-print(f"heap (CPU pages decoded into columns) vs COPY, lineorder: {a['rows']} vs {b['rows']} rows; columns differing: {bad or 'none'}")
-PY
+python3 bench/compare-arrow.py /tmp/copy.arrow "heap (CPU pages decoded into columns)=/tmp/heap.arrow" | tee "$out/heap-vs-copy.txt"
 rm -f /tmp/heap.arrow /tmp/copy.arrow
