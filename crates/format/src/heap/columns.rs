@@ -22,10 +22,8 @@
 //! values located here must be exactly those of `transcode_page`'s rows
 //! (the decode crate's tests compare both on generated pages).
 
-use super::fast::{align, locate, locate_runs, Nulls, Op};
+use super::fast::{align, locate, locate_runs, normal_tuples, NormalTuple, Nulls, Op};
 use super::*;
-use crate::heap::page::{MAXIMUM_ALIGNOF, PAGE_HEADER_SIZE};
-use crate::heap::tuple::{bitmap_len, HEAP_TUPLE_HEADER_SIZE};
 
 /// A page [`PageColumns::add_page`] leaves to the converter: it holds a
 /// value in a form read only there, or one the converter refuses, or it is
@@ -221,20 +219,9 @@ impl PageColumns {
         if at + bs > u32::MAX as usize || self.columns.len() != layout.output.len() {
             return Err(NotLocated);
         }
-        let parsed = Page::parse(page, bs).map_err(|_| NotLocated)?;
-        let header = *parsed.header();
-        let summary = PageSummary {
-            rows: 0,
-            lsn: header.lsn,
-            all_visible: header.all_visible(),
-            new_page: parsed.is_new(),
-            line_pointers: parsed.item_count(),
-        };
-        if parsed.is_new() {
+        let (parsed, summary) = open_page(page, blkno, layout).map_err(|_| NotLocated)?;
+        if summary.new_page {
             return Ok(summary);
-        }
-        if layout.verify_checksums {
-            checksum::verify_page(page, blkno).map_err(|_| NotLocated)?;
         }
         let mark = self.rows();
         let sent_marks: Vec<usize> = self.columns.iter().map(|c| c.sent.len()).collect();
@@ -259,15 +246,7 @@ impl PageColumns {
         at: usize,
     ) -> Result<usize, NotLocated> {
         let plan = &layout.fast;
-        let bytes = page.bytes();
         let natts_wanted = plan.single.len();
-        let (upper, special) = (
-            usize::from(page.header().upper),
-            usize::from(page.header().special),
-        );
-        let line_pointers = bytes
-            .get(PAGE_HEADER_SIZE..PAGE_HEADER_SIZE + 4 * page.item_count())
-            .ok_or(NotLocated)?;
         // Room for a row per line pointer, written by index and cut to the
         // rows there are at the end.
         let first = self.offnums.len();
@@ -278,38 +257,15 @@ impl PageColumns {
         }
         let mut r = first;
         let result = (|| {
-            for (index, lp) in line_pointers.chunks_exact(4).enumerate() {
-                // The checks of `Page::tuple`, as the converter's fast path
-                // makes them.
-                let lp = u32::from_le_bytes([lp[0], lp[1], lp[2], lp[3]]);
-                if (lp >> 15) & 0x03 != LpFlags::Normal.code() {
-                    continue;
-                }
-                let (lp_off, lp_len) = ((lp & 0x7fff) as usize, (lp >> 17) as usize);
-                if lp_len < HEAP_TUPLE_HEADER_SIZE
-                    || lp_off < upper
-                    || lp_off + lp_len > special
-                    || lp_off % MAXIMUM_ALIGNOF != 0
-                {
-                    return Err(NotLocated);
-                }
-                let tup = bytes.get(lp_off..lp_off + lp_len).ok_or(NotLocated)?;
-                let tuple = HeapTuple::parse(tup).map_err(|_| NotLocated)?;
-                let natts = tuple.natts();
+            for t in normal_tuples(page) {
+                let NormalTuple {
+                    index,
+                    lp_off,
+                    tuple,
+                    nulls,
+                } = t.ok_or(NotLocated)?;
+                let natts = nulls.natts;
                 let data = tuple.data();
-                let nulls = Nulls {
-                    natts,
-                    bitmap: if tuple.header().has_nulls() {
-                        Some(
-                            tup.get(
-                                HEAP_TUPLE_HEADER_SIZE..HEAP_TUPLE_HEADER_SIZE + bitmap_len(natts),
-                            )
-                            .ok_or(NotLocated)?,
-                        )
-                    } else {
-                        None
-                    },
-                };
                 // Where the tuple's data starts in the page buffer.
                 let base = at + lp_off + usize::from(tuple.header().hoff);
                 let full = nulls.bitmap.is_none() && natts >= natts_wanted;

@@ -1049,20 +1049,9 @@ fn transcode(
             reason,
         }
     };
-    let parsed = Page::parse(page, layout.block_size).map_err(|e| at(None, None)(e.into()))?;
-    let header = *parsed.header();
-    let summary = PageSummary {
-        rows: 0,
-        lsn: header.lsn,
-        all_visible: header.all_visible(),
-        new_page: parsed.is_new(),
-        line_pointers: parsed.item_count(),
-    };
-    if parsed.is_new() {
+    let (parsed, summary) = open_page(page, blkno, layout).map_err(at(None, None))?;
+    if summary.new_page {
         return Ok(summary);
-    }
-    if layout.verify_checksums {
-        checksum::verify_page(page, blkno).map_err(|e| at(None, None)(e.into()))?;
     }
     let mark = (out.data.len(), out.row_starts.len(), out.row_ends.len());
     let rollback = |out: &mut CopyChunk| {
@@ -1088,6 +1077,29 @@ fn transcode(
             Err(at(offnum, attnum)(reason))
         }
     }
+}
+
+/// Parses `page` (block `blkno`) and, unless it is new, verifies its
+/// checksum when `layout` asks for it: what every page reader of this
+/// module does first. The summary counts no rows yet.
+fn open_page<'p>(
+    page: &'p [u8],
+    blkno: u32,
+    layout: &TupleLayout,
+) -> Result<(Page<'p>, PageSummary), FallbackReason> {
+    let parsed = Page::parse(page, layout.block_size)?;
+    let header = *parsed.header();
+    let summary = PageSummary {
+        rows: 0,
+        lsn: header.lsn,
+        all_visible: header.all_visible(),
+        new_page: parsed.is_new(),
+        line_pointers: parsed.item_count(),
+    };
+    if !parsed.is_new() && layout.verify_checksums {
+        checksum::verify_page(page, blkno)?;
+    }
+    Ok((parsed, summary))
 }
 
 type Located = (Option<u16>, Option<u16>, FallbackReason);

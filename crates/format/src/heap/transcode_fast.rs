@@ -322,39 +322,17 @@ fn rows(
     } else {
         vec![Datum::Null; natts_wanted]
     };
-    let (upper, special) = (
-        usize::from(page.header().upper),
-        usize::from(page.header().special),
-    );
-    let line_pointers = bytes.get(PAGE_HEADER_SIZE..PAGE_HEADER_SIZE + 4 * page.item_count())?;
     let mut rows = 0;
-    for lp in line_pointers.chunks_exact(4) {
-        // The checks of `Page::tuple`.
-        let lp = u32::from_le_bytes([lp[0], lp[1], lp[2], lp[3]]);
-        if (lp >> 15) & 0x03 != LpFlags::Normal.code() {
-            continue;
-        }
-        let (lp_off, lp_len) = ((lp & 0x7fff) as usize, (lp >> 17) as usize);
-        if lp_len < HEAP_TUPLE_HEADER_SIZE
-            || lp_off < upper
-            || lp_off + lp_len > special
-            || lp_off % MAXIMUM_ALIGNOF != 0
-        {
-            return None;
-        }
-        let tup = bytes.get(lp_off..lp_off + lp_len)?;
-        let tuple = HeapTuple::parse(tup).ok()?;
+    for t in normal_tuples(page) {
+        let NormalTuple {
+            lp_off,
+            tuple,
+            nulls,
+            ..
+        } = t?;
         let hoff = usize::from(tuple.header().hoff);
-        let natts = tuple.natts();
+        let natts = nulls.natts;
         let data = tuple.data();
-        let nulls = Nulls {
-            natts,
-            bitmap: if tuple.header().has_nulls() {
-                Some(tup.get(HEAP_TUPLE_HEADER_SIZE..HEAP_TUPLE_HEADER_SIZE + bitmap_len(natts))?)
-            } else {
-                None
-            },
-        };
         let full = nulls.bitmap.is_none() && natts >= natts_wanted;
         let src = Src {
             data,
@@ -405,6 +383,73 @@ fn rows(
         rows += 1;
     }
     Some(rows)
+}
+
+/// One `LP_NORMAL` tuple of a page, checked ([`normal_tuples`]).
+pub(super) struct NormalTuple<'p> {
+    /// The line pointer's index (its offset number minus one).
+    pub(super) index: usize,
+    /// Where the tuple starts in the page.
+    pub(super) lp_off: usize,
+    pub(super) tuple: HeapTuple<'p>,
+    pub(super) nulls: Nulls<'p>,
+}
+
+/// The `LP_NORMAL` tuples of `page` in line pointer order, with the checks
+/// of `Page::tuple` and `HeapTuple::parse`; `None` for a line pointer or
+/// tuple header that fails them (the page is then not converted here).
+pub(super) fn normal_tuples<'p>(
+    page: &Page<'p>,
+) -> impl Iterator<Item = Option<NormalTuple<'p>>> + 'p {
+    let bytes = page.bytes();
+    let (upper, special) = (
+        usize::from(page.header().upper),
+        usize::from(page.header().special),
+    );
+    let line_pointers = bytes
+        .get(PAGE_HEADER_SIZE..PAGE_HEADER_SIZE + 4 * page.item_count())
+        .unwrap_or(&[]);
+    let short = line_pointers.len() < 4 * page.item_count();
+    std::iter::once(None).filter(move |_| short).chain(
+        line_pointers
+            .chunks_exact(4)
+            .enumerate()
+            .filter_map(move |(index, lp)| {
+                let lp = u32::from_le_bytes([lp[0], lp[1], lp[2], lp[3]]);
+                if (lp >> 15) & 0x03 != LpFlags::Normal.code() {
+                    return None;
+                }
+                Some((|| {
+                    let (lp_off, lp_len) = ((lp & 0x7fff) as usize, (lp >> 17) as usize);
+                    if lp_len < HEAP_TUPLE_HEADER_SIZE
+                        || lp_off < upper
+                        || lp_off + lp_len > special
+                        || lp_off % MAXIMUM_ALIGNOF != 0
+                    {
+                        return None;
+                    }
+                    let tup = bytes.get(lp_off..lp_off + lp_len)?;
+                    let tuple = HeapTuple::parse(tup).ok()?;
+                    let natts = tuple.natts();
+                    let nulls = Nulls {
+                        natts,
+                        bitmap: if tuple.header().has_nulls() {
+                            Some(tup.get(
+                                HEAP_TUPLE_HEADER_SIZE..HEAP_TUPLE_HEADER_SIZE + bitmap_len(natts),
+                            )?)
+                        } else {
+                            None
+                        },
+                    };
+                    Some(NormalTuple {
+                        index,
+                        lp_off,
+                        tuple,
+                        nulls,
+                    })
+                })())
+            }),
+    )
 }
 
 /// The row of a tuple written with [`Out`], converting any value.
