@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gpupg_decode::{ArrayRepr, EnumRepr, IntervalRepr, TypeOptions, UnconstrainedNumeric};
-use gpupg_export::{default_parallelism, Engine, ExportRequest, Output, Source, Target};
+use gpupg_export::{default_parallelism, Engine, ExportRequest, HeapIo, Output, Source, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
 
@@ -86,6 +86,12 @@ pub struct ExportOptions {
     /// Smallest table (bytes; suffixes kB, MB, GB) that --source auto reads from its heap files.
     #[arg(long, default_value = "256MB", value_parser = gpupg_source::parse_size)]
     pub heap_threshold: u64,
+    /// How the heap files are read for the GPU: cufile (GPUDirect Storage, straight into GPU
+    /// memory; fails when cuFile cannot register the files), pread (into page-locked memory,
+    /// then copied), or cufile where it registers the files and reads them without its
+    /// compatibility mode, else pread (auto).
+    #[arg(long, value_enum, default_value_t = HeapIoArg::Auto)]
+    pub heap_io: HeapIoArg,
     /// The server's data directory as this machine sees it (default: the server's
     /// data_directory setting, which needs superuser or pg_read_all_settings to read).
     #[arg(long)]
@@ -131,6 +137,13 @@ pub enum SourceArg {
     Auto,
     Copy,
     Heap,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeapIoArg {
+    Auto,
+    Pread,
+    Cufile,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +298,11 @@ impl ExportOptions {
                 SourceArg::Heap => Source::Heap,
             },
             heap_threshold: self.heap_threshold,
+            heap_io: match self.heap_io {
+                HeapIoArg::Auto => HeapIo::Auto,
+                HeapIoArg::Pread => HeapIo::Pread,
+                HeapIoArg::Cufile => HeapIo::CuFile,
+            },
             data_dir: self.data_dir.clone(),
             cancel: Some(&CANCEL),
         })

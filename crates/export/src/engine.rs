@@ -7,7 +7,7 @@ use arrow_array::RecordBatch;
 use gpupg_decode::{CpuDecoder, DecodeStats, Decoder, OutputSchema};
 use gpupg_format::heap::TupleLayout;
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats};
+use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats, PagesIn};
 
 use crate::heap_source::PageReader;
 use crate::{Engine, ExportError};
@@ -177,20 +177,19 @@ impl ThreadDecoder {
     /// a thread without a GPU decoder decodes GPU pages on the CPU.
     pub(crate) fn decode_pages(
         &mut self,
-        data: &[u8],
-        pages: &[u32],
-        blocks: &[u32],
+        input: PagesIn<'_>,
+        (pages, blocks): (&[u32], &[u32]),
         layout: &TupleLayout,
         reader: &PageReader,
         device: bool,
     ) -> Result<(Option<Decoded>, Vec<u32>), ExportError> {
-        match (self, reader) {
-            (ThreadDecoder::Gpu { gpu, strict }, PageReader::Gpu(gl)) => {
+        match (self, reader, input) {
+            (ThreadDecoder::Gpu { gpu, strict }, PageReader::Gpu(gl), _) => {
                 let r = if device {
-                    gpu.decode_pages_to_device(data, pages, gl)
+                    gpu.decode_pages_to_device(input, pages, blocks, gl)
                         .map(|d| (d.batch.map(Decoded::Device), d.flagged))
                 } else {
-                    gpu.decode_pages(data, pages, gl)
+                    gpu.decode_pages(input, pages, blocks, gl)
                         .map(|d| (d.batch.map(Decoded::Host), d.flagged))
                 };
                 match r {
@@ -202,7 +201,7 @@ impl ThreadDecoder {
                     }
                 }
             }
-            (ThreadDecoder::Cpu(cpu), _) if !device => {
+            (ThreadDecoder::Cpu(cpu), _, PagesIn::Host(data)) if !device => {
                 let d = cpu.decode_pages(data, pages, blocks, layout)?;
                 Ok((d.batch.map(Decoded::Host), d.flagged))
             }

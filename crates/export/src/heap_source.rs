@@ -22,17 +22,16 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use gpupg_format::heap::{
-    transcode_page, verify_page, FallbackReason, Page, PageHeader, TupleLayout, VisibilityMap,
-};
+use gpupg_format::heap::{transcode_page, FallbackReason, PageHeader, TupleLayout, VisibilityMap};
 use gpupg_format::CopyChunk;
-use gpupg_gpu::PageLayout;
+use gpupg_gpu::{PageLayout, PagesIn};
 use gpupg_source::heap::{checkpoint, heap_relation, wal_insert_lsn, HeapRelation, RelationFiles};
 use gpupg_source::{copy_sql, BufferPool, Connection, PageRange, ReadSpec, SourceError};
 use serde::Serialize;
 
+use crate::heap_io::{DeviceChunk, GdsReads};
 use crate::plan::ExportPlan;
-use crate::{ExportError, ExportRequest, Source, Target};
+use crate::{ExportError, ExportRequest, HeapIo, Source, Target};
 
 /// Blocks read by one positioned read (8 MiB at 8 KiB blocks).
 const RANGE_BLOCKS: u64 = 1024;
@@ -50,6 +49,10 @@ pub(crate) struct HeapPlan {
     pub checkpoint_seconds: f64,
     /// Per relation, who reads its trusted pages.
     page_readers: Vec<PageReader>,
+    /// The files read through cuFile, when they are ([`HeapPlan::use_gds`]).
+    gds: Option<GdsReads>,
+    /// Why the files are read with `pread` although the GPU converts pages.
+    pread_why: Option<String>,
 }
 
 /// Who reads a relation's trusted pages.
@@ -192,6 +195,8 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
         starts,
         fence,
         checkpoint_seconds,
+        gds: None,
+        pread_why: None,
     })
 }
 
@@ -219,6 +224,66 @@ impl HeapPlan {
         for r in &mut self.page_readers {
             *r = PageReader::Cpu;
         }
+    }
+
+    /// Reads the files of the relations whose pages the GPU converts
+    /// through cuFile, as `policy` says: `Auto` when cuFile registers every
+    /// segment file and reads them other than in compatibility mode (else
+    /// `pread`, and the report says why), `CuFile` whenever it registers
+    /// them (else the export fails). `buffers` device buffers of
+    /// `buffer_bytes` are allocated for the reads.
+    pub(crate) fn use_gds(
+        &mut self,
+        policy: HeapIo,
+        device: usize,
+        buffers: usize,
+        buffer_bytes: usize,
+    ) -> Result<(), ExportError> {
+        if policy == HeapIo::CuFile && !self.gpu_pages() {
+            return Err(ExportError::Invalid(
+                "--heap-io cufile reads pages for the GPU page kernels: it needs the GPU engine and a table whose pages they convert".into(),
+            ));
+        }
+        if policy == HeapIo::Pread || !self.gpu_pages() {
+            return Ok(());
+        }
+        let rels: Vec<_> = self
+            .rels
+            .iter()
+            .zip(&self.page_readers)
+            .map(|(r, reader)| matches!(reader, PageReader::Gpu(_)).then_some(&r.files))
+            .collect();
+        let bs = self.block_size().max(1);
+        let buffer_bytes = buffer_bytes
+            .max(RANGE_BLOCKS as usize * bs)
+            .next_multiple_of(bs);
+        match GdsReads::open(
+            device,
+            policy == HeapIo::CuFile,
+            &rels,
+            buffers,
+            buffer_bytes,
+        ) {
+            Ok(g) => self.gds = Some(g),
+            Err(why) if policy == HeapIo::Auto => self.pread_why = Some(why),
+            Err(why) => return Err(ExportError::Invalid(format!("--heap-io cufile: {why}"))),
+        }
+        Ok(())
+    }
+
+    /// How the files are read, for the summary and the report:
+    /// "cuFile into GPU 0 (compatibility mode), 16 threads" or
+    /// "pread, 16 threads (cuFile: why not)".
+    pub(crate) fn io_description(&self, device: usize, readers: usize) -> String {
+        match (&self.gds, &self.pread_why) {
+            (Some(g), _) => format!("cuFile into GPU {device} ({}), {readers} threads", g.mode),
+            (None, Some(why)) => format!("pread, {readers} threads (cuFile: {why})"),
+            (None, None) => format!("pread, {readers} threads"),
+        }
+    }
+
+    fn block_size(&self) -> usize {
+        self.rels.first().map_or(0, |r| r.rel.block_size)
     }
 
     /// Whether any relation's pages go to the GPU page kernels.
@@ -350,7 +415,7 @@ impl HeapCounters {
             .or_insert(0) += 1;
     }
 
-    pub(crate) fn report(&self, heap: &HeapPlan, readers: usize) -> HeapReport {
+    pub(crate) fn report(&self, heap: &HeapPlan, readers: usize, device: usize) -> HeapReport {
         HeapReport {
             pages_direct: self.pages_direct.load(Ordering::Relaxed),
             pages_fallback: self.pages_fallback.load(Ordering::Relaxed),
@@ -364,7 +429,7 @@ impl HeapCounters {
             blocks: heap.blocks(),
             block_size: heap.rels.first().map_or(0, |r| r.rel.block_size),
             checksums: heap.rels.iter().any(|r| r.rel.checksums),
-            io: format!("pread, {readers} threads"),
+            io: heap.io_description(device, readers),
             checkpoint_seconds: heap.checkpoint_seconds,
             read_seconds: self.read_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             convert_seconds: self.convert_nanos.load(Ordering::Relaxed) as f64 / 1e9,
@@ -397,13 +462,13 @@ pub(crate) enum Work {
     Pages(PageBatch),
 }
 
-/// Heap pages of one relation, read into a pool buffer, that the readers
-/// trust (all-visible, not changed since the fence, checksum verified):
-/// the decoder converts them on the GPU, and the pages the kernels leave
-/// to the CPU with [`transcode_page`] ([`HeapPlan::convert_flagged`]).
+/// Heap pages of one relation that the readers trust (all-visible, not
+/// changed since the fence, header sound), read into a pool buffer or, by
+/// cuFile, into device memory: the decoder converts them on the GPU (or
+/// decodes them on the CPU), and the pages it flags with [`transcode_page`]
+/// ([`HeapPlan::convert_flagged`]).
 pub(crate) struct PageBatch {
-    /// A pool buffer holding whole pages.
-    pub data: Vec<u8>,
+    pub data: PageData,
     /// The trusted pages: their index in `data` and block number.
     pub pages: Vec<u32>,
     pub blocks: Vec<u32>,
@@ -412,6 +477,71 @@ pub(crate) struct PageBatch {
     pub partition: u32,
     /// Bytes of `data` holding pages.
     filled: usize,
+}
+
+/// Where a batch's pages are.
+pub(crate) enum PageData {
+    /// A (page-locked, with the GPU engine) pool buffer.
+    Host(Vec<u8>),
+    /// Device memory filled by cuFile, with the pages' headers.
+    Device(DeviceChunk),
+}
+
+impl PageBatch {
+    /// The pages, for the decoders.
+    pub(crate) fn input(&self) -> PagesIn<'_> {
+        match &self.data {
+            PageData::Host(d) => PagesIn::Host(d),
+            PageData::Device(c) => c.input(),
+        }
+    }
+
+    /// Gives a host buffer back to the pool (a device buffer goes back to
+    /// its own pool when dropped).
+    pub(crate) fn recycle(self, pool: &BufferPool) {
+        if let PageData::Host(d) = self.data {
+            pool.give(d);
+        }
+    }
+
+    /// Bytes the batch can hold.
+    fn capacity(&self) -> usize {
+        match &self.data {
+            PageData::Host(d) => d.len(),
+            PageData::Device(c) => c.len(),
+        }
+    }
+
+    /// The header of page `index` of the buffer.
+    fn header(&self, index: usize, block_size: usize) -> &[u8] {
+        match &self.data {
+            PageData::Host(d) => d.get(index * block_size..).unwrap_or(&[]),
+            PageData::Device(c) => c.header(index),
+        }
+    }
+
+    /// Page `index` of the buffer on the host (copied back from the GPU
+    /// when it is there).
+    fn page(
+        &self,
+        index: usize,
+        block_size: usize,
+    ) -> Result<std::borrow::Cow<'_, [u8]>, ExportError> {
+        let at = index * block_size;
+        match &self.data {
+            PageData::Host(d) => d
+                .get(at..at + block_size)
+                .map(std::borrow::Cow::Borrowed)
+                .ok_or_else(|| ExportError::Invalid("internal: a page past its batch".into())),
+            PageData::Device(c) => {
+                let mut page = vec![0u8; block_size];
+                c.copy_page(index, &mut page).map_err(|e| {
+                    ExportError::Invalid(format!("copying a page back from the GPU: {e}"))
+                })?;
+                Ok(std::borrow::Cow::Owned(page))
+            }
+        }
+    }
 }
 
 /// The COPY statements channel, closed once nothing can add to it: every
@@ -513,7 +643,7 @@ struct ReaderOut<'a> {
 impl ReaderOut<'_> {
     fn send_pages(&self, batch: PageBatch, pool: &BufferPool) -> Result<(), ExportError> {
         if batch.pages.is_empty() {
-            pool.give(batch.data);
+            batch.recycle(pool);
             return Ok(());
         }
         self.statements.hold();
@@ -567,20 +697,16 @@ pub(crate) fn run_reader(
         let vm = VisibilityMap::new(&rel.vm, bs).map_err(|e| {
             ExportError::Invalid(format!("visibility map of {}: {e}", rel.rel.label))
         })?;
-        // Pages that go to the decoders whole; the GPU kernels need the
-        // page structure and checksum checked here, the CPU decoder checks
-        // them itself.
-        let (on_gpu, check_whole) = match heap.page_reader(rel_index) {
-            PageReader::Rows => (false, false),
-            PageReader::Gpu(_) => (true, true),
-            PageReader::Cpu => (true, false),
-        };
+        // Pages that go to the decoders whole (the GPU page kernels or the
+        // CPU page decoder, which check each page's line pointers and
+        // checksum themselves), read into host memory or, through cuFile,
+        // into device memory.
+        let whole = !matches!(heap.page_reader(rel_index), PageReader::Rows);
+        let gds = heap.gds.as_ref().filter(|g| whole && g.reads(rel_index));
         let bytes_n = n as usize * bs;
-        // Pages for the GPU are read straight into a (page-locked) pool
-        // buffer that goes to the decoder whole.
-        if on_gpu {
+        if whole {
             if let Some(b) = batch.take() {
-                if b.rel == rel_index && b.filled + bytes_n <= b.data.len() {
+                if b.rel == rel_index && b.filled + bytes_n <= b.capacity() {
                     batch = Some(b);
                 } else {
                     let f = Instant::now();
@@ -590,8 +716,17 @@ pub(crate) fn run_reader(
             }
             if batch.is_none() {
                 let f = Instant::now();
-                let mut data = pool.take();
-                pool.ensure_len(&mut data, range_bytes, 0);
+                let data = match gds {
+                    Some(g) => match g.take(stopped) {
+                        Some(chunk) => PageData::Device(chunk),
+                        None => break,
+                    },
+                    None => {
+                        let mut data = pool.take();
+                        pool.ensure_len(&mut data, range_bytes, 0);
+                        PageData::Host(data)
+                    }
+                };
                 counters.add(&counters.flush_nanos, f.elapsed());
                 batch = Some(PageBatch {
                     data,
@@ -605,24 +740,36 @@ pub(crate) fn run_reader(
         } else if buf.len() < range_bytes {
             buf.resize(range_bytes, 0);
         }
-        let at = batch.as_ref().filter(|_| on_gpu).map_or(0, |b| b.filled);
+        let at = batch.as_ref().filter(|_| whole).map_or(0, |b| b.filled);
         let t = Instant::now();
-        {
-            let bytes = match batch.as_mut().filter(|_| on_gpu) {
-                Some(b) => &mut b.data[at..at + bytes_n],
-                None => &mut buf[..bytes_n],
-            };
-            rel.files.read_blocks(start, bytes).map_err(|e| {
-                ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
-            })?;
+        let read_error = |e: String| {
+            ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
+        };
+        match batch.as_mut().filter(|_| whole).map(|b| &mut b.data) {
+            Some(PageData::Host(data)) => rel
+                .files
+                .read_blocks(start, &mut data[at..at + bytes_n])
+                .map_err(|e| read_error(e.to_string()))?,
+            Some(PageData::Device(chunk)) => match gds {
+                Some(g) => g
+                    .read(rel_index, &rel.files, (start, n), chunk, at)
+                    .map_err(read_error)?,
+                None => return Err(read_error("internal: device pages without cuFile".into())),
+            },
+            None => rel
+                .files
+                .read_blocks(start, &mut buf[..bytes_n])
+                .map_err(|e| read_error(e.to_string()))?,
         }
         // Read each page's LSN again now that the whole range is in: a page
         // being written during the read shows a newer LSN here.
         lsns.clear();
         for b in start..start + n {
-            lsns.push(rel.files.read_lsn(b).map_err(|e| {
-                ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
-            })?);
+            lsns.push(
+                rel.files
+                    .read_lsn(b)
+                    .map_err(|e| read_error(e.to_string()))?,
+            );
         }
         counters.add(&counters.read_nanos, t.elapsed());
 
@@ -632,15 +779,14 @@ pub(crate) fn run_reader(
         for i in 0..n {
             let block = start + i;
             let lsn_after = lsns[i as usize];
-            let verdict = match batch.as_mut().filter(|_| on_gpu) {
+            let verdict = match batch.as_mut().filter(|_| whole) {
                 Some(b) => {
-                    let from = at + i as usize * bs;
-                    let page = &b.data[from..from + bs];
-                    trust(rel, heap.fence, &vm, block, page, lsn_after, check_whole).map(
+                    let index = at / bs + i as usize;
+                    trust(heap.fence, &vm, block, b.header(index, bs), lsn_after, bs).map(
                         |trusted| {
                             if trusted {
                                 // Counted as direct once converted.
-                                b.pages.push((from / bs) as u32);
+                                b.pages.push(index as u32);
                                 b.blocks.push(block as u32);
                                 None
                             } else {
@@ -676,7 +822,7 @@ pub(crate) fn run_reader(
             }
         }
         runs.flush()?;
-        if let Some(b) = batch.as_mut().filter(|_| on_gpu) {
+        if let Some(b) = batch.as_mut().filter(|_| whole) {
             b.filled = at + bytes_n;
         }
         counters.add(
@@ -694,21 +840,22 @@ pub(crate) fn run_reader(
     Ok(())
 }
 
-/// Whether `page` (block `block`) can be trusted, judged from its header
-/// and the visibility map: `Ok(true)` trusted, `Ok(false)` a new page (no
-/// rows), else why not. With `whole`, the page must also parse and its
-/// checksum verify (when the cluster has checksums), which the CPU
-/// converter checks itself.
+/// Whether the page of block `block` whose header is `header` can be
+/// trusted: `Ok(true)` trusted, `Ok(false)` a new page (no rows), else why
+/// not. Judged from the header alone (the page may be in GPU memory): the
+/// visibility map and the header say all-visible, the LSN is at most the
+/// fence and unchanged after the read, and the header's bounds make
+/// sense. Whoever reads the page checks its line pointers, tuples and
+/// checksum.
 fn trust(
-    heap: &HeapRel,
     fence: u64,
     vm: &VisibilityMap<'_>,
     block: u64,
-    page: &[u8],
+    header: &[u8],
     lsn_after: u64,
-    whole: bool,
+    block_size: usize,
 ) -> Result<bool, String> {
-    let Some(header) = PageHeader::read(page) else {
+    let Some(header) = PageHeader::read(header) else {
         return Err("page not understood".into());
     };
     if header.is_new() {
@@ -724,14 +871,8 @@ fn trust(
     if lsn_after != header.lsn {
         return Err("written while being read".into());
     }
-    if !whole {
-        return Ok(true);
-    }
-    if Page::parse(page, heap.rel.block_size).is_err() {
+    if header.check(block_size).is_err() {
         return Err("page not understood".into());
-    }
-    if heap.rel.checksums && verify_page(page, block as u32).is_err() {
-        return Err("checksum failure".into());
     }
     Ok(true)
 }
@@ -747,7 +888,7 @@ fn judge(
     lsn_after: u64,
     out: &mut CopyChunk,
 ) -> Result<usize, String> {
-    if !trust(heap, fence, vm, block, page, lsn_after, false)? {
+    if !trust(fence, vm, block, page, lsn_after, heap.rel.block_size)? {
         return Ok(0);
     }
     match transcode_page(page, block as u32, &heap.rel.layout, out) {
@@ -785,9 +926,8 @@ impl HeapPlan {
                     "internal: a flagged page out of range".into(),
                 ));
             };
-            let from = index as usize * bs;
-            let page = &batch.data[from..from + bs];
-            match transcode_page(page, block, &rel.rel.layout, rows) {
+            let page = batch.page(index as usize, bs)?;
+            match transcode_page(&page, block, &rel.rel.layout, rows) {
                 Ok(summary) => {
                     counters
                         .rows_direct

@@ -18,6 +18,7 @@ mod connections;
 mod cputime;
 mod engine;
 mod error;
+mod heap_io;
 mod heap_source;
 mod pipeline;
 mod plan;
@@ -32,6 +33,6 @@ pub use pipeline::{export, export_to_device, DEVICE_WORKERS};
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{
-    default_parallelism, Engine, ExportRequest, Output, Source, Target, DEFAULT_CHUNK_BYTES,
-    DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD,
+    default_parallelism, Engine, ExportRequest, HeapIo, Output, Source, Target,
+    DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD,
 };

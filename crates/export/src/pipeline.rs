@@ -166,10 +166,20 @@ fn run(
     let mut page_notes = Vec::new();
     // With the CPU engine, they go to the decoders whole, which decode them
     // into columns without binary COPY rows in between.
-    match (&mut source, &chosen) {
-        (HeapChosen::Heap(heap), Chosen::Gpu { .. }) => page_notes = heap.use_gpu_pages(),
-        (HeapChosen::Heap(heap), Chosen::Cpu { .. }) => heap.use_cpu_pages(),
-        _ => {}
+    // The GPU's pages are read by cuFile when `req.heap_io` says and it
+    // can, into device buffers for every reader's batch, every batch
+    // queued and every decoder's.
+    if let HeapChosen::Heap(heap) = &mut source {
+        match &chosen {
+            Chosen::Gpu { .. } => page_notes = heap.use_gpu_pages(),
+            Chosen::Cpu { .. } => heap.use_cpu_pages(),
+        }
+        heap.use_gds(
+            req.heap_io,
+            req.device,
+            req.parallel + 2 * req.workers,
+            req.heap_chunk_bytes,
+        )?;
     }
     let descs: Vec<_> = session
         .plan
@@ -373,7 +383,7 @@ fn run(
                             match work {
                                 Work::Rows(chunk) => pool.give(chunk.data),
                                 Work::Pages(batch) => {
-                                    pool.give(batch.data);
+                                    batch.recycle(pool);
                                     feed.release();
                                 }
                             }
@@ -400,7 +410,7 @@ fn run(
                                 feed,
                                 &mut parts,
                             );
-                            pool.give(batch.data);
+                            batch.recycle(pool);
                             feed.release();
                             r
                         }
@@ -532,9 +542,9 @@ fn run(
         },
         source_detail: match &source {
             HeapChosen::Heap(heap) => format!(
-                "heap files of {} via pread ({} threads), {}; pages that cannot be trusted via COPY{}",
+                "heap files of {} via {}, {}; pages that cannot be trusted via COPY{}",
                 heap.describe_files(),
-                heap_readers,
+                heap.io_description(req.device, heap_readers),
                 if heap.gpu_pages() {
                     format!(
                         "pages converted to rows on GPU {} (pages it leaves, on the CPU)",
@@ -555,7 +565,7 @@ fn run(
             HeapChosen::Copy { why: None } => "COPY".into(),
         },
         heap: match &source {
-            HeapChosen::Heap(heap) => Some(heap_counters.report(heap, heap_readers)),
+            HeapChosen::Heap(heap) => Some(heap_counters.report(heap, heap_readers, req.device)),
             HeapChosen::Copy { .. } => None,
         },
         connections,
@@ -607,9 +617,8 @@ fn decode_page_batch(
         ));
     };
     let (decoded, flagged) = decoder.decode_pages(
-        &batch.data,
-        &batch.pages,
-        &batch.blocks,
+        batch.input(),
+        (&batch.pages, &batch.blocks),
         layout,
         reader,
         to_device,

@@ -45,6 +45,24 @@ pub enum Source {
     Heap,
 }
 
+/// How the heap path reads a relation's files when the GPU converts its
+/// pages (the CPU engine always reads with `pread`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeapIo {
+    /// cuFile (GPUDirect Storage) where every segment file registers with
+    /// it and its reads would not go through cuFile's compatibility mode;
+    /// otherwise parallel `pread` into page-locked buffers and
+    /// asynchronous copies to the GPU. The report says which, and why.
+    Auto,
+    /// Parallel `pread` into page-locked buffers.
+    Pread,
+    /// cuFile, straight into device memory, in compatibility mode too (the
+    /// files are still read with `O_DIRECT` and the pages never pass
+    /// through the decoders' host buffers); fails when a file does not
+    /// register.
+    CuFile,
+}
+
 /// Tables smaller than this are read through COPY by `--source auto`: the
 /// CHECKPOINT the heap path needs can cost more than COPY of a small table.
 pub const DEFAULT_HEAP_THRESHOLD: u64 = 256 << 20;
@@ -99,6 +117,8 @@ pub struct ExportRequest<'a> {
     /// `Source::Auto` reads tables of at least this many bytes from their
     /// heap files.
     pub heap_threshold: u64,
+    /// How heap files are read for the GPU page kernels.
+    pub heap_io: HeapIo,
     /// The server's data directory as this process sees it (default: the
     /// server's `data_directory` setting).
     pub data_dir: Option<PathBuf>,

@@ -49,6 +49,7 @@ pub fn request(
         },
         source: gpupg_export::Source::Copy,
         heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
+        heap_io: gpupg_export::HeapIo::Auto,
         data_dir: None,
         cancel: None,
     }

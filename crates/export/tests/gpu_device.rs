@@ -6,7 +6,7 @@ mod common;
 
 use arrow::array::Array;
 use common::*;
-use gpupg_export::{export, export_to_device, Engine, NoProgress, Source};
+use gpupg_export::{export, export_to_device, Engine, HeapIo, NoProgress, Source};
 use gpupg_localpg::LocalServer;
 use gpupg_sink::Format;
 
@@ -18,6 +18,16 @@ fn source_name(s: Source) -> &'static str {
 }
 
 fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) -> gpupg_export::ExportReport {
+    check_table_io(dsn, name, keys, source, HeapIo::Auto)
+}
+
+fn check_table_io(
+    dsn: &str,
+    name: &str,
+    keys: &[&str],
+    source: Source,
+    heap_io: HeapIo,
+) -> gpupg_export::ExportReport {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, out) = file(dir.path(), "cpu.arrow");
     let mut req = request(dsn, table(name), out, Format::Arrow);
@@ -27,6 +37,7 @@ fn check_table(dsn: &str, name: &str, keys: &[&str], source: Source) -> gpupg_ex
 
     req.engine = Engine::Gpu;
     req.source = source;
+    req.heap_io = heap_io;
     let (device, report) = export_to_device(&req, &NoProgress).expect("device export");
     assert_eq!(report.source, source_name(source));
     assert_eq!(report.engine, "gpu");
@@ -111,4 +122,77 @@ fn device_export_equals_cpu_export() {
     assert!(heap(&r).pages_gpu > 0);
     let r = check_table(&dsn, "parted", &["id"], Source::Heap);
     assert!(heap(&r).pages_gpu > 0);
+}
+
+/// The heap files read by cuFile straight into device memory. The lent
+/// GPU machine's disk registers with cuFile only in its compatibility mode
+/// (and only with `CUFILE_EXPERIMENTAL_FS=true`), which `--heap-io auto`
+/// refuses (it reads with pread and says why) and `--heap-io cufile` uses:
+/// the path from device memory (headers copied back, line pointers and
+/// checksums checked by the kernels, flagged pages copied back) is the
+/// same as with GPUDirect. With data checksums, a corrupt page is read
+/// through COPY on both I/O paths.
+#[test]
+#[ignore = "needs a GPU"]
+fn cufile_heap_export_equals_cpu_export() {
+    let server = LocalServer::start_with(gpupg_localpg::LocalServerOptions {
+        data_checksums: true,
+        ..Default::default()
+    })
+    .expect("server");
+    let dsn = server.dsn();
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 50_000, 4).expect("lineorder");
+    common::create_heap_cases(&dsn);
+    common::exec(&dsn, "CHECKPOINT");
+    common::vacuum_all_visible(&dsn, &["lineorder", "toasty", "evolved", "parted"]);
+    let keys = ["lo_orderkey", "lo_linenumber"];
+    let heap = |r: &gpupg_export::ExportReport| r.heap.clone().expect("heap report");
+
+    let r = check_table_io(&dsn, "lineorder", &keys, Source::Heap, HeapIo::Auto);
+    let io = heap(&r).io;
+    println!("RESULT cufile_auto {io}");
+    assert!(io.starts_with("pread") || io.starts_with("cuFile"), "{io}");
+
+    // cuFile's compatibility mode on this machine's file system.
+    std::env::set_var("CUFILE_EXPERIMENTAL_FS", "true");
+    let t = std::time::Instant::now();
+    let r = check_table_io(&dsn, "lineorder", &keys, Source::Heap, HeapIo::CuFile);
+    let h = heap(&r);
+    println!(
+        "RESULT cufile_lineorder {} in {:.3} s: {} pages direct, {} on the GPU",
+        h.io,
+        t.elapsed().as_secs_f64(),
+        h.pages_direct,
+        h.pages_gpu
+    );
+    assert!(h.io.starts_with("cuFile into GPU"), "{}", h.io);
+    assert!(
+        h.checksums && h.pages_gpu > 0 && h.pages_fallback == 0,
+        "{h:?}"
+    );
+    for (name, keys) in [("toasty", ["id"]), ("evolved", ["id"]), ("parted", ["id"])] {
+        let r = check_table_io(&dsn, name, &keys, Source::Heap, HeapIo::CuFile);
+        assert!(heap(&r).io.starts_with("cuFile"), "{name}");
+    }
+
+    // A corrupt block: its checksum fails in the kernels on both I/O paths
+    // and it is read through COPY (the server's buffers hold it intact).
+    let rel = common::query(&dsn, "SELECT pg_relation_filepath('lineorder')");
+    let path = server
+        .data_dir()
+        .join(rel[0][0].as_deref().expect("relation path"));
+    let mut bytes = std::fs::read(&path).expect("heap file");
+    bytes[5 * 8192 + 7000] ^= 0x55;
+    std::fs::write(&path, &bytes).expect("corrupt the file");
+    for io in [HeapIo::CuFile, HeapIo::Pread] {
+        let r = check_table_io(&dsn, "lineorder", &keys, Source::Heap, io);
+        let h = heap(&r);
+        assert_eq!(h.pages_fallback, 1, "{io:?}: {h:?}");
+        assert_eq!(
+            h.fallback_reasons.get("checksum failure"),
+            Some(&1),
+            "{io:?}: {h:?}"
+        );
+    }
+    println!("RESULT cufile_checksums a corrupt page read through COPY with cuFile and with pread");
 }

@@ -219,6 +219,17 @@ fn heap_path_refusals_are_clear() {
     req.data_dir = Some(server.data_dir().to_path_buf());
     let msg = fails(&req);
     assert!(msg.contains("pg_checkpoint"), "{msg}");
+    // cuFile reads pages for the GPU page kernels only.
+    let mut req = heap_req("t");
+    req.engine = gpupg_export::Engine::Cpu;
+    req.heap_io = gpupg_export::HeapIo::CuFile;
+    let msg = export(&req, &NoProgress)
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        msg.contains("--heap-io cufile") && msg.contains("GPU engine"),
+        "{msg}"
+    );
     // Nothing was left behind by any of them.
     assert!(files_in(dir.path()).is_empty());
 }

@@ -73,6 +73,7 @@ struct HeapArgs {
     u32* starts;
     u32* ends;
     u32* flagged;          // [0]: count, then page indexes
+    const u32* check_blocks;  // data checksums: page p's block number; NULL: not verified
     u32 npages;
     u32 nslots;
     u32 block_size;
@@ -84,6 +85,32 @@ struct HeapArgs {
 __device__ __forceinline__ u32 ld16le(const u8* p) { return (u32)p[0] | ((u32)p[1] << 8); }
 __device__ __forceinline__ u32 ld32le(const u8* p) {
     return (u32)p[0] | ((u32)p[1] << 8) | ((u32)p[2] << 16) | ((u32)p[3] << 24);
+}
+
+// PostgreSQL's data page checksum (storage/checksum_impl.h): the page is
+// read as rows of 32 little-endian words, lane j hashing word j of every
+// row from its own seed; pd_checksum (bytes 8..10) counts as zero.
+__device__ const u32 CHECKSUM_SEEDS[32] = {
+    0x5B1F36E9, 0xB8525960, 0x02AB50AA, 0x1DE66D2A, 0x79FF467A, 0x9BB9F8A3, 0x217E7CD2, 0x83E13D2C,
+    0xF8D4474F, 0xE39EB970, 0x42C6AE16, 0x993216FA, 0x7B093B5D, 0x98DAFF3C, 0xF718902A, 0x0B1C9CDB,
+    0xE58F764B, 0x187636BC, 0x5D7B3BB1, 0xE73DE7DE, 0x92BEC979, 0xCCA6C0B2, 0x304A0979, 0x85AA43D4,
+    0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756};
+
+__device__ __forceinline__ u32 checksum_comp(u32 sum, u32 v) {
+    u32 t = sum ^ v;
+    return (t * 16777619u) ^ (t >> 17);
+}
+
+// Lane `lane`'s final sum over the page in `pg` (two rounds of zeros mixed
+// in); the page checksum is the lanes XORed with the block number.
+__device__ u32 checksum_lane(const u8* pg, u32 lane, u32 block_size) {
+    u32 sum = CHECKSUM_SEEDS[lane];
+    for (u32 row = 0; row < block_size / 128; row++) {
+        u32 v = ld32le(pg + row * 128 + lane * 4);
+        if (row == 0 && lane == 2) v &= 0xffff0000u;
+        sum = checksum_comp(sum, v);
+    }
+    return checksum_comp(checksum_comp(sum, 0), 0);
 }
 
 // Copies the page into shared memory (16 bytes per thread and step; the
@@ -332,15 +359,32 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
 extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
     HEAP_SMEM;
     __shared__ u32 s_bad;
+    __shared__ u32 s_sums[32];
     u32 pos[HEAP_MAX_ATTS];
     for (u32 p = blockIdx.x; p < a.npages; p += gridDim.x) {
         load_page(smem, a.pages + (u64)a.page_at[p] * a.block_size, a.block_size);
         if (threadIdx.x == 0) s_bad = 0;
         __syncthreads();
+        // Pages read straight into device memory (cuFile) were never on the
+        // host: their checksums are verified here. A mismatch flags the
+        // page, and the host, verifying it again, reads it through COPY.
+        if (a.check_blocks) {
+            for (u32 lane = threadIdx.x; lane < 32; lane += blockDim.x) {
+                s_sums[lane] = checksum_lane(smem, lane, a.block_size);
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                u32 c = a.check_blocks[p];
+                for (u32 k = 0; k < 32; k++) c ^= s_sums[k];
+                if (c % 65535u + 1u != ld16le(smem + 8)) s_bad = 1;
+            }
+            __syncthreads();
+        }
         u32 base = a.slot_base[p], nitems = a.slot_base[p + 1] - base;
         u32 lower = ld16le(smem + 12), upper = ld16le(smem + 14), special = ld16le(smem + 16);
-        bool page_ok = lower >= 24 && (lower - 24) / 4 == nitems && ((lower - 24) & 3) == 0 &&
-                       lower <= upper && upper <= special && special <= a.block_size;
+        bool page_ok = !s_bad && lower >= 24 && (lower - 24) / 4 == nitems &&
+                       ((lower - 24) & 3) == 0 && lower <= upper && upper <= special &&
+                       special <= a.block_size;
         for (u32 lp = threadIdx.x; lp < nitems; lp += blockDim.x) {
             u32 len = 0;
             bool bad = !page_ok;

@@ -844,6 +844,74 @@ impl DeviceBuffer {
     }
 }
 
+impl DeviceBuffer {
+    /// Copies `rows` runs of `width` bytes, `pitch` bytes apart from byte
+    /// `offset` of the buffer on, packed into the first `rows * width`
+    /// bytes of `dst`, synchronously (one `cuMemcpy2D`): the headers of
+    /// pages read into device memory, say.
+    pub fn copy_strided_to_host(
+        &self,
+        offset: usize,
+        pitch: usize,
+        width: usize,
+        rows: usize,
+        dst: &mut [u8],
+    ) -> Result<(), GpuError> {
+        if rows == 0 || width == 0 {
+            return Ok(());
+        }
+        let end = (rows - 1)
+            .checked_mul(pitch)
+            .and_then(|v| v.checked_add(offset))
+            .and_then(|v| v.checked_add(width));
+        let fits = width <= pitch
+            && end.is_some_and(|e| e <= self.bytes)
+            && rows.checked_mul(width).is_some_and(|n| n <= dst.len());
+        if !fits {
+            return Err(GpuError::Layout {
+                column: "(device copy)".into(),
+                what: format!(
+                    "{rows} runs of {width} bytes every {pitch} from offset {offset} do not fit a buffer of {} bytes or a destination of {}",
+                    self.bytes,
+                    dst.len()
+                ),
+            });
+        }
+        self.ctx.bind()?;
+        let copy = sys::CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcHost: std::ptr::null(),
+            srcDevice: self.ptr + offset as u64,
+            srcArray: std::ptr::null_mut(),
+            srcPitch: pitch,
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_HOST,
+            dstHost: dst.as_mut_ptr() as *mut c_void,
+            dstDevice: 0,
+            dstArray: std::ptr::null_mut(),
+            dstPitch: width,
+            WidthInBytes: width,
+            Height: rows,
+        };
+        // SAFETY: source and destination ranges checked above; the copy is
+        // synchronous.
+        check(
+            unsafe { sys::cuMemcpy2D_v2(&copy) },
+            "cuMemcpy2D",
+            self.ctx.ordinal,
+        )
+    }
+
+    /// Copies `dst.len()` bytes from byte `offset` of the buffer,
+    /// synchronously.
+    pub fn copy_range_to_host(&self, offset: usize, dst: &mut [u8]) -> Result<(), GpuError> {
+        self.copy_strided_to_host(offset, dst.len(), dst.len(), 1, dst)
+    }
+}
+
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         if self.owner.is_some() {

@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
 use crate::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
 use crate::error::GpuError;
-use crate::heap::{slot_bases, HeapArgs, PageLayout};
+use crate::heap::{slot_bases, slot_bases_of_headers, HeapArgs, PageLayout};
 use crate::kernels::{Kernels, Kind, Task, TaskKernel, FLAG_CPU, FLAG_ERROR};
 use crate::pinned::{is_pinned, PinnedBuffer};
 use crate::plan::{merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan};
@@ -115,7 +115,7 @@ pub struct GpuStats {
 }
 
 mod pages;
-pub use pages::PagesDecoded;
+pub use pages::{PagesDecoded, PagesIn};
 
 static KERNELS: OnceLock<Mutex<HashMap<usize, Arc<Kernels>>>> = OnceLock::new();
 

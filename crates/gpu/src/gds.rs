@@ -219,17 +219,49 @@ pub(crate) fn describe_cufile(code: i32, cuda_code: i32) -> String {
 /// `allow_compat_mode` in the text of a cuFile configuration (JSON with
 /// `//` comments): the first uncommented occurrence.
 pub(crate) fn compat_mode_in(text: &str) -> Option<bool> {
+    config_bool_in(text, "allow_compat_mode")
+}
+
+/// The boolean `key` in the text of a cuFile configuration: its first
+/// uncommented occurrence.
+fn config_bool_in(text: &str, key: &str) -> Option<bool> {
+    let quoted = format!("\"{key}\"");
     for line in text.lines() {
         let l = line.trim();
         if l.starts_with("//") {
             continue;
         }
-        if let Some(rest) = l.strip_prefix("\"allow_compat_mode\"") {
+        if let Some(rest) = l.strip_prefix(quoted.as_str()) {
             let v = rest.trim_start_matches([' ', '\t', ':']).trim();
             return Some(v.starts_with("true"));
         }
     }
     None
+}
+
+/// Why cuFile could not read with GPUDirect on this host, as far as can be
+/// told without opening its driver (which costs about half a second): DMA
+/// from storage into GPU memory needs the nvidia-fs kernel module, or
+/// cuFile's PCI P2PDMA mode (`"use_pci_p2pdma": true` in its
+/// configuration). `None` when either is there: the driver then decides.
+pub fn gpudirect_unavailable() -> Option<String> {
+    let nvidia_fs = ["/sys/module/nvidia_fs", "/proc/driver/nvidia-fs"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if nvidia_fs {
+        return None;
+    }
+    let config = cufile_config_path();
+    let p2pdma = std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|t| config_bool_in(&t, "use_pci_p2pdma"));
+    if p2pdma == Some(true) {
+        return None;
+    }
+    Some(format!(
+        "nvidia-fs is not loaded and PCI P2PDMA is not enabled ({}): cuFile could only pread and copy",
+        config.display()
+    ))
 }
 
 /// The cuFile configuration file the driver reads when it opens:
@@ -1120,6 +1152,9 @@ mod tests {
             Some(false)
         );
         assert_eq!(compat_mode_in("{}"), None);
+        let p2p = "{\n  // \"use_pci_p2pdma\": false,\n  \"use_pci_p2pdma\" : true\n}";
+        assert_eq!(config_bool_in(p2p, "use_pci_p2pdma"), Some(true));
+        assert_eq!(config_bool_in(p2p, "allow_compat_mode"), None);
     }
 
     #[test]

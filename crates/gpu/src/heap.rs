@@ -67,6 +67,9 @@ pub(crate) struct HeapArgs {
     pub starts: u64,
     pub ends: u64,
     pub flagged: u64,
+    /// With data checksums, each page's block number (the kernel verifies
+    /// the checksums); 0: not verified.
+    pub check_blocks: u64,
     pub npages: u32,
     pub nslots: u32,
     pub block_size: u32,
@@ -91,6 +94,8 @@ pub struct PageLayout {
     /// `enum_oids.len() + 1` offsets into `enum_blob`.
     pub(crate) enum_off: Vec<u32>,
     pub(crate) enum_blob: Vec<u8>,
+    /// The cluster has data checksums: the kernels verify them.
+    pub(crate) checksums: bool,
 }
 
 impl PageLayout {
@@ -165,7 +170,14 @@ impl PageLayout {
             enum_oids,
             enum_off,
             enum_blob,
+            checksums: layout.verifies_checksums(),
         })
+    }
+
+    /// Whether the kernels verify the pages' checksums (the cluster has
+    /// data checksums).
+    pub fn checksums(&self) -> bool {
+        self.checksums
     }
 
     /// Identifies this layout in the decoders' caches.
@@ -236,12 +248,23 @@ impl PageLayout {
 /// makes no sense: the kernel then flags the page) and their running sum:
 /// `npages + 1` slot bases.
 pub fn slot_bases(data: &[u8], pages: &[u32], block_size: usize) -> Vec<u32> {
+    slot_bases_of_headers(data, block_size, pages, block_size)
+}
+
+/// As [`slot_bases`], from the pages' headers `stride` bytes apart in
+/// `headers` (the whole pages, or headers copied back from the device).
+pub fn slot_bases_of_headers(
+    headers: &[u8],
+    stride: usize,
+    pages: &[u32],
+    block_size: usize,
+) -> Vec<u32> {
     let mut bases = Vec::with_capacity(pages.len() + 1);
     let mut total = 0u32;
     bases.push(0);
     for &p in pages {
-        let at = p as usize * block_size;
-        let lower = data
+        let at = p as usize * stride;
+        let lower = headers
             .get(at + 12..at + 14)
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
         let n = if lower >= 24 && (lower - 24) % 4 == 0 && lower <= block_size {
@@ -265,8 +288,8 @@ mod tests {
     #[test]
     fn structs_match_the_cuda_ones() {
         assert_eq!(std::mem::size_of::<HeapAttr>(), 16);
-        // 15 pointers and 6 u32s.
-        assert_eq!(std::mem::size_of::<HeapArgs>(), 15 * 8 + 6 * 4);
+        // 16 pointers and 6 u32s.
+        assert_eq!(std::mem::size_of::<HeapArgs>(), 16 * 8 + 6 * 4);
     }
 
     #[test]

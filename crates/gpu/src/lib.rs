@@ -60,10 +60,11 @@ pub mod probe;
 
 pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
 pub use cuda::{AllocKind, DeviceBuffer};
-pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats};
+pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats, PagesDecoded, PagesIn};
 pub use error::GpuError;
 pub use gds::{
-    gds_open, GdsBuffer, GdsDriver, GdsError, GdsFile, GdsMode, GdsProperties, GDS_ALIGN,
+    gds_open, gpudirect_unavailable, GdsBuffer, GdsDriver, GdsError, GdsFile, GdsMode,
+    GdsProperties, GDS_ALIGN,
 };
 pub use heap::PageLayout;
 pub use pinned::{HostRegistration, PinnedBuffer, PinnedPool};

@@ -19,7 +19,7 @@ use gpupg_decode::{
 use gpupg_format::encode::{element_oid_of, encode_tuple, Value};
 use gpupg_format::types::NumericTypmod;
 use gpupg_format::{ColumnDesc, CopyChunk, PgType};
-use gpupg_gpu::{GpuDecoder, GpuOptions};
+use gpupg_gpu::{GpuDecoder, GpuOptions, PagesIn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -1051,23 +1051,31 @@ fn h_heap_pages() {
         let gl = PageLayout::new(layout).expect("GPU layout");
         let data = pages(500 + k as u64, 300, 7);
         let all: Vec<u32> = (0..300).collect();
-        let (rows, flagged) = g.convert_pages_to_host(&data, &all, &gl).expect("convert");
+        let (rows, flagged) = g
+            .convert_pages_to_host(PagesIn::Host(&data), &all, &all, &gl)
+            .expect("convert");
         check_against_cpu(&data, &all, layout, &rows, &flagged);
         let special: Vec<u32> = (0..300).filter(|p| p % 7 == 6).collect();
         assert_eq!(flagged, special, "layout {k}: flagged pages");
         // A subset in another order.
         let some: Vec<u32> = (0..300).rev().step_by(3).collect();
-        let (rows, flagged) = g.convert_pages_to_host(&data, &some, &gl).expect("convert");
+        let (rows, flagged) = g
+            .convert_pages_to_host(PagesIn::Host(&data), &some, &some, &gl)
+            .expect("convert");
         check_against_cpu(&data, &some, layout, &rows, &flagged);
 
         // Columns: both paths against the CPU decoder of the CPU's rows.
         let (want_rows, _) = cpu_rows(&data, &all, layout, &special);
         let want = cpu.decode(&want_rows).expect("CPU decode");
-        let dev = g.decode_pages_to_device(&data, &all, &gl).expect("device");
+        let dev = g
+            .decode_pages_to_device(PagesIn::Host(&data), &all, &all, &gl)
+            .expect("device");
         assert_eq!(dev.flagged, special);
         let back = dev.batch.expect("rows").to_host().expect("to_host");
         assert_same(&back, &want, &format!("heap layout {k} (device path)"));
-        let host = g.decode_pages(&data, &all, &gl).expect("host");
+        let host = g
+            .decode_pages(PagesIn::Host(&data), &all, &all, &gl)
+            .expect("host");
         assert_same(
             &host.batch.expect("rows"),
             &want,
@@ -1079,7 +1087,9 @@ fn h_heap_pages() {
             let mut m = pages(900 + seed, 40, 0);
             mutate(&mut m, seed, 1 + seed as usize % 9);
             let all: Vec<u32> = (0..40).collect();
-            let (rows, flagged) = g.convert_pages_to_host(&m, &all, &gl).expect("convert");
+            let (rows, flagged) = g
+                .convert_pages_to_host(PagesIn::Host(&m), &all, &all, &gl)
+                .expect("convert");
             check_against_cpu(&m, &all, layout, &rows, &flagged);
         }
     }
@@ -1087,6 +1097,7 @@ fn h_heap_pages() {
         "heap_pages_exact",
         "ok (2 layouts, 300 pages each, 40 mutated pages x 20)",
     );
+    heap_pages_in_device_memory_with_checksums();
 
     // Throughput: 64 MB page batches from page-locked memory into device
     // columns, all-lineorder-like pages of the first layout.
@@ -1103,12 +1114,16 @@ fn h_heap_pages() {
     // SAFETY: `data` outlives the registration.
     let reg = unsafe { gpupg_gpu::HostRegistration::new(&data) }.unwrap();
     let all: Vec<u32> = (0..8192).collect();
-    let _ = g.decode_pages_to_device(&data, &all, &gl).unwrap();
+    let _ = g
+        .decode_pages_to_device(PagesIn::Host(&data), &all, &all, &gl)
+        .unwrap();
     let before = g.gpu_stats();
     let t = Instant::now();
     let rounds = 8;
     for _ in 0..rounds {
-        let b = g.decode_pages_to_device(&data, &all, &gl).unwrap();
+        let b = g
+            .decode_pages_to_device(PagesIn::Host(&data), &all, &all, &gl)
+            .unwrap();
         assert!(b.flagged.is_empty());
     }
     let wall = t.elapsed().as_secs_f64();
@@ -1205,7 +1220,9 @@ fn i_page_cache_to_device() {
                         break;
                     }
                     f.read_at(buf, (k * BATCH) as u64).unwrap();
-                    let r = g.decode_pages_to_device(buf, pages, gl).unwrap();
+                    let r = g
+                        .decode_pages_to_device(PagesIn::Host(buf), pages, pages, gl)
+                        .unwrap();
                     assert!(r.batch.is_none() && r.flagged.is_empty());
                 });
             }
@@ -1681,4 +1698,87 @@ fn gds_round(place: &str, base: &std::path::Path, out: &mut Vec<(String, Result<
             break;
         }
     }
+}
+
+/// Pages already in device memory (as cuFile leaves them), with only their
+/// headers on the host, decode as the same pages from host memory do; with
+/// data checksums the kernels flag the pages whose checksum fails, which
+/// the CPU converter then refuses too.
+fn heap_pages_in_device_memory_with_checksums() {
+    use common::pages::{check_against_cpu, layouts, pages};
+    use cudarc::driver::sys;
+    use gpupg_format::heap::set_page_checksum;
+    use gpupg_gpu::PageLayout;
+    let layout = layouts()[0].clone().with_checksums(true);
+    let attrs = layout.attributes();
+    let cols: Vec<ColumnDesc> = layout
+        .output()
+        .iter()
+        .map(|&i| col(&format!("c{i}"), attrs[i].pg_type.clone().unwrap(), true))
+        .collect();
+    let (mut g, _) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
+    let gl = PageLayout::new(&layout).expect("GPU layout");
+    assert!(gl.checksums());
+    let n = 64usize;
+    let mut data = pages(4242, n, 0);
+    for (p, page) in data.chunks_exact_mut(8192).enumerate() {
+        set_page_checksum(page, p as u32).expect("checksum");
+    }
+    // Two damaged pages: a flipped bit in free space, a wrong checksum.
+    let lower = u16::from_le_bytes([data[9 * 8192 + 12], data[9 * 8192 + 13]]) as usize;
+    data[9 * 8192 + lower + 3] ^= 0x10;
+    data[40 * 8192 + 8] ^= 1;
+    let all: Vec<u32> = (0..n as u32).collect();
+    let (host_rows, host_flagged) = g
+        .convert_pages_to_host(PagesIn::Host(&data), &all, &all, &gl)
+        .expect("host pages");
+    assert_eq!(host_flagged, vec![9, 40]);
+    check_against_cpu(&data, &all, &layout, &host_rows, &host_flagged);
+
+    let headers: Vec<u8> = data
+        .chunks_exact(8192)
+        .flat_map(|p| p[..24].to_vec())
+        .collect();
+    let mut ptr: sys::CUdeviceptr = 0;
+    // SAFETY: the decoder bound its context on this thread; the buffer is
+    // freed below, after the synchronous decode.
+    unsafe {
+        assert_eq!(
+            sys::cuMemAlloc_v2(&mut ptr, data.len()),
+            sys::CUresult::CUDA_SUCCESS
+        );
+        assert_eq!(
+            sys::cuMemcpyHtoD_v2(ptr, data.as_ptr() as *const std::ffi::c_void, data.len()),
+            sys::CUresult::CUDA_SUCCESS
+        );
+    }
+    let input = PagesIn::Device {
+        ptr,
+        len: data.len(),
+        headers: &headers,
+    };
+    let (dev_rows, dev_flagged) = g
+        .convert_pages_to_host(input, &all, &all, &gl)
+        .expect("device pages");
+    assert_eq!(dev_flagged, host_flagged);
+    assert_eq!(dev_rows.data, host_rows.data);
+    assert_eq!(dev_rows.row_starts, host_rows.row_starts);
+    // A subset in another order, and headers too short for the pages.
+    let some: Vec<u32> = (0..n as u32).rev().step_by(5).collect();
+    let (rows, flagged) = g
+        .convert_pages_to_host(input, &some, &some, &gl)
+        .expect("device subset");
+    check_against_cpu(&data, &some, &layout, &rows, &flagged);
+    let short = PagesIn::Device {
+        ptr,
+        len: data.len(),
+        headers: &headers[..24 * 10],
+    };
+    assert!(g.convert_pages_to_host(short, &all, &all, &gl).is_err());
+    // SAFETY: allocated above; nothing uses it any more.
+    unsafe { sys::cuMemFree_v2(ptr) };
+    result(
+        "heap_pages_device_input",
+        "ok (64 pages from device memory = from host; 2 bad checksums flagged)",
+    );
 }

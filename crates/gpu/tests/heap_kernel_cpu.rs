@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use common::pages::{check_against_cpu, layouts, mutate, pages};
-use gpupg_format::heap::TupleLayout;
+use gpupg_format::heap::{set_page_checksum, TupleLayout};
 use gpupg_format::CopyChunk;
 use gpupg_gpu::heap::slot_bases;
 use gpupg_gpu::PageLayout;
@@ -41,7 +41,8 @@ fn harness() -> &'static PathBuf {
     })
 }
 
-/// The kernels' rows and flagged pages for `pages` (indexes into `data`).
+/// The kernels' rows and flagged pages for `pages` (indexes into `data`,
+/// which are also their block numbers for the checksums).
 fn kernels(data: &[u8], pages: &[u32], layout: &PageLayout) -> (CopyChunk, Vec<u32>) {
     let bases = slot_bases(data, pages, 8192);
     let (natts, nout) = layout.counts();
@@ -59,6 +60,11 @@ fn kernels(data: &[u8], pages: &[u32], layout: &PageLayout) -> (CopyChunk, Vec<u
     let ne = |v: &[u32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
     let mut parts = vec![data.to_vec(), ne(pages), ne(&bases)];
     parts.extend(layout.kernel_tables());
+    parts.push(if layout.checksums() {
+        ne(pages)
+    } else {
+        Vec::new()
+    });
     for p in parts {
         input.extend_from_slice(&(p.len() as u64).to_ne_bytes());
         input.extend_from_slice(&p);
@@ -145,4 +151,26 @@ fn mutated_pages_are_flagged_or_converted_exactly() {
         let all: Vec<u32> = (0..6).collect();
         compare(&data, &all, layout);
     }
+}
+
+#[test]
+fn checksums_are_verified_by_the_kernels() {
+    let layout = layouts()[0].clone().with_checksums(true);
+    let mut data = pages(5, 8, 0);
+    for (p, page) in data.chunks_exact_mut(8192).enumerate() {
+        set_page_checksum(page, p as u32).expect("checksum");
+    }
+    // Page 3: a byte of its free space changed after the checksum was set
+    // (a torn or damaged page); page 6: a stored checksum that is off.
+    let lower = u16::from_le_bytes([data[3 * 8192 + 12], data[3 * 8192 + 13]]) as usize;
+    data[3 * 8192 + lower + 1] ^= 0x40;
+    data[6 * 8192 + 8] ^= 1;
+    let all: Vec<u32> = (0..8).collect();
+    let (flagged, refused) = compare(&data, &all, &layout);
+    assert_eq!(flagged, vec![3, 6]);
+    assert_eq!(refused, vec![3, 6]);
+    // Without checksums the same pages convert (the damage is in free
+    // space and the checksum field).
+    let (flagged, _) = compare(&data, &all, &layouts()[0]);
+    assert!(flagged.is_empty(), "{flagged:?}");
 }

@@ -56,7 +56,7 @@ pub mod tuple;
 pub mod varlena;
 pub mod vm;
 
-pub use checksum::{page_checksum, verify_page, ChecksumError};
+pub use checksum::{page_checksum, set_page_checksum, verify_page, ChecksumError};
 pub use page::{ItemId, LpFlags, Page, PageError, PageHeader, DEFAULT_BLOCK_SIZE};
 pub use transcode::{
     transcode_page, AttributeDesc, ColumnValues, Corruption, ElementDesc, FallbackReason,

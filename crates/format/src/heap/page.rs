@@ -135,6 +135,46 @@ impl PageHeader {
         })
     }
 
+    /// Checks what the header of a page that is not new says of the page
+    /// (size, layout version, flags, and the bounds of the line pointers,
+    /// free space and special space) for `block_size`-byte blocks; returns
+    /// the number of line pointers. [`Page::parse`] checks this and that
+    /// the page has the block's size; readers that hold only the header
+    /// (the page is in GPU memory) check this alone.
+    pub fn check(&self, block_size: usize) -> Result<usize, PageError> {
+        if self.page_size() != block_size {
+            return Err(PageError::PageSize {
+                expected: block_size,
+                found: self.page_size(),
+            });
+        }
+        if self.layout_version() != PAGE_LAYOUT_VERSION {
+            return Err(PageError::LayoutVersion(self.layout_version()));
+        }
+        if self.flags & !PD_VALID_FLAG_BITS != 0 {
+            return Err(PageError::Flags(self.flags));
+        }
+        let (lower, upper, special) = (
+            usize::from(self.lower),
+            usize::from(self.upper),
+            usize::from(self.special),
+        );
+        if lower < PAGE_HEADER_SIZE
+            || !(lower - PAGE_HEADER_SIZE).is_multiple_of(ITEM_ID_SIZE)
+            || lower > upper
+            || upper > special
+            || special > block_size
+            || special != maxalign(special)
+        {
+            return Err(PageError::Bounds {
+                lower: self.lower,
+                upper: self.upper,
+                special: self.special,
+            });
+        }
+        Ok((lower - PAGE_HEADER_SIZE) / ITEM_ID_SIZE)
+    }
+
     /// Writes the header into the first 24 bytes of `page` (for builders);
     /// panics if `page` is shorter.
     pub fn write(&self, page: &mut [u8]) {
@@ -281,40 +321,11 @@ impl<'a> Page<'a> {
                 nitems: 0,
             });
         }
-        if header.page_size() != block_size {
-            return Err(PageError::PageSize {
-                expected: block_size,
-                found: header.page_size(),
-            });
-        }
-        if header.layout_version() != PAGE_LAYOUT_VERSION {
-            return Err(PageError::LayoutVersion(header.layout_version()));
-        }
-        if header.flags & !PD_VALID_FLAG_BITS != 0 {
-            return Err(PageError::Flags(header.flags));
-        }
-        let (lower, upper, special) = (
-            usize::from(header.lower),
-            usize::from(header.upper),
-            usize::from(header.special),
-        );
-        if lower < PAGE_HEADER_SIZE
-            || !(lower - PAGE_HEADER_SIZE).is_multiple_of(ITEM_ID_SIZE)
-            || lower > upper
-            || upper > special
-            || special > block_size
-            || special != maxalign(special)
-        {
-            return Err(PageError::Bounds {
-                lower: header.lower,
-                upper: header.upper,
-                special: header.special,
-            });
-        }
+        let nitems = header.check(block_size)?;
         Ok(Page {
             bytes,
             header,
-            nitems: (lower - PAGE_HEADER_SIZE) / ITEM_ID_SIZE,
+            nitems,
         })
     }
 

@@ -4,6 +4,8 @@
 //! COPY rows. Pages the kernels leave to the CPU converter come back as
 //! [`PagesDecoded::flagged`].
 
+use gpupg_format::heap::page::PAGE_HEADER_SIZE;
+
 use super::*;
 
 /// What a batch of heap pages became.
@@ -19,19 +21,49 @@ pub struct PagesDecoded<T> {
     pub flagged: Vec<u32>,
 }
 
+/// Where a batch of whole heap pages is, for the page kernels.
+#[derive(Debug, Clone, Copy)]
+pub enum PagesIn<'a> {
+    /// In host memory; page-locked memory is copied to the device without
+    /// staging.
+    Host(&'a [u8]),
+    /// Already in device memory of the decoder's device (read there by
+    /// cuFile): `len` bytes at `ptr`, and each page's header copied back,
+    /// [`PAGE_HEADER_SIZE`] bytes per page of the buffer in buffer order
+    /// (the line pointer counts come from them).
+    Device {
+        ptr: u64,
+        len: usize,
+        headers: &'a [u8],
+    },
+}
+
+impl PagesIn<'_> {
+    /// Bytes of pages the input holds.
+    fn len(&self) -> usize {
+        match self {
+            PagesIn::Host(data) => data.len(),
+            PagesIn::Device { len, .. } => *len,
+        }
+    }
+}
+
 impl GpuDecoder {
     /// Decodes the heap pages `pages` (indexes of `layout.block_size()`
-    /// pages in `data`) into device-resident columns. `data` is read before
-    /// this returns; page-locked memory is copied without staging.
+    /// pages in `input`, at blocks `blocks` of the relation) into
+    /// device-resident columns. The input is read before this returns.
+    /// With data checksums (`layout` says), the kernels verify each page's
+    /// checksum against its block number and flag the pages that fail.
     pub fn decode_pages_to_device(
         &mut self,
-        data: &[u8],
+        input: PagesIn<'_>,
         pages: &[u32],
+        blocks: &[u32],
         layout: &PageLayout,
     ) -> Result<PagesDecoded<DeviceBatch>, GpuError> {
         self.decode_pages_with(
-            data,
-            pages,
+            input,
+            (pages, blocks),
             layout,
             AllocKind::Plain,
             |d, outcome, n, rows| d.device_batch(outcome, n, rows),
@@ -41,13 +73,14 @@ impl GpuDecoder {
     /// As [`Self::decode_pages_to_device`], into a host `RecordBatch`.
     pub fn decode_pages(
         &mut self,
-        data: &[u8],
+        input: PagesIn<'_>,
         pages: &[u32],
+        blocks: &[u32],
         layout: &PageLayout,
     ) -> Result<PagesDecoded<RecordBatch>, GpuError> {
         self.decode_pages_with(
-            data,
-            pages,
+            input,
+            (pages, blocks),
             layout,
             AllocKind::Pool,
             |d, outcome, n, rows| match d.host_arrays(outcome, 0..n, rows)? {
@@ -70,14 +103,14 @@ impl GpuDecoder {
     /// allocated as `kind`) and makes the batch with `finish`.
     fn decode_pages_with<T>(
         &mut self,
-        data: &[u8],
-        pages: &[u32],
+        input: PagesIn<'_>,
+        (pages, blocks): (&[u32], &[u32]),
         layout: &PageLayout,
         kind: AllocKind,
         finish: impl FnOnce(&mut Self, Outcome, usize, &mut HostRows<'_>) -> Result<T, GpuError>,
     ) -> Result<PagesDecoded<T>, GpuError> {
         self.ctx.bind()?;
-        let (up, flagged) = self.convert_pages(data, pages, layout)?;
+        let (up, flagged) = self.convert_pages(input, pages, blocks, layout)?;
         let Some(up) = up else {
             return Ok(PagesDecoded {
                 batch: None,
@@ -107,12 +140,13 @@ impl GpuDecoder {
     /// converter), and the flagged pages.
     pub fn convert_pages_to_host(
         &mut self,
-        data: &[u8],
+        input: PagesIn<'_>,
         pages: &[u32],
+        blocks: &[u32],
         layout: &PageLayout,
     ) -> Result<(CopyChunk, Vec<u32>), GpuError> {
         self.ctx.bind()?;
-        let (up, flagged) = self.convert_pages(data, pages, layout)?;
+        let (up, flagged) = self.convert_pages(input, pages, blocks, layout)?;
         let chunk = match up {
             Some(up) => self.download_rows(&up)?,
             None => CopyChunk::default(),
@@ -124,8 +158,9 @@ impl GpuDecoder {
     /// Returns the slot's rows (`None`: no rows) and the flagged pages.
     fn convert_pages(
         &mut self,
-        data: &[u8],
+        input: PagesIn<'_>,
         pages: &[u32],
+        blocks: &[u32],
         layout: &PageLayout,
     ) -> Result<(Option<Uploaded>, Vec<u32>), GpuError> {
         let ordinal = self.ctx.ordinal;
@@ -138,14 +173,32 @@ impl GpuDecoder {
         if npages == 0 {
             return Ok((None, Vec::new()));
         }
-        let span = (*pages.iter().max().unwrap_or(&0) as usize + 1) * bs;
-        if span > data.len() {
+        if layout.checksums && blocks.len() != npages {
             return Err(bad(format!(
-                "page index past the {} bytes given",
-                data.len()
+                "{} block numbers for {npages} pages",
+                blocks.len()
             )));
         }
-        let bases = slot_bases(data, pages, bs);
+        let span = (*pages.iter().max().unwrap_or(&0) as usize + 1) * bs;
+        if span > input.len() {
+            return Err(bad(format!(
+                "page index past the {} bytes given",
+                input.len()
+            )));
+        }
+        let bases = match input {
+            PagesIn::Host(data) => slot_bases(data, pages, bs),
+            PagesIn::Device { headers, .. } => {
+                if headers.len() < span / bs * PAGE_HEADER_SIZE {
+                    return Err(bad(format!(
+                        "{} bytes of page headers for {} pages",
+                        headers.len(),
+                        span / bs
+                    )));
+                }
+                slot_bases_of_headers(headers, PAGE_HEADER_SIZE, pages, bs)
+            }
+        };
         let nslots = *bases.last().unwrap_or(&0) as usize;
         if nslots == 0 {
             // No line pointers at all: no rows, nothing to flag.
@@ -163,54 +216,18 @@ impl GpuDecoder {
         self.prefetched.retain(|p| p.slot != slot_i);
 
         // --- the pages to the device ---
-        if self.page_dev.as_ref().is_none_or(|d| d.len() < span) {
-            self.page_dev = None;
-            self.page_dev = Some(DeviceBuffer::alloc(
-                &self.ctx,
-                span + span / 4,
-                AllocKind::Plain,
-                &self.copy,
-            )?);
-        }
-        let direct = is_pinned(data.as_ptr());
-        let src: *const u8 = if direct {
-            data.as_ptr()
-        } else {
-            let t = Instant::now();
-            if self
-                .page_staging
-                .as_ref()
-                .is_none_or(|b| b.capacity() < span)
-            {
-                self.page_staging = None;
-                self.page_staging = Some(PinnedBuffer::new(span + span / 4)?);
+        let pages_ptr = match input {
+            PagesIn::Host(data) => self.upload_pages(data, span, slot_i)?,
+            PagesIn::Device { ptr, .. } => {
+                // Nothing to copy: the slot's copy events mark an empty
+                // interval, so the decode's waits and timings stay as for
+                // an upload.
+                let slot = &mut self.slots[slot_i];
+                slot.h2d_start.record(&self.copy)?;
+                slot.h2d_done.record(&self.copy)?;
+                ptr
             }
-            let Some(st) = self.page_staging.as_mut() else {
-                return Err(GpuError::Pinned("no page staging buffer".into()));
-            };
-            st.full_mut()[..span].copy_from_slice(&data[..span]);
-            self.stats.stage_s += t.elapsed().as_secs_f64();
-            st.full_mut_ptr()
         };
-        let (Some(page_dev), slot) = (self.page_dev.as_ref(), &mut self.slots[slot_i]) else {
-            return Err(GpuError::Pinned("no page buffer".into()));
-        };
-        slot.h2d_start.record(&self.copy)?;
-        // SAFETY: `span` bytes at `src` (the caller's data or the staging
-        // buffer, both checked above) into a buffer of at least `span`; the
-        // copy is waited for (compute waits on h2d_done and is synchronized
-        // below) before this call returns.
-        check(
-            unsafe {
-                sys::cuMemcpyHtoDAsync_v2(page_dev.ptr(), src as *const c_void, span, self.copy.raw)
-            },
-            "cuMemcpyHtoDAsync",
-            ordinal,
-        )?;
-        slot.h2d_done.record(&self.copy)?;
-        self.stats.h2d_bytes += span as u64;
-        self.compute.wait(&slot.h2d_done)?;
-        let pages_ptr = page_dev.ptr();
 
         // --- layout tables (once per layout) and the page table ---
         if !self.page_layouts.contains_key(&layout.id()) {
@@ -225,8 +242,10 @@ impl GpuDecoder {
         };
         let tables = tables.ptr();
         let table_at = |k: usize| tables + at[k] as u64;
-        let mut table = Vec::with_capacity(4 * (2 * npages + 1));
-        for v in pages.iter().chain(&bases) {
+        // Page indexes, slot bases and (with checksums) block numbers.
+        let checked: &[u32] = if layout.checksums { blocks } else { &[] };
+        let mut table = Vec::with_capacity(4 * (3 * npages + 1));
+        for v in pages.iter().chain(&bases).chain(checked) {
             table.extend_from_slice(&v.to_ne_bytes());
         }
         let page_table = self
@@ -237,6 +256,11 @@ impl GpuDecoder {
             pages: pages_ptr,
             page_at: page_table.ptr(),
             slot_base: page_table.ptr() + 4 * npages as u64,
+            check_blocks: if layout.checksums {
+                page_table.ptr() + 4 * (2 * npages as u64 + 1)
+            } else {
+                0
+            },
             attrs: table_at(0),
             outputs: table_at(1),
             missing: table_at(2),
@@ -346,6 +370,62 @@ impl GpuDecoder {
             }),
             flagged,
         ))
+    }
+
+    /// Copies the first `span` bytes of `data` into the decoder's page
+    /// buffer on the copy stream (staged first unless page-locked), with
+    /// slot `slot_i`'s copy events around it and the compute stream made to
+    /// wait for it. Returns the device address of the pages.
+    fn upload_pages(&mut self, data: &[u8], span: usize, slot_i: usize) -> Result<u64, GpuError> {
+        let ordinal = self.ctx.ordinal;
+        if self.page_dev.as_ref().is_none_or(|d| d.len() < span) {
+            self.page_dev = None;
+            self.page_dev = Some(DeviceBuffer::alloc(
+                &self.ctx,
+                span + span / 4,
+                AllocKind::Plain,
+                &self.copy,
+            )?);
+        }
+        let direct = is_pinned(data.as_ptr());
+        let src: *const u8 = if direct {
+            data.as_ptr()
+        } else {
+            let t = Instant::now();
+            if self
+                .page_staging
+                .as_ref()
+                .is_none_or(|b| b.capacity() < span)
+            {
+                self.page_staging = None;
+                self.page_staging = Some(PinnedBuffer::new(span + span / 4)?);
+            }
+            let Some(st) = self.page_staging.as_mut() else {
+                return Err(GpuError::Pinned("no page staging buffer".into()));
+            };
+            st.full_mut()[..span].copy_from_slice(&data[..span]);
+            self.stats.stage_s += t.elapsed().as_secs_f64();
+            st.full_mut_ptr()
+        };
+        let (Some(page_dev), slot) = (self.page_dev.as_ref(), &mut self.slots[slot_i]) else {
+            return Err(GpuError::Pinned("no page buffer".into()));
+        };
+        slot.h2d_start.record(&self.copy)?;
+        // SAFETY: `span` bytes at `src` (the caller's data or the staging
+        // buffer, both checked above) into a buffer of at least `span`; the
+        // copy is waited for (compute waits on h2d_done and is synchronized
+        // below) before this call returns.
+        check(
+            unsafe {
+                sys::cuMemcpyHtoDAsync_v2(page_dev.ptr(), src as *const c_void, span, self.copy.raw)
+            },
+            "cuMemcpyHtoDAsync",
+            ordinal,
+        )?;
+        slot.h2d_done.record(&self.copy)?;
+        self.stats.h2d_bytes += span as u64;
+        self.compute.wait(&slot.h2d_done)?;
+        Ok(page_dev.ptr())
     }
 
     /// Device time of the last batch's page kernels not yet counted (its

@@ -6,7 +6,8 @@
 //
 // Input (stdin, native-endian): u32 npages, nslots, block_size, natts,
 // nout, nenum, then u64 byte lengths and bytes of: pages, page_at,
-// slot_base, attrs, outputs, missing, enum_oids, enum_off, enum_blob.
+// slot_base, attrs, outputs, missing, enum_oids, enum_off, enum_blob,
+// check_blocks (empty: checksums not verified).
 // Output (stdout): u32 nrows, u64 nbytes, the rows' bytes, u32 starts[],
 // ends[], u32 nflagged, flagged page indexes.
 #include <cstdio>
@@ -52,7 +53,7 @@ int main() {
     if (fread(hdr, 4, 6, stdin) != 6) return 2;
     std::vector<u8> pages = part(), page_at = part(), slot_base = part(), attrs = part(),
                     outputs = part(), missing = part(), enum_oids = part(), enum_off = part(),
-                    enum_blob = part();
+                    enum_blob = part(), check_blocks = part();
     HeapArgs a;
     memset(&a, 0, sizeof a);
     a.npages = hdr[0];
@@ -70,6 +71,7 @@ int main() {
     a.enum_oids = (const u32*)enum_oids.data();
     a.enum_off = (const u32*)enum_off.data();
     a.enum_blob = enum_blob.data();
+    a.check_blocks = check_blocks.empty() ? nullptr : (const u32*)check_blocks.data();
     std::vector<u32> row_len(2 * (size_t)a.nslots + 1);
     std::vector<u64> incl(2 * (size_t)a.nslots + 1);
     std::vector<u32> flagged(a.npages + 2);

@@ -69,33 +69,56 @@ impl RelationFiles {
     /// across segment boundaries.
     pub fn read_blocks(&self, first: u64, buf: &mut [u8]) -> io::Result<()> {
         let bs = self.block_size as u64;
-        let count = buf.len() as u64 / bs;
-        let mut done = 0u64;
-        while done < count {
-            let block = first + done;
-            let seg = (block / self.segment_blocks) as usize;
-            let in_seg = block % self.segment_blocks;
-            let n = (self.segment_blocks - in_seg).min(count - done);
-            let file = self.segments.get(seg).ok_or_else(|| {
+        for piece in self.pieces(first, buf.len() as u64 / bs) {
+            let block = first + piece.done;
+            let file = self.segments.get(piece.segment).ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("block {block} is past the end of {}", self.base.display()),
                 )
             })?;
-            let dst = &mut buf[(done * bs) as usize..((done + n) * bs) as usize];
-            file.read_exact_at(dst, in_seg * bs).map_err(|e| {
+            let dst =
+                &mut buf[(piece.done * bs) as usize..((piece.done + piece.blocks) * bs) as usize];
+            file.read_exact_at(dst, piece.offset).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!(
                         "reading blocks {block}..{} of {}: {e}",
-                        block + n,
-                        segment_path(&self.base, seg).display()
+                        block + piece.blocks,
+                        segment_path(&self.base, piece.segment).display()
                     ),
                 )
             })?;
-            done += n;
         }
         Ok(())
+    }
+
+    /// The segment file pieces of `count` blocks from `first` on, in order:
+    /// a read of them reads piece by piece.
+    pub fn pieces(&self, first: u64, count: u64) -> impl Iterator<Item = SegmentPiece> + '_ {
+        let mut done = 0u64;
+        std::iter::from_fn(move || {
+            if done >= count {
+                return None;
+            }
+            let block = first + done;
+            let in_seg = block % self.segment_blocks;
+            let piece = SegmentPiece {
+                segment: (block / self.segment_blocks) as usize,
+                offset: in_seg * self.block_size as u64,
+                blocks: (self.segment_blocks - in_seg).min(count - done),
+                done,
+            };
+            done += piece.blocks;
+            Some(piece)
+        })
+    }
+
+    /// The paths of the segment files opened, in order.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        (0..self.segments.len())
+            .map(|i| segment_path(&self.base, i))
+            .collect()
     }
 
     /// The LSN in the header of `block` as it is now (read again after the
@@ -143,6 +166,19 @@ impl RelationFiles {
     }
 }
 
+/// Part of a read that lies in one segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPiece {
+    /// The segment (index into [`RelationFiles::segment_paths`]).
+    pub segment: usize,
+    /// Byte offset in the segment file.
+    pub offset: u64,
+    /// Blocks in this piece.
+    pub blocks: u64,
+    /// Blocks of the read before this piece.
+    pub done: u64,
+}
+
 /// `base` for segment 0, `base.N` after.
 fn segment_path(base: &Path, seg: usize) -> PathBuf {
     if seg == 0 {
@@ -175,6 +211,13 @@ mod tests {
         f.read_blocks(2, &mut buf).expect("read");
         let got: Vec<u8> = buf.chunks(16).map(|c| c[0]).collect();
         assert_eq!(got, vec![2, 3, 4, 5, 6]);
+        let pieces: Vec<(usize, u64, u64, u64)> = f
+            .pieces(2, 5)
+            .map(|p| (p.segment, p.offset, p.blocks, p.done))
+            .collect();
+        assert_eq!(pieces, vec![(0, 32, 1, 0), (1, 0, 3, 1), (2, 0, 1, 4)]);
+        assert_eq!(f.segment_paths().len(), 3);
+        assert!(f.segment_paths()[2].ends_with("16384.2"));
         let mut one = vec![0u8; 16];
         assert!(f.read_blocks(7, &mut one).is_err());
         assert!(f.read_visibility_map().expect("no vm").is_empty());

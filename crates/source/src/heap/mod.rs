@@ -12,5 +12,5 @@ mod files;
 mod server;
 
 pub use catalog::{heap_relation, HeapRelation};
-pub use files::RelationFiles;
+pub use files::{RelationFiles, SegmentPiece};
 pub use server::{checkpoint, parse_lsn, wal_insert_lsn};
