@@ -1,16 +1,24 @@
 //! Parquet (or Arrow IPC) write throughput of the sink on a lineorder-like table.
 //!
-//! Builds one SSB-lineorder-like batch (17 columns: 12 Int32, 2 Decimal128(15,2), 2 short
-//! Utf8, 1 Date32), then T threads write it N times in total into one file, and prints the
-//! rate in MB/s of Arrow data (in-memory buffer bytes of the batches written).
+//! Builds one lineorder batch, then T threads write it N times in total into one file, and
+//! prints the rate in MB/s of Arrow data (in-memory buffer bytes of the batches written).
+//!
+//! `--table bench` (the default) is the `lineorder` that `gpupgparser bench` and `demo` create
+//! (crates/datagen): 14 Int32 and 3 space-padded `character(n)` Utf8 columns, with the same
+//! values for row g as the server generates (the same hash of g per column, the same ranges
+//! and cardinalities: custkey 30000, partkey 200000, suppkey 2000, yyyymmdd dates, ...), so
+//! dictionary fallbacks and compression ratios are those of the measured export.
+//! `--table typed` is SSB lineorder with the types of a typed schema: 12 Int32,
+//! 2 Decimal128(15,2), 2 short Utf8 and 1 Date32.
 //!
 //! ```text
 //! cargo run --release -p gpupg-sink --example parquet_speed -- \
 //!     [--rows 1000000] [--times 16] [--threads 16] [--batch-rows 1000000] \
 //!     [--compression zstd:1] [--format parquet|arrow] [--row-group-rows 1048576] \
-//!     [--out PATH] [--keep]
+//!     [--table bench|typed] [--out PATH] [--keep]
 //! ```
-//! `--batch-rows` slices the batch into smaller `write` calls, as decoder threads send them.
+//! `--batch-rows` slices the batch into smaller `write` calls, as decoder threads send them
+//! (a heap export sends about 65536 rows per call: one 8 MiB read of table pages).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +30,14 @@ use arrow_array::{ArrayRef, Date32Array, Decimal128Array, Int32Array, RecordBatc
 use arrow_schema::{DataType, Field, Schema};
 use gpupg_sink::{create_file_sink, Compression, Format, SinkOptions};
 
+#[derive(Clone, Copy)]
+enum Table {
+    /// crates/datagen's lineorder, as the benchmark exports it.
+    Bench,
+    /// SSB lineorder with decimal and date types.
+    Typed,
+}
+
 struct Args {
     rows: usize,
     times: usize,
@@ -30,6 +46,7 @@ struct Args {
     compression: Compression,
     format: Format,
     row_group_rows: usize,
+    table: Table,
     out: Option<PathBuf>,
     keep: bool,
 }
@@ -44,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         compression: Compression::Zstd(1),
         format: Format::Parquet,
         row_group_rows: gpupg_sink::DEFAULT_ROW_GROUP_ROWS,
+        table: Table::Bench,
         out: None,
         keep: false,
     };
@@ -73,6 +91,13 @@ fn parse_args() -> Result<Args, String> {
                     _ => return Err(format!("--format {value}: expected parquet or arrow")),
                 }
             }
+            "--table" => {
+                a.table = match value.as_str() {
+                    "bench" => Table::Bench,
+                    "typed" => Table::Typed,
+                    _ => return Err(format!("--table {value}: expected bench or typed")),
+                }
+            }
             "--out" => a.out = Some(PathBuf::from(value)),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -97,7 +122,53 @@ impl Rng {
     }
 }
 
-fn lineorder(rows: usize) -> RecordBatch {
+/// crates/datagen's `lineorder_insert` for rows 0..rows: the same hash per column
+/// (`(g * (2654435761 + 2k)) % 2147483647`), ranges and `character(n)` padding.
+fn bench_lineorder(rows: usize) -> RecordBatch {
+    let h = |g: usize, k: i64| (g as i64 * (2_654_435_761 + 2 * k)) % 2_147_483_647;
+    let yyyymmdd = |x: i64| (19_920_101 + (x % 7) * 10_000 + (x % 12) * 100 + x % 28) as i32;
+    let int = |name: &str, f: &dyn Fn(usize) -> i64| -> (Field, ArrayRef) {
+        (
+            Field::new(name, DataType::Int32, false),
+            Arc::new(Int32Array::from_iter_values((0..rows).map(|g| f(g) as i32))),
+        )
+    };
+    let chars = |name: &str, width: usize, f: &dyn Fn(usize) -> &'static str| {
+        let mut b = StringBuilder::with_capacity(rows, rows * width);
+        for g in 0..rows {
+            b.append_value(format!("{:<width$}", f(g)));
+        }
+        let array: ArrayRef = Arc::new(b.finish());
+        (Field::new(name, DataType::Utf8, false), array)
+    };
+    let priorities = ["1-URGENT", "2-HIGH", "3-MEDIUM", "4-NOT SPECIFIED", "5-LOW"];
+    let modes = ["REG AIR", "AIR", "RAIL", "SHIP", "TRUCK", "MAIL", "FOB"];
+    let cols = vec![
+        int("lo_orderkey", &|g| g as i64 / 4 + 1),
+        int("lo_linenumber", &|g| g as i64 % 7 + 1),
+        int("lo_custkey", &|g| h(g, 1) % 30_000 + 1),
+        int("lo_partkey", &|g| h(g, 2) % 200_000 + 1),
+        int("lo_suppkey", &|g| h(g, 3) % 2_000 + 1),
+        int("lo_orderdate", &|g| yyyymmdd(h(g, 4)).into()),
+        chars("lo_orderpriority", 15, &|g| {
+            priorities[(h(g, 5) % 5) as usize]
+        }),
+        chars("lo_shippriority", 1, &|_| "0"),
+        int("lo_quantity", &|g| h(g, 6) % 50 + 1),
+        int("lo_extendedprice", &|g| h(g, 7) % 10_000_000 + 90_000),
+        int("lo_ordtotalprice", &|g| h(g, 7) % 40_000_000),
+        int("lo_discount", &|g| h(g, 6) % 11),
+        int("lo_revenue", &|g| h(g, 8) % 10_000_000),
+        int("lo_supplycost", &|g| h(g, 7) % 100_000),
+        int("lo_tax", &|g| h(g, 6) % 9),
+        int("lo_commitdate", &|g| yyyymmdd(h(g, 8)).into()),
+        chars("lo_shipmode", 10, &|g| modes[(h(g, 9) % 7) as usize]),
+    ];
+    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = cols.into_iter().unzip();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("consistent batch")
+}
+
+fn typed_lineorder(rows: usize) -> RecordBatch {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let int = |name: &str, f: &mut dyn FnMut(usize) -> i32| -> (Field, ArrayRef) {
         (
@@ -189,7 +260,10 @@ fn main() {
         }
     };
     let build = Instant::now();
-    let batch = lineorder(args.rows);
+    let batch = match args.table {
+        Table::Bench => bench_lineorder(args.rows),
+        Table::Typed => typed_lineorder(args.rows),
+    };
     let slices: Vec<RecordBatch> = (0..args.rows)
         .step_by(args.batch_rows)
         .map(|off| batch.slice(off, args.batch_rows.min(args.rows - off)))
