@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the GPU tests of crates/gpu (and the export's device-resident test,
-# against the carried PostgreSQL bundle) on a machine with an NVIDIA GPU and
-# prints a short results table at the end.
+# Runs the GPU tests of crates/gpu (and the export's device-resident test
+# and the table store's test, against the carried PostgreSQL bundle) on a
+# machine with an NVIDIA GPU and prints a short results table at the end.
 #
 # Usage, from the repository root:
 #   gpu/run-tests.sh              # runs the binaries carried in .carry/gpu/
@@ -10,18 +10,23 @@
 # Binaries are built where Rust is installed with
 #   gpu/run-tests.sh --stage-only
 # which runs `cargo test -p gpupg-gpu --release --no-run` and copies the test
-# executables into .carry/gpu/ (ignored by git) for a machine without Rust.
+# executables into .carry/gpu/ (ignored by git) for a machine without Rust;
+# the store's test (gpu_store) goes to .carry/store/, carried on its own.
+# The store's test also runs examples/store_cupy_torch.py when python3 has
+# CuPy and PyTorch.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 CARRY=.carry/gpu
+STORE_CARRY=.carry/store
 OUT_DIR=${OUT:-/tmp}
 
 stage() {
-    mkdir -p "$CARRY"
-    rm -f "$CARRY"/*
-    # The GPU crate's unit and GPU tests, and the export's device test (which
-    # starts the carried PostgreSQL server), stripped to fit the carry limit.
-    cargo test -p gpupg-gpu -p gpupg-export --release --no-run --message-format=json 2>/dev/null \
+    mkdir -p "$CARRY" "$STORE_CARRY"
+    rm -f "$CARRY"/* "$STORE_CARRY/gpu_store"
+    # The GPU crate's unit and GPU tests, the export's device test and the
+    # store's test (both start the carried PostgreSQL server), stripped to
+    # fit the carry limit.
+    cargo test -p gpupg-gpu -p gpupg-export -p gpupg-store --release --no-run --message-format=json 2>/dev/null \
         | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -29,13 +34,15 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_device"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_device", "gpu_store"):
         print(m["executable"])
 ' | while read -r exe; do
-        dst="$CARRY/$(basename "$exe" | sed 's/-[0-9a-f]*$//')"
-        cp "$exe" "$dst" && strip "$dst"
+        name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
+        dir=$CARRY
+        [ "$name" = gpu_store ] && dir=$STORE_CARRY
+        cp "$exe" "$dir/$name" && strip "$dir/$name"
     done
-    ls -la "$CARRY"
+    ls -la "$CARRY" "$STORE_CARRY"
 }
 
 case "${1:-}" in
@@ -43,7 +50,7 @@ case "${1:-}" in
 --build) stage ;;
 esac
 
-if [ ! -x "$CARRY/gpu" ]; then
+if [ ! -x "$CARRY/gpu" ] && [ ! -x "$STORE_CARRY/gpu_store" ]; then
     echo "no test binaries in $CARRY: run gpu/run-tests.sh --stage-only where Rust is installed" >&2
     exit 2
 fi
@@ -60,18 +67,20 @@ if [ -f .carry/pg15.tar.xz ] && [ ! -x /opt/pg/usr/lib/postgresql/15/bin/postgre
     mkdir -p /opt/pg && tar -C /opt/pg -xJf .carry/pg15.tar.xz && chmod -R a+rX /opt/pg
 fi
 id postgres >/dev/null 2>&1 || useradd -m postgres 2>/dev/null || true
-for bin in gpupg_gpu gpu gpu_device; do
-    [ -x "$CARRY/$bin" ] || continue
+for bin in gpupg_gpu gpu gpu_device gpu_store; do
+    exe=$CARRY/$bin
+    [ "$bin" = gpu_store ] && exe=$STORE_CARRY/$bin
+    [ -x "$exe" ] || continue
     echo "=== $bin" | tee -a "$LOG"
     args=(--nocapture --test-threads=1)
     [ "$bin" != gpupg_gpu ] && args=(--ignored "${args[@]}")
-    if [ "$bin" = gpu_device ]; then
+    if [ "$bin" = gpu_device ] || [ "$bin" = gpu_store ]; then
         [ -d /opt/pg/libs ] || { echo "no PostgreSQL bundle (.carry/pg15.tar.xz): skipped" | tee -a "$LOG"; continue; }
-        LD_LIBRARY_PATH=/opt/pg/libs "$CARRY/$bin" "${args[@]}" 2>&1 | tee -a "$LOG"
+        LD_LIBRARY_PATH=/opt/pg/libs "$exe" "${args[@]}" 2>&1 | tee -a "$LOG"
         [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
         continue
     fi
-    "$CARRY/$bin" "${args[@]}" 2>&1 | tee -a "$LOG"
+    "$exe" "${args[@]}" 2>&1 | tee -a "$LOG"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
 

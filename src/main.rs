@@ -1,10 +1,12 @@
-//! The `gpupgparser` command: export, demo, bench.
+//! The `gpupgparser` command: export, demo, bench, info, and the table store
+//! (serve, store).
 
 mod bench;
 mod demo;
 mod export_args;
 mod machine;
 mod progress;
+mod store_args;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,10 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// Show the GPUs, driver, CUDA and NVRTC versions, pinned memory and GPUDirect Storage.
     Info(InfoArgs),
+    /// Run the table store: hold tables in GPU memory and share them with other processes.
+    Serve(store_args::ServeArgs),
+    /// Talk to the table store: load, refresh, drop, list, export.
+    Store(store_args::StoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -87,6 +93,8 @@ fn main() -> ExitCode {
         Command::Export(args) => export_args::run(*args),
         Command::Demo(args) => demo::run(*args),
         Command::Bench(args) => bench::run(*args),
+        Command::Serve(args) => store_args::serve(args),
+        Command::Store(args) => store_args::run(args),
         Command::Info(args) => {
             // No GPU is not an error here: the report says so.
             print!("{}", gpupg_gpu::info_report(args.check_gds.as_deref()));

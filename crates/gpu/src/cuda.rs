@@ -826,6 +826,12 @@ impl DeviceBuffer {
         self.ctx.ordinal
     }
 
+    /// The context the buffer was allocated in (bound before driver calls
+    /// on its address, e.g. exporting it through CUDA IPC).
+    pub(crate) fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
     /// Copies the buffer into `dst` (at most `dst.len()` bytes),
     /// synchronously. For tests and small reads; the decoder batches its
     /// copies through pinned memory instead.

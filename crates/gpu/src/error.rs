@@ -46,6 +46,17 @@ pub enum GpuError {
     /// u32, too many columns, ...).
     #[error("chunk cannot be decoded on device {device}: {what}")]
     Unsupported { device: usize, what: String },
+    /// A CUDA IPC memory handle that is malformed (bad hex, wrong length) or
+    /// that the driver refuses to open (foreign, stale, from this process).
+    #[error("invalid CUDA IPC handle: {0}")]
+    IpcHandle(String),
+    /// A read or write past the end of a mapped region.
+    #[error("bytes {offset}..{} are outside the mapped region of {size} bytes", *.offset as u128 + *.len as u128)]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    /// A buffer whose allocation CUDA IPC cannot export (stream-ordered pool
+    /// memory).
+    #[error("device {device}: the buffer cannot be exported through CUDA IPC: {what}")]
+    NotExportable { device: usize, what: String },
     /// Building the Arrow arrays from the decoded buffers failed (a bug: the
     /// kernels produced an inconsistent layout).
     #[error("column {column}: building the Arrow array failed: {what}")]

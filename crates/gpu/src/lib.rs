@@ -17,6 +17,8 @@
 //!   chunk splitting, projections).
 //! - [`decoder`]: [`GpuDecoder`], implementing `gpupg_decode::Decoder`.
 //! - [`column`]: device-resident Arrow columns ([`DeviceBatch`]).
+//! - [`ipc`]: CUDA IPC handles of those columns' allocations, and mapping
+//!   another process's allocation ([`MappedRegion`]).
 //!
 //! ## GPUDirect Storage
 //!
@@ -52,6 +54,7 @@ pub mod decoder;
 pub mod error;
 pub mod gds;
 pub mod heap;
+pub mod ipc;
 pub mod kernels;
 pub mod nvrtc;
 pub mod pinned;
@@ -67,5 +70,6 @@ pub use gds::{
     GdsProperties, GDS_ALIGN,
 };
 pub use heap::PageLayout;
+pub use ipc::{IpcHandle, MappedRegion};
 pub use pinned::{HostRegistration, PinnedBuffer, PinnedPool};
-pub use probe::{check_gds, devices, info_report, DeviceInfo, GdsStatus};
+pub use probe::{check_gds, device_count, devices, info_report, DeviceInfo, GdsStatus};

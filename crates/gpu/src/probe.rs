@@ -92,6 +92,21 @@ fn memlock_limit() -> Option<u64> {
     Some(r.rlim_cur)
 }
 
+/// Number of CUDA devices the driver sees, without probing them (cheap:
+/// for validating a device ordinal). `Err` when no driver or no device is
+/// usable.
+pub fn device_count() -> Result<usize, GpuError> {
+    cuda::driver()?;
+    let mut count = 0;
+    // SAFETY: driver initialized; out-pointer.
+    check(
+        unsafe { sys::cuDeviceGetCount(&mut count) },
+        "cuDeviceGetCount",
+        0,
+    )?;
+    Ok(count.max(0) as usize)
+}
+
 /// Every GPU with its properties. `Err` when no driver or no device is
 /// usable (the error says which and where it looked).
 pub fn devices() -> Result<Vec<DeviceInfo>, GpuError> {

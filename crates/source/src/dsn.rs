@@ -302,6 +302,46 @@ impl ConnectConfig {
         out
     }
 
+    /// Every setting as a keyword/value string, the password included, that
+    /// [`ConnectConfig::resolve`] turns back into this configuration: for
+    /// handing a connection to another process of the same user (the store
+    /// server runs loads with the client's settings). Never print it; use
+    /// [`ConnectConfig::redacted`] in messages.
+    pub fn to_connection_string(&self) -> String {
+        let host = match &self.host {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        };
+        let mut out = format!(
+            "host={} port={} user={} dbname={} sslmode={} application_name={}",
+            kv_quote(&host),
+            self.port,
+            kv_quote(&self.user),
+            kv_quote(&self.dbname),
+            self.sslmode.as_str(),
+            kv_quote(&self.application_name)
+        );
+        if let Some(a) = self.hostaddr {
+            out.push_str(&format!(" hostaddr={a}"));
+        }
+        if let Some(p) = &self.password {
+            out.push_str(&format!(" password={}", kv_quote(p)));
+        }
+        if let Some(r) = &self.sslrootcert {
+            out.push_str(&format!(
+                " sslrootcert={}",
+                kv_quote(&r.display().to_string())
+            ));
+        }
+        if let Some(t) = self.connect_timeout {
+            out.push_str(&format!(" connect_timeout={}", t.as_secs()));
+        }
+        if let Some(o) = &self.options {
+            out.push_str(&format!(" options={}", kv_quote(o)));
+        }
+        out
+    }
+
     /// `host:port` (TCP) or the socket path (Unix), for error messages.
     pub fn endpoint(&self) -> String {
         match &self.host {
@@ -551,6 +591,19 @@ mod tests {
         assert_eq!(c.application_name, "app");
         assert_eq!(c.connect_timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.options.as_deref(), Some("-c work_mem=64MB"));
+    }
+
+    #[test]
+    fn connection_string_resolves_back_to_the_same_settings() {
+        for dsn in [
+            r"host=db.example hostaddr=10.0.0.1 port=6543 user='my user' password='it\'s \\ secret' dbname=x sslmode=verify-full sslrootcert='/etc/my ca.pem' application_name=app connect_timeout=7 options='-c work_mem=64MB'",
+            "host=/tmp port=5444 user=u dbname=d",
+            "postgresql://us%40er:p%20w%3A@[::1]:5433/my%20db?sslmode=require",
+        ] {
+            let c = resolve(Some(dsn), &[]).unwrap();
+            let again = resolve(Some(&c.to_connection_string()), &[]).unwrap();
+            assert_eq!(again, c, "{dsn}");
+        }
     }
 
     #[test]

@@ -1,0 +1,88 @@
+//! Where a loaded table lives, behind one interface: [`GpuBackend`]
+//! (device memory, shared through CUDA IPC) and [`HostBackend`] (host
+//! memory; the same layouts and manifests without a GPU, for tests). The
+//! registry, protocol and manifest only see [`Resident`].
+//!
+//! [`GpuBackend`]: crate::GpuBackend
+//! [`HostBackend`]: crate::HostBackend
+
+use std::any::Any;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use gpupg_export::{ExportReport, ExportRequest};
+
+use crate::error::StoreError;
+
+/// Loads tables into one kind of memory.
+pub trait Backend: Send + Sync {
+    /// `gpu` or `host`, as listed and written in manifests.
+    fn kind(&self) -> &'static str;
+
+    /// Checks that `device` exists before anything is loaded.
+    fn check_device(&self, device: usize) -> Result<(), StoreError>;
+
+    /// Runs the export `req` (a device-resident load of `req.device`) and
+    /// keeps its columns. `name` is the store name, for messages.
+    fn load(&self, name: &str, req: &ExportRequest<'_>) -> Result<Resident, StoreError>;
+}
+
+/// A loaded table: where each buffer lies, and the memory itself.
+pub struct Resident {
+    pub schema: SchemaRef,
+    pub device: usize,
+    pub rows: u64,
+    /// Every allocation the buffers lie in, with a handle another process
+    /// opens it with.
+    pub allocations: Vec<AllocationLayout>,
+    /// One per decoded chunk, in the order the export produced them.
+    pub chunks: Vec<ChunkLayout>,
+    /// The export's report (source, heap fence, timings).
+    pub report: ExportReport,
+    /// Owns the memory; dropping it frees the table.
+    pub memory: Box<dyn Any + Send + Sync>,
+}
+
+impl Resident {
+    /// Bytes of all allocations.
+    pub fn bytes(&self) -> u64 {
+        self.allocations.iter().map(|a| a.size).sum()
+    }
+}
+
+/// One allocation: its handle as 128 hex digits (a CUDA IPC handle, or on
+/// the host backend an id in the same form) and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationLayout {
+    pub handle: String,
+    pub size: u64,
+}
+
+/// A chunk of rows: every column's buffers for those rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkLayout {
+    pub rows: usize,
+    pub columns: Vec<ColumnLayout>,
+}
+
+/// One column of one chunk in Arrow's `ArrayData` layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnLayout {
+    pub data_type: DataType,
+    pub len: usize,
+    pub null_count: usize,
+    /// Validity bitmap; absent when there are no NULLs.
+    pub validity: Option<BufferLayout>,
+    /// The array's buffers in `ArrayData` order.
+    pub buffers: Vec<BufferLayout>,
+    /// A List's items, a Struct's fields, a Dictionary's values.
+    pub children: Vec<ColumnLayout>,
+}
+
+/// Where one buffer lies: an allocation (index into
+/// [`Resident::allocations`]), the offset from its base and the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLayout {
+    pub allocation: usize,
+    pub offset: u64,
+    pub length: u64,
+}

@@ -1,0 +1,140 @@
+//! Tables in device memory: loaded with `export_to_device`, each batch's
+//! buffers in one plain `cuMemAlloc` slab whose CUDA IPC handle other
+//! processes open.
+
+use std::collections::HashMap;
+
+use gpupg_export::{export_to_device, ExportError, ExportRequest, NoProgress};
+use gpupg_gpu::ipc::{allocation_of, export_allocation};
+use gpupg_gpu::{DeviceColumn, DeviceSlice, DeviceTable, GpuError};
+
+use crate::backend::{
+    AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, Resident,
+};
+use crate::error::StoreError;
+
+/// Loads tables into GPU memory.
+#[derive(Debug, Default)]
+pub struct GpuBackend;
+
+impl Backend for GpuBackend {
+    fn kind(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn check_device(&self, device: usize) -> Result<(), StoreError> {
+        match gpupg_gpu::device_count() {
+            Ok(n) if device < n => Ok(()),
+            Ok(n) => Err(StoreError::BadDevice {
+                device,
+                detail: format!("{n} CUDA device(s) present"),
+            }),
+            Err(e) => Err(StoreError::BadDevice {
+                device,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn load(&self, name: &str, req: &ExportRequest<'_>) -> Result<Resident, StoreError> {
+        let (table, report) = export_to_device(req, &NoProgress).map_err(|e| match e {
+            ExportError::Gpu(GpuError::OutOfMemory { device, .. }) => StoreError::OutOfMemory {
+                name: name.to_string(),
+                device,
+            },
+            e => StoreError::Load {
+                name: name.to_string(),
+                source: Box::new(e),
+            },
+        })?;
+        let (allocations, chunks) = describe(&table)?;
+        Ok(Resident {
+            schema: table.schema.clone(),
+            device: req.device,
+            rows: report.rows,
+            allocations,
+            chunks,
+            report,
+            memory: Box::new(table),
+        })
+    }
+}
+
+/// The allocations (one IPC handle per slab) and every buffer's place.
+fn describe(table: &DeviceTable) -> Result<(Vec<AllocationLayout>, Vec<ChunkLayout>), GpuError> {
+    let mut slabs = Slabs::default();
+    let chunks = table
+        .batches
+        .iter()
+        .map(|b| {
+            Ok(ChunkLayout {
+                rows: b.num_rows,
+                columns: b
+                    .columns
+                    .iter()
+                    .map(|c| column_layout(c, &mut slabs))
+                    .collect::<Result<_, GpuError>>()?,
+            })
+        })
+        .collect::<Result<_, GpuError>>()?;
+    Ok((slabs.allocations, chunks))
+}
+
+/// Allocations seen so far, by base address.
+#[derive(Default)]
+struct Slabs {
+    allocations: Vec<AllocationLayout>,
+    by_base: HashMap<u64, usize>,
+}
+
+impl Slabs {
+    fn place(&mut self, slice: &DeviceSlice) -> Result<BufferLayout, GpuError> {
+        if slice.len == 0 {
+            // An empty view may sit just past the end of its slab, where the
+            // driver knows no allocation; it has no bytes to map.
+            return Ok(BufferLayout {
+                allocation: 0,
+                offset: 0,
+                length: 0,
+            });
+        }
+        let allocation = allocation_of(&slice.buffer)?;
+        let index = match self.by_base.get(&allocation.base) {
+            Some(&i) => i,
+            None => {
+                let (handle, _) = export_allocation(&slice.buffer)?;
+                self.allocations.push(AllocationLayout {
+                    handle: handle.to_hex(),
+                    size: allocation.size as u64,
+                });
+                self.by_base
+                    .insert(allocation.base, self.allocations.len() - 1);
+                self.allocations.len() - 1
+            }
+        };
+        Ok(BufferLayout {
+            allocation: index,
+            offset: allocation.offset_of(&slice.buffer),
+            length: slice.len as u64,
+        })
+    }
+}
+
+fn column_layout(c: &DeviceColumn, slabs: &mut Slabs) -> Result<ColumnLayout, GpuError> {
+    Ok(ColumnLayout {
+        data_type: c.data_type.clone(),
+        len: c.len,
+        null_count: c.null_count,
+        validity: c.validity.as_ref().map(|v| slabs.place(v)).transpose()?,
+        buffers: c
+            .buffers
+            .iter()
+            .map(|b| slabs.place(b))
+            .collect::<Result<_, _>>()?,
+        children: c
+            .children
+            .iter()
+            .map(|ch| column_layout(ch, slabs))
+            .collect::<Result<_, _>>()?,
+    })
+}
