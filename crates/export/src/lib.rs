@@ -20,6 +20,7 @@ mod engine;
 mod error;
 mod heap_io;
 mod heap_source;
+mod pack;
 mod pipeline;
 mod plan;
 mod progress;

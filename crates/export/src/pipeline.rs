@@ -15,6 +15,7 @@ use crate::engine::{choose, merge_gpu_stats, Chosen, Decoded, ThreadDecoder};
 use crate::heap_source::{
     choose_source, run_reader, Chosen as HeapChosen, HeapCounters, StatementFeed, Work,
 };
+use crate::pack::ChunkPacker;
 use crate::report::{ExportReport, GpuPhases, Phases, Resident};
 use crate::{Engine, ExportError, ExportRequest, Output, Progress};
 
@@ -218,7 +219,10 @@ fn run(
     // holds one, plus one in the channel each: memory is bounded by this,
     // whatever the table size.
     let workers = req.workers;
-    let buffers = connections + 2 * workers;
+    // On the heap path each connection may also hold a chunk it packs
+    // small COPY results into (crate::pack).
+    let packing = matches!(source, HeapChosen::Heap(_));
+    let buffers = connections * (1 + usize::from(packing)) + 2 * workers;
     let chunk_bytes = match &source {
         HeapChosen::Heap(_) => req.heap_chunk_bytes,
         HeapChosen::Copy { .. } => req.chunk_bytes,
@@ -295,25 +299,35 @@ fn run(
             let (send_wait, wire_bytes, copy_wall) = (&send_wait, &wire_bytes, &copy_wall);
             readers.push(s.spawn(move || {
                 let mut run = || -> Result<(), ExportError> {
+                    let mut packer = ChunkPacker::new(pool.capacity());
+                    let send = |chunk: CopyChunk| -> Result<(), SourceError> {
+                        if abort.stopped() {
+                            return Err(SourceError::Downstream(
+                                "another export thread failed".into(),
+                            ));
+                        }
+                        let t = Instant::now();
+                        let sent = tx.send(Work::Rows(chunk));
+                        send_wait.add(t.elapsed());
+                        sent.map_err(|_| {
+                            SourceError::Downstream("another export thread failed".into())
+                        })
+                    };
                     for sql in stmt_rx.iter() {
                         if abort.stopped() {
                             break;
                         }
                         let mut on_chunk = |chunk: CopyChunk| -> Result<(), SourceError> {
-                            if abort.stopped() {
-                                return Err(SourceError::Downstream(
-                                    "another export thread failed".into(),
-                                ));
+                            if !packing {
+                                return send(chunk);
                             }
-                            let t = Instant::now();
-                            let sent = tx.send(Work::Rows(chunk));
-                            send_wait.add(t.elapsed());
-                            sent.map_err(|_| {
-                                SourceError::Downstream("another export thread failed".into())
-                            })
+                            packer.push(chunk, pool).into_iter().try_for_each(send)
                         };
                         let stats = conn.copy_out(&sql, pool, reader as u32, &mut on_chunk)?;
                         wire_bytes.fetch_add(stats.wire_bytes, Ordering::Relaxed);
+                    }
+                    if let Some(chunk) = packer.finish() {
+                        send(chunk)?;
                     }
                     if !abort.stopped() {
                         conn.execute("COMMIT")?;
