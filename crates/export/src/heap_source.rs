@@ -36,6 +36,34 @@ use crate::{ExportError, ExportRequest, HeapIo, Source, Target};
 /// Blocks read by one positioned read (8 MiB at 8 KiB blocks).
 const RANGE_BLOCKS: u64 = 1024;
 
+/// Trusted pages in a gap of fewer blocks than this between two untrusted
+/// ones are read through COPY with them, in one range. One COPY statement
+/// (parse, plan, a TID range scan's start-up, the binary header) costs
+/// about as much as 50 pages sent through COPY; without this, an UPDATE of
+/// 1% of lineorder's rows (about 16% of its pages left not all-visible,
+/// scattered) made one statement per run of such pages: 22 s into device
+/// memory, slower than COPY of the whole table.
+const MERGE_GAP: usize = 32;
+
+/// Which trusted pages (`!untrusted[i]`) lie in a gap of fewer than `gap`
+/// pages between two untrusted ones.
+fn bridge_gaps(untrusted: &[bool], gap: usize) -> Vec<bool> {
+    let mut bridged = vec![false; untrusted.len()];
+    let mut last_untrusted: Option<usize> = None;
+    for (i, &u) in untrusted.iter().enumerate() {
+        if !u {
+            continue;
+        }
+        if let Some(prev) = last_untrusted {
+            if i - prev - 1 < gap {
+                bridged[prev + 1..i].iter_mut().for_each(|b| *b = true);
+            }
+        }
+        last_untrusted = Some(i);
+    }
+    bridged
+}
+
 /// A table the export reads from its files: the table itself, or the leaf
 /// partitions of a partitioned one.
 pub(crate) struct HeapPlan {
@@ -774,11 +802,28 @@ pub(crate) fn run_reader(
         counters.add(&counters.read_nanos, t.elapsed());
 
         let t = Instant::now();
+        // Trusted pages in a short gap between untrusted ones go through
+        // COPY with them: see MERGE_GAP.
+        let untrusted: Vec<bool> = (0..n)
+            .map(|i| {
+                let header = match batch.as_ref().filter(|_| whole) {
+                    Some(b) => b.header(at / bs + i as usize, bs),
+                    None => buf.get(i as usize * bs..).unwrap_or(&[]),
+                };
+                trust(heap.fence, &vm, start + i, header, lsns[i as usize], bs).is_err()
+            })
+            .collect();
+        let bridged = bridge_gaps(&untrusted, MERGE_GAP);
         let mut flushing = std::time::Duration::ZERO;
         let mut runs = FallbackRuns::new(rel, statements);
         for i in 0..n {
             let block = start + i;
             let lsn_after = lsns[i as usize];
+            if bridged[i as usize] {
+                counters.count_fallback("between untrusted pages".into());
+                runs.add(block)?;
+                continue;
+            }
             let verdict = match batch.as_mut().filter(|_| whole) {
                 Some(b) => {
                     let index = at / bs + i as usize;
@@ -982,4 +1027,25 @@ fn flush(
     chunks
         .send(Work::Rows(chunk))
         .map_err(|_| SourceError::Downstream("another export thread failed".into()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bridge_gaps;
+
+    #[test]
+    fn short_gaps_between_untrusted_pages_are_bridged() {
+        let u = |s: &str| s.chars().map(|c| c == 'x').collect::<Vec<bool>>();
+        let b = |v: Vec<bool>| {
+            v.iter()
+                .map(|&x| if x { 'b' } else { '.' })
+                .collect::<String>()
+        };
+        assert_eq!(b(bridge_gaps(&u("..x..x....x.."), 3)), "...bb........");
+        assert_eq!(b(bridge_gaps(&u("..x..x....x.."), 4)), "...bb........");
+        assert_eq!(b(bridge_gaps(&u("..x..x....x.."), 5)), "...bb.bbbb...");
+        assert_eq!(b(bridge_gaps(&u("xx.x"), 32)), "..b.");
+        assert_eq!(b(bridge_gaps(&u("...."), 32)), "....");
+        assert_eq!(b(bridge_gaps(&u("x...."), 32)), ".....");
+    }
 }

@@ -150,6 +150,12 @@ fn heap_files_give_exactly_what_copy_gives() {
     let h = heap(&r);
     assert!(h.pages_direct > 0 && h.pages_fallback > 0, "{h:?}");
     assert!(h.fallback_reasons.contains_key("not all-visible"), "{h:?}");
+    // Scattered as they are, the trusted pages in short gaps between them
+    // go through COPY too, in the same ranges.
+    assert!(
+        h.fallback_reasons.contains_key("between untrusted pages"),
+        "{h:?}"
+    );
 
     // auto: below the threshold COPY runs and says why; above it, the heap.
     let mut req = base("lineorder");
