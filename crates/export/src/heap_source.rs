@@ -802,48 +802,45 @@ pub(crate) fn run_reader(
         counters.add(&counters.read_nanos, t.elapsed());
 
         let t = Instant::now();
-        // Trusted pages in a short gap between untrusted ones go through
-        // COPY with them: see MERGE_GAP.
-        let untrusted: Vec<bool> = (0..n)
+        // Each page judged once from its header; trusted pages in a short
+        // gap between untrusted ones go through COPY with them (MERGE_GAP).
+        let verdicts: Vec<Result<bool, String>> = (0..n)
             .map(|i| {
                 let header = match batch.as_ref().filter(|_| whole) {
                     Some(b) => b.header(at / bs + i as usize, bs),
                     None => buf.get(i as usize * bs..).unwrap_or(&[]),
                 };
-                trust(heap.fence, &vm, start + i, header, lsns[i as usize], bs).is_err()
+                trust(heap.fence, &vm, start + i, header, lsns[i as usize], bs)
             })
             .collect();
+        let untrusted: Vec<bool> = verdicts.iter().map(Result::is_err).collect();
         let bridged = bridge_gaps(&untrusted, MERGE_GAP);
         let mut flushing = std::time::Duration::ZERO;
         let mut runs = FallbackRuns::new(rel, statements);
-        for i in 0..n {
+        for (i, trusted) in (0..n).zip(verdicts) {
             let block = start + i;
-            let lsn_after = lsns[i as usize];
             if bridged[i as usize] {
                 counters.count_fallback("between untrusted pages".into());
                 runs.add(block)?;
                 continue;
             }
+            // Ok(Some(rows)): converted here; Ok(None): sent whole (counted
+            // as direct once converted); Err: why it goes through COPY.
             let verdict = match batch.as_mut().filter(|_| whole) {
-                Some(b) => {
-                    let index = at / bs + i as usize;
-                    trust(heap.fence, &vm, block, b.header(index, bs), lsn_after, bs).map(
-                        |trusted| {
-                            if trusted {
-                                // Counted as direct once converted.
-                                b.pages.push(index as u32);
-                                b.blocks.push(block as u32);
-                                None
-                            } else {
-                                Some(0)
-                            }
-                        },
-                    )
-                }
-                None => {
+                Some(b) => trusted.map(|trusted| {
+                    if trusted {
+                        let index = at / bs + i as usize;
+                        b.pages.push(index as u32);
+                        b.blocks.push(block as u32);
+                        None
+                    } else {
+                        Some(0)
+                    }
+                }),
+                None => trusted.and_then(|trusted| {
                     let page = &buf[i as usize * bs..(i as usize + 1) * bs];
-                    judge(rel, heap.fence, &vm, block, page, lsn_after, &mut local).map(Some)
-                }
+                    convert_trusted(rel, block, page, trusted, &mut local).map(Some)
+                }),
             };
             match verdict {
                 Ok(direct) => {
@@ -922,18 +919,17 @@ fn trust(
     Ok(true)
 }
 
-/// Converts `page` (block `block`) into rows of `out` if it can be trusted;
-/// otherwise says why not.
-fn judge(
+/// Converts `page` (block `block`), judged by [`trust`], into rows of
+/// `out`: none for a new page (`trusted` false), else its rows, or why the
+/// CPU converter refuses it.
+fn convert_trusted(
     heap: &HeapRel,
-    fence: u64,
-    vm: &VisibilityMap<'_>,
     block: u64,
     page: &[u8],
-    lsn_after: u64,
+    trusted: bool,
     out: &mut CopyChunk,
 ) -> Result<usize, String> {
-    if !trust(fence, vm, block, page, lsn_after, heap.rel.block_size)? {
+    if !trusted {
         return Ok(0);
     }
     match transcode_page(page, block as u32, &heap.rel.layout, out) {
