@@ -8,3 +8,10 @@ if ! LD_LIBRARY_PATH=/opt/pg/libs /opt/pg/usr/lib/postgresql/15/bin/pg_isready -
   bash .carry/shared/device/start-pg.sh .carry/pg15.tar.xz >"$out/pg-start.log" 2>&1 \
     || { cat "$out/pg-start.log"; exit 1; }
 fi
+# What the bench scripts print of a run (the logs keep everything), and one
+# run: `run NAME BENCH-ARGS...` writes $out/NAME.json and $out/NAME.log.
+show() { grep -E "ceiling:|^exported|^source|heap pages|GPU stages|decode |write |process CPU|^received|^bench|^note" || true; }
+run() {
+  local name=$1; shift
+  "$bin" bench --dsn "$dsn" --json "$out/$name.json" "$@" 2>&1 | tee "$out/$name.log" | show
+}

@@ -5,7 +5,6 @@
 set -euo pipefail
 rows=${ROWS:-60000000}
 . bench/device-env.sh
-show() { grep -E "ceiling:|^exported|^source|heap pages|GPU stages|decode |process CPU|^received|^bench|^note" || true; }
 # The COPY path with the CPU engine, with the ceiling: the baseline.
 "$bin" bench --dsn "$dsn" --rows "$rows" --create "${CREATE:-auto}" --runs 1 --source copy --engine cpu \
   --json "$out/copy-cpu-parquet.json" 2>&1 | tee "$out/copy-cpu-parquet.log" | show

@@ -11,11 +11,6 @@
 set -euo pipefail
 rows=${ROWS:-60000000}
 . bench/device-env.sh
-show() { grep -E "ceiling:|^exported|^source|heap pages|GPU stages|decode |write |process CPU|^received|^bench|^note" || true; }
-run() { # name, then bench arguments
-  local name=$1; shift
-  "$bin" bench --dsn "$dsn" --json "$out/$name.json" "$@" 2>&1 | tee "$out/$name.log" | show
-}
 # The COPY path with the CPU engine (and the ceiling): the baseline.
 run copy-cpu-arrow --rows "$rows" --create "${CREATE:-auto}" --runs 2 --source copy --engine cpu --format arrow
 run copy-cpu-parquet --create never --skip-ceiling --runs 2 --source copy --engine cpu

@@ -11,11 +11,6 @@
 set -euo pipefail
 rows=${ROWS:-60000000}
 . bench/device-env.sh
-show() { grep -E "^exported|^source|heap pages|GPU stages|process CPU|^bench|^note" || true; }
-run() { # name, then bench arguments
-  local name=$1; shift
-  "$bin" bench --dsn "$dsn" --json "$out/$name.json" "$@" 2>&1 | tee "$out/$name.log" | show
-}
 run heap-device-auto --rows "$rows" --create "${CREATE:-auto}" --skip-ceiling --runs 3 --source heap --to device
 run heap-device-pread --create never --skip-ceiling --runs 3 --source heap --to device --heap-io pread
 [ "${AUTO_ONLY:-0}" = 1 ] && exit 0
