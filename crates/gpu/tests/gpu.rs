@@ -17,6 +17,7 @@ use gpupg_decode::{
     UnconstrainedNumeric,
 };
 use gpupg_format::encode::{element_oid_of, encode_tuple, Value};
+use gpupg_format::heap::sample::output_columns;
 use gpupg_format::types::NumericTypmod;
 use gpupg_format::{ColumnDesc, CopyChunk, PgType};
 use gpupg_gpu::{GpuDecoder, GpuOptions, PagesIn};
@@ -1037,16 +1038,7 @@ fn h_heap_pages() {
     use common::pages::{check_against_cpu, cpu_rows, layouts, mutate, pages};
     use gpupg_gpu::PageLayout;
     for (k, layout) in layouts().iter().enumerate() {
-        let attrs = layout.attributes();
-        let cols: Vec<ColumnDesc> = layout
-            .output()
-            .iter()
-            .enumerate()
-            .map(|(j, &i)| {
-                let pg = attrs[i].pg_type.clone().expect("typed output");
-                col(&format!("c{j}_{i}"), pg, true)
-            })
-            .collect();
+        let cols = output_columns(layout);
         let (mut g, mut cpu) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
         let gl = PageLayout::new(layout).expect("GPU layout");
         let data = pages(500 + k as u64, 300, 7);
@@ -1102,12 +1094,7 @@ fn h_heap_pages() {
     // Throughput: 64 MB page batches from page-locked memory into device
     // columns, all-lineorder-like pages of the first layout.
     let layout = &layouts()[0];
-    let attrs = layout.attributes();
-    let cols: Vec<ColumnDesc> = layout
-        .output()
-        .iter()
-        .map(|&i| col(&format!("c{i}"), attrs[i].pg_type.clone().unwrap(), true))
-        .collect();
+    let cols = output_columns(layout);
     let (mut g, _) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
     let gl = PageLayout::new(layout).unwrap();
     let data = pages(77, 8192, 0);
@@ -1710,12 +1697,7 @@ fn heap_pages_in_device_memory_with_checksums() {
     use gpupg_format::heap::set_page_checksum;
     use gpupg_gpu::PageLayout;
     let layout = layouts()[0].clone().with_checksums(true);
-    let attrs = layout.attributes();
-    let cols: Vec<ColumnDesc> = layout
-        .output()
-        .iter()
-        .map(|&i| col(&format!("c{i}"), attrs[i].pg_type.clone().unwrap(), true))
-        .collect();
+    let cols = output_columns(&layout);
     let (mut g, _) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
     let gl = PageLayout::new(&layout).expect("GPU layout");
     assert!(gl.checksums());
