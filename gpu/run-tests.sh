@@ -11,7 +11,8 @@
 #   gpu/run-tests.sh --stage-only
 # which runs `cargo test -p gpupg-gpu --release --no-run` and copies the test
 # executables into .carry/gpu/ (ignored by git) for a machine without Rust;
-# the store's test (gpu_store) goes to .carry/store/, carried on its own.
+# the store's tests (gpu_store, gpu_lo) go to .carry/store/, carried on
+# their own.
 # The store's test also runs examples/store_cupy_torch.py when python3 has
 # CuPy and PyTorch.
 set -u -o pipefail
@@ -22,7 +23,7 @@ OUT_DIR=${OUT:-/tmp}
 
 stage() {
     mkdir -p "$CARRY" "$STORE_CARRY"
-    rm -f "$CARRY"/* "$STORE_CARRY/gpu_store"
+    rm -f "$CARRY"/* "$STORE_CARRY/gpu_store" "$STORE_CARRY/gpu_lo"
     # The GPU crate's unit and GPU tests, the export's device test and the
     # store's test (both start the carried PostgreSQL server), stripped to
     # fit the carry limit.
@@ -34,12 +35,12 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_device", "gpu_store"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_compact", "gpu_device", "gpu_store", "gpu_lo"):
         print(m["executable"])
 ' | while read -r exe; do
         name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
         dir=$CARRY
-        [ "$name" = gpu_store ] && dir=$STORE_CARRY
+        case "$name" in gpu_store | gpu_lo) dir=$STORE_CARRY ;; esac
         cp "$exe" "$dir/$name" && strip "$dir/$name"
     done
     ls -la "$CARRY" "$STORE_CARRY"
@@ -67,14 +68,14 @@ if [ -f .carry/pg15.tar.xz ] && [ ! -x /opt/pg/usr/lib/postgresql/15/bin/postgre
     mkdir -p /opt/pg && tar -C /opt/pg -xJf .carry/pg15.tar.xz && chmod -R a+rX /opt/pg
 fi
 id postgres >/dev/null 2>&1 || useradd -m postgres 2>/dev/null || true
-for bin in gpupg_gpu gpu gpu_device gpu_store; do
+for bin in gpupg_gpu gpu gpu_compact gpu_device gpu_store gpu_lo; do
     exe=$CARRY/$bin
-    [ "$bin" = gpu_store ] && exe=$STORE_CARRY/$bin
+    case "$bin" in gpu_store | gpu_lo) exe=$STORE_CARRY/$bin ;; esac
     [ -x "$exe" ] || continue
     echo "=== $bin" | tee -a "$LOG"
     args=(--nocapture --test-threads=1)
     [ "$bin" != gpupg_gpu ] && args=(--ignored "${args[@]}")
-    if [ "$bin" = gpu_device ] || [ "$bin" = gpu_store ]; then
+    if [ "$bin" = gpu_device ] || [ "$bin" = gpu_store ] || [ "$bin" = gpu_lo ]; then
         [ -d /opt/pg/libs ] || { echo "no PostgreSQL bundle (.carry/pg15.tar.xz): skipped" | tee -a "$LOG"; continue; }
         LD_LIBRARY_PATH=/opt/pg/libs "$exe" "${args[@]}" 2>&1 | tee -a "$LOG"
         [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

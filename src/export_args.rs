@@ -265,6 +265,7 @@ impl ExportOptions {
                 EngineArg::Gpu => Engine::Gpu,
             },
             device: self.device,
+            device_limit: None,
             types: TypeOptions {
                 // Parquet has no signed interval type: a struct keeps all three parts.
                 interval: match format {

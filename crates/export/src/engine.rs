@@ -7,7 +7,7 @@ use arrow_array::RecordBatch;
 use gpupg_decode::{CpuDecoder, DecodeStats, Decoder, OutputSchema};
 use gpupg_format::heap::TupleLayout;
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceBatch, GpuDecoder, GpuStats, PagesIn};
+use gpupg_gpu::{DeviceArena, DeviceBatch, GpuDecoder, GpuStats, PagesIn};
 
 use crate::heap_source::PageReader;
 use crate::{Engine, ExportError};
@@ -105,13 +105,20 @@ impl ThreadDecoder {
     pub(crate) fn new(
         chosen: &Chosen,
         schema: &Arc<OutputSchema>,
+        arena: Option<&Arc<DeviceArena>>,
     ) -> Result<(ThreadDecoder, Option<String>), ExportError> {
         match chosen {
             Chosen::Cpu { .. } => Ok((
                 ThreadDecoder::Cpu(Box::new(CpuDecoder::new(schema.clone()))),
                 None,
             )),
-            Chosen::Gpu { device, strict, .. } => match GpuDecoder::new(*device, schema.clone()) {
+            Chosen::Gpu { device, strict, .. } => match GpuDecoder::new(*device, schema.clone())
+                .and_then(|mut gpu| {
+                    if let Some(a) = arena {
+                        gpu.set_output_arena(a.clone())?;
+                    }
+                    Ok(gpu)
+                }) {
                 Ok(gpu) => Ok((
                     ThreadDecoder::Gpu {
                         gpu: Box::new(gpu),

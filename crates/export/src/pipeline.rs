@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded};
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceBatch, DeviceTable};
+use gpupg_gpu::{DeviceArena, DeviceBatch, DeviceTable};
 use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
 use gpupg_source::{pool::BufferPool, SourceError};
 
@@ -72,8 +72,9 @@ pub const DEVICE_WORKERS: usize = 4;
 /// Where the decoded batches go.
 enum Destination {
     Files(Vec<Box<dyn Sink>>),
-    /// Kept on the device, in the order they were decoded.
-    Device(Mutex<Vec<DeviceBatch>>),
+    /// Kept on the device, in the order they were decoded, carved from the
+    /// arena (few large allocations, within `req.device_limit`).
+    Device(Mutex<Vec<DeviceBatch>>, Arc<DeviceArena>),
 }
 
 /// Runs one export. Output appears only if everything succeeded: on any
@@ -209,7 +210,10 @@ fn run(
                 &req.sink,
             )?)
         }
-        Output::Device => Destination::Device(Mutex::new(Vec::new())),
+        Output::Device => Destination::Device(
+            Mutex::new(Vec::new()),
+            DeviceArena::new(req.device, req.device_limit),
+        ),
     };
     let (plan, conns) = session.open(req)?;
     let metadata_seconds = started.elapsed().as_secs_f64();
@@ -372,7 +376,11 @@ fn run(
             let (chosen, gpu_stats, engine_notes) = (&chosen, &gpu_stats, &engine_notes);
             let (source, heap_counters, feed) = (&source, &heap_counters, &feed);
             decoders.push(s.spawn(move || {
-                let mut decoder = match ThreadDecoder::new(chosen, schema) {
+                let arena = match destination {
+                    Destination::Device(_, arena) => Some(arena),
+                    Destination::Files(_) => None,
+                };
+                let mut decoder = match ThreadDecoder::new(chosen, schema, arena) {
                     Ok((d, note)) => {
                         if let Some(n) = note {
                             let mut notes = engine_notes.lock().unwrap_or_else(|p| p.into_inner());
@@ -387,7 +395,7 @@ fn run(
                         None
                     }
                 };
-                let to_device = matches!(destination, Destination::Device(_));
+                let to_device = arena.is_some();
                 for work in rx.iter() {
                     // After a failure keep draining, so readers blocked on
                     // the channel or the pool can finish and see the abort.
@@ -446,7 +454,7 @@ fn run(
                                     break;
                                 }
                             }
-                            (Decoded::Device(batch), Destination::Device(kept)) => {
+                            (Decoded::Device(batch), Destination::Device(kept, _)) => {
                                 kept.lock().unwrap_or_else(|p| p.into_inner()).push(batch);
                             }
                             _ => unreachable!("the decode above follows the destination"),
@@ -491,6 +499,7 @@ fn run(
     let mut files = Vec::new();
     let mut encode_seconds = 0.0;
     let mut table = None;
+    let mut arena_blocks = (0, 0);
     match destination {
         Destination::Files(sinks) => {
             for sink in sinks {
@@ -504,7 +513,8 @@ fn run(
                 );
             }
         }
-        Destination::Device(kept) => {
+        Destination::Device(kept, arena) => {
+            arena_blocks = (arena.blocks(), arena.allocated_bytes());
             table = Some(DeviceTable {
                 schema: schema.arrow_schema(),
                 batches: kept.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -516,6 +526,8 @@ fn run(
         device: req.device,
         batches: t.batches.len(),
         bytes: t.device_bytes() as u64,
+        allocations: arena_blocks.0,
+        allocated_bytes: arena_blocks.1,
     });
     let copy_wall = copy_wall.into_inner().unwrap_or_else(|p| p.into_inner());
     let gpu = gpu_stats.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -81,6 +81,11 @@ pub struct Resident {
     pub batches: usize,
     /// Device bytes held by the columns.
     pub bytes: u64,
+    /// Device allocations the columns were carved from, and their bytes
+    /// (what the device reports in use; at most the last block's rest more
+    /// than `bytes`).
+    pub allocations: usize,
+    pub allocated_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -259,10 +264,12 @@ impl ExportReport {
         let _ = match &self.resident {
             Some(r) => write!(
                 s,
-                "kept {:.1} MB on GPU {} in {} batch(es)",
+                "kept {:.1} MB on GPU {} in {} batch(es), {} allocation(s) of {:.1} MB",
                 r.bytes as f64 / 1e6,
                 r.device,
-                r.batches
+                r.batches,
+                r.allocations,
+                r.allocated_bytes as f64 / 1e6
             ),
             None => write!(
                 s,

@@ -110,6 +110,10 @@ pub struct ExportRequest<'a> {
     pub engine: Engine,
     /// GPU ordinal for the GPU engine.
     pub device: usize,
+    /// With [`Output::Device`]: the most device bytes the kept columns may
+    /// take; the export fails with `GpuError::MemoryLimit` as soon as they
+    /// would take more (the table store's memory limit).
+    pub device_limit: Option<u64>,
     pub types: TypeOptions,
     pub unsupported: UnsupportedTypes,
     pub sink: SinkOptions,

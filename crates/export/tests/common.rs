@@ -33,6 +33,7 @@ pub fn request(
         heap_chunk_bytes: 64 * 1024,
         engine: gpupg_export::Engine::Cpu,
         device: 0,
+        device_limit: None,
         types: TypeOptions {
             interval: match format {
                 Format::Parquet => IntervalRepr::Struct,

@@ -12,6 +12,7 @@ use arrow_data::ArrayData;
 use arrow_schema::{DataType, SchemaRef};
 use cudarc::driver::sys;
 
+use crate::arena::DeviceArena;
 use crate::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
 use crate::error::GpuError;
 use crate::pinned::PinnedBuffer;
@@ -253,10 +254,14 @@ fn build_data(
 pub(crate) fn upload_array(
     ctx: &Arc<Context>,
     stream: &Stream,
+    arena: Option<&DeviceArena>,
     data: &ArrayData,
 ) -> Result<DeviceColumn, GpuError> {
     let up = |bytes: &[u8]| -> Result<DeviceSlice, GpuError> {
-        let buf = DeviceBuffer::alloc(ctx, bytes.len(), AllocKind::Plain, stream)?;
+        let buf = match arena {
+            Some(a) => a.alloc(ctx, stream, bytes.len())?,
+            None => DeviceBuffer::alloc(ctx, bytes.len(), AllocKind::Plain, stream)?,
+        };
         if !bytes.is_empty() {
             // SAFETY: buf has bytes.len() bytes; synchronous copy from
             // pageable memory.
@@ -298,7 +303,7 @@ pub(crate) fn upload_array(
     }
     let mut children = Vec::new();
     for ch in data.child_data() {
-        children.push(upload_array(ctx, stream, ch)?);
+        children.push(upload_array(ctx, stream, arena, ch)?);
     }
     Ok(DeviceColumn {
         data_type: data.data_type().clone(),

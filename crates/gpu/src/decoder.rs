@@ -33,6 +33,7 @@ use gpupg_decode::{CpuDecoder, DecodeError, DecodeStats, Decoder, OutputSchema};
 use gpupg_format::CopyChunk;
 use serde::Serialize;
 
+use crate::arena::DeviceArena;
 use crate::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
 use crate::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
 use crate::error::GpuError;
@@ -213,6 +214,10 @@ pub struct GpuDecoder {
     decode_stats: DecodeStats,
     /// For tests: fill every output with this byte before decoding.
     poison: Option<u8>,
+    /// Where device-resident outputs are carved from, when the caller keeps
+    /// them (see [`GpuDecoder::set_output_arena`]); else one allocation per
+    /// chunk.
+    arena: Option<Arc<DeviceArena>>,
 }
 
 // SAFETY: every CUDA handle inside is usable from any thread once the
@@ -315,6 +320,7 @@ impl GpuDecoder {
             stats,
             decode_stats: DecodeStats::default(),
             poison: None,
+            arena: None,
         })
     }
 
@@ -338,6 +344,22 @@ impl GpuDecoder {
     /// so an element they fail to write shows.
     pub fn set_poison(&mut self, byte: Option<u8>) {
         self.poison = byte;
+    }
+
+    /// Carves the device-resident outputs of `decode_to_device` and
+    /// `decode_pages_to_device` from `arena` (shared with other decoders of
+    /// the same device), which also enforces its byte limit. Fails when the
+    /// arena belongs to another device.
+    pub fn set_output_arena(&mut self, arena: Arc<DeviceArena>) -> Result<(), GpuError> {
+        if arena.device() != self.ctx.ordinal {
+            return Err(GpuError::NoDevice(Some(format!(
+                "an output arena of device {} given to the decoder of device {}",
+                arena.device(),
+                self.ctx.ordinal
+            ))));
+        }
+        self.arena = Some(arena);
+        Ok(())
     }
 
     /// Starts copying `chunk` to the device now (into a free input slot), so
@@ -432,7 +454,12 @@ impl GpuDecoder {
                     let host = self.cpu_columns_for(chunk, 0..n, &redo_on_cpu)?;
                     for (c, arr) in host {
                         cpu_names.push((self.schema.columns()[c].name.clone(), self.cpu_reason(c)));
-                        cols[c] = Some(upload_array(&self.ctx, &self.compute, &arr.to_data())?);
+                        cols[c] = Some(upload_array(
+                            &self.ctx,
+                            &self.compute,
+                            self.arena.as_deref(),
+                            &arr.to_data(),
+                        )?);
                     }
                 }
                 self.decode_stats.rows += n as u64;
@@ -648,7 +675,12 @@ impl GpuDecoder {
     ) -> Result<DeviceBatch, GpuError> {
         let mut columns = Vec::with_capacity(b.num_columns());
         for (i, a) in b.columns().iter().enumerate() {
-            columns.push(upload_array(&self.ctx, &self.compute, &a.to_data())?);
+            columns.push(upload_array(
+                &self.ctx,
+                &self.compute,
+                self.arena.as_deref(),
+                &a.to_data(),
+            )?);
             cpu_names.push((
                 self.schema.columns()[i].name.clone(),
                 "whole chunk decoded on the CPU".into(),
@@ -854,7 +886,10 @@ impl GpuDecoder {
 
     fn alloc(&mut self, bytes: usize, kind: AllocKind) -> Result<DeviceBuffer, GpuError> {
         let t = Instant::now();
-        let b = DeviceBuffer::alloc(&self.ctx, bytes, kind, &self.compute)?;
+        let b = match (&self.arena, kind) {
+            (Some(arena), AllocKind::Plain) => arena.alloc(&self.ctx, &self.compute, bytes)?,
+            _ => DeviceBuffer::alloc(&self.ctx, bytes, kind, &self.compute)?,
+        };
         if kind == AllocKind::Plain {
             // cuMemAlloc is not stream-ordered: worth watching.
             self.stats.plain_alloc_s += t.elapsed().as_secs_f64();

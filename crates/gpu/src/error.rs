@@ -35,6 +35,14 @@ pub enum GpuError {
     /// A device or pinned allocation did not fit.
     #[error("out of memory on device {device}: {bytes} bytes requested")]
     OutOfMemory { device: usize, bytes: u64 },
+    /// Outputs kept on the device would pass the limit they were given
+    /// (the table store's `--memory-limit`).
+    #[error("the memory limit of {limit} bytes on device {device} would be exceeded: {bytes} bytes needed")]
+    MemoryLimit {
+        device: usize,
+        limit: u64,
+        bytes: u64,
+    },
     /// Pinned (page-locked) host memory could not be allocated.
     #[error("pinned host memory: {0}")]
     Pinned(String),

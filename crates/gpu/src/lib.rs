@@ -17,6 +17,8 @@
 //!   chunk splitting, projections).
 //! - [`decoder`]: [`GpuDecoder`], implementing `gpupg_decode::Decoder`.
 //! - [`column`]: device-resident Arrow columns ([`DeviceBatch`]).
+//! - [`arena`]: few large allocations for columns kept on the device
+//!   ([`DeviceArena`]), with an optional byte limit.
 //! - [`ipc`]: CUDA IPC handles of those columns' allocations, and mapping
 //!   another process's allocation ([`MappedRegion`]).
 //!
@@ -48,6 +50,7 @@
 //! # first_pages(Path::new("/var/lib/postgresql/16/main/base/5/16384")).unwrap();
 //! ```
 
+pub mod arena;
 pub mod column;
 pub mod cuda;
 pub mod decoder;
@@ -61,6 +64,7 @@ pub mod pinned;
 pub mod plan;
 pub mod probe;
 
+pub use arena::DeviceArena;
 pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
 pub use cuda::{AllocKind, DeviceBuffer};
 pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats, PagesDecoded, PagesIn};

@@ -20,7 +20,8 @@ use gpupg_format::encode::{element_oid_of, encode_tuple, Value};
 use gpupg_format::heap::sample::output_columns;
 use gpupg_format::types::NumericTypmod;
 use gpupg_format::{ColumnDesc, CopyChunk, PgType};
-use gpupg_gpu::{GpuDecoder, GpuOptions, PagesIn};
+use gpupg_gpu::ipc::allocation_of;
+use gpupg_gpu::{DeviceArena, GpuDecoder, GpuError, GpuOptions, PagesIn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -662,6 +663,70 @@ fn c_random_every_type() {
     result(
         "random_every_type",
         format!("ok ({total} rows, 3 option sets)"),
+    );
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn c_arena_outputs() {
+    // Every type decoded into an arena: the same values as the CPU, every
+    // buffer inside one of the arena's few blocks, and the limit enforced
+    // while decoding.
+    let cols = all_columns();
+    let opts = TypeOptions::default();
+    let (mut g, mut cpu) = decoders(&cols, &opts, GpuOptions::default());
+    let arena = DeviceArena::new(0, None);
+    g.set_output_arena(arena.clone()).expect("arena");
+    let mut batches = Vec::new();
+    for seed in 0..6u64 {
+        let chunk = chunk_of(&random_rows(&cols, &opts, 5_000, 700 + seed));
+        let want = cpu.decode(&chunk).expect("CPU decode");
+        let dev = g.decode_to_device(&chunk).expect("device decode");
+        assert_same(&dev.to_host().expect("to_host"), &want, "arena");
+        batches.push(dev);
+    }
+    let mut bases = std::collections::BTreeSet::new();
+    let mut buffers = 0;
+    for b in &batches {
+        for c in &b.columns {
+            let mut stack = vec![c];
+            while let Some(c) = stack.pop() {
+                for s in c.buffers.iter().chain(c.validity.iter()) {
+                    if s.len > 0 {
+                        bases.insert(allocation_of(&s.buffer).expect("range").base);
+                        buffers += 1;
+                    }
+                }
+                stack.extend(c.children.iter());
+            }
+        }
+    }
+    assert!(buffers > 6 * cols.len(), "{buffers} buffers");
+    assert!(
+        bases.len() <= arena.blocks(),
+        "{} allocations, {} blocks",
+        bases.len(),
+        arena.blocks()
+    );
+    let held: usize = batches.iter().map(|b| b.device_bytes()).sum();
+    assert!(arena.allocated_bytes() >= held as u64);
+    // A limit below what one chunk needs: a typed error, nothing decoded.
+    let small = DeviceArena::new(0, Some(64 << 10));
+    g.set_output_arena(small.clone()).expect("arena");
+    let chunk = chunk_of(&random_rows(&cols, &opts, 5_000, 9));
+    match g.decode_to_device(&chunk) {
+        Err(GpuError::MemoryLimit { limit, .. }) => assert_eq!(limit, 64 << 10),
+        other => panic!("expected the memory limit, got {other:?}"),
+    }
+    assert!(g.set_output_arena(DeviceArena::new(7, None)).is_err());
+    result(
+        "arena_outputs",
+        format!(
+            "{buffers} buffers in {} allocations ({} MiB for {} MiB of columns)",
+            bases.len(),
+            arena.allocated_bytes() >> 20,
+            held >> 20
+        ),
     );
 }
 

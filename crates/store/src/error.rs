@@ -46,7 +46,7 @@ pub enum StoreError {
     #[error("device {device} cannot be used: {detail}")]
     BadDevice { device: usize, detail: String },
     #[error(
-        "{name:?} needs {needed} bytes of device memory, {in_use} of the limit of {limit} are in use; \
+        "{name:?} needs at least {needed} bytes of device memory, {in_use} of the limit of {limit} are in use; \
          nothing was changed"
     )]
     MemoryLimit {

@@ -42,6 +42,15 @@ impl Backend for GpuBackend {
                 name: name.to_string(),
                 device,
             },
+            // The registry fills in what is in use and the limit.
+            ExportError::Gpu(GpuError::MemoryLimit { bytes, limit, .. }) => {
+                StoreError::MemoryLimit {
+                    name: name.to_string(),
+                    needed: bytes,
+                    in_use: 0,
+                    limit,
+                }
+            }
             e => StoreError::Load {
                 name: name.to_string(),
                 source: Box::new(e),

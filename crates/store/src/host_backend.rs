@@ -162,6 +162,18 @@ impl Backend for HostBackend {
                 .iter()
                 .map(|c| column_layout(&c.to_data(), index, &mut bytes))
                 .collect::<Result<_, _>>()?;
+            // As the GPU backend's arena: the limit is checked while the
+            // table is built, not after.
+            let held: u64 = allocations.iter().map(|a: &AllocationLayout| a.size).sum();
+            let needed = held + bytes.len() as u64;
+            if let Some(limit) = req.device_limit.filter(|&l| needed > l) {
+                return Err(StoreError::MemoryLimit {
+                    name: name.to_string(),
+                    needed,
+                    in_use: 0,
+                    limit,
+                });
+            }
             let (slab, layout) = self.register(bytes);
             allocations.push(layout);
             slabs.push(slab);

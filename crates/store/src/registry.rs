@@ -448,8 +448,23 @@ impl Registry {
         observation: Observation,
     ) -> Result<Arc<Revision>, StoreError> {
         let started = Instant::now();
-        let req = export_request(spec, &self.cancel)?;
-        let resident = self.backend.load(name, &req)?;
+        let mut req = export_request(spec, &self.cancel)?;
+        // Checked while the columns are built, so a table that does not fit
+        // fails at once; checked again at commit, where loads that ran at
+        // the same time are counted too.
+        let in_use = self.used_bytes();
+        if let Some(limit) = self.memory_limit {
+            req.device_limit = Some(limit.saturating_sub(in_use));
+        }
+        let resident = self.backend.load(name, &req).map_err(|e| match e {
+            StoreError::MemoryLimit { needed, .. } => StoreError::MemoryLimit {
+                name: name.to_string(),
+                needed,
+                in_use,
+                limit: self.memory_limit.unwrap_or(needed),
+            },
+            e => e,
+        })?;
         let (lsn, lsn_kind) = match &resident.report.heap {
             Some(h) => (h.fence_lsn.clone(), "fence"),
             None => (observation.wal_lsn.clone(), "wal_insert"),

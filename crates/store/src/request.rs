@@ -39,6 +39,8 @@ pub(crate) fn export_request<'a>(
         heap_chunk_bytes: spec.chunk_mib.map_or(DEFAULT_HEAP_CHUNK_BYTES, |m| m << 20),
         engine: Engine::Gpu,
         device: spec.device,
+        // Set by the registry from the memory limit.
+        device_limit: None,
         // Arrow's own types (MonthDayNano intervals): what device columns
         // and the Arrow IPC format hold.
         types: TypeOptions::default(),

@@ -280,6 +280,16 @@ fn memory_limit_refuses_and_leaves_the_rest_alone() {
         e.to_string().contains(&format!("of the limit of {limit}")),
         "{e}"
     );
+    // Refused while it was being built, not after: it stopped short of
+    // the whole table.
+    let needed: u64 = e
+        .to_string()
+        .split("needs at least ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {e}"));
+    assert!(needed < big_bytes, "{needed} of {big_bytes}: {e}");
     // Nothing changed: the small table is whole and the name is free.
     let list = c.list(true).unwrap();
     assert_eq!(list.revisions.len(), 1);
