@@ -183,6 +183,67 @@ pub fn devices() -> Result<Vec<DeviceInfo>, GpuError> {
     Ok(out)
 }
 
+/// A GPU's CUDA ordinal, name and PCI bus id: what gpupg-topology needs to
+/// place it in the PCIe tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PciLocation {
+    pub ordinal: usize,
+    pub name: String,
+    /// `cuDeviceGetPCIBusId`'s `DDDD:BB:DD.F` (upper-case hex, e.g.
+    /// `0000:3B:00.0`). The ordinal is the one this process sees, after
+    /// `CUDA_VISIBLE_DEVICES`; the bus id names the physical device.
+    pub pci_bus_id: String,
+}
+
+/// Every GPU's ordinal, name and PCI bus id. Cheap next to [`devices`]: it
+/// creates no context and allocates nothing. `Err` when no driver or no
+/// device is usable.
+pub fn pci_locations() -> Result<Vec<PciLocation>, GpuError> {
+    let count = device_count()?;
+    if count == 0 {
+        return Err(GpuError::NoDevice(None));
+    }
+    let mut out = Vec::with_capacity(count);
+    for ordinal in 0..count {
+        let mut dev = 0;
+        // SAFETY: driver initialized (device_count), ordinal below the count.
+        check(
+            unsafe { sys::cuDeviceGet(&mut dev, ordinal as i32) },
+            "cuDeviceGet",
+            ordinal,
+        )?;
+        let mut name = [0 as c_char; 256];
+        // SAFETY: buffer of the stated length; valid device handle.
+        check(
+            unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, dev) },
+            "cuDeviceGetName",
+            ordinal,
+        )?;
+        // "DDDD:BB:DD.F" needs 13 bytes; the driver NUL-terminates within
+        // the length it is given.
+        let mut bus = [0 as c_char; 64];
+        // SAFETY: buffer of the stated length; valid device handle.
+        check(
+            unsafe { sys::cuDeviceGetPCIBusId(bus.as_mut_ptr(), bus.len() as i32, dev) },
+            "cuDeviceGetPCIBusId",
+            ordinal,
+        )?;
+        // SAFETY: both buffers were NUL-terminated by the driver.
+        let (name, bus) = unsafe {
+            (
+                CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned(),
+                CStr::from_ptr(bus.as_ptr()).to_string_lossy().into_owned(),
+            )
+        };
+        out.push(PciLocation {
+            ordinal,
+            name,
+            pci_bus_id: bus,
+        });
+    }
+    Ok(out)
+}
+
 /// What a GPUDirect Storage (cuFile) check found, step by step.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GdsStatus {
@@ -424,6 +485,26 @@ mod tests {
         let g = check_gds(Path::new("/tmp"));
         assert!(!g.registered && !g.driver_opened);
         assert!(info_report(Some(Path::new("/tmp"))).contains("none usable"));
+    }
+
+    /// Bus ids for gpupg-topology: an error value without a driver, the
+    /// `DDDD:BB:DD.F` form with one.
+    #[test]
+    fn pci_locations_never_panic() {
+        match pci_locations() {
+            Ok(l) => {
+                assert!(!l.is_empty());
+                for (i, g) in l.iter().enumerate() {
+                    assert_eq!(g.ordinal, i);
+                    assert_eq!(g.pci_bus_id.matches(':').count(), 2, "{g:?}");
+                    assert!(g.pci_bus_id.contains('.'), "{g:?}");
+                }
+            }
+            Err(e) => assert!(
+                e.is_unavailable() || matches!(e, GpuError::Cuda { .. }),
+                "{e}"
+            ),
+        }
     }
 
     #[test]

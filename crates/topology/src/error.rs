@@ -1,0 +1,64 @@
+//! Typed errors of the topology reader and of the manual override parser.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What went wrong reading the sysfs tree. A machine that simply has no
+/// GPU or no NVMe drive is not an error: those are empty lists.
+#[derive(Debug, Error)]
+pub enum TopologyError {
+    /// A file or directory that should be readable is not.
+    #[error("reading {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sysfs file holds something other than what the kernel writes there.
+    #[error("{}: unexpected content {content:?} (expected {expected})", path.display())]
+    Malformed {
+        path: PathBuf,
+        content: String,
+        expected: &'static str,
+    },
+    /// A string that should be a PCI address is not one.
+    #[error("{0:?} is not a PCI address (expected DDDD:BB:DD.F, e.g. 0000:3b:00.0)")]
+    BadPciAddress(String),
+    /// The PCI address is not under `<root>/bus/pci/devices`.
+    #[error("PCI device {address} is not in {}", root.join("bus/pci/devices").display())]
+    NoSuchPciDevice { address: String, root: PathBuf },
+    /// A device resolved outside `<root>/devices`, so its PCIe path cannot be read.
+    #[error("{}: resolves to {}, outside {}", link.display(), target.display(), root.join("devices").display())]
+    OutsideDevices {
+        link: PathBuf,
+        target: PathBuf,
+        root: PathBuf,
+    },
+    /// No block device of that name under `<root>/class/block`.
+    #[error("no block device named {name:?} in {}", root.join("class/block").display())]
+    NoSuchBlockDevice { name: String, root: PathBuf },
+    /// Stacked block devices (md over md over ...) nested deeper than any
+    /// real configuration, or a loop in the links.
+    #[error("{}: block devices stacked more than {limit} deep (a loop in the links?)", path.display())]
+    TooDeep { path: PathBuf, limit: usize },
+    /// `stat` of a data path failed.
+    #[error("stat {}: {source}", path.display())]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A `--manual-optimal-gpus` specification that does not parse. One line,
+/// saying at which character and in which entry.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("--manual-optimal-gpus: {message} at character {position} (entry {entry:?})")]
+pub struct ManualSpecError {
+    /// 1-based character position in the whole specification.
+    pub position: usize,
+    /// The comma-separated entry it is in.
+    pub entry: String,
+    pub message: String,
+}
