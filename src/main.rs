@@ -4,6 +4,8 @@
 mod bench;
 mod demo;
 mod export_args;
+mod info_args;
+mod lo_args;
 mod machine;
 mod progress;
 mod store_args;
@@ -41,19 +43,18 @@ enum Command {
     Demo(Box<demo::DemoArgs>),
     /// Measure an export of SSB lineorder against the server's own COPY speed.
     Bench(Box<bench::BenchArgs>),
-    /// Show the GPUs, driver, CUDA and NVRTC versions, pinned memory and GPUDirect Storage.
-    Info(InfoArgs),
+    /// Show the GPUs, driver, CUDA and NVRTC versions, pinned memory, GPUDirect Storage,
+    /// the PCIe topology of GPUs and NVMe drives, and the GPUs the selection policy chooses.
+    Info(info_args::InfoArgs),
     /// Run the table store: hold tables in GPU memory and share them with other processes.
     Serve(store_args::ServeArgs),
     /// Talk to the table store: load, refresh, drop, list, export.
     Store(store_args::StoreArgs),
-}
-
-#[derive(clap::Args)]
-struct InfoArgs {
-    /// Check whether GPUDirect Storage (cuFile) can register a file in this directory.
-    #[arg(long, value_name = "DIR")]
-    check_gds: Option<std::path::PathBuf>,
+    /// Copy bytes of a GPU allocation (CUDA IPC handle) into a PostgreSQL large object; prints its OID.
+    LoImport(lo_args::LoImportArgs),
+    /// Copy a PostgreSQL large object into a GPU allocation (CUDA IPC handle), zero-filling the
+    /// rest of the region; prints the bytes written.
+    LoExport(lo_args::LoExportArgs),
 }
 
 /// Decoders allocate and free multi-megabyte Arrow buffers for every chunk.
@@ -95,11 +96,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(*args),
         Command::Serve(args) => store_args::serve(args),
         Command::Store(args) => store_args::run(args),
-        Command::Info(args) => {
-            // No GPU is not an error here: the report says so.
-            print!("{}", gpupg_gpu::info_report(args.check_gds.as_deref()));
-            Ok(())
-        }
+        Command::LoImport(args) => lo_args::import(args),
+        Command::LoExport(args) => lo_args::export(args),
+        Command::Info(args) => info_args::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

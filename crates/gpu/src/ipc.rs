@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use cudarc::driver::sys;
 
-use crate::cuda::{check, describe, AllocKind, Context, DeviceBuffer};
+use crate::cuda::{check, describe, AllocKind, Context, DeviceBuffer, Stream};
 use crate::error::GpuError;
 
 /// Bytes of a CUDA IPC memory handle (`CUipcMemHandle`, the same as the
@@ -304,6 +304,20 @@ impl MappedRegion {
             self.ctx.ordinal,
         )
     }
+
+    /// Waits until every copy into the region has reached device memory.
+    /// A copy from pageable host memory ([`MappedRegion::write`]) may
+    /// return while the driver still moves the data; another process that
+    /// reads the allocation next should be told only after this.
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        self.ctx.bind()?;
+        // SAFETY: the context is bound; no pointers are passed.
+        check(
+            unsafe { sys::cuCtxSynchronize() },
+            "cuCtxSynchronize",
+            self.ctx.ordinal,
+        )
+    }
 }
 
 impl Drop for MappedRegion {
@@ -314,6 +328,130 @@ impl Drop for MappedRegion {
             let _ = self.ctx.bind();
             let _ = sys::cuIpcCloseMemHandle(self.ptr);
         }
+    }
+}
+
+/// A plain device allocation (`cuMemAlloc`) exported through CUDA IPC,
+/// with host copies in and out: what a producer process hands to a
+/// consumer (another process maps [`ExportableBuffer::handle`] with
+/// [`MappedRegion::open`]), and what tests use to play that producer.
+/// Freed on drop; the handle is valid only until then.
+///
+/// ```no_run
+/// use gpupg_gpu::ipc::ExportableBuffer;
+///
+/// # fn main() -> Result<(), gpupg_gpu::GpuError> {
+/// let buf = ExportableBuffer::alloc(0, 1 << 20)?;
+/// buf.write(0, b"hello")?;
+/// println!("--device 0 --ipc-handle {} --offset 0 --length 5", buf.handle().to_hex());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ExportableBuffer {
+    // Dropped before the stream it was allocated with.
+    buf: DeviceBuffer,
+    handle: IpcHandle,
+    allocation: Allocation,
+    _stream: Stream,
+}
+
+impl ExportableBuffer {
+    /// Allocates `bytes` (at least 1) of plain device memory on GPU
+    /// `device` and exports it. A device that does not exist gives
+    /// [`GpuError::NoDevice`]; no driver, [`GpuError::NoDriver`].
+    pub fn alloc(device: usize, bytes: usize) -> Result<ExportableBuffer, GpuError> {
+        let ctx = Context::new(device)?;
+        let stream = Stream::new(&ctx)?;
+        let buf = DeviceBuffer::alloc(&ctx, bytes, AllocKind::Plain, &stream)?;
+        let (handle, allocation) = export_allocation(&buf)?;
+        Ok(ExportableBuffer {
+            buf,
+            handle,
+            allocation,
+            _stream: stream,
+        })
+    }
+
+    /// The IPC handle another process opens.
+    pub fn handle(&self) -> IpcHandle {
+        self.handle
+    }
+
+    /// The allocation: device, base address, size as the driver reports it.
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
+    }
+
+    /// Bytes requested.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no bytes were requested.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The device.
+    pub fn device(&self) -> usize {
+        self.buf.device()
+    }
+
+    /// The device address in this process.
+    pub fn ptr(&self) -> u64 {
+        self.buf.ptr()
+    }
+
+    fn checked(&self, offset: u64, len: usize) -> Result<u64, GpuError> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.buf.len() as u64 => Ok(self.buf.ptr() + offset),
+            _ => Err(GpuError::OutOfRange {
+                offset,
+                len: len as u64,
+                size: self.buf.len() as u64,
+            }),
+        }
+    }
+
+    /// Copies `src` into the buffer at `offset` and waits until it is in
+    /// device memory (so another process reading next sees it).
+    pub fn write(&self, offset: u64, src: &[u8]) -> Result<(), GpuError> {
+        let dst = self.checked(offset, src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.buf.context();
+        ctx.bind()?;
+        // SAFETY: bounds checked above; `src` has src.len() bytes and
+        // outlives the call, which returns once the bytes are staged.
+        check(
+            unsafe { sys::cuMemcpyHtoD_v2(dst, src.as_ptr() as *const c_void, src.len()) },
+            "cuMemcpyHtoD",
+            ctx.ordinal,
+        )?;
+        // SAFETY: the context is bound; no pointers are passed.
+        check(
+            unsafe { sys::cuCtxSynchronize() },
+            "cuCtxSynchronize",
+            ctx.ordinal,
+        )
+    }
+
+    /// Copies `dst.len()` bytes at `offset` of the buffer to the host.
+    pub fn read(&self, offset: u64, dst: &mut [u8]) -> Result<(), GpuError> {
+        let src = self.checked(offset, dst.len())?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.buf.context();
+        ctx.bind()?;
+        // SAFETY: bounds checked above; `dst` has dst.len() bytes; the copy
+        // is synchronous for device-to-host.
+        check(
+            unsafe { sys::cuMemcpyDtoH_v2(dst.as_mut_ptr() as *mut c_void, src, dst.len()) },
+            "cuMemcpyDtoH",
+            ctx.ordinal,
+        )
     }
 }
 
@@ -359,6 +497,15 @@ mod tests {
             return;
         }
         let e = MappedRegion::open(0, &IpcHandle([0; IPC_HANDLE_BYTES])).unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+    }
+
+    #[test]
+    fn exportable_buffer_without_a_gpu_is_an_error_not_a_panic() {
+        if crate::devices().is_ok_and(|d| !d.is_empty()) {
+            return;
+        }
+        let e = ExportableBuffer::alloc(0, 4096).unwrap_err();
         assert!(e.is_unavailable(), "{e}");
     }
 

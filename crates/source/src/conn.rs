@@ -2,6 +2,7 @@
 //! startup, the simple and extended query exchanges we need, and the
 //! message reader shared with the COPY reader.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -116,6 +117,66 @@ pub(crate) struct Message {
 /// A result column as the extended protocol's Describe reports it: name,
 /// type OID, typmod, table OID (0 if not a plain column), column attnum.
 pub type DescribedColumn = (String, u32, i32, u32, i16);
+
+/// Rows of [`Connection::query_binary`]: every value in its type's binary
+/// format, `None` for NULL.
+pub type BinaryRows = Vec<Vec<Option<Vec<u8>>>>;
+
+/// A parameter of [`Connection::query_binary`]: its type OID and its value
+/// in the type's binary format (`None` sends NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param<'a> {
+    pub type_oid: u32,
+    pub value: Option<Cow<'a, [u8]>>,
+}
+
+impl<'a> Param<'a> {
+    /// Type OIDs of the constructors below.
+    pub const BYTEA: u32 = 17;
+    pub const INT8: u32 = 20;
+    pub const INT4: u32 = 23;
+    pub const OID: u32 = 26;
+
+    /// An `oid` (big-endian u32).
+    pub fn oid(v: u32) -> Param<'static> {
+        Param {
+            type_oid: Self::OID,
+            value: Some(Cow::Owned(v.to_be_bytes().to_vec())),
+        }
+    }
+
+    /// An `int4`.
+    pub fn int4(v: i32) -> Param<'static> {
+        Param {
+            type_oid: Self::INT4,
+            value: Some(Cow::Owned(v.to_be_bytes().to_vec())),
+        }
+    }
+
+    /// An `int8`.
+    pub fn int8(v: i64) -> Param<'static> {
+        Param {
+            type_oid: Self::INT8,
+            value: Some(Cow::Owned(v.to_be_bytes().to_vec())),
+        }
+    }
+
+    /// A `bytea`: the bytes themselves, borrowed (no hex text).
+    pub fn bytea(v: &'a [u8]) -> Param<'a> {
+        Param {
+            type_oid: Self::BYTEA,
+            value: Some(Cow::Borrowed(v)),
+        }
+    }
+
+    /// SQL NULL of type `type_oid`.
+    pub fn null(type_oid: u32) -> Param<'static> {
+        Param {
+            type_oid,
+            value: None,
+        }
+    }
+}
 
 /// A session with one server. Not thread-safe by design: each COPY worker
 /// owns its connection.
@@ -442,6 +503,67 @@ impl Connection {
         match error {
             Some(f) => Err(self.server_error(f, context)),
             None => Ok(columns),
+        }
+    }
+
+    /// Runs one statement with the extended protocol (Parse, Bind, Execute,
+    /// Sync of the unnamed statement): parameters and result columns in
+    /// binary, so a `bytea` travels as its bytes, not as hex text. Returns
+    /// the rows. An error from the server leaves the session usable (and a
+    /// transaction block failed, as with any statement).
+    pub fn query_binary(&mut self, sql: &str, params: &[Param]) -> Result<BinaryRows, SourceError> {
+        let context = format!("running `{}`", summary(sql));
+        self.check_usable()?;
+        let types: Vec<u32> = params.iter().map(|p| p.type_oid).collect();
+        let values: Vec<Option<&[u8]>> = params.iter().map(|p| p.value.as_deref()).collect();
+        let message = protocol::extended_query_binary(sql, &types, &values)
+            .map_err(|v| self.violation(&context, v))?;
+        self.send(&message, &context)?;
+        drop(message);
+        let mut rows = Vec::new();
+        let mut error: Option<ErrorFields> = None;
+        loop {
+            let msg = self.next_message(&context)?;
+            match msg.tag {
+                tag::PARSE_COMPLETE
+                | tag::BIND_COMPLETE
+                | tag::NO_DATA
+                | tag::COMMAND_COMPLETE
+                | tag::EMPTY_QUERY_RESPONSE => {}
+                // Binary values are not text: they come back as they are.
+                tag::DATA_ROW => {
+                    let row = protocol::parse_data_row_raw(&msg.body)
+                        .map_err(|v| self.violation(&context, v))?
+                        .into_iter()
+                        .map(|v| v.map(<[u8]>::to_vec))
+                        .collect();
+                    rows.push(row);
+                }
+                tag::ERROR_RESPONSE => {
+                    error = Some(
+                        protocol::parse_error(&msg.body)
+                            .map_err(|v| self.violation(&context, v))?,
+                    );
+                }
+                tag::READY_FOR_QUERY => break,
+                tag::COPY_OUT_RESPONSE | tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE => {
+                    self.broken = true;
+                    return Err(
+                        self.protocol_error(&context, "query_binary cannot run COPY; use copy_out")
+                    );
+                }
+                other => {
+                    self.broken = true;
+                    return Err(self.protocol_error(
+                        &context,
+                        &format!("unexpected message {:?}", char::from(other)),
+                    ));
+                }
+            }
+        }
+        match error {
+            Some(f) => Err(self.server_error(f, context)),
+            None => Ok(rows),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod copy;
 pub mod dsn;
 pub mod error;
 pub mod heap;
+pub mod large_object;
 pub mod plan;
 pub mod pool;
 pub mod protocol;
@@ -30,7 +31,7 @@ mod tls;
 pub use catalog::{
     query_columns, resolve_table, table_columns, SelectColumn, TableInfo, UnsupportedTypes,
 };
-pub use conn::{Connection, DescribedColumn};
+pub use conn::{BinaryRows, Connection, DescribedColumn, Param};
 pub use copy::CopyOutStats;
 pub use dsn::{ConnectConfig, Host, SslMode};
 pub use error::SourceError;

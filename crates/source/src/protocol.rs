@@ -20,6 +20,9 @@ pub mod tag {
     pub const COMMAND_COMPLETE: u8 = b'C';
     pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
     pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const PORTAL_SUSPENDED: u8 = b's';
     pub const PARAMETER_DESCRIPTION: u8 = b't';
     pub const NO_DATA: u8 = b'n';
     pub const COPY_OUT_RESPONSE: u8 = b'H';
@@ -127,6 +130,157 @@ pub fn parse_describe_sync(sql: &str) -> Vec<u8> {
     m.extend_from_slice(&typed(b'D', b"S\0"));
     m.extend_from_slice(&typed(b'S', &[]));
     m
+}
+
+/// Wire format codes of parameters and result columns.
+pub mod format {
+    pub const TEXT: i16 = 0;
+    pub const BINARY: i16 = 1;
+}
+
+/// A message being built in place: type byte, length placeholder, body;
+/// [`Builder::finish`] fills the length in. Large parameters (a chunk of a
+/// large object) are copied once, straight into the message.
+struct Builder<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(out: &'a mut Vec<u8>, tag: u8) -> Builder<'a> {
+        let start = out.len();
+        out.push(tag);
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        Builder { out, start }
+    }
+    fn finish(self) -> Result<(), ProtocolViolation> {
+        let len = self.out.len() - self.start - 1;
+        if len > MAX_MESSAGE_LEN {
+            let tag = char::from(self.out[self.start]);
+            self.out.truncate(self.start);
+            return Err(ProtocolViolation(format!(
+                "message of type {tag:?} would be {len} bytes long, more than the {MAX_MESSAGE_LEN} allowed"
+            )));
+        }
+        let at = self.start + 1;
+        self.out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Parse of a prepared statement (`name` empty: the unnamed one) with the
+/// given parameter type OIDs (0 lets the server infer one).
+pub fn parse(
+    out: &mut Vec<u8>,
+    name: &str,
+    sql: &str,
+    param_types: &[u32],
+) -> Result<(), ProtocolViolation> {
+    if param_types.len() > i16::MAX as usize {
+        return Err(ProtocolViolation(format!(
+            "{} parameter types, the protocol allows {}",
+            param_types.len(),
+            i16::MAX
+        )));
+    }
+    let b = Builder::new(out, b'P');
+    put_cstr(b.out, name);
+    put_cstr(b.out, sql);
+    b.out
+        .extend_from_slice(&(param_types.len() as i16).to_be_bytes());
+    for t in param_types {
+        b.out.extend_from_slice(&t.to_be_bytes());
+    }
+    b.finish()
+}
+
+/// Bind of `portal` (empty: the unnamed one) to `statement` with every
+/// parameter in `param_format` (`None` sends SQL NULL) and every result
+/// column in `result_format`. Fails only when the message would be longer
+/// than the protocol allows (nothing is appended then).
+pub fn bind(
+    out: &mut Vec<u8>,
+    portal: &str,
+    statement: &str,
+    param_format: i16,
+    params: &[Option<&[u8]>],
+    result_format: i16,
+) -> Result<(), ProtocolViolation> {
+    if params.len() > i16::MAX as usize {
+        return Err(ProtocolViolation(format!(
+            "{} parameters, the protocol allows {}",
+            params.len(),
+            i16::MAX
+        )));
+    }
+    let payload: usize = params.iter().map(|p| p.map_or(0, <[u8]>::len)).sum();
+    let b = Builder::new(out, b'B');
+    b.out.reserve(payload + 4 * params.len() + 32);
+    put_cstr(b.out, portal);
+    put_cstr(b.out, statement);
+    // One format code applies to every parameter.
+    b.out.extend_from_slice(&1i16.to_be_bytes());
+    b.out.extend_from_slice(&param_format.to_be_bytes());
+    b.out
+        .extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        match p {
+            None => b.out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => {
+                let Ok(len) = i32::try_from(v.len()) else {
+                    b.out.truncate(b.start);
+                    return Err(ProtocolViolation(format!(
+                        "a parameter of {} bytes is longer than the protocol allows",
+                        v.len()
+                    )));
+                };
+                b.out.extend_from_slice(&len.to_be_bytes());
+                b.out.extend_from_slice(v);
+            }
+        }
+    }
+    // One format code applies to every result column.
+    b.out.extend_from_slice(&1i16.to_be_bytes());
+    b.out.extend_from_slice(&result_format.to_be_bytes());
+    b.finish()
+}
+
+/// Execute of `portal`, all rows (`max_rows` 0) or at most `max_rows`.
+pub fn execute(out: &mut Vec<u8>, portal: &str, max_rows: i32) -> Result<(), ProtocolViolation> {
+    let b = Builder::new(out, b'E');
+    put_cstr(b.out, portal);
+    b.out.extend_from_slice(&max_rows.to_be_bytes());
+    b.finish()
+}
+
+/// Sync: ends an extended-query exchange (the server answers
+/// ReadyForQuery, after skipping to here on an error).
+pub fn sync(out: &mut Vec<u8>) {
+    // An empty body: always within the limit.
+    let _ = Builder::new(out, b'S').finish();
+}
+
+/// Parse, Bind, Execute and Sync of the unnamed statement and portal in
+/// one write: `sql` with binary parameters of the given types, every
+/// result column in binary.
+pub fn extended_query_binary(
+    sql: &str,
+    param_types: &[u32],
+    params: &[Option<&[u8]>],
+) -> Result<Vec<u8>, ProtocolViolation> {
+    if param_types.len() != params.len() {
+        return Err(ProtocolViolation(format!(
+            "{} parameter types for {} parameters",
+            param_types.len(),
+            params.len()
+        )));
+    }
+    let mut m = Vec::new();
+    parse(&mut m, "", sql, param_types)?;
+    bind(&mut m, "", "", format::BINARY, params, format::BINARY)?;
+    execute(&mut m, "", 0)?;
+    sync(&mut m);
+    Ok(m)
 }
 
 /// Terminate.
@@ -347,6 +501,43 @@ pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolViolat
     Ok(out)
 }
 
+/// DataRow with binary (or any) values as byte slices of `body`, `None`
+/// for NULL: nothing is copied.
+pub fn parse_data_row_raw(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolViolation> {
+    let mut b = Body {
+        buf: body,
+        what: "DataRow",
+    };
+    let n = b.i16()?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = b.i32()?;
+        if len < 0 {
+            out.push(None);
+        } else {
+            out.push(Some(b.bytes(len as usize)?));
+        }
+    }
+    if !b.buf.is_empty() {
+        return Err(ProtocolViolation(format!(
+            "DataRow has {} bytes after its {n} values",
+            b.buf.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// ReadyForQuery: the transaction status (`I` idle, `T` in a transaction
+/// block, `E` in a failed one).
+pub fn parse_ready_for_query(body: &[u8]) -> Result<u8, ProtocolViolation> {
+    match body {
+        [s @ (b'I' | b'T' | b'E')] => Ok(*s),
+        _ => Err(ProtocolViolation(format!(
+            "ReadyForQuery with an unknown transaction status {body:?}"
+        ))),
+    }
+}
+
 /// CopyOutResponse: whether the overall format is binary (1) and the
 /// per-column formats.
 pub fn parse_copy_out_response(body: &[u8]) -> Result<(i8, Vec<i16>), ProtocolViolation> {
@@ -464,6 +655,106 @@ mod tests {
             (f[0].table_oid, f[0].column_attnum, f[0].type_oid),
             (16384, 1, 23)
         );
+    }
+
+    #[test]
+    fn parse_message_layout() {
+        let mut m = Vec::new();
+        parse(&mut m, "", "SELECT $1", &[26, 20]).unwrap();
+        let mut want = vec![b'P'];
+        want.extend_from_slice(&(4 + 1 + 10 + 2 + 8u32).to_be_bytes());
+        want.extend_from_slice(b"\0SELECT $1\0");
+        want.extend_from_slice(&[0, 2, 0, 0, 0, 26, 0, 0, 0, 20]);
+        assert_eq!(m, want);
+        assert_eq!(header(&m).unwrap(), (b'P', m.len() - HEADER_LEN));
+    }
+
+    #[test]
+    fn bind_message_layout() {
+        let mut m = Vec::new();
+        bind(
+            &mut m,
+            "",
+            "",
+            format::BINARY,
+            &[Some(&[0, 0, 0x40, 0x01]), None, Some(b"")],
+            format::BINARY,
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        body.extend_from_slice(b"\0\0"); // portal, statement
+        body.extend_from_slice(&[0, 1, 0, 1]); // one format code: binary
+        body.extend_from_slice(&[0, 3]); // three values
+        body.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0x40, 0x01]);
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]); // NULL
+        body.extend_from_slice(&[0, 0, 0, 0]); // empty, not NULL
+        body.extend_from_slice(&[0, 1, 0, 1]); // results: binary
+        let mut want = vec![b'B'];
+        want.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        want.extend_from_slice(&body);
+        assert_eq!(m, want);
+        // Appends after what is there.
+        let mut two = b"xy".to_vec();
+        bind(&mut two, "p", "s", format::TEXT, &[], format::TEXT).unwrap();
+        assert_eq!(&two[..3], b"xyB");
+        assert_eq!(&two[7..], b"p\0s\0\0\x01\0\0\0\0\0\x01\0\0");
+    }
+
+    #[test]
+    fn execute_sync_and_the_whole_exchange() {
+        let mut m = Vec::new();
+        execute(&mut m, "", 0).unwrap();
+        sync(&mut m);
+        assert_eq!(m, b"E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04");
+        let data = vec![7u8; 100_000];
+        let all = extended_query_binary(
+            "SELECT lo_put($1, $2, $3)",
+            &[26, 20, 17],
+            &[
+                Some(&16385u32.to_be_bytes()),
+                Some(&5i64.to_be_bytes()),
+                Some(&data),
+            ],
+        )
+        .unwrap();
+        // Four messages, each framed by its own length.
+        let mut tags = Vec::new();
+        let mut at = 0;
+        while at < all.len() {
+            let (t, len) = header(&all[at..]).unwrap();
+            tags.push(t);
+            at += HEADER_LEN + len;
+        }
+        assert_eq!(at, all.len());
+        assert_eq!(tags, b"PBES");
+        // The bytea went in as it is, not as hex text.
+        assert!(all.windows(4).any(|w| w == [0, 1, 0x86, 0xa0]));
+        assert_eq!(all.iter().filter(|&&b| b == 7).count(), 100_000);
+        assert!(extended_query_binary("SELECT $1", &[23], &[]).is_err());
+    }
+
+    #[test]
+    fn data_row_raw_and_ready_for_query() {
+        let mut body = vec![0, 3];
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(&[0, 0xff, 1]);
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        let row = parse_data_row_raw(&body).unwrap();
+        assert_eq!(row, vec![Some(&[0u8, 0xff, 1][..]), None, Some(&[][..])]);
+        // Truncated values and trailing garbage are violations.
+        assert!(parse_data_row_raw(&body[..body.len() - 5]).is_err());
+        let mut long = body.clone();
+        long.push(9);
+        assert!(parse_data_row_raw(&long).is_err());
+        let mut lying = vec![0, 1];
+        lying.extend_from_slice(&100i32.to_be_bytes());
+        lying.extend_from_slice(&[1, 2]);
+        assert!(parse_data_row_raw(&lying).is_err());
+        assert_eq!(parse_ready_for_query(b"T").unwrap(), b'T');
+        assert_eq!(parse_ready_for_query(b"E").unwrap(), b'E');
+        assert!(parse_ready_for_query(b"").is_err());
+        assert!(parse_ready_for_query(b"X").is_err());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod error;
 mod freshness;
 mod gpu_backend;
 mod host_backend;
+pub mod large_object;
 pub mod manifest;
 pub mod protocol;
 pub mod registry;
