@@ -545,6 +545,222 @@ impl Drop for Kernels {
     }
 }
 
+/// The gather kernels' source (`kernels/gather.cu`): a module of its own,
+/// so a [`crate::gather::Gatherer`] neither compiles nor loads the decode
+/// kernels.
+pub(crate) const GATHER_SOURCE: &str = include_str!("../kernels/gather.cu");
+
+/// The kernels of `kernels/gather.cu`; each takes `(tab, out, tasks_at,
+/// ntasks, nunits)` (see the source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GatherKernel {
+    /// Byte runs (fixed-width values, variable-width bytes); a warp per
+    /// unit.
+    Copy,
+    /// Bitmaps (validity with NULL counts, boolean values); a warp per
+    /// unit.
+    Bits,
+    /// Integers plus a per-run delta (offsets, dictionary keys); a warp per
+    /// unit.
+    Rebase,
+    /// Source offsets at run boundaries; a thread per unit.
+    Fetch,
+}
+
+/// The loaded gather module.
+#[derive(Debug)]
+pub(crate) struct GatherKernels {
+    ctx: Arc<Context>,
+    module: sys::CUmodule,
+    copy: sys::CUfunction,
+    bits: sys::CUfunction,
+    rebase: sys::CUfunction,
+    fetch: sys::CUfunction,
+    /// Blocks of [`BLOCK`] threads resident per multiprocessor, per kernel
+    /// (copy, bits, rebase, fetch): the grid of a grid-stride kernel, so
+    /// no block waits for a second wave with its share of the work.
+    resident: [u32; 4],
+    pub sms: u32,
+    pub info: ModuleInfo,
+}
+
+// SAFETY: module and function handles are plain driver handles, usable from
+// any thread once the context is bound.
+unsafe impl Send for GatherKernels {}
+// SAFETY: as above; launching is thread-safe in the driver.
+unsafe impl Sync for GatherKernels {}
+
+/// Compiles `source` for the context's device (or reads it from the disk
+/// cache) and loads it, as [`Kernels::load`] does for the decode module.
+fn load_module(
+    ctx: &Arc<Context>,
+    source: &str,
+) -> Result<(sys::CUmodule, ModuleInfo, u32), GpuError> {
+    ctx.bind()?;
+    let major = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    let sms = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    let driver = crate::cuda::driver()?;
+    let nv = crate::cuda::nvrtc_version()?;
+    // A cubin from a newer NVRTC than the driver may use an ELF ABI the
+    // driver cannot load; say so up front instead of failing obscurely.
+    if nv.0 * 1000 > driver.version {
+        return Err(GpuError::DriverTooOld {
+            found: driver.version,
+            need: nv.0 * 1000 + nv.1 * 10,
+        });
+    }
+    let cache = nvrtc::cache_dir();
+    // Two tries: a cached image the driver rejects is dropped and compiled
+    // anew.
+    for _ in 0..2 {
+        let compiled = nvrtc::compile(source, (major, minor), cache.as_deref())?;
+        let mut image = compiled.image.clone();
+        if compiled.kind == nvrtc::ImageKind::Ptx {
+            image.push(0);
+        }
+        let mut module = std::ptr::null_mut();
+        // SAFETY: image is a complete cubin (or NUL-terminated PTX).
+        let r = unsafe { sys::cuModuleLoadData(&mut module, image.as_ptr() as *const c_void) };
+        if r != sys::CUresult::CUDA_SUCCESS && compiled.from_cache {
+            if let Some(p) = &compiled.cache_path {
+                let _ = std::fs::remove_file(p);
+            }
+            continue;
+        }
+        check(r, "cuModuleLoadData", ctx.ordinal)?;
+        let info = ModuleInfo {
+            arch: compiled.arch,
+            compile_ms: compiled.compile_ms,
+            from_cache: compiled.from_cache,
+            image: compiled.kind,
+        };
+        return Ok((module, info, sms.max(1) as u32));
+    }
+    Err(GpuError::Cuda {
+        call: "cuModuleLoadData",
+        code: "the freshly compiled gather module was rejected".into(),
+        device: ctx.ordinal,
+    })
+}
+
+impl GatherKernels {
+    /// Compiles (or reads from the cache) and loads `kernels/gather.cu` for
+    /// the context's device.
+    pub(crate) fn load(ctx: &Arc<Context>) -> Result<GatherKernels, GpuError> {
+        let (module, info, sms) = load_module(ctx, GATHER_SOURCE)?;
+        // Owns the module from here on, so an error below unloads it.
+        let mut k = GatherKernels {
+            ctx: ctx.clone(),
+            module,
+            copy: std::ptr::null_mut(),
+            bits: std::ptr::null_mut(),
+            rebase: std::ptr::null_mut(),
+            fetch: std::ptr::null_mut(),
+            resident: [8; 4],
+            sms,
+            info,
+        };
+        let get = |name: &std::ffi::CStr| -> Result<sys::CUfunction, GpuError> {
+            let mut f = std::ptr::null_mut();
+            // SAFETY: module loaded; name is NUL-terminated.
+            check(
+                unsafe { sys::cuModuleGetFunction(&mut f, module, name.as_ptr()) },
+                "cuModuleGetFunction",
+                ctx.ordinal,
+            )?;
+            Ok(f)
+        };
+        k.copy = get(c"gather_copy")?;
+        k.bits = get(c"gather_bits")?;
+        k.rebase = get(c"gather_rebase")?;
+        k.fetch = get(c"gather_fetch")?;
+        for (i, f) in [k.copy, k.bits, k.rebase, k.fetch].into_iter().enumerate() {
+            let mut n = 0i32;
+            // SAFETY: a function of the loaded module; out-pointer; no
+            // dynamic shared memory.
+            check(
+                unsafe {
+                    sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, f, BLOCK as i32, 0)
+                },
+                "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+                ctx.ordinal,
+            )?;
+            k.resident[i] = n.max(1) as u32;
+        }
+        Ok(k)
+    }
+
+    /// One launch of `kernel` over `nunits` work units of the `ntasks`
+    /// tasks at byte `tasks_at` of the table `tab` (device address),
+    /// writing into `out` (device address). Nothing is launched for no
+    /// units.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch(
+        &self,
+        kernel: GatherKernel,
+        s: &Stream,
+        tab: u64,
+        out: u64,
+        tasks_at: u64,
+        ntasks: u32,
+        nunits: u64,
+    ) -> Result<(), GpuError> {
+        if nunits == 0 || ntasks == 0 {
+            return Ok(());
+        }
+        let (f, threads, resident) = match kernel {
+            GatherKernel::Copy => (self.copy, nunits.saturating_mul(32), self.resident[0]),
+            GatherKernel::Bits => (self.bits, nunits.saturating_mul(32), self.resident[1]),
+            GatherKernel::Rebase => (self.rebase, nunits.saturating_mul(32), self.resident[2]),
+            GatherKernel::Fetch => (self.fetch, nunits, self.resident[3]),
+        };
+        // Grid-stride kernels: as many blocks as are resident at once.
+        let grid = grid_for(threads, BLOCK, self.sms, resident);
+        let (mut a0, mut a1, mut a2, mut a3, mut a4) = (tab, out, tasks_at, ntasks, nunits);
+        let mut args = [
+            &mut a0 as *mut _ as *mut c_void,
+            &mut a1 as *mut _ as *mut c_void,
+            &mut a2 as *mut _ as *mut c_void,
+            &mut a3 as *mut _ as *mut c_void,
+            &mut a4 as *mut _ as *mut c_void,
+        ];
+        // SAFETY: every gather kernel takes exactly (u8*, u8*, u64, u32,
+        // u64), passed by pointer in order; the caller guarantees that the
+        // table and output hold what the tasks describe.
+        check(
+            unsafe {
+                sys::cuLaunchKernel(
+                    f,
+                    grid,
+                    1,
+                    1,
+                    BLOCK,
+                    1,
+                    1,
+                    0,
+                    s.raw,
+                    args.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            },
+            "cuLaunchKernel",
+            self.ctx.ordinal,
+        )
+    }
+}
+
+impl Drop for GatherKernels {
+    fn drop(&mut self) {
+        // SAFETY: the module is ours; its owner (the gatherer) synchronizes
+        // its stream before dropping it.
+        unsafe {
+            let _ = self.ctx.bind();
+            let _ = sys::cuModuleUnload(self.module);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,6 +780,20 @@ mod tests {
         assert_eq!(grid_for(257, 256, 132, 8), 2);
         assert_eq!(grid_for(100_000_000, 256, 132, 8), 132 * 8);
         assert_eq!(grid_for(10, 256, 0, 0), 1);
+    }
+
+    /// The gather module compiles when an NVRTC library can be found (no
+    /// GPU needed); otherwise says why it skipped.
+    #[test]
+    fn gather_kernels_compile_with_nvrtc_when_available() {
+        if let Err(e) = crate::cuda::nvrtc_lib() {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        match nvrtc::compile(GATHER_SOURCE, (9, 0), None) {
+            Ok(c) => assert_eq!(c.kind, nvrtc::ImageKind::Cubin),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]

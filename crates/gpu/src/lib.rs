@@ -11,12 +11,15 @@
 //! - [`nvrtc`]: kernel compilation to a cubin, with a disk cache.
 //! - [`pinned`]: page-locked host buffers and a bounded pool of them.
 //! - [`kernels`]: the only module launching kernels (`kernels/decode.cu`,
-//!   `kernels/heap.cu`).
+//!   `kernels/heap.cu`, and `kernels/gather.cu` in a module of its own).
 //! - [`heap`]: a table's tuple layout as the heap page kernels read it.
 //! - [`plan`]: host-side planning (per-column kernels or CPU fallback,
 //!   chunk splitting, projections).
 //! - [`decoder`]: [`GpuDecoder`], implementing `gpupg_decode::Decoder`.
 //! - [`column`]: device-resident Arrow columns ([`DeviceBatch`]).
+//! - [`gather`]: runs of rows of device batches copied device to device
+//!   into a new batch ([`Gatherer`], [`gather_rows`]; CPU twin
+//!   [`gather_rows_host`]), for the table store's page-level refresh.
 //! - [`arena`]: few large allocations for columns kept on the device
 //!   ([`DeviceArena`]), with an optional byte limit.
 //! - [`ipc`]: CUDA IPC handles of those columns' allocations, and mapping
@@ -55,6 +58,7 @@ pub mod column;
 pub mod cuda;
 pub mod decoder;
 pub mod error;
+pub mod gather;
 pub mod gds;
 pub mod heap;
 pub mod ipc;
@@ -69,6 +73,7 @@ pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
 pub use cuda::{AllocKind, DeviceBuffer};
 pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats, PagesDecoded, PagesIn};
 pub use error::GpuError;
+pub use gather::{gather_rows, gather_rows_host, GatherStats, Gatherer, RowRun};
 pub use gds::{
     gds_open, gpudirect_unavailable, GdsBuffer, GdsDriver, GdsError, GdsFile, GdsMode,
     GdsProperties, GDS_ALIGN,
