@@ -420,43 +420,20 @@ impl Connection {
         self.send(&protocol::query(sql), &context)?;
         let mut rows = Vec::new();
         let mut current = Vec::new();
-        let mut error: Option<ErrorFields> = None;
-        loop {
-            let msg = self.next_message(&context)?;
+        self.read_until_ready(&context, "simple_query", |conn, msg| {
             match msg.tag {
                 tag::ROW_DESCRIPTION => current.clear(),
                 tag::DATA_ROW => current.push(
-                    protocol::parse_data_row(&msg.body).map_err(|v| self.violation(&context, v))?,
+                    protocol::parse_data_row(&msg.body).map_err(|v| conn.violation(&context, v))?,
                 ),
                 tag::COMMAND_COMPLETE | tag::EMPTY_QUERY_RESPONSE => {
                     rows = std::mem::take(&mut current);
                 }
-                tag::ERROR_RESPONSE => {
-                    error = Some(
-                        protocol::parse_error(&msg.body)
-                            .map_err(|v| self.violation(&context, v))?,
-                    );
-                }
-                tag::READY_FOR_QUERY => break,
-                tag::COPY_OUT_RESPONSE | tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE => {
-                    self.broken = true;
-                    return Err(
-                        self.protocol_error(&context, "simple_query cannot run COPY; use copy_out")
-                    );
-                }
-                other => {
-                    self.broken = true;
-                    return Err(self.protocol_error(
-                        &context,
-                        &format!("unexpected message {:?}", char::from(other)),
-                    ));
-                }
+                _ => return Ok(false),
             }
-        }
-        match error {
-            Some(f) => Err(self.server_error(f, context)),
-            None => Ok(rows),
-        }
+            Ok(true)
+        })?;
+        Ok(rows)
     }
 
     /// Runs `sql` and discards any rows.
@@ -472,38 +449,21 @@ impl Connection {
         self.check_usable()?;
         self.send(&protocol::parse_describe_sync(sql), &context)?;
         let mut columns = Vec::new();
-        let mut error: Option<ErrorFields> = None;
-        loop {
-            let msg = self.next_message(&context)?;
+        self.read_until_ready(&context, "describe", |conn, msg| {
             match msg.tag {
                 tag::PARSE_COMPLETE | tag::PARAMETER_DESCRIPTION | tag::NO_DATA => {}
                 tag::ROW_DESCRIPTION => {
                     columns = protocol::parse_row_description(&msg.body)
-                        .map_err(|v| self.violation(&context, v))?
+                        .map_err(|v| conn.violation(&context, v))?
                         .into_iter()
                         .map(|f| (f.name, f.type_oid, f.typmod, f.table_oid, f.column_attnum))
                         .collect();
                 }
-                tag::ERROR_RESPONSE => {
-                    error = Some(
-                        protocol::parse_error(&msg.body)
-                            .map_err(|v| self.violation(&context, v))?,
-                    );
-                }
-                tag::READY_FOR_QUERY => break,
-                other => {
-                    self.broken = true;
-                    return Err(self.protocol_error(
-                        &context,
-                        &format!("unexpected message {:?}", char::from(other)),
-                    ));
-                }
+                _ => return Ok(false),
             }
-        }
-        match error {
-            Some(f) => Err(self.server_error(f, context)),
-            None => Ok(columns),
-        }
+            Ok(true)
+        })?;
+        Ok(columns)
     }
 
     /// Runs one statement with the extended protocol (Parse, Bind, Execute,
@@ -521,9 +481,7 @@ impl Connection {
         self.send(&message, &context)?;
         drop(message);
         let mut rows = Vec::new();
-        let mut error: Option<ErrorFields> = None;
-        loop {
-            let msg = self.next_message(&context)?;
+        self.read_until_ready(&context, "query_binary", |conn, msg| {
             match msg.tag {
                 tag::PARSE_COMPLETE
                 | tag::BIND_COMPLETE
@@ -533,37 +491,63 @@ impl Connection {
                 // Binary values are not text: they come back as they are.
                 tag::DATA_ROW => {
                     let row = protocol::parse_data_row_raw(&msg.body)
-                        .map_err(|v| self.violation(&context, v))?
+                        .map_err(|v| conn.violation(&context, v))?
                         .into_iter()
                         .map(|v| v.map(<[u8]>::to_vec))
                         .collect();
                     rows.push(row);
                 }
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(rows)
+    }
+
+    /// Reads the replies to one request up to ReadyForQuery. `on` takes the
+    /// messages its caller expects and returns false for the others. An
+    /// ErrorResponse is kept and returned once ReadyForQuery has come, so
+    /// the session stays usable; COPY, or any message nobody expects, breaks
+    /// the connection (its state is then unknown). `what` names the caller
+    /// in messages.
+    fn read_until_ready(
+        &mut self,
+        context: &str,
+        what: &str,
+        mut on: impl FnMut(&Self, &Message) -> Result<bool, SourceError>,
+    ) -> Result<(), SourceError> {
+        let mut error: Option<ErrorFields> = None;
+        loop {
+            let msg = self.next_message(context)?;
+            if on(self, &msg)? {
+                continue;
+            }
+            match msg.tag {
                 tag::ERROR_RESPONSE => {
                     error = Some(
-                        protocol::parse_error(&msg.body)
-                            .map_err(|v| self.violation(&context, v))?,
+                        protocol::parse_error(&msg.body).map_err(|v| self.violation(context, v))?,
                     );
                 }
                 tag::READY_FOR_QUERY => break,
                 tag::COPY_OUT_RESPONSE | tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE => {
                     self.broken = true;
-                    return Err(
-                        self.protocol_error(&context, "query_binary cannot run COPY; use copy_out")
-                    );
+                    return Err(self.protocol_error(
+                        context,
+                        &format!("{what} cannot run COPY; use copy_out"),
+                    ));
                 }
                 other => {
                     self.broken = true;
                     return Err(self.protocol_error(
-                        &context,
+                        context,
                         &format!("unexpected message {:?}", char::from(other)),
                     ));
                 }
             }
         }
         match error {
-            Some(f) => Err(self.server_error(f, context)),
-            None => Ok(rows),
+            Some(f) => Err(self.server_error(f, context.to_string())),
+            None => Ok(()),
         }
     }
 
