@@ -458,3 +458,51 @@ fn gpu_store_memory_limit() {
         "RESULT memory_limit {limit} bytes: 2 copies of {bytes} bytes loaded, the third refused, the others intact"
     );
 }
+
+#[test]
+#[ignore = "needs a GPU"]
+fn gpu_store_accounting_matches_the_device() {
+    watchdog(150);
+    let pg = LocalServer::start().expect("server");
+    let dsn = pg.dsn();
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 2_000_000, 4).expect("lineorder");
+    let free = || gpupg_gpu::devices().expect("devices")[0].free_memory;
+    let store = TestStore::start(Arc::new(GpuBackend), None);
+    let mut c = store.client();
+    // A first load makes this process's context, kernels and pools, which
+    // no table accounts for; the measured load comes after.
+    stage("warming up");
+    c.load(gpu_spec(&dsn, "lineorder", "warm", SourceKind::Copy))
+        .expect("warm-up load");
+    c.drop_table("warm").expect("drop");
+    let before = free();
+    stage("loading");
+    let info = c
+        .load(gpu_spec(&dsn, "lineorder", "lo", SourceKind::Copy))
+        .expect("load");
+    let after = free();
+    let allocations = c.export("lo").expect("manifest").allocations.len() as u64;
+    let list = c.list(false).expect("list");
+    assert_eq!(list.used_bytes, info.device_bytes);
+    let taken = before.saturating_sub(after);
+    // The driver hands out memory in 2 MiB pages per allocation; pool memory
+    // the decoders kept may differ by a few MiB between loads.
+    let slack = (2 << 20) * allocations + (16 << 20);
+    assert!(
+        taken.abs_diff(info.device_bytes) <= slack,
+        "listed {} bytes in {allocations} allocations, the device lost {taken}",
+        info.device_bytes
+    );
+    stage("dropping");
+    c.drop_table("lo").expect("drop");
+    let back = free();
+    assert!(
+        back.abs_diff(before) <= 16 << 20,
+        "free before {before}, after the drop {back}"
+    );
+    println!(
+        "RESULT accounting listed {} bytes in {allocations} allocations; the device's free memory fell by {taken} and came back within {} bytes after the drop",
+        info.device_bytes,
+        back.abs_diff(before)
+    );
+}
