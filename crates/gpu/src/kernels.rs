@@ -171,39 +171,7 @@ impl Kernels {
     /// Compiles (or reads from the cache) and loads the kernels for the
     /// context's device.
     pub(crate) fn load(ctx: &Arc<Context>) -> Result<Kernels, GpuError> {
-        ctx.bind()?;
-        let major =
-            ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-        let minor =
-            ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-        let sms = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let driver = crate::cuda::driver()?;
-        let nv = crate::cuda::nvrtc_version()?;
-        // A cubin from a newer NVRTC than the driver may use an ELF ABI the
-        // driver cannot load; say so up front instead of failing obscurely.
-        if nv.0 * 1000 > driver.version {
-            return Err(GpuError::DriverTooOld {
-                found: driver.version,
-                need: nv.0 * 1000 + nv.1 * 10,
-            });
-        }
-        let cache = nvrtc::cache_dir();
-        let compiled = nvrtc::compile(nvrtc::KERNEL_SOURCE, (major, minor), cache.as_deref())?;
-        let mut image = compiled.image.clone();
-        if compiled.kind == nvrtc::ImageKind::Ptx {
-            image.push(0);
-        }
-        let mut module = std::ptr::null_mut();
-        // SAFETY: image is a complete cubin (or NUL-terminated PTX).
-        let r = unsafe { sys::cuModuleLoadData(&mut module, image.as_ptr() as *const c_void) };
-        if r != sys::CUresult::CUDA_SUCCESS && compiled.from_cache {
-            // A cached image the driver rejects: drop it and compile anew.
-            if let Some(p) = &compiled.cache_path {
-                let _ = std::fs::remove_file(p);
-            }
-            return Self::load(ctx);
-        }
-        check(r, "cuModuleLoadData", ctx.ordinal)?;
+        let (module, info, sms) = load_module(ctx, nvrtc::KERNEL_SOURCE)?;
         let get = |name: &std::ffi::CStr| -> Result<sys::CUfunction, GpuError> {
             let mut f = std::ptr::null_mut();
             // SAFETY: module loaded; name is NUL-terminated.
@@ -230,13 +198,8 @@ impl Kernels {
             fill: get(c"fill_u8")?,
             heap_sizes: get(c"heap_sizes")?,
             heap_write: get(c"heap_write")?,
-            sms: sms.max(1) as u32,
-            info: ModuleInfo {
-                arch: compiled.arch,
-                compile_ms: compiled.compile_ms,
-                from_cache: compiled.from_cache,
-                image: compiled.kind,
-            },
+            sms,
+            info,
         })
     }
 
@@ -591,7 +554,8 @@ unsafe impl Send for GatherKernels {}
 unsafe impl Sync for GatherKernels {}
 
 /// Compiles `source` for the context's device (or reads it from the disk
-/// cache) and loads it, as [`Kernels::load`] does for the decode module.
+/// cache) and loads it: the decode module ([`Kernels::load`]) and the
+/// gather module. Also returns the device's multiprocessor count.
 fn load_module(
     ctx: &Arc<Context>,
     source: &str,
@@ -639,7 +603,7 @@ fn load_module(
     }
     Err(GpuError::Cuda {
         call: "cuModuleLoadData",
-        code: "the freshly compiled gather module was rejected".into(),
+        code: "the freshly compiled module was rejected".into(),
         device: ctx.ordinal,
     })
 }

@@ -483,22 +483,10 @@ pub fn parse_row_description(body: &[u8]) -> Result<Vec<FieldDescription>, Proto
 
 /// DataRow of the simple protocol: text values, `None` for NULL.
 pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolViolation> {
-    let mut b = Body {
-        buf: body,
-        what: "DataRow",
-    };
-    let n = b.i16()?;
-    let mut out = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        let len = b.i32()?;
-        if len < 0 {
-            out.push(None);
-        } else {
-            let v = b.bytes(len as usize)?;
-            out.push(Some(String::from_utf8_lossy(v).into_owned()));
-        }
-    }
-    Ok(out)
+    Ok(parse_data_row_raw(body)?
+        .into_iter()
+        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+        .collect())
 }
 
 /// DataRow with binary (or any) values as byte slices of `body`, `None`
