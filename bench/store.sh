@@ -2,9 +2,11 @@
 # Issue 6 on the GPU machine: lineorder loaded into the table store from its
 # heap files, a second process (CuPy, then PyTorch through DLPack) attaching
 # and mapping every column through CUDA IPC and checking sums against
-# PostgreSQL's, a refresh of the unchanged table, and a refresh after an
-# UPDATE of 1% of the rows (the whole table is reloaded: no page-level
-# refresh yet).
+# PostgreSQL's, a refresh of the unchanged table, a page-level refresh after
+# an UPDATE of every row of 1% of the pages (only those pages and the ones the
+# new row versions went to are read; the rest is copied from the old revision
+# on the device), and one after an UPDATE of 1% of the rows (scattered over
+# about 7% of the pages).
 # Run from the repository root after bench/prepare-carry.sh, with carry
 # [".carry/bin", ".carry/pg15.tar.xz", ".carry/shared"].
 set -euo pipefail
@@ -33,12 +35,19 @@ store list | tee "$out/list-loaded.txt"
 python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-1.txt"
 python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-2.txt"
 timed "refresh of the unchanged table" store refresh lo
-"$psql" "$dsn" -XAqc "UPDATE lineorder SET lo_discount = lo_discount WHERE lo_orderkey % 100 = 0"
+refresh() { store refresh lo | tee -a "$out/refresh.txt"; }
+"$psql" "$dsn" -XAqc "UPDATE lineorder SET lo_discount = lo_discount WHERE (ctid::text::point)[0]::int % 100 = 0"
 sleep 1.5  # the row counters the stale check reads are published about once a second
 store list | tee "$out/list-stale.txt"
-timed "refresh after an UPDATE of 1% of the rows (whole table reloaded)" store refresh lo
+timed "refresh after an UPDATE of 1% of the pages (page-level)" refresh
 store list | tee "$out/list-refreshed.txt"
 python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-3.txt"
+timed "VACUUM lineorder" "$psql" "$dsn" -XAqc "VACUUM lineorder"
+"$psql" "$dsn" -XAqc "UPDATE lineorder SET lo_discount = lo_discount WHERE lo_orderkey % 100 = 0"
+sleep 1.5
+timed "refresh after an UPDATE of 1% of the rows (page-level)" refresh
+store list | tee "$out/list-refreshed-2.txt"
+python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-4.txt"
 store drop lo
 kill -TERM "$server"; wait "$server" || true
 echo "server exit: $?, socket left: $([ -e "$sock" ] && echo yes || echo no)" | tee -a "$out/times.txt"

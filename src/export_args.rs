@@ -218,11 +218,11 @@ impl ExportOptions {
     ) -> Result<ExportRequest<'static>> {
         let path = match &output {
             Output::File(p) => p.clone(),
-            Output::Dir(_) | Output::Device => PathBuf::new(),
+            Output::Dir(_) | Output::Device | Output::Host => PathBuf::new(),
         };
         let format = match output {
-            // Device columns take Arrow's types (e.g. MonthDayNano intervals).
-            Output::Device => Format::Arrow,
+            // Columns in memory take Arrow's types (e.g. MonthDayNano intervals).
+            Output::Device | Output::Host => Format::Arrow,
             _ => format_for(&path, self.format),
         };
         let compression: Compression = match (&self.compression, format) {
@@ -305,6 +305,7 @@ impl ExportOptions {
                 HeapIoArg::Cufile => HeapIo::CuFile,
             },
             data_dir: self.data_dir.clone(),
+            prior: None,
             cancel: Some(&CANCEL),
         })
     }

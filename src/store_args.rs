@@ -151,11 +151,12 @@ pub fn run(args: StoreArgs) -> Result<()> {
             let info = &outcome.info;
             if outcome.rebuilt {
                 println!(
-                    "{name}: rebuilt as revision {}, {} rows, {} in {:.2} s",
+                    "{name}: rebuilt as revision {}, {} rows, {} in {:.2} s{}",
                     info.revision,
                     info.rows,
                     human_bytes(info.device_bytes),
-                    info.load_seconds
+                    info.load_seconds,
+                    pages_text(info)
                 );
             } else {
                 println!("{name}: unchanged, revision {}", info.revision);
@@ -219,6 +220,27 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
+/// What a load through the heap files read: "; pages: 12 read from the
+/// files, 3 through COPY, 820 kept (59000 rows copied from revision 1)".
+fn pages_text(r: &RevisionInfo) -> String {
+    if r.source != "heap" {
+        return String::new();
+    }
+    let mut s = format!(
+        "; pages: {} read from the files, {} through COPY",
+        r.pages_read, r.pages_copied
+    );
+    if r.pages_kept > 0 {
+        s.push_str(&format!(
+            ", {} unchanged and kept ({} rows copied from revision {})",
+            r.pages_kept,
+            r.rows_kept,
+            r.revision.saturating_sub(1)
+        ));
+    }
+    s
+}
+
 fn stale_text(r: &RevisionInfo) -> String {
     match (r.current, r.stale) {
         (false, _) => "-".into(),
@@ -234,7 +256,17 @@ fn stale_text(r: &RevisionInfo) -> String {
 /// The list as an aligned text table, then the totals.
 fn list_table(report: &ListReport) -> String {
     let header = [
-        "NAME", "TABLE", "REV", "DEVICE", "ROWS", "BYTES", "LOAD_S", "LSN", "ATTACHED", "STALE",
+        "NAME",
+        "TABLE",
+        "REV",
+        "DEVICE",
+        "ROWS",
+        "BYTES",
+        "LOAD_S",
+        "PAGES_R/C/K",
+        "LSN",
+        "ATTACHED",
+        "STALE",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in &report.revisions {
@@ -250,6 +282,11 @@ fn list_table(report: &ListReport) -> String {
             r.rows.to_string(),
             human_bytes(r.device_bytes),
             format!("{:.2}", r.load_seconds),
+            if r.source == "heap" {
+                format!("{}/{}/{}", r.pages_read, r.pages_copied, r.pages_kept)
+            } else {
+                "-".into()
+            },
             r.lsn.clone(),
             r.attached.to_string(),
             stale_text(r),

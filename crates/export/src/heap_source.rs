@@ -21,14 +21,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use arrow_schema::SchemaRef;
 use crossbeam_channel::Sender;
+use gpupg_format::heap::page::{LpFlags, Page};
 use gpupg_format::heap::{transcode_page, FallbackReason, PageHeader, TupleLayout, VisibilityMap};
 use gpupg_format::CopyChunk;
 use gpupg_gpu::{PageLayout, PagesIn};
 use gpupg_source::heap::{checkpoint, heap_relation, wal_insert_lsn, HeapRelation, RelationFiles};
-use gpupg_source::{copy_sql, BufferPool, Connection, PageRange, ReadSpec, SourceError};
+use gpupg_source::{
+    copy_sql, copy_sql_blocks, BufferPool, Connection, PageRange, ReadSpec, SourceError,
+};
 use serde::Serialize;
 
+use crate::carry::{KeptPage, PageMap, PageRows, PriorPages};
 use crate::heap_io::{DeviceChunk, GdsReads};
 use crate::plan::ExportPlan;
 use crate::{ExportError, ExportRequest, HeapIo, Source, Target};
@@ -81,6 +86,8 @@ pub(crate) struct HeapPlan {
     gds: Option<GdsReads>,
     /// Why the files are read with `pread` although the GPU converts pages.
     pread_why: Option<String>,
+    /// Per relation, the pages a previous load holds ([`Self::keep_from`]).
+    prior: Vec<Option<PriorPages>>,
 }
 
 /// Who reads a relation's trusted pages.
@@ -225,6 +232,7 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
         checkpoint_seconds,
         gds: None,
         pread_why: None,
+        prior: Vec::new(),
     })
 }
 
@@ -314,6 +322,32 @@ impl HeapPlan {
         self.rels.first().map_or(0, |r| r.rel.block_size)
     }
 
+    /// A refresh: pages that `prior` (the previous load, decoded with
+    /// `schema`) holds and that have not changed since are kept, not read.
+    /// Returns why nothing can be kept, when so.
+    pub(crate) fn keep_from(&mut self, prior: &PageMap, schema: &SchemaRef) -> Option<String> {
+        if prior.schema.as_ref() != Some(schema) {
+            return Some("every page read again: the columns changed since the last load".into());
+        }
+        self.prior = self
+            .rels
+            .iter()
+            .map(|r| prior.index(&r.rel.base_path))
+            .collect();
+        if self.prior.iter().all(Option::is_none) {
+            return Some(
+                "every page read again: the table's files changed since the last load (TRUNCATE, VACUUM FULL, CLUSTER or a rewrite)"
+                    .into(),
+            );
+        }
+        None
+    }
+
+    /// The files of each relation, as [`PageMap::rels`] names them.
+    pub(crate) fn rel_paths(&self) -> Vec<std::path::PathBuf> {
+        self.rels.iter().map(|r| r.rel.base_path.clone()).collect()
+    }
+
     /// Whether any relation's pages go to the GPU page kernels.
     pub(crate) fn gpu_pages(&self) -> bool {
         self.page_readers
@@ -392,6 +426,10 @@ pub(crate) struct HeapCounters {
     /// Pages converted by the GPU page kernels (part of pages_direct).
     pages_gpu: AtomicU64,
     pub(crate) rows_direct: AtomicU64,
+    /// Pages (and their rows) kept from the previous load.
+    pages_kept: AtomicU64,
+    rows_kept: AtomicU64,
+    pub(crate) kept: Mutex<Vec<KeptPage>>,
     read_nanos: AtomicU64,
     convert_nanos: AtomicU64,
     flush_nanos: AtomicU64,
@@ -411,6 +449,10 @@ pub struct HeapReport {
     pub fallback_reasons: BTreeMap<String, u64>,
     /// Rows taken from the files (the rest came through COPY).
     pub rows_direct: u64,
+    /// On a refresh: pages unchanged since the previous load, not read
+    /// again (their rows are copied from it), and their rows.
+    pub pages_kept: u64,
+    pub rows_kept: u64,
     /// Blocks in the files after the checkpoint.
     pub blocks: u64,
     pub block_size: usize,
@@ -454,6 +496,8 @@ impl HeapCounters {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             rows_direct: self.rows_direct.load(Ordering::Relaxed),
+            pages_kept: self.pages_kept.load(Ordering::Relaxed),
+            rows_kept: self.rows_kept.load(Ordering::Relaxed),
             blocks: heap.blocks(),
             block_size: heap.rels.first().map_or(0, |r| r.rel.block_size),
             checksums: heap.rels.iter().any(|r| r.rel.checksums),
@@ -497,9 +541,13 @@ pub(crate) enum Work {
 /// ([`HeapPlan::convert_flagged`]).
 pub(crate) struct PageBatch {
     pub data: PageData,
-    /// The trusted pages: their index in `data` and block number.
+    /// The trusted pages: their index in `data`, block number and LSN.
     pub pages: Vec<u32>,
     pub blocks: Vec<u32>,
+    pub lsns: Vec<u64>,
+    /// The rows of each page (its normal line pointers), counted by the
+    /// reader when the pages are in host memory; empty when they are not.
+    pub rows: Vec<u32>,
     /// The relation (index into the plan's relations).
     pub rel: usize,
     pub partition: u32,
@@ -530,6 +578,49 @@ impl PageBatch {
         if let PageData::Host(d) = self.data {
             pool.give(d);
         }
+    }
+
+    /// Adds the trusted page at `index` of the buffer (block `block`, LSN
+    /// `lsn`), counting its rows when it is in host memory.
+    fn push_page(&mut self, index: usize, block: u32, lsn: u64, block_size: usize) {
+        self.pages.push(index as u32);
+        self.blocks.push(block);
+        self.lsns.push(lsn);
+        if let PageData::Host(d) = &self.data {
+            let at = index * block_size;
+            let rows = d
+                .get(at..at + block_size)
+                .and_then(|p| Page::parse(p, block_size).ok())
+                .map_or(0, |p| {
+                    p.item_ids()
+                        .filter(|i| i.flags == LpFlags::Normal && i.has_storage())
+                        .count()
+                });
+            self.rows.push(rows as u32);
+        }
+    }
+
+    /// The pages of the batch other than `flagged` (ascending indexes into
+    /// `pages`), with their rows; `None` when the rows were not counted
+    /// (pages in device memory).
+    pub(crate) fn pages_except(&self, flagged: &[u32]) -> Option<Vec<PageRows>> {
+        if self.rows.len() != self.pages.len() {
+            return None;
+        }
+        let mut skip = flagged.iter().peekable();
+        let mut out = Vec::with_capacity(self.pages.len() - flagged.len().min(self.pages.len()));
+        for k in 0..self.pages.len() {
+            if skip.peek().is_some_and(|&&f| f as usize == k) {
+                skip.next();
+                continue;
+            }
+            out.push(PageRows {
+                block: self.blocks[k],
+                lsn: self.lsns[k],
+                rows: self.rows[k],
+            });
+        }
+        Some(out)
     }
 
     /// Bytes the batch can hold.
@@ -618,12 +709,25 @@ impl StatementFeed {
     }
 }
 
+/// Runs of at most this many untrusted blocks are read through a block
+/// list rather than a range of their own.
+const LIST_RUN_BLOCKS: u64 = 4;
+
+/// Blocks per block-list statement: a TID Scan of up to 291 line pointers a
+/// block (8 KiB blocks) costs about 0.3 µs a line pointer, so 128 blocks
+/// take about 10 ms, against about 3 ms of fixed cost per statement.
+const LIST_BLOCKS: usize = 128;
+
 /// Untrusted blocks of one relation, sent to COPY one range per run of
-/// adjacent blocks.
+/// adjacent blocks, short runs gathered into block lists
+/// ([`copy_sql_blocks`]): scattered changed pages (a refresh after an
+/// UPDATE of a few rows here and there) cost one statement per list, not
+/// one per page.
 struct FallbackRuns<'a> {
     rel: &'a HeapRel,
     statements: &'a StatementFeed,
     run: Option<(u64, u64)>,
+    listed: Vec<u64>,
 }
 
 impl<'a> FallbackRuns<'a> {
@@ -632,6 +736,7 @@ impl<'a> FallbackRuns<'a> {
             rel,
             statements,
             run: None,
+            listed: Vec::new(),
         }
     }
 
@@ -647,19 +752,50 @@ impl<'a> FallbackRuns<'a> {
         Ok(())
     }
 
-    /// Sends the current run, if any.
+    /// Ends the current run, if any: sent as a range, or added to the
+    /// block list (sent once full).
     fn flush(&mut self) -> Result<(), ExportError> {
-        if let Some((a, b)) = self.run.take() {
-            self.statements.send(copy_sql(
+        let Some((a, b)) = self.run.take() else {
+            return Ok(());
+        };
+        if b - a > LIST_RUN_BLOCKS {
+            return self.statements.send(copy_sql(
                 &self.rel.spec,
                 Some(PageRange {
                     start: a,
                     end: Some(b),
                 }),
-            ))?;
+            ));
+        }
+        self.listed.extend(a..b);
+        if self.listed.len() >= LIST_BLOCKS {
+            self.send_list()?;
         }
         Ok(())
     }
+
+    /// Sends everything still held.
+    fn finish(&mut self) -> Result<(), ExportError> {
+        self.flush()?;
+        self.send_list()
+    }
+
+    fn send_list(&mut self) -> Result<(), ExportError> {
+        if self.listed.is_empty() {
+            return Ok(());
+        }
+        let r = &self.rel.rel;
+        let sql = copy_sql_blocks(&self.rel.spec, &self.listed, max_items(r.block_size));
+        self.listed.clear();
+        self.statements.send(sql)
+    }
+}
+
+/// PostgreSQL's `MaxHeapTuplesPerPage`: line pointers a heap page of
+/// `block_size` bytes can hold (a 24-byte page header; a 4-byte line
+/// pointer and a MAXALIGNed 24-byte tuple header each).
+fn max_items(block_size: usize) -> u32 {
+    (block_size.saturating_sub(24) / 28) as u32
 }
 
 /// Where trusted pages go.
@@ -686,7 +822,8 @@ impl ReaderOut<'_> {
 /// Trusted pages become COPY rows (converted here on the CPU) or page
 /// batches (for relations whose pages the GPU converts) sent to the
 /// decoders on `work`; the ranges of other pages go to the COPY
-/// connections through `statements`.
+/// connections through `statements`. On a refresh, pages unchanged since
+/// the previous load are not read at all ([`Reader::keep`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_reader(
     heap: &HeapPlan,
@@ -697,17 +834,26 @@ pub(crate) fn run_reader(
     statements: &StatementFeed,
     stopped: &dyn Fn() -> bool,
 ) -> Result<(), ExportError> {
-    let bs = heap.rels.first().map_or(0, |r| r.rel.block_size);
+    let bs = heap.block_size();
     let total = *heap.starts.last().unwrap_or(&0);
-    let out = ReaderOut { work, statements };
-    let mut buf = Vec::new();
-    let mut lsns = Vec::with_capacity(RANGE_BLOCKS as usize);
-    let mut local = CopyChunk::default();
-    let mut batch: Option<PageBatch> = None;
-    let mut first_row = 0u64;
-    // Flush before a page could push the rows past the pool's buffer size.
-    let flush_at = pool.capacity().saturating_sub(4 * bs).max(bs);
-    let range_bytes = RANGE_BLOCKS as usize * bs;
+    let mut r = Reader {
+        heap,
+        counters,
+        reader,
+        pool,
+        out: ReaderOut { work, statements },
+        stopped,
+        bs,
+        buf: Vec::new(),
+        lsns: Vec::with_capacity(RANGE_BLOCKS as usize),
+        local: CopyChunk::default(),
+        batch: None,
+        first_row: 0,
+        // Flush before a page could push the rows past the pool's buffer
+        // size.
+        flush_at: pool.capacity().saturating_sub(4 * bs).max(bs),
+        kept: Vec::new(),
+    };
     loop {
         let global = counters
             .next_block
@@ -725,6 +871,110 @@ pub(crate) fn run_reader(
         let vm = VisibilityMap::new(&rel.vm, bs).map_err(|e| {
             ExportError::Invalid(format!("visibility map of {}: {e}", rel.rel.label))
         })?;
+        let mut runs = FallbackRuns::new(rel, statements);
+        let keep = r.keep(rel_index, rel, &vm, start, n)?;
+        let mut i = 0u64;
+        while i < n {
+            if keep[i as usize] {
+                i += 1;
+                continue;
+            }
+            let len = keep[i as usize..]
+                .iter()
+                .position(|&k| k)
+                .map_or(n - i, |l| l as u64);
+            if !r.read_range(rel_index, rel, &vm, (start + i, len), &mut runs)? {
+                break;
+            }
+            i += len;
+        }
+        runs.finish()?;
+    }
+    r.finish()
+}
+
+/// The state of one heap reader thread.
+struct Reader<'a> {
+    heap: &'a HeapPlan,
+    counters: &'a HeapCounters,
+    reader: u32,
+    pool: &'a BufferPool,
+    out: ReaderOut<'a>,
+    stopped: &'a dyn Fn() -> bool,
+    bs: usize,
+    /// Pages converted here (relations whose pages the GPU does not take).
+    buf: Vec<u8>,
+    /// Each page's LSN read again after the read.
+    lsns: Vec<u64>,
+    /// Rows converted here, not yet sent.
+    local: CopyChunk,
+    /// Whole pages being gathered for the decoders.
+    batch: Option<PageBatch>,
+    first_row: u64,
+    flush_at: usize,
+    /// Pages kept from the previous load.
+    kept: Vec<KeptPage>,
+}
+
+impl Reader<'_> {
+    /// Which of blocks `start..start + n` of relation `rel_index` the
+    /// previous load holds unchanged: tracked there, all-visible, and with
+    /// the LSN they had then (read from the files, 24 bytes a block). Those
+    /// are not read again.
+    fn keep(
+        &mut self,
+        rel_index: usize,
+        rel: &HeapRel,
+        vm: &VisibilityMap<'_>,
+        start: u64,
+        n: u64,
+    ) -> Result<Vec<bool>, ExportError> {
+        let mut keep = vec![false; n as usize];
+        let Some(prior) = self.heap.prior.get(rel_index).and_then(Option::as_ref) else {
+            return Ok(keep);
+        };
+        let t = Instant::now();
+        let (mut pages, mut rows) = (0u64, 0u64);
+        for (i, k) in keep.iter_mut().enumerate() {
+            let block = start + i as u64;
+            let Some(p) = prior.get(block).filter(|p| p.lsn != 0) else {
+                continue;
+            };
+            if !vm.get(block as u32).all_visible {
+                continue;
+            }
+            let lsn = rel.files.read_lsn(block).map_err(|e| {
+                ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
+            })?;
+            if lsn == p.lsn {
+                *k = true;
+                pages += 1;
+                rows += p.rows as u64;
+                self.kept.push(KeptPage {
+                    rel: rel_index,
+                    block: block as u32,
+                    prior: p,
+                });
+            }
+        }
+        self.counters.add(&self.counters.read_nanos, t.elapsed());
+        self.counters.pages_kept.fetch_add(pages, Ordering::Relaxed);
+        self.counters.rows_kept.fetch_add(rows, Ordering::Relaxed);
+        Ok(keep)
+    }
+
+    /// Reads blocks `start..start + n` of relation `rel_index` and sends
+    /// their trusted pages on (whole, or as rows converted here) and the
+    /// others to `runs`. Returns false when the export stopped.
+    fn read_range(
+        &mut self,
+        rel_index: usize,
+        rel: &HeapRel,
+        vm: &VisibilityMap<'_>,
+        (start, n): (u64, u64),
+        runs: &mut FallbackRuns<'_>,
+    ) -> Result<bool, ExportError> {
+        let (heap, counters, bs) = (self.heap, self.counters, self.bs);
         // Pages that go to the decoders whole (the GPU page kernels or the
         // CPU page decoder, which check each page's line pointers and
         // checksum themselves), read into host memory or, through cuFile,
@@ -732,48 +982,55 @@ pub(crate) fn run_reader(
         let whole = !matches!(heap.page_reader(rel_index), PageReader::Rows);
         let gds = heap.gds.as_ref().filter(|g| whole && g.reads(rel_index));
         let bytes_n = n as usize * bs;
+        let range_bytes = RANGE_BLOCKS as usize * bs;
         if whole {
-            if let Some(b) = batch.take() {
+            if let Some(b) = self.batch.take() {
                 if b.rel == rel_index && b.filled + bytes_n <= b.capacity() {
-                    batch = Some(b);
+                    self.batch = Some(b);
                 } else {
                     let f = Instant::now();
-                    out.send_pages(b, pool)?;
+                    self.out.send_pages(b, self.pool)?;
                     counters.add(&counters.flush_nanos, f.elapsed());
                 }
             }
-            if batch.is_none() {
+            if self.batch.is_none() {
                 let f = Instant::now();
                 let data = match gds {
-                    Some(g) => match g.take(stopped) {
+                    Some(g) => match g.take(self.stopped) {
                         Some(chunk) => PageData::Device(chunk),
-                        None => break,
+                        None => return Ok(false),
                     },
                     None => {
-                        let mut data = pool.take();
-                        pool.ensure_len(&mut data, range_bytes, 0);
+                        let mut data = self.pool.take();
+                        self.pool.ensure_len(&mut data, range_bytes, 0);
                         PageData::Host(data)
                     }
                 };
                 counters.add(&counters.flush_nanos, f.elapsed());
-                batch = Some(PageBatch {
+                self.batch = Some(PageBatch {
                     data,
                     pages: Vec::new(),
                     blocks: Vec::new(),
+                    lsns: Vec::new(),
+                    rows: Vec::new(),
                     rel: rel_index,
-                    partition: reader,
+                    partition: self.reader,
                     filled: 0,
                 });
             }
-        } else if buf.len() < range_bytes {
-            buf.resize(range_bytes, 0);
+        } else if self.buf.len() < range_bytes {
+            self.buf.resize(range_bytes, 0);
         }
-        let at = batch.as_ref().filter(|_| whole).map_or(0, |b| b.filled);
+        let at = self
+            .batch
+            .as_ref()
+            .filter(|_| whole)
+            .map_or(0, |b| b.filled);
         let t = Instant::now();
         let read_error = |e: String| {
             ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
         };
-        match batch.as_mut().filter(|_| whole).map(|b| &mut b.data) {
+        match self.batch.as_mut().filter(|_| whole).map(|b| &mut b.data) {
             Some(PageData::Host(data)) => rel
                 .files
                 .read_blocks(start, &mut data[at..at + bytes_n])
@@ -786,14 +1043,14 @@ pub(crate) fn run_reader(
             },
             None => rel
                 .files
-                .read_blocks(start, &mut buf[..bytes_n])
+                .read_blocks(start, &mut self.buf[..bytes_n])
                 .map_err(|e| read_error(e.to_string()))?,
         }
         // Read each page's LSN again now that the whole range is in: a page
         // being written during the read shows a newer LSN here.
-        lsns.clear();
+        self.lsns.clear();
         for b in start..start + n {
-            lsns.push(
+            self.lsns.push(
                 rel.files
                     .read_lsn(b)
                     .map_err(|e| read_error(e.to_string()))?,
@@ -806,17 +1063,16 @@ pub(crate) fn run_reader(
         // gap between untrusted ones go through COPY with them (MERGE_GAP).
         let verdicts: Vec<Result<bool, String>> = (0..n)
             .map(|i| {
-                let header = match batch.as_ref().filter(|_| whole) {
+                let header = match self.batch.as_ref().filter(|_| whole) {
                     Some(b) => b.header(at / bs + i as usize, bs),
-                    None => buf.get(i as usize * bs..).unwrap_or(&[]),
+                    None => self.buf.get(i as usize * bs..).unwrap_or(&[]),
                 };
-                trust(heap.fence, &vm, start + i, header, lsns[i as usize], bs)
+                trust(heap.fence, vm, start + i, header, self.lsns[i as usize], bs)
             })
             .collect();
         let untrusted: Vec<bool> = verdicts.iter().map(Result::is_err).collect();
         let bridged = bridge_gaps(&untrusted, MERGE_GAP);
         let mut flushing = std::time::Duration::ZERO;
-        let mut runs = FallbackRuns::new(rel, statements);
         for (i, trusted) in (0..n).zip(verdicts) {
             let block = start + i;
             if bridged[i as usize] {
@@ -826,20 +1082,19 @@ pub(crate) fn run_reader(
             }
             // Ok(Some(rows)): converted here; Ok(None): sent whole (counted
             // as direct once converted); Err: why it goes through COPY.
-            let verdict = match batch.as_mut().filter(|_| whole) {
+            let verdict = match self.batch.as_mut().filter(|_| whole) {
                 Some(b) => trusted.map(|trusted| {
                     if trusted {
                         let index = at / bs + i as usize;
-                        b.pages.push(index as u32);
-                        b.blocks.push(block as u32);
+                        b.push_page(index, block as u32, self.lsns[i as usize], bs);
                         None
                     } else {
                         Some(0)
                     }
                 }),
                 None => trusted.and_then(|trusted| {
-                    let page = &buf[i as usize * bs..(i as usize + 1) * bs];
-                    convert_trusted(rel, block, page, trusted, &mut local).map(Some)
+                    let page = &self.buf[i as usize * bs..(i as usize + 1) * bs];
+                    convert_trusted(rel, block, page, trusted, &mut self.local).map(Some)
                 }),
             };
             match verdict {
@@ -857,14 +1112,14 @@ pub(crate) fn run_reader(
                     runs.add(block)?;
                 }
             }
-            if local.data.len() >= flush_at {
+            if self.local.data.len() >= self.flush_at {
                 let f = Instant::now();
-                flush(&mut local, pool, work, reader, &mut first_row)?;
+                self.flush_rows()?;
                 flushing += f.elapsed();
             }
         }
         runs.flush()?;
-        if let Some(b) = batch.as_mut().filter(|_| whole) {
+        if let Some(b) = self.batch.as_mut().filter(|_| whole) {
             b.filled = at + bytes_n;
         }
         counters.add(
@@ -872,14 +1127,35 @@ pub(crate) fn run_reader(
             t.elapsed().saturating_sub(flushing),
         );
         counters.add(&counters.flush_nanos, flushing);
+        Ok(true)
     }
-    if let Some(b) = batch.take() {
-        out.send_pages(b, pool)?;
+
+    /// Sends the rows converted here as one chunk in a pool buffer.
+    fn flush_rows(&mut self) -> Result<(), ExportError> {
+        flush(
+            &mut self.local,
+            self.pool,
+            self.out.work,
+            self.reader,
+            &mut self.first_row,
+        )
     }
-    if !local.row_starts.is_empty() {
-        flush(&mut local, pool, work, reader, &mut first_row)?;
+
+    /// Sends what is still held, and hands the kept pages to the counters.
+    fn finish(mut self) -> Result<(), ExportError> {
+        if let Some(b) = self.batch.take() {
+            self.out.send_pages(b, self.pool)?;
+        }
+        if !self.local.row_starts.is_empty() {
+            self.flush_rows()?;
+        }
+        self.counters
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut self.kept);
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether the page of block `block` whose header is `header` can be
@@ -943,6 +1219,7 @@ impl HeapPlan {
     /// (indexes into `batch.pages`): converts those with `transcode_page` into
     /// `rows`, sends the ranges of the ones the CPU refuses too to COPY,
     /// and counts the batch's pages (the caller counts the GPU's rows).
+    /// Returns the pages converted, in the order of their rows.
     pub(crate) fn convert_flagged(
         &self,
         batch: &PageBatch,
@@ -950,7 +1227,7 @@ impl HeapPlan {
         counters: &HeapCounters,
         statements: &StatementFeed,
         rows: &mut CopyChunk,
-    ) -> Result<(), ExportError> {
+    ) -> Result<Vec<PageRows>, ExportError> {
         let Some(rel) = self.rels.get(batch.rel) else {
             return Err(ExportError::Invalid(
                 "internal: a page batch of no relation".into(),
@@ -959,10 +1236,13 @@ impl HeapPlan {
         let bs = rel.rel.block_size;
         let mut runs = FallbackRuns::new(rel, statements);
         let mut refused = 0u64;
+        let mut converted = Vec::new();
         for &k in flagged {
-            let (Some(&index), Some(&block)) =
-                (batch.pages.get(k as usize), batch.blocks.get(k as usize))
-            else {
+            let (Some(&index), Some(&block), Some(&lsn)) = (
+                batch.pages.get(k as usize),
+                batch.blocks.get(k as usize),
+                batch.lsns.get(k as usize),
+            ) else {
                 return Err(ExportError::Invalid(
                     "internal: a flagged page out of range".into(),
                 ));
@@ -973,6 +1253,11 @@ impl HeapPlan {
                     counters
                         .rows_direct
                         .fetch_add(summary.rows as u64, Ordering::Relaxed);
+                    converted.push(PageRows {
+                        block,
+                        lsn,
+                        rows: summary.rows as u32,
+                    });
                 }
                 Err(fb) => {
                     refused += 1;
@@ -981,7 +1266,7 @@ impl HeapPlan {
                 }
             }
         }
-        runs.flush()?;
+        runs.finish()?;
         counters
             .pages_direct
             .fetch_add(batch.pages.len() as u64 - refused, Ordering::Relaxed);
@@ -991,7 +1276,7 @@ impl HeapPlan {
                 Ordering::Relaxed,
             );
         }
-        Ok(())
+        Ok(converted)
     }
 }
 

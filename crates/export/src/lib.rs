@@ -10,9 +10,12 @@
 //!
 //! [`export`] runs one export described by an [`ExportRequest`] and returns an
 //! [`ExportReport`]; [`export_to_device`] reads into device-resident Arrow
-//! columns instead of files; [`measure_copy_ceiling`] runs the same COPY statements into
+//! columns instead of files, [`export_to_host`] into record batches in
+//! memory (both re-read only changed pages when refreshing an earlier load,
+//! see [`PageMap`]); [`measure_copy_ceiling`] runs the same COPY statements into
 //! nothing, which is the server's own speed limit that `bench` compares with.
 
+mod carry;
 mod ceiling;
 mod connections;
 mod cputime;
@@ -27,10 +30,13 @@ mod progress;
 mod report;
 mod request;
 
+pub use carry::{
+    BatchOrigin, CarriedBatch, PageMap, PageRows, CARRY_BATCH_BYTES, CARRY_BATCH_ROWS,
+};
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::ExportError;
 pub use heap_source::HeapReport;
-pub use pipeline::{export, export_to_device, DEVICE_WORKERS};
+pub use pipeline::{export, export_to_device, export_to_host, Loaded, DEVICE_WORKERS};
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{

@@ -2,13 +2,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, unbounded};
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceArena, DeviceBatch, DeviceTable};
+use gpupg_gpu::{DeviceArena, DeviceBatch};
 use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
 use gpupg_source::{pool::BufferPool, SourceError};
 
+use crate::carry::{carry, BatchOrigin, CarriedBatch, PageMap, PageRows};
 use crate::connections::Session;
 use crate::cputime::{process_cpu_seconds, thread_cpu_seconds};
 use crate::engine::{choose, merge_gpu_stats, Chosen, Decoded, ThreadDecoder};
@@ -72,9 +75,34 @@ pub const DEVICE_WORKERS: usize = 4;
 /// Where the decoded batches go.
 enum Destination {
     Files(Vec<Box<dyn Sink>>),
-    /// Kept on the device, in the order they were decoded, carved from the
-    /// arena (few large allocations, within `req.device_limit`).
-    Device(Mutex<Vec<DeviceBatch>>, Arc<DeviceArena>),
+    /// Kept on the device, in the order they were decoded, with their
+    /// pages, carved from the arena (few large allocations, within
+    /// `req.device_limit`).
+    Device(Mutex<Vec<(DeviceBatch, BatchOrigin)>>, Arc<DeviceArena>),
+    /// Kept in host memory, with their pages.
+    Host(Mutex<Vec<(RecordBatch, BatchOrigin)>>),
+}
+
+/// A load kept in memory ([`export_to_device`], [`export_to_host`]).
+pub struct Loaded<B> {
+    pub schema: SchemaRef,
+    /// The batches read, in the order they were decoded.
+    pub batches: Vec<B>,
+    pub report: ExportReport,
+    /// The pages each batch of `batches` holds.
+    pub pages: PageMap,
+    /// On a refresh ([`ExportRequest::prior`]): the rows of the previous
+    /// load to copy into new batches (with
+    /// [`gpupg_gpu::gather_rows`] or [`gpupg_gpu::gather_rows_host`]) and
+    /// append, with their origins, to `batches` and `pages`. Together with
+    /// `batches` they are the table under this load's snapshot.
+    pub carried: Vec<CarriedBatch>,
+}
+
+/// What a device or host export keeps.
+enum Kept {
+    Device(Vec<(DeviceBatch, BatchOrigin)>),
+    Host(Vec<(RecordBatch, BatchOrigin)>),
 }
 
 /// Runs one export. Output appears only if everything succeeded: on any
@@ -97,35 +125,72 @@ pub fn export(
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use gpupg_export::{export_to_device, ExportRequest, NoProgress};
 /// # let req: ExportRequest<'static> = unimplemented!();
-/// let (table, report) = export_to_device(&req, &NoProgress)?;
-/// println!("{} rows, {} bytes on GPU {}", table.num_rows(), table.device_bytes(), req.device);
+/// let loaded = export_to_device(&req, &NoProgress)?;
+/// let bytes: usize = loaded.batches.iter().map(|b| b.device_bytes()).sum();
+/// println!("{} rows, {bytes} bytes on GPU {}", loaded.report.rows, req.device);
 /// # Ok(()) }
 /// ```
 pub fn export_to_device(
     req: &ExportRequest<'_>,
     progress: &dyn Progress,
-) -> Result<(DeviceTable, ExportReport), ExportError> {
-    let device_req = ExportRequest {
-        output: Output::Device,
-        connect: req.connect.clone(),
-        target: req.target.clone(),
-        columns: req.columns.clone(),
-        filter: req.filter.clone(),
-        sink: req.sink.clone(),
-        data_dir: req.data_dir.clone(),
-        ..*req
-    };
-    let (report, table) = run(&device_req, progress)?;
-    let table = table.ok_or(ExportError::Invalid(
-        "internal: a device export returned no table".into(),
-    ))?;
-    Ok((table, report))
+) -> Result<Loaded<DeviceBatch>, ExportError> {
+    match run(&req.with_output(Output::Device), progress)? {
+        (report, Some((Kept::Device(batches), pages, carried, schema))) => {
+            Ok(loaded(report, batches, pages, carried, schema))
+        }
+        _ => Err(ExportError::Invalid(
+            "internal: a device export returned no table".into(),
+        )),
+    }
 }
+
+/// Reads the table or query of `req` into Arrow record batches in memory,
+/// whatever `req.output` says, with `req.engine`.
+pub fn export_to_host(
+    req: &ExportRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<Loaded<RecordBatch>, ExportError> {
+    match run(&req.with_output(Output::Host), progress)? {
+        (report, Some((Kept::Host(batches), pages, carried, schema))) => {
+            Ok(loaded(report, batches, pages, carried, schema))
+        }
+        _ => Err(ExportError::Invalid(
+            "internal: a host export returned no batches".into(),
+        )),
+    }
+}
+
+fn loaded<B>(
+    report: ExportReport,
+    batches: Vec<(B, BatchOrigin)>,
+    mut pages: PageMap,
+    carried: Vec<CarriedBatch>,
+    schema: SchemaRef,
+) -> Loaded<B> {
+    let batches = batches
+        .into_iter()
+        .map(|(b, origin)| {
+            pages.batches.push(origin);
+            b
+        })
+        .collect();
+    Loaded {
+        schema,
+        batches,
+        report,
+        pages,
+        carried,
+    }
+}
+
+/// What `run` keeps in memory: the batches, their pages (sizes filled,
+/// origins still with the batches), what a refresh carries, the schema.
+type KeptLoad = (Kept, PageMap, Vec<CarriedBatch>, SchemaRef);
 
 fn run(
     req: &ExportRequest<'_>,
     progress: &dyn Progress,
-) -> Result<(ExportReport, Option<DeviceTable>), ExportError> {
+) -> Result<(ExportReport, Option<KeptLoad>), ExportError> {
     let started = Instant::now();
     let cpu_at_start = process_cpu_seconds();
     if req.parallel == 0 || req.workers == 0 {
@@ -191,6 +256,20 @@ fn run(
         .collect();
     let schema = Arc::new(OutputSchema::new(&descs, &req.types)?);
     let connections = session.connections(req);
+    // A refresh keeps the pages of the previous load that did not change.
+    let mut page_map = PageMap {
+        schema: Some(schema.arrow_schema()),
+        ..PageMap::default()
+    };
+    if let HeapChosen::Heap(heap) = &mut source {
+        page_map.rels = heap.rel_paths();
+        if let Some(why) = req
+            .prior
+            .and_then(|p| heap.keep_from(p, &schema.arrow_schema()))
+        {
+            page_notes.push(why);
+        }
+    }
 
     // Outputs before the other connections: an existing file is refused
     // without opening them.
@@ -214,6 +293,7 @@ fn run(
             Mutex::new(Vec::new()),
             DeviceArena::new(req.device, req.device_limit),
         ),
+        Output::Host => Destination::Host(Mutex::new(Vec::new())),
     };
     let (plan, conns) = session.open(req)?;
     let metadata_seconds = started.elapsed().as_secs_f64();
@@ -378,7 +458,7 @@ fn run(
             decoders.push(s.spawn(move || {
                 let arena = match destination {
                     Destination::Device(_, arena) => Some(arena),
-                    Destination::Files(_) => None,
+                    Destination::Files(_) | Destination::Host(_) => None,
                 };
                 let mut decoder = match ThreadDecoder::new(chosen, schema, arena) {
                     Ok((d, note)) => {
@@ -413,14 +493,15 @@ fn run(
                         }
                     };
                     let (t, cpu) = (Instant::now(), thread_cpu_seconds());
-                    // Each decoded part with its rows' bytes and partition.
-                    let mut parts: Vec<(Decoded, u64, u32)> = Vec::new();
+                    // Each decoded part with its rows' bytes, partition and
+                    // pages.
+                    let mut parts: Vec<Part> = Vec::new();
                     let result = match work {
                         Work::Rows(chunk) => {
                             let r = decoder.decode_to(&chunk, to_device);
                             let (bytes, partition) = (chunk.row_bytes(), chunk.partition);
                             pool.give(chunk.data);
-                            r.map(|d| parts.push((d, bytes, partition)))
+                            r.map(|d| parts.push((d, bytes, partition, BatchOrigin::Untracked)))
                         }
                         Work::Pages(batch) => {
                             let r = decode_page_batch(
@@ -444,7 +525,7 @@ fn run(
                         continue;
                     }
                     let t = Instant::now();
-                    for (decoded, bytes, partition) in parts {
+                    for (decoded, bytes, partition, origin) in parts {
                         let n = decoded.num_rows() as u64;
                         match (decoded, destination) {
                             (Decoded::Host(batch), Destination::Files(sinks)) => {
@@ -455,7 +536,12 @@ fn run(
                                 }
                             }
                             (Decoded::Device(batch), Destination::Device(kept, _)) => {
-                                kept.lock().unwrap_or_else(|p| p.into_inner()).push(batch);
+                                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                                kept.push((batch, origin));
+                            }
+                            (Decoded::Host(batch), Destination::Host(kept)) => {
+                                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                                kept.push((batch, origin));
                             }
                             _ => unreachable!("the decode above follows the destination"),
                         }
@@ -498,7 +584,7 @@ fn run(
     let finishing = Instant::now();
     let mut files = Vec::new();
     let mut encode_seconds = 0.0;
-    let mut table = None;
+    let mut held = None;
     let mut arena_blocks = (0, 0);
     match destination {
         Destination::Files(sinks) => {
@@ -515,20 +601,41 @@ fn run(
         }
         Destination::Device(kept, arena) => {
             arena_blocks = (arena.blocks(), arena.allocated_bytes());
-            table = Some(DeviceTable {
-                schema: schema.arrow_schema(),
-                batches: kept.into_inner().unwrap_or_else(|p| p.into_inner()),
-            });
+            let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
+            for (b, _) in &kept {
+                page_map.sizes.push((b.num_rows, b.device_bytes() as u64));
+            }
+            held = Some(Kept::Device(kept));
+        }
+        Destination::Host(kept) => {
+            let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
+            for (b, _) in &kept {
+                page_map
+                    .sizes
+                    .push((b.num_rows(), b.get_array_memory_size() as u64));
+            }
+            held = Some(Kept::Host(kept));
         }
     }
+    // The rows a refresh keeps, as runs of the previous load's batches.
+    let carried = match req.prior {
+        Some(prior) => carry(
+            std::mem::take(&mut *heap_counters.kept.lock().unwrap_or_else(|p| p.into_inner())),
+            &prior.sizes,
+        ),
+        None => Vec::new(),
+    };
     let finish_seconds = finishing.elapsed().as_secs_f64();
-    let resident = table.as_ref().map(|t| Resident {
-        device: req.device,
-        batches: t.batches.len(),
-        bytes: t.device_bytes() as u64,
-        allocations: arena_blocks.0,
-        allocated_bytes: arena_blocks.1,
-    });
+    let resident = match &held {
+        Some(Kept::Device(kept)) => Some(Resident {
+            device: req.device,
+            batches: kept.len(),
+            bytes: kept.iter().map(|(b, _)| b.device_bytes() as u64).sum(),
+            allocations: arena_blocks.0,
+            allocated_bytes: arena_blocks.1,
+        }),
+        _ => None,
+    };
     let copy_wall = copy_wall.into_inner().unwrap_or_else(|p| p.into_inner());
     let gpu = gpu_stats.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut notes = engine_notes.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -616,8 +723,15 @@ fn run(
         files,
         resident,
     };
-    Ok((report, table))
+    Ok((
+        report,
+        held.map(|h| (h, page_map, carried, schema.arrow_schema())),
+    ))
 }
+
+/// A decoded part of a chunk or page batch: the batch, its rows' bytes
+/// (COPY or heap), its partition and its pages.
+type Part = (Decoded, u64, u32, BatchOrigin);
 
 /// Converts and decodes a batch of trusted heap pages: the GPU page kernels
 /// convert what they can, the CPU converter the pages they flag (pages it
@@ -630,7 +744,7 @@ fn decode_page_batch(
     to_device: bool,
     counters: &HeapCounters,
     feed: &StatementFeed,
-    parts: &mut Vec<(Decoded, u64, u32)>,
+    parts: &mut Vec<Part>,
 ) -> Result<(), ExportError> {
     let HeapChosen::Heap(heap) = source else {
         return Err(ExportError::Invalid(
@@ -654,18 +768,32 @@ fn decode_page_batch(
             .rows_direct
             .fetch_add(d.num_rows() as u64, Ordering::Relaxed);
         let heap_bytes = ((batch.pages.len() - flagged.len()) * layout.block_size()) as u64;
-        parts.push((d, heap_bytes, batch.partition));
+        let origin = origin_of(batch.rel, batch.pages_except(&flagged), d.num_rows());
+        parts.push((d, heap_bytes, batch.partition, origin));
     }
     let mut rows = CopyChunk {
         partition: batch.partition,
         ..CopyChunk::default()
     };
-    heap.convert_flagged(batch, &flagged, counters, feed, &mut rows)?;
+    let converted = heap.convert_flagged(batch, &flagged, counters, feed, &mut rows)?;
     if rows.num_rows() > 0 {
         let d = decoder.decode_to(&rows, to_device)?;
-        parts.push((d, rows.row_bytes(), batch.partition));
+        let origin = origin_of(batch.rel, Some(converted), d.num_rows());
+        parts.push((d, rows.row_bytes(), batch.partition, origin));
     }
     Ok(())
+}
+
+/// The pages of a batch of `rows` rows decoded from `pages` of relation
+/// `rel`: untracked when they are not known or their rows do not add up
+/// (then a refresh reads them again rather than trust a wrong map).
+fn origin_of(rel: usize, pages: Option<Vec<PageRows>>, rows: usize) -> BatchOrigin {
+    match pages {
+        Some(pages) if pages.iter().map(|p| p.rows as usize).sum::<usize>() == rows => {
+            BatchOrigin::Pages { rel, pages }
+        }
+        _ => BatchOrigin::Untracked,
+    }
 }
 
 /// A file name stem from a table label: `"public"."lineorder"` -> `lineorder`.

@@ -28,6 +28,9 @@ pub enum Output {
     /// [`crate::export`] keeps them until the export ends and then frees
     /// them, which measures the load.
     Device,
+    /// Arrow record batches kept in host memory ([`crate::export_to_host`]
+    /// returns them).
+    Host,
 }
 
 /// Where rows come from.
@@ -126,9 +129,30 @@ pub struct ExportRequest<'a> {
     /// The server's data directory as this process sees it (default: the
     /// server's `data_directory` setting).
     pub data_dir: Option<PathBuf>,
+    /// A refresh of an earlier load kept in memory: the pages it holds
+    /// ([`crate::Loaded::pages`]). Pages of the heap files unchanged since
+    /// are not read; [`crate::Loaded::carried`] says which rows of that
+    /// load to copy instead. Ignored on the COPY path.
+    pub prior: Option<&'a crate::PageMap>,
     /// Set (e.g. by a Ctrl-C handler) to stop the export; it then fails with
     /// [`crate::ExportError::Cancelled`] and leaves no output.
     pub cancel: Option<&'a AtomicBool>,
+}
+
+impl<'a> ExportRequest<'a> {
+    /// The same request with another output.
+    pub fn with_output(&self, output: Output) -> ExportRequest<'a> {
+        ExportRequest {
+            output,
+            connect: self.connect.clone(),
+            target: self.target.clone(),
+            columns: self.columns.clone(),
+            filter: self.filter.clone(),
+            sink: self.sink.clone(),
+            data_dir: self.data_dir.clone(),
+            ..*self
+        }
+    }
 }
 
 /// Connections to use when the user does not say: one per core, at most 16

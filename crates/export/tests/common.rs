@@ -52,6 +52,7 @@ pub fn request(
         heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
         heap_io: gpupg_export::HeapIo::Auto,
         data_dir: None,
+        prior: None,
         cancel: None,
     }
 }

@@ -38,7 +38,13 @@ fn check_table_io(
     req.engine = Engine::Gpu;
     req.source = source;
     req.heap_io = heap_io;
-    let (device, report) = export_to_device(&req, &NoProgress).expect("device export");
+    let gpupg_export::Loaded {
+        schema,
+        batches,
+        report,
+        ..
+    } = export_to_device(&req, &NoProgress).expect("device export");
+    let device = gpupg_gpu::DeviceTable { schema, batches };
     assert_eq!(report.source, source_name(source));
     assert_eq!(report.engine, "gpu");
     assert_eq!(report.rows, cpu_report.rows);

@@ -36,8 +36,8 @@ pub use copy::CopyOutStats;
 pub use dsn::{ConnectConfig, Host, SslMode};
 pub use error::SourceError;
 pub use plan::{
-    copy_query_sql, copy_sql, plan_ranges, plan_table_reads, PageRange, RangeQueue, ReadSpec,
-    ReadTask,
+    copy_query_sql, copy_sql, copy_sql_blocks, plan_ranges, plan_table_reads, PageRange,
+    RangeQueue, ReadSpec, ReadTask,
 };
 pub use pool::BufferPool;
 pub use size::parse_size;

@@ -103,6 +103,30 @@ pub fn copy_sql(spec: &ReadSpec, range: Option<PageRange>) -> String {
             conds.push(format!("ctid < '({end},0)'::tid"));
         }
     }
+    copy_select(spec, conds)
+}
+
+/// `COPY` of the rows in `blocks` (any order) only: a TID Scan of every
+/// line pointer a block can hold (`items_per_page`, PostgreSQL's
+/// `MaxHeapTuplesPerPage`), the list built by the server from the block
+/// numbers. One statement reads scattered blocks that would otherwise take
+/// one range each; offsets past a page's last line pointer and blocks past
+/// the end cost a lookup each and return nothing.
+pub fn copy_sql_blocks(spec: &ReadSpec, blocks: &[u64], items_per_page: u32) -> String {
+    let list: Vec<String> = blocks.iter().map(u64::to_string).collect();
+    copy_select(
+        spec,
+        vec![format!(
+            "ctid = ANY (ARRAY(SELECT format('(%s,%s)', b, o)::tid \
+             FROM unnest('{{{}}}'::int8[]) b, generate_series(1, {items_per_page}) o))",
+            list.join(",")
+        )],
+    )
+}
+
+/// `COPY (SELECT cols FROM ONLY rel WHERE conds AND (filter)) TO STDOUT
+/// (FORMAT binary)`.
+fn copy_select(spec: &ReadSpec, mut conds: Vec<String>) -> String {
     if let Some(f) = &spec.filter {
         // The newline ends a trailing `--` comment in the user's text.
         conds.push(format!("({f}\n)"));

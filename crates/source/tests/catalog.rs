@@ -6,8 +6,8 @@ use common::{connect, copy_rows};
 use gpupg_format::PgType;
 use gpupg_localpg::LocalServer;
 use gpupg_source::{
-    copy_sql, query_columns, resolve_table, table_columns, BufferPool, PageRange, ReadSpec,
-    SourceError, UnsupportedTypes,
+    copy_sql, copy_sql_blocks, query_columns, resolve_table, table_columns, BufferPool, PageRange,
+    ReadSpec, SourceError, UnsupportedTypes,
 };
 
 #[test]
@@ -60,6 +60,58 @@ fn quoted_schema_and_table_names() {
         common::fields(&rows[0]),
         vec![Some(2i32.to_be_bytes().to_vec()), None]
     );
+}
+
+/// A list of scattered blocks reads exactly the rows of those blocks, with
+/// a TID Scan (not a sequential scan of the table).
+#[test]
+fn block_lists_read_exactly_their_blocks() {
+    let server = LocalServer::start().unwrap();
+    server
+        .psql(
+            "CREATE TABLE t (a int, b text);
+             INSERT INTO t SELECT g, repeat('x', g % 50) FROM generate_series(1, 20000) g;
+             DELETE FROM t WHERE a % 7 = 0;",
+        )
+        .unwrap();
+    let mut c = connect(&server);
+    let t = resolve_table(&mut c, "t").unwrap();
+    let cols = table_columns(&mut c, &t, None, UnsupportedTypes::Error).unwrap();
+    let spec = ReadSpec {
+        relation: t.qualified(),
+        columns: cols.iter().map(|c| c.select_expr.clone()).collect(),
+        filter: None,
+    };
+    let pool = BufferPool::new(2, 1 << 16);
+    // Out of order, a repeat, and a block past the end.
+    let blocks = [40u64, 3, 17, 3, 1_000_000];
+    let (listed, _) = copy_rows(&mut c, &copy_sql_blocks(&spec, &blocks, 291), &pool).unwrap();
+    let mut expected = Vec::new();
+    for b in [3u64, 17, 40] {
+        let range = PageRange {
+            start: b,
+            end: Some(b + 1),
+        };
+        expected.extend(
+            copy_rows(&mut c, &copy_sql(&spec, Some(range)), &pool)
+                .unwrap()
+                .0,
+        );
+    }
+    let sorted = |mut rows: Vec<Vec<u8>>| {
+        rows.sort();
+        rows
+    };
+    assert!(expected.len() > 100, "{} rows", expected.len());
+    assert_eq!(sorted(listed), sorted(expected));
+    let select = copy_sql_blocks(&spec, &[1, 2], 291);
+    let select = select
+        .strip_prefix("COPY (")
+        .and_then(|s| s.strip_suffix(") TO STDOUT (FORMAT binary)"))
+        .unwrap();
+    let plan = server.psql(&format!("EXPLAIN {select}")).unwrap();
+    assert!(plan.contains("Tid Scan"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
 }
 
 #[test]

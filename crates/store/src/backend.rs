@@ -9,7 +9,7 @@
 use std::any::Any;
 
 use arrow::datatypes::{DataType, SchemaRef};
-use gpupg_export::{ExportReport, ExportRequest};
+use gpupg_export::{ExportReport, ExportRequest, PageMap};
 
 use crate::error::StoreError;
 
@@ -22,8 +22,16 @@ pub trait Backend: Send + Sync {
     fn check_device(&self, device: usize) -> Result<(), StoreError>;
 
     /// Runs the export `req` (a device-resident load of `req.device`) and
-    /// keeps its columns. `name` is the store name, for messages.
-    fn load(&self, name: &str, req: &ExportRequest<'_>) -> Result<Resident, StoreError>;
+    /// keeps its columns. `name` is the store name, for messages. On a
+    /// refresh `prior` is the current revision, loaded by this backend, and
+    /// `req.prior` its pages: the rows the export carries over are copied
+    /// from it.
+    fn load(
+        &self,
+        name: &str,
+        req: &ExportRequest<'_>,
+        prior: Option<&Resident>,
+    ) -> Result<Resident, StoreError>;
 }
 
 /// A loaded table: where each buffer lies, and the memory itself.
@@ -36,8 +44,11 @@ pub struct Resident {
     pub allocations: Vec<AllocationLayout>,
     /// One per decoded chunk, in the order the export produced them.
     pub chunks: Vec<ChunkLayout>,
-    /// The export's report (source, heap fence, timings).
+    /// The export's report (source, heap fence, timings); on a refresh its
+    /// rows are those read, not those carried over.
     pub report: ExportReport,
+    /// The heap pages each chunk holds, for the next refresh.
+    pub pages: PageMap,
     /// Owns the memory; dropping it frees the table.
     pub memory: Box<dyn Any + Send + Sync>,
 }

@@ -1,12 +1,13 @@
-//! Tables in device memory: loaded with `export_to_device`, each batch's
-//! buffers in one plain `cuMemAlloc` slab whose CUDA IPC handle other
-//! processes open.
+//! Tables in device memory: loaded with `export_to_device` into plain
+//! `cuMemAlloc` allocations whose CUDA IPC handles other processes open;
+//! on a refresh the rows of unchanged pages are gathered from the previous
+//! revision on the device.
 
 use std::collections::HashMap;
 
 use gpupg_export::{export_to_device, ExportError, ExportRequest, NoProgress};
 use gpupg_gpu::ipc::{allocation_of, export_allocation};
-use gpupg_gpu::{DeviceColumn, DeviceSlice, DeviceTable, GpuError};
+use gpupg_gpu::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable, Gatherer, GpuError};
 
 use crate::backend::{
     AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, Resident,
@@ -36,36 +37,72 @@ impl Backend for GpuBackend {
         }
     }
 
-    fn load(&self, name: &str, req: &ExportRequest<'_>) -> Result<Resident, StoreError> {
-        let (table, report) = export_to_device(req, &NoProgress).map_err(|e| match e {
-            ExportError::Gpu(GpuError::OutOfMemory { device, .. }) => StoreError::OutOfMemory {
-                name: name.to_string(),
-                device,
-            },
-            // The registry fills in what is in use and the limit.
-            ExportError::Gpu(GpuError::MemoryLimit { bytes, limit, .. }) => {
-                StoreError::MemoryLimit {
-                    name: name.to_string(),
-                    needed: bytes,
-                    in_use: 0,
-                    limit,
-                }
+    fn load(
+        &self,
+        name: &str,
+        req: &ExportRequest<'_>,
+        prior: Option<&Resident>,
+    ) -> Result<Resident, StoreError> {
+        let mut loaded = export_to_device(req, &NoProgress).map_err(|e| load_error(name, e))?;
+        // A refresh: the rows of unchanged pages are copied out of the
+        // previous revision on the device.
+        let carried: Vec<_> = loaded.carried.drain(..).filter(|c| c.rows > 0).collect();
+        if !carried.is_empty() {
+            let old = prior
+                .and_then(|p| p.memory.downcast_ref::<DeviceTable>())
+                .ok_or_else(|| {
+                    StoreError::Internal("a refresh without the previous revision's columns".into())
+                })?;
+            let sources: Vec<&DeviceBatch> = old.batches.iter().collect();
+            let mut gatherer =
+                Gatherer::new(req.device).map_err(|e| load_error(name, ExportError::Gpu(e)))?;
+            for c in carried {
+                let batch = gatherer
+                    .gather(&sources, &c.runs)
+                    .map_err(|e| load_error(name, ExportError::Gpu(e)))?;
+                loaded
+                    .pages
+                    .push(c.origin, batch.num_rows, batch.device_bytes() as u64);
+                loaded.batches.push(batch);
             }
-            e => StoreError::Load {
-                name: name.to_string(),
-                source: Box::new(e),
-            },
-        })?;
+        }
+        let table = DeviceTable {
+            schema: loaded.schema,
+            batches: loaded.batches,
+        };
         let (allocations, chunks) = describe(&table)?;
         Ok(Resident {
             schema: table.schema.clone(),
             device: req.device,
-            rows: report.rows,
+            rows: table.num_rows() as u64,
             allocations,
             chunks,
-            report,
+            report: loaded.report,
+            pages: loaded.pages,
             memory: Box::new(table),
         })
+    }
+}
+
+/// A failed load as the store's error: out of device memory and the memory
+/// limit have their own kinds.
+fn load_error(name: &str, e: ExportError) -> StoreError {
+    match e {
+        ExportError::Gpu(GpuError::OutOfMemory { device, .. }) => StoreError::OutOfMemory {
+            name: name.to_string(),
+            device,
+        },
+        // The registry fills in what is in use and the limit.
+        ExportError::Gpu(GpuError::MemoryLimit { bytes, limit, .. }) => StoreError::MemoryLimit {
+            name: name.to_string(),
+            needed: bytes,
+            in_use: 0,
+            limit,
+        },
+        e => StoreError::Load {
+            name: name.to_string(),
+            source: Box::new(e),
+        },
     }
 }
 

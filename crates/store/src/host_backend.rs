@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use arrow::array::ArrayData;
-use arrow::ipc::reader::FileReader;
-use gpupg_export::{export, Engine, ExportRequest, NoProgress, Output};
-use gpupg_gpu::IpcHandle;
+use arrow::array::{ArrayData, MutableArrayData, RecordBatch};
+use gpupg_export::{export_to_host, Engine, ExportRequest, NoProgress, Output};
+use gpupg_gpu::{gather_rows_host, IpcHandle};
 
 use crate::backend::{
     AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, Resident,
@@ -120,47 +119,51 @@ impl Backend for HostBackend {
         }
     }
 
-    fn load(&self, name: &str, req: &ExportRequest<'_>) -> Result<Resident, StoreError> {
+    fn load(
+        &self,
+        name: &str,
+        req: &ExportRequest<'_>,
+        prior: Option<&Resident>,
+    ) -> Result<Resident, StoreError> {
         let load_error = |source| StoreError::Load {
             name: name.to_string(),
             source: Box::new(source),
         };
-        let dir = tempfile::Builder::new()
-            .prefix("gpupg-store-")
-            .tempdir()
-            .map_err(|e| StoreError::io("creating a temporary directory", e))?;
-        let path = dir.path().join("table.arrow");
-        // The CPU engine into an Arrow IPC file: the same types as device
-        // columns (the request asks for Arrow's), read back into slabs.
-        let host_req = ExportRequest {
-            connect: req.connect.clone(),
-            target: req.target.clone(),
-            columns: req.columns.clone(),
-            filter: req.filter.clone(),
-            output: Output::File(path.clone()),
-            engine: Engine::Cpu,
-            sink: req.sink.clone(),
-            data_dir: req.data_dir.clone(),
-            ..*req
-        };
-        let report = export(&host_req, &NoProgress).map_err(load_error)?;
-        let file = std::fs::File::open(&path)
-            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
-        let reader = FileReader::try_new(file, None)
-            .map_err(|e| StoreError::Internal(format!("reading back the load: {e}")))?;
-        let schema = reader.schema();
+        // The CPU engine into record batches: the same types as device
+        // columns (the request asks for Arrow's).
+        let mut host_req = req.with_output(Output::Host);
+        host_req.engine = Engine::Cpu;
+        let mut loaded = export_to_host(&host_req, &NoProgress).map_err(load_error)?;
+        // A refresh: the rows of unchanged pages are copied out of the
+        // previous revision, as the GPU backend does on the device.
+        let carried: Vec<_> = loaded.carried.drain(..).filter(|c| c.rows > 0).collect();
+        if !carried.is_empty() {
+            let old = prior
+                .and_then(|p| p.memory.downcast_ref::<HostTable>())
+                .ok_or_else(|| {
+                    StoreError::Internal("a refresh without the previous revision's batches".into())
+                })?;
+            for c in carried {
+                let batch = gather_rows_host(&old.batches, &c.runs)
+                    .map_err(|e| StoreError::Internal(format!("carrying rows over: {e}")))?;
+                loaded.pages.push(
+                    c.origin,
+                    batch.num_rows(),
+                    batch.get_array_memory_size() as u64,
+                );
+                loaded.batches.push(batch);
+            }
+        }
         let mut allocations = Vec::new();
         let mut chunks = Vec::new();
         let mut slabs = Vec::new();
-        for batch in reader {
-            let batch =
-                batch.map_err(|e| StoreError::Internal(format!("reading back the load: {e}")))?;
+        for batch in &loaded.batches {
             let mut bytes = Vec::new();
             let index = allocations.len();
             let columns = batch
                 .columns()
                 .iter()
-                .map(|c| column_layout(&c.to_data(), index, &mut bytes))
+                .map(|c| column_layout(&unsliced(c.to_data())?, index, &mut bytes))
                 .collect::<Result<_, _>>()?;
             // As the GPU backend's arena: the limit is checked while the
             // table is built, not after.
@@ -183,15 +186,43 @@ impl Backend for HostBackend {
             });
         }
         Ok(Resident {
-            schema,
+            schema: loaded.schema,
             device: req.device,
-            rows: report.rows,
+            rows: loaded.batches.iter().map(|b| b.num_rows() as u64).sum(),
             allocations,
             chunks,
-            report,
-            memory: Box::new(slabs),
+            report: loaded.report,
+            pages: loaded.pages,
+            memory: Box::new(HostTable {
+                _slabs: slabs,
+                batches: loaded.batches,
+            }),
         })
     }
+}
+
+/// A table of the host backend: the slabs its manifest describes, and the
+/// batches (a refresh copies rows out of them).
+struct HostTable {
+    _slabs: Vec<Arc<Vec<u8>>>,
+    batches: Vec<RecordBatch>,
+}
+
+/// `data` with offset 0 at every level (copied when it is a slice, as a
+/// batch carried over from one run of rows can be).
+fn unsliced(data: ArrayData) -> Result<ArrayData, StoreError> {
+    fn sliced(d: &ArrayData) -> bool {
+        d.offset() != 0
+            || d.nulls().is_some_and(|n| n.offset() != 0)
+            || d.child_data().iter().any(sliced)
+    }
+    if !sliced(&data) {
+        return Ok(data);
+    }
+    let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+    copy.try_extend(0, 0, data.len())
+        .map_err(|e| StoreError::Internal(format!("copying a sliced array: {e}")))?;
+    Ok(copy.freeze())
 }
 
 /// Appends `data`'s buffers to `slab` (allocation `index`), each at an

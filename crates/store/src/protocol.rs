@@ -219,6 +219,18 @@ pub struct RevisionInfo {
     pub lsn: String,
     /// `fence` or `wal_insert`: which of the two `lsn` is.
     pub lsn_kind: String,
+    /// Heap path: pages read from the files, pages read through COPY
+    /// (not all-visible, or changed after the snapshot), and on a refresh
+    /// pages unchanged since the previous revision, whose rows were copied
+    /// from it on the device instead of being read (with their rows).
+    #[serde(default)]
+    pub pages_read: u64,
+    #[serde(default)]
+    pub pages_copied: u64,
+    #[serde(default)]
+    pub pages_kept: u64,
+    #[serde(default)]
+    pub rows_kept: u64,
     /// Clients attached to this revision.
     pub attached: usize,
     /// Whether the table changed since the load (`None`: not checked, or

@@ -87,7 +87,7 @@ pub struct Revision {
     /// is dropped.
     counted_in: OnceLock<Arc<Accounting>>,
     // Last: the memory is freed after the accounting above is settled.
-    _resident: Resident,
+    resident: Resident,
 }
 
 impl Revision {
@@ -205,7 +205,7 @@ impl Registry {
             name: name.clone(),
         };
         let observation = freshness::observe(&connect, &spec.table)?;
-        let revision = self.build(&spec, &name, 1, observation)?;
+        let revision = self.build(&spec, &name, 1, observation, None)?;
         let mut st = self.lock();
         self.commit(&mut st, &name, &revision)?;
         let next_check = spec
@@ -252,7 +252,13 @@ impl Registry {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(StoreError::ShuttingDown);
         }
-        let revision = self.build(&spec, name, current.info.revision + 1, observation)?;
+        let revision = self.build(
+            &spec,
+            name,
+            current.info.revision + 1,
+            observation,
+            Some(&current),
+        )?;
         let mut st = self.lock();
         // Dropped (or dropped and loaded again) while this one built.
         if st.tables.get(name).is_none_or(|t| t.id != id) {
@@ -439,16 +445,21 @@ impl Registry {
             .ok_or_else(|| StoreError::UnknownTable(name.to_string()))
     }
 
-    /// Loads a revision, without the lock.
+    /// Loads a revision, without the lock. A refresh passes the current
+    /// revision as `prior`: pages of the heap files unchanged since are
+    /// not read again, their rows are copied from it.
     fn build(
         &self,
         spec: &LoadSpec,
         name: &str,
         revision: u64,
         observation: Observation,
+        prior: Option<&Revision>,
     ) -> Result<Arc<Revision>, StoreError> {
         let started = Instant::now();
         let mut req = export_request(spec, &self.cancel)?;
+        let prior = prior.map(|r| &r.resident);
+        req.prior = prior.map(|r| &r.pages);
         // Checked while the columns are built, so a table that does not fit
         // fails at once; checked again at commit, where loads that ran at
         // the same time are counted too.
@@ -456,7 +467,7 @@ impl Registry {
         if let Some(limit) = self.memory_limit {
             req.device_limit = Some(limit.saturating_sub(in_use));
         }
-        let resident = self.backend.load(name, &req).map_err(|e| match e {
+        let resident = self.backend.load(name, &req, prior).map_err(|e| match e {
             StoreError::MemoryLimit { needed, .. } => StoreError::MemoryLimit {
                 name: name.to_string(),
                 needed,
@@ -465,6 +476,7 @@ impl Registry {
             },
             e => e,
         })?;
+        let heap = resident.report.heap.as_ref();
         let (lsn, lsn_kind) = match &resident.report.heap {
             Some(h) => (h.fence_lsn.clone(), "fence"),
             None => (observation.wal_lsn.clone(), "wal_insert"),
@@ -485,6 +497,10 @@ impl Registry {
                 .map_or(0, |d| d.as_secs()),
             lsn,
             lsn_kind: lsn_kind.to_string(),
+            pages_read: heap.map_or(0, |h| h.pages_direct),
+            pages_copied: heap.map_or(0, |h| h.pages_fallback),
+            pages_kept: heap.map_or(0, |h| h.pages_kept),
+            rows_kept: heap.map_or(0, |h| h.rows_kept),
             attached: 0,
             stale: Some(false),
             stale_detail: None,
@@ -498,7 +514,7 @@ impl Registry {
             manifest,
             attached: AtomicUsize::new(0),
             counted_in: OnceLock::new(),
-            _resident: resident,
+            resident,
         }))
     }
 

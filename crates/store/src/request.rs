@@ -59,6 +59,8 @@ pub(crate) fn export_request<'a>(
         heap_threshold: spec.heap_threshold.unwrap_or(DEFAULT_HEAP_THRESHOLD),
         heap_io: HeapIo::Auto,
         data_dir: spec.data_dir.clone(),
+        // Set by the registry on a refresh.
+        prior: None,
         cancel: Some(cancel),
     })
 }

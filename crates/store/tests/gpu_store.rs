@@ -506,3 +506,73 @@ fn gpu_store_accounting_matches_the_device() {
         back.abs_diff(before)
     );
 }
+
+#[test]
+#[ignore = "needs a GPU"]
+fn gpu_store_refresh_reads_only_changed_pages() {
+    watchdog(240);
+    let pg = LocalServer::start().expect("server");
+    let dsn = pg.dsn();
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 300_000, 4).expect("lineorder");
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    let blocks = pages_where(&dsn, "lineorder", "true");
+    let store = TestStore::start(Arc::new(GpuBackend), None);
+    let mut c = store.client();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |what: &str, name: &str| {
+        stage(&format!("mapping {what} from a child"));
+        let mut child = ChildProcess::start(&store.socket, name, dir.path().join(what));
+        child.expect("CHILD ATTACHED");
+        assert_same_rows(
+            what,
+            &cpu_export(&dsn, "lineorder"),
+            &child.batches(1),
+            LO_KEYS,
+        );
+        child.say("done");
+        child.finish();
+    };
+    stage("loading from the heap files");
+    let lo = c
+        .load(gpu_spec(&dsn, "lineorder", "lo", SourceKind::Heap))
+        .expect("load");
+    assert_eq!(lo.source, "heap");
+    let all = relation_blocks(&dsn, "lineorder");
+    assert!((blocks..=all).contains(&lo.pages_read), "{lo:?}");
+    let mut kept = Vec::new();
+    // Pages read through COPY are not tracked: the next refresh reads them.
+    let mut untracked = 0;
+    for (generation, residue) in [(2, 0), (3, 7)] {
+        // Every 25th page changed (its rows move to pages at the end), then
+        // the next generation changes pages the last one carried over.
+        exec(&dsn, "VACUUM (FREEZE) lineorder");
+        let changed = pages_where(&dsn, "lineorder", &format!("{PAGE} % 25 = {residue}"));
+        exec(
+            &dsn,
+            &format!(
+                "UPDATE lineorder SET lo_quantity = lo_quantity + 1000 WHERE {PAGE} % 25 = {residue}"
+            ),
+        );
+        wait_for("lo to look stale", || {
+            find(&c.list(true).unwrap(), "lo", true).unwrap().stale == Some(true)
+        });
+        stage("refreshing");
+        let t = Instant::now();
+        let r = c.refresh("lo").expect("refresh").info;
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!((r.revision, r.rows), (generation, 300_000), "{r:?}");
+        // All but those and the few with free space that new row versions
+        // went to.
+        assert!(
+            r.pages_kept + changed + untracked + 4 >= blocks,
+            "{changed} changed: {r:?}"
+        );
+        untracked = r.pages_copied;
+        check(&format!("revision {generation}"), "lo");
+        kept.push(format!(
+            "revision {generation}: {} of {blocks} pages kept ({} rows), {} read, {} through COPY, {secs:.2} s",
+            r.pages_kept, r.rows_kept, r.pages_read, r.pages_copied
+        ));
+    }
+    println!("RESULT page_refresh {}", kept.join("; "));
+}

@@ -470,3 +470,102 @@ fn the_socket_is_private_and_not_shared() {
         .expect("gone");
     assert_eq!(e.kind(), ErrorKind::NoServer);
 }
+
+/// A refresh through the heap files reads only the pages changed since the
+/// previous revision and copies the others' rows from it, over several
+/// generations; a rewrite of the table or a change of its columns reads
+/// everything again.
+#[test]
+fn refresh_reads_only_changed_pages() {
+    let pg = LocalServer::start().expect("server");
+    let dsn = pg.dsn();
+    lineorder(&dsn, 60_000);
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    // Pages holding rows (parallel inserts may leave an empty one).
+    let pages_where = |cond: &str| pages_where(&dsn, "lineorder", cond);
+    let page = PAGE;
+    let blocks = pages_where("true");
+    let changed = pages_where(&format!("{page} % 25 = 0"));
+    let (host, store) = host_store(None);
+    let mut c = store.client();
+    let mut s = spec(&dsn, "lineorder", "lo");
+    s.source = gpupg_store::SourceKind::Heap;
+    let lo = c.load(s).expect("load through the heap files");
+    assert_eq!(lo.source, "heap");
+    assert_eq!((lo.rows, lo.pages_kept), (60_000, 0));
+    let all = relation_blocks(&dsn, "lineorder");
+    assert!((blocks..=all).contains(&lo.pages_read), "{lo:?}");
+    let check = |c: &mut gpupg_store::Client, what: &str| {
+        let back = read_back(&host, &c.export("lo").unwrap());
+        assert_same_rows(what, &cpu_export(&dsn, "lineorder"), &back, LO_KEYS);
+    };
+
+    // Every 25th page changed: its rows move to new pages at the end.
+    exec(
+        &dsn,
+        &format!("UPDATE lineorder SET lo_quantity = lo_quantity + 1000 WHERE {page} % 25 = 0"),
+    );
+    wait_for("lo to look stale", || {
+        find(&c.list(true).unwrap(), "lo", true).unwrap().stale == Some(true)
+    });
+    let r = c.refresh("lo").expect("refresh").info;
+    assert_eq!((r.revision, r.rows), (2, 60_000));
+    // All but the changed pages and the few with free space that new row
+    // versions went to (the last page each loading connection filled).
+    assert!(
+        (blocks - changed - 4..=blocks - changed).contains(&r.pages_kept),
+        "{blocks} pages, {changed} changed: {r:?}"
+    );
+    assert!(r.rows_kept > 50_000 && r.rows_kept < 60_000, "{r:?}");
+    // The changed pages and the new ones are not all-visible: COPY.
+    assert_eq!(r.pages_read, 0, "{r:?}");
+    assert!(r.pages_copied >= changed, "{r:?}");
+    check(&mut c, "after the first update");
+
+    // After VACUUM the pages changed then are read from the files; another
+    // update changes pages that were carried once already.
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    exec(
+        &dsn,
+        &format!("UPDATE lineorder SET lo_discount = lo_discount + 100 WHERE {page} % 25 = 7"),
+    );
+    wait_for("lo to look stale", || {
+        find(&c.list(true).unwrap(), "lo", true).unwrap().stale == Some(true)
+    });
+    let r = c.refresh("lo").expect("refresh").info;
+    assert_eq!((r.revision, r.rows), (3, 60_000));
+    // Kept pages now come out of the batches revision 2 carried over.
+    assert!(r.pages_kept > blocks * 9 / 10, "{r:?}");
+    check(&mut c, "after the second update");
+
+    // A new column: the schema changed, every page is read.
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    exec(&dsn, "ALTER TABLE lineorder ADD COLUMN extra int DEFAULT 7");
+    let r = c.refresh("lo").expect("refresh").info;
+    assert_eq!((r.revision, r.pages_kept, r.rows), (4, 0, 60_000), "{r:?}");
+    check(&mut c, "after a new column");
+
+    // A rewrite: new files, every page is read.
+    exec(&dsn, "VACUUM FULL lineorder");
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    let blocks = pages_where("true");
+    let r = c.refresh("lo").expect("refresh").info;
+    assert_eq!((r.revision, r.pages_kept, r.rows), (5, 0, 60_000), "{r:?}");
+    let all = relation_blocks(&dsn, "lineorder");
+    assert!((blocks..=all).contains(&r.pages_read), "{r:?}");
+    check(&mut c, "after VACUUM FULL");
+
+    // One row changed: every other page is kept.
+    exec(
+        &dsn,
+        "UPDATE lineorder SET lo_tax = lo_tax + 1 WHERE lo_orderkey = 1 AND lo_linenumber = 1",
+    );
+    wait_for("lo to look stale", || {
+        find(&c.list(true).unwrap(), "lo", true).unwrap().stale == Some(true)
+    });
+    let r = c.refresh("lo").expect("refresh").info;
+    assert_eq!(r.revision, 6);
+    assert!(r.pages_kept + 2 >= r.pages_read + r.pages_kept, "{r:?}");
+    assert!(r.pages_kept + 2 >= blocks, "{r:?}");
+    check(&mut c, "after one row changed");
+}

@@ -142,6 +142,7 @@ pub fn cpu_export(dsn: &str, table: &str) -> Vec<RecordBatch> {
         heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
         heap_io: gpupg_export::HeapIo::Auto,
         data_dir: None,
+        prior: None,
         cancel: None,
     };
     export(&req, &NoProgress).expect("CPU export");
@@ -186,4 +187,26 @@ pub fn assert_same_rows(what: &str, expected: &[RecordBatch], got: &[RecordBatch
             f.name()
         );
     }
+}
+
+/// The condition on a row's page number, for tests that change some pages.
+pub const PAGE: &str = "(ctid::text::point)[0]::int";
+
+/// Pages of `table` holding rows that satisfy `cond`.
+pub fn pages_where(dsn: &str, table: &str, cond: &str) -> u64 {
+    scalar(
+        dsn,
+        &format!("SELECT count(DISTINCT (ctid::text::point)[0]) FROM {table} WHERE {cond}"),
+    )
+    .parse()
+    .expect("a count")
+}
+
+/// Blocks of `table`'s main fork: pages read from the files lie between
+/// [`pages_where`]`("true")` (pages with rows) and this (parallel inserts
+/// may leave pages without rows).
+pub fn relation_blocks(dsn: &str, table: &str) -> u64 {
+    scalar(dsn, &format!("SELECT pg_relation_size('{table}') / 8192"))
+        .parse()
+        .expect("a count")
 }
