@@ -25,6 +25,8 @@ pub(crate) enum Chosen {
         /// `--engine gpu`: a GPU failure fails the export. `auto`: the chunk
         /// is decoded on the CPU and the failure reported.
         strict: bool,
+        /// The device's context, alive until the export ends.
+        _hold: gpupg_gpu::DeviceHold,
     },
 }
 
@@ -39,29 +41,19 @@ impl Chosen {
 
 /// Decides the engine: probes the driver and the device before the first
 /// CUDA call, so that a missing GPU is an error value (gpu) or a reason to
-/// use the CPU (auto), never a crash.
+/// use the CPU (auto), never a crash. The chosen GPU's context is held
+/// until the export ends.
 pub(crate) fn choose(engine: Engine, device: usize) -> Result<Chosen, ExportError> {
     if engine == Engine::Cpu {
         return Ok(Chosen::Cpu { why: None });
     }
     let strict = engine == Engine::Gpu;
-    let found = gpupg_gpu::devices().and_then(|devices| {
-        let count = devices.len();
-        let d = devices.into_iter().find(|d| d.ordinal == device).ok_or(
-            gpupg_gpu::GpuError::NoDevice(Some(format!(
-                "--device {device}: this machine has {count} GPU(s)"
-            ))),
-        )?;
-        match &d.nvrtc_error {
-            Some(e) => Err(gpupg_gpu::GpuError::Nvrtc { log: e.clone() }),
-            None => Ok(d),
-        }
-    });
-    match found {
-        Ok(d) => Ok(Chosen::Gpu {
+    match gpupg_gpu::DeviceHold::new(device) {
+        Ok(hold) => Ok(Chosen::Gpu {
             device,
-            name: d.name,
+            name: hold.name().to_string(),
             strict,
+            _hold: hold,
         }),
         Err(e) if strict => Err(ExportError::Gpu(e)),
         Err(e) => Ok(Chosen::Cpu {

@@ -6,6 +6,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::fmt::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use cudarc::driver::sys;
 use serde::Serialize;
@@ -105,6 +106,56 @@ pub fn device_count() -> Result<usize, GpuError> {
         0,
     )?;
     Ok(count.max(0) as usize)
+}
+
+/// Device `ordinal`'s primary context, kept alive while this (or a clone)
+/// is held.
+///
+/// The driver destroys a primary context when its last user releases it,
+/// and making it again costs a tenth of a second or more. An export holds
+/// one from its probe to its end, so its decoders do not make the context
+/// again; a process that loads table after table (the store server) holds
+/// one for its life.
+#[derive(Debug, Clone)]
+pub struct DeviceHold {
+    ctx: Arc<Context>,
+    name: String,
+}
+
+impl DeviceHold {
+    /// Retains device `ordinal`'s primary context. Checks that the driver
+    /// sees the device and that NVRTC (which builds the kernels) loads.
+    pub fn new(ordinal: usize) -> Result<DeviceHold, GpuError> {
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(GpuError::NoDevice(Some(format!(
+                "--device {ordinal}: this machine has {count} GPU(s)"
+            ))));
+        }
+        cuda::nvrtc_version()?;
+        let ctx = Context::new(ordinal)?;
+        let mut name = [0 as c_char; 256];
+        // SAFETY: buffer of the stated length.
+        check(
+            unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, ctx.dev) },
+            "cuDeviceGetName",
+            ordinal,
+        )?;
+        // SAFETY: the driver NUL-terminates within the buffer.
+        let name = unsafe { CStr::from_ptr(name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        Ok(DeviceHold { ctx, name })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ctx.ordinal
+    }
+
+    /// The device's name ("NVIDIA H100 80GB HBM3").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// Every GPU with its properties. `Err` when no driver or no device is

@@ -4,10 +4,13 @@
 //! revision on the device.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use gpupg_export::{export_to_device, ExportError, ExportRequest, NoProgress};
 use gpupg_gpu::ipc::{allocation_of, export_allocation};
-use gpupg_gpu::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable, Gatherer, GpuError};
+use gpupg_gpu::{
+    DeviceBatch, DeviceColumn, DeviceHold, DeviceSlice, DeviceTable, Gatherer, GpuError,
+};
 
 use crate::backend::{
     AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, Resident,
@@ -16,7 +19,12 @@ use crate::error::StoreError;
 
 /// Loads tables into GPU memory.
 #[derive(Debug, Default)]
-pub struct GpuBackend;
+pub struct GpuBackend {
+    /// The context of every device loaded into, held for the server's
+    /// life: otherwise the driver would destroy it after each load (its
+    /// last user gone) and the next load would pay for making it again.
+    held: Mutex<HashMap<usize, DeviceHold>>,
+}
 
 impl Backend for GpuBackend {
     fn kind(&self) -> &'static str {
@@ -25,7 +33,17 @@ impl Backend for GpuBackend {
 
     fn check_device(&self, device: usize) -> Result<(), StoreError> {
         match gpupg_gpu::device_count() {
-            Ok(n) if device < n => Ok(()),
+            Ok(n) if device < n => {
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                if let std::collections::hash_map::Entry::Vacant(slot) = held.entry(device) {
+                    // A device that cannot be held fails the load itself,
+                    // with the export's error.
+                    if let Ok(hold) = DeviceHold::new(device) {
+                        slot.insert(hold);
+                    }
+                }
+                Ok(())
+            }
             Ok(n) => Err(StoreError::BadDevice {
                 device,
                 detail: format!("{n} CUDA device(s) present"),

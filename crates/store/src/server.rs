@@ -6,7 +6,7 @@
 //! use gpupg_store::{default_socket_path, GpuBackend, Registry, Server};
 //!
 //! # fn main() -> Result<(), gpupg_store::StoreError> {
-//! let registry = Registry::new(Arc::new(GpuBackend), Some(40 << 30));
+//! let registry = Registry::new(Arc::new(GpuBackend::default()), Some(40 << 30));
 //! let server = Server::bind(&default_socket_path(), registry)?
 //!     .stop_on(gpupg_store::signals::termination_flag()?);
 //! server.run()?; // until SIGTERM, SIGINT or a client's shutdown request

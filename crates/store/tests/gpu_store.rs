@@ -226,7 +226,7 @@ fn gpu_store_maps_columns_in_another_process() {
     exec(&dsn, "CHECKPOINT");
     exec(&dsn, "VACUUM (FREEZE) lineorder, all_types");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = TestStore::start(Arc::new(GpuBackend), None);
+    let mut store = TestStore::start(Arc::new(GpuBackend::default()), None);
     let mut c = store.client();
 
     // Load: lineorder from its heap files, all_types through COPY.
@@ -410,7 +410,7 @@ fn gpu_store_memory_limit() {
     let dsn = pg.dsn();
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 100_000, 4).expect("lineorder");
     let bytes = {
-        let store = TestStore::start(Arc::new(GpuBackend), None);
+        let store = TestStore::start(Arc::new(GpuBackend::default()), None);
         let mut c = store.client();
         c.load(gpu_spec(&dsn, "lineorder", "probe", SourceKind::Copy))
             .unwrap()
@@ -421,7 +421,7 @@ fn gpu_store_memory_limit() {
     // the blocks they are carved from (each block doubles the last), so a
     // third copy cannot fit in the rest.
     let limit = bytes * 9 / 4;
-    let store = TestStore::start(Arc::new(GpuBackend), Some(limit));
+    let store = TestStore::start(Arc::new(GpuBackend::default()), Some(limit));
     let mut c = store.client();
     c.load(gpu_spec(&dsn, "lineorder", "a", SourceKind::Copy))
         .expect("a fits");
@@ -467,7 +467,7 @@ fn gpu_store_accounting_matches_the_device() {
     let dsn = pg.dsn();
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 2_000_000, 4).expect("lineorder");
     let free = || gpupg_gpu::devices().expect("devices")[0].free_memory;
-    let store = TestStore::start(Arc::new(GpuBackend), None);
+    let store = TestStore::start(Arc::new(GpuBackend::default()), None);
     let mut c = store.client();
     // A first load makes this process's context, kernels and pools, which
     // no table accounts for; the measured load comes after.
@@ -516,7 +516,7 @@ fn gpu_store_refresh_reads_only_changed_pages() {
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 300_000, 4).expect("lineorder");
     exec(&dsn, "VACUUM (FREEZE) lineorder");
     let blocks = pages_where(&dsn, "lineorder", "true");
-    let store = TestStore::start(Arc::new(GpuBackend), None);
+    let store = TestStore::start(Arc::new(GpuBackend::default()), None);
     let mut c = store.client();
     let dir = tempfile::tempdir().unwrap();
     let check = |what: &str, name: &str| {
