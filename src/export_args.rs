@@ -11,6 +11,7 @@ use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
 
 use crate::progress::Bar;
+use crate::selection_args::SelectionArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
@@ -102,6 +103,10 @@ pub struct ExportOptions {
     /// GPU to decode on (see `gpupgparser info`).
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// With --heap-io auto, the heap files are read with GPU-Direct only by a GPU chosen
+    /// for them.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Replace existing output files.
     #[arg(long)]
     pub overwrite: bool,
@@ -305,6 +310,7 @@ impl ExportOptions {
                 HeapIoArg::Cufile => HeapIo::CuFile,
             },
             data_dir: self.data_dir.clone(),
+            gpu_selection: self.selection.selection(),
             prior: None,
             cancel: Some(&CANCEL),
         })

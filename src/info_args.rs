@@ -5,21 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
-use gpupg_topology::{GpuId, ManualGpus, Policy, Report, Selection, Selector, Sysfs, Topology};
+use gpupg_topology::{GpuId, Report, Selection, Selector, Sysfs, Topology};
+
+use crate::selection_args::SelectionArgs;
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
     /// Check whether GPUDirect Storage (cuFile) can register a file in this directory.
     #[arg(long, value_name = "DIR")]
     check_gds: Option<PathBuf>,
-    /// Which GPUs read a drive's data with GPU-Direct: the nearest (optimal),
-    /// those on the drive's NUMA node (numa), or all (system).
-    #[arg(long, value_name = "POLICY", default_value = "optimal", value_parser = parse_policy)]
-    gpu_selection: Policy,
-    /// GPUs for drives or directories, overriding the policy, e.g.
-    /// 'nvme3=gpu2:gpu3,/mnt/nfs=gpu1' (docs/topology.md).
-    #[arg(long, value_name = "SPEC", value_parser = parse_manual)]
-    manual_optimal_gpus: Option<ManualGpus>,
+    #[command(flatten)]
+    selection: SelectionArgs,
     /// Show the GPUs chosen for this PostgreSQL data directory and its
     /// tablespaces (without it: for each NVMe drive).
     #[arg(long, value_name = "PATH")]
@@ -30,19 +26,6 @@ pub struct InfoArgs {
     /// Read this sysfs tree instead of /sys (tests and diagnosis).
     #[arg(long, value_name = "DIR", hide = true)]
     sysfs_root: Option<PathBuf>,
-}
-
-fn parse_policy(s: &str) -> Result<Policy, String> {
-    s.parse()
-}
-
-fn parse_manual(s: &str) -> Result<ManualGpus, String> {
-    // clap already names the option; keep the rest of the one line.
-    s.parse::<ManualGpus>().map_err(|e| {
-        e.to_string()
-            .trim_start_matches("--manual-optimal-gpus: ")
-            .to_string()
-    })
 }
 
 /// The selection for a data directory: where its relations are (`base`,
@@ -96,8 +79,8 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let topology = Topology::read(sysfs, &gpu_ids);
     let selector = Selector::new(
         &topology,
-        args.gpu_selection,
-        args.manual_optimal_gpus.as_ref(),
+        args.selection.gpu_selection,
+        args.selection.manual_optimal_gpus.as_ref(),
     );
     let selections = args
         .data_dir

@@ -8,6 +8,7 @@ mod info_args;
 mod lo_args;
 mod machine;
 mod progress;
+mod selection_args;
 mod store_args;
 
 use std::process::ExitCode;

@@ -12,6 +12,7 @@ use gpupg_store::{
 };
 
 use crate::export_args::{ConnArgs, SourceArg};
+use crate::selection_args::SelectionArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -113,6 +114,9 @@ pub struct LoadArgs {
     /// The PostgreSQL data directory as the store server sees it.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Which GPUs may read the heap files with GPU-Direct.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -208,6 +212,12 @@ fn load_spec(args: LoadArgs) -> Result<LoadSpec> {
     spec.chunk_mib = args.chunk_mib;
     spec.heap_threshold = args.heap_threshold;
     spec.data_dir = args.data_dir;
+    spec.gpu_selection = Some(args.selection.gpu_selection.to_string());
+    spec.manual_optimal_gpus = args
+        .selection
+        .manual_optimal_gpus
+        .as_ref()
+        .map(|m| m.to_string());
     Ok(spec)
 }
 

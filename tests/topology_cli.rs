@@ -174,10 +174,29 @@ fn bad_options_fail_with_one_line_saying_where() {
         err.contains("expected a GPU as gpuN or N, found \"gpuX\" at character 12"),
         "{err}"
     );
-    let o = bin()
-        .args(["info", "--gpu-selection", "nearest"])
-        .output()
-        .expect("runs");
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("expected optimal, numa or system"));
+    // The same options, parsed the same way, on every command that reads
+    // heap files.
+    for command in [
+        &["info"][..],
+        &["export", "--table", "t", "--output", "/nonexistent/t.parquet"],
+        &["bench", "--rows", "10"],
+        &["store", "load", "--table", "t"],
+    ] {
+        let o = bin()
+            .args(command)
+            .args(["--gpu-selection", "nearest"])
+            .output()
+            .expect("runs");
+        assert_eq!(o.status.code(), Some(2), "{command:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("expected optimal, numa or system"), "{command:?}: {err}");
+        let o = bin()
+            .args(command)
+            .args(["--manual-optimal-gpus", "nvme3=gpu2:gpuX"])
+            .output()
+            .expect("runs");
+        assert_eq!(o.status.code(), Some(2), "{command:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("found \"gpuX\""), "{command:?}: {err}");
+    }
 }

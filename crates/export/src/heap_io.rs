@@ -222,3 +222,121 @@ impl Drop for DeviceChunk {
         }
     }
 }
+
+/// Whether GPU `device` is among the GPUs `selection` chooses for every one
+/// of `paths` (a table's files, maybe in several tablespaces): `Err` says
+/// why not, for the report's "pread (cuFile: ...)".
+pub(crate) fn gpudirect_choice(
+    device: usize,
+    paths: &[&std::path::Path],
+    selection: &crate::GpuSelection,
+) -> Result<(), String> {
+    use gpupg_topology::{GpuId, Selector, Sysfs, Topology};
+    let ids: Vec<GpuId> = gpupg_gpu::probe::pci_locations()
+        .map_err(|e| format!("the GPUs' PCIe locations: {e}"))?
+        .into_iter()
+        .map(|g| GpuId {
+            ordinal: g.ordinal,
+            pci_bus_id: g.pci_bus_id,
+            name: Some(g.name),
+        })
+        .collect();
+    let topology = Topology::read(Sysfs::system(), &ids);
+    let selector = Selector::new(&topology, selection.policy, selection.manual.as_ref());
+    let mut parts: Vec<_> = paths.iter().map(|p| selector.for_path(p)).collect();
+    let chosen = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        selector.intersect(format!("the {} relations' files", parts.len()), parts)
+    };
+    decide(device, &chosen)
+}
+
+/// `Ok` when `chosen` includes GPU `device`.
+fn decide(device: usize, chosen: &gpupg_topology::Selection) -> Result<(), String> {
+    if chosen.gpus.contains(&device) {
+        return Ok(());
+    }
+    let policy = chosen.policy;
+    Err(match &chosen.reason {
+        Some(why) => format!(
+            "--gpu-selection {policy} chooses no GPU for {}: {why}",
+            chosen.target
+        ),
+        None => format!(
+            "--gpu-selection {policy} chooses {} for {}, not GPU{device}",
+            chosen.gpu_list(),
+            chosen.target
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use gpupg_topology::{fake::FakeSysfs, GpuId, Policy, Selector, Topology};
+
+    use super::decide;
+
+    /// GPU 0 and an NVMe drive under one PCIe switch, GPU 1 under another
+    /// root port.
+    #[test]
+    fn the_nearest_gpu_reads_with_gpudirect_and_the_others_say_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeSysfs::new(dir.path()).unwrap();
+        fake.numa_online("0").unwrap();
+        fake.gpu(
+            "pci0000:00/0000:00:01.0/0000:01:00.0/0000:02:00.0/0000:03:00.0",
+            0,
+        )
+        .unwrap();
+        fake.gpu("pci0000:00/0000:00:02.0/0000:05:00.0", 0).unwrap();
+        fake.nvme(
+            "pci0000:00/0000:00:01.0/0000:01:00.0/0000:02:01.0/0000:04:00.0",
+            0,
+            "nvme0",
+            "Fake SSD",
+            &[("nvme0n1", "259:0")],
+        )
+        .unwrap();
+        let gpus = [
+            GpuId {
+                ordinal: 0,
+                pci_bus_id: "0000:03:00.0".into(),
+                name: None,
+            },
+            GpuId {
+                ordinal: 1,
+                pci_bus_id: "0000:05:00.0".into(),
+                name: None,
+            },
+        ];
+        let topo = Topology::read(fake.sysfs(), &gpus);
+        let nvme0 = topo.sysfs().block_device("nvme0n1").unwrap();
+        let optimal = Selector::new(&topo, Policy::Optimal, None).for_storage("nvme0n1", &nvme0);
+        assert_eq!(decide(0, &optimal), Ok(()));
+        let e = decide(1, &optimal).unwrap_err();
+        assert_eq!(
+            e,
+            "--gpu-selection optimal chooses GPU0 for nvme0n1, not GPU1"
+        );
+        let system = Selector::new(&topo, Policy::System, None).for_storage("nvme0n1", &nvme0);
+        assert_eq!(decide(1, &system), Ok(()));
+        // A manual entry overrides the policy; `none` means no GPU-Direct.
+        let manual = "nvme0=none".parse().unwrap();
+        let none =
+            Selector::new(&topo, Policy::Optimal, Some(&manual)).for_storage("nvme0n1", &nvme0);
+        let e = decide(0, &none).unwrap_err();
+        assert!(
+            e.starts_with("--gpu-selection optimal chooses no GPU for nvme0n1: "),
+            "{e}"
+        );
+        // Nothing in common between two tablespaces' drives.
+        let sel = Selector::new(&topo, Policy::Optimal, None);
+        let manual1 = "nvme0=gpu1".parse().unwrap();
+        let other =
+            Selector::new(&topo, Policy::Optimal, Some(&manual1)).for_storage("nvme0n1", &nvme0);
+        let both = sel.intersect("2 relations", vec![optimal.clone(), other]);
+        let e = decide(0, &both).unwrap_err();
+        assert!(e.contains("no GPU is chosen for every one"), "{e}");
+    }
+}

@@ -34,9 +34,9 @@ use gpupg_source::{
 use serde::Serialize;
 
 use crate::carry::{KeptPage, PageMap, PageRows, PriorPages};
-use crate::heap_io::{DeviceChunk, GdsReads};
+use crate::heap_io::{gpudirect_choice, DeviceChunk, GdsReads};
 use crate::plan::ExportPlan;
-use crate::{ExportError, ExportRequest, HeapIo, Source, Target};
+use crate::{ExportError, ExportRequest, GpuSelection, HeapIo, Source, Target};
 
 /// Blocks read by one positioned read (8 MiB at 8 KiB blocks).
 const RANGE_BLOCKS: u64 = 1024;
@@ -263,7 +263,8 @@ impl HeapPlan {
     }
 
     /// Reads the files of the relations whose pages the GPU converts
-    /// through cuFile, as `policy` says: `Auto` when cuFile registers every
+    /// through cuFile, as `policy` says: `Auto` when GPU `device` is among
+    /// those `selection` chooses for the files and cuFile registers every
     /// segment file and reads them other than in compatibility mode (else
     /// `pread`, and the report says why), `CuFile` whenever it registers
     /// them (else the export fails). `buffers` device buffers of
@@ -271,7 +272,7 @@ impl HeapPlan {
     pub(crate) fn use_gds(
         &mut self,
         policy: HeapIo,
-        device: usize,
+        (device, selection): (usize, &GpuSelection),
         buffers: usize,
         buffer_bytes: usize,
     ) -> Result<(), ExportError> {
@@ -282,6 +283,21 @@ impl HeapPlan {
         }
         if policy == HeapIo::Pread || !self.gpu_pages() {
             return Ok(());
+        }
+        // Auto: GPU-Direct only where it can be (the driver), and from the
+        // GPUs chosen for the files (PCIe distance, --gpu-selection).
+        if policy == HeapIo::Auto {
+            let paths: Vec<&std::path::Path> = self
+                .rels
+                .iter()
+                .map(|r| r.rel.base_path.as_path())
+                .collect();
+            let why = gpupg_gpu::gpudirect_unavailable()
+                .or_else(|| gpudirect_choice(device, &paths, selection).err());
+            if let Some(why) = why {
+                self.pread_why = Some(why);
+                return Ok(());
+            }
         }
         let rels: Vec<_> = self
             .rels

@@ -40,6 +40,6 @@ pub use pipeline::{export, export_to_device, export_to_host, Loaded, DEVICE_WORK
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{
-    default_parallelism, Engine, ExportRequest, HeapIo, Output, Source, Target,
+    default_parallelism, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source, Target,
     DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD,
 };

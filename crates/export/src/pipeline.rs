@@ -7,7 +7,7 @@ use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, unbounded};
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceArena, DeviceBatch};
+use gpupg_gpu::{DeviceArena, DeviceBatch, RowRun};
 use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
 use gpupg_source::{pool::BufferPool, SourceError};
 
@@ -97,6 +97,33 @@ pub struct Loaded<B> {
     /// append, with their origins, to `batches` and `pages`. Together with
     /// `batches` they are the table under this load's snapshot.
     pub carried: Vec<CarriedBatch>,
+}
+
+impl<B> Loaded<B> {
+    /// Appends the rows [`Self::carried`] lists: `gather` copies one carried
+    /// batch's runs out of the previous load's batches, `size` gives a
+    /// batch's rows and bytes. Carried batches without rows are left out.
+    pub fn append_carried<E>(
+        &mut self,
+        mut gather: impl FnMut(&[RowRun]) -> Result<B, E>,
+        size: impl Fn(&B) -> (usize, u64),
+    ) -> Result<(), E> {
+        for c in std::mem::take(&mut self.carried) {
+            if c.rows == 0 {
+                continue;
+            }
+            let batch = gather(&c.runs)?;
+            let (rows, bytes) = size(&batch);
+            self.pages.push(c.origin, rows, bytes);
+            self.batches.push(batch);
+        }
+        Ok(())
+    }
+
+    /// Whether a refresh left rows to carry over.
+    pub fn carries_rows(&self) -> bool {
+        self.carried.iter().any(|c| c.rows > 0)
+    }
 }
 
 /// What a device or host export keeps.
@@ -243,7 +270,7 @@ fn run(
         }
         heap.use_gds(
             req.heap_io,
-            req.device,
+            (req.device, &req.gpu_selection),
             req.parallel + 2 * req.workers,
             req.heap_chunk_bytes,
         )?;

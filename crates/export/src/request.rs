@@ -91,6 +91,18 @@ pub enum Engine {
     Gpu,
 }
 
+/// Which GPUs may read a relation's files with GPU-Direct (cuFile), as
+/// PG-Strom's `pg_strom.gpu_selection_policy` and
+/// `pg_strom.manual_optimal_gpus` say: with [`HeapIo::Auto`] the heap
+/// path reads with cuFile only when the export's GPU is among those chosen
+/// for every file of the table (`gpupg_topology::Selector`), else with
+/// `pread`, and the report says why.
+#[derive(Debug, Clone, Default)]
+pub struct GpuSelection {
+    pub policy: gpupg_topology::Policy,
+    pub manual: Option<gpupg_topology::ManualGpus>,
+}
+
 /// Everything one export needs.
 pub struct ExportRequest<'a> {
     pub connect: ConnectConfig,
@@ -126,6 +138,9 @@ pub struct ExportRequest<'a> {
     pub heap_threshold: u64,
     /// How heap files are read for the GPU page kernels.
     pub heap_io: HeapIo,
+    /// Which GPUs may read the table's files with GPU-Direct
+    /// (`--gpu-selection`, `--manual-optimal-gpus`).
+    pub gpu_selection: GpuSelection,
     /// The server's data directory as this process sees it (default: the
     /// server's `data_directory` setting).
     pub data_dir: Option<PathBuf>,
@@ -150,6 +165,7 @@ impl<'a> ExportRequest<'a> {
             filter: self.filter.clone(),
             sink: self.sink.clone(),
             data_dir: self.data_dir.clone(),
+            gpu_selection: self.gpu_selection.clone(),
             ..*self
         }
     }

@@ -51,6 +51,7 @@ pub fn request(
         source: gpupg_export::Source::Copy,
         heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
         heap_io: gpupg_export::HeapIo::Auto,
+        gpu_selection: Default::default(),
         data_dir: None,
         prior: None,
         cancel: None,

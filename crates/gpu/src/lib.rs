@@ -81,6 +81,4 @@ pub use gds::{
 pub use heap::PageLayout;
 pub use ipc::{IpcHandle, MappedRegion};
 pub use pinned::{HostRegistration, PinnedBuffer, PinnedPool};
-pub use probe::{
-    check_gds, device_count, devices, info_report, DeviceHold, DeviceInfo, GdsStatus,
-};
+pub use probe::{check_gds, device_count, devices, info_report, DeviceHold, DeviceInfo, GdsStatus};

@@ -134,17 +134,7 @@ impl DeviceHold {
         }
         cuda::nvrtc_version()?;
         let ctx = Context::new(ordinal)?;
-        let mut name = [0 as c_char; 256];
-        // SAFETY: buffer of the stated length.
-        check(
-            unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, ctx.dev) },
-            "cuDeviceGetName",
-            ordinal,
-        )?;
-        // SAFETY: the driver NUL-terminates within the buffer.
-        let name = unsafe { CStr::from_ptr(name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+        let name = device_name(&ctx)?;
         Ok(DeviceHold { ctx, name })
     }
 
@@ -156,6 +146,21 @@ impl DeviceHold {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The name of the device of `ctx` ("NVIDIA H100 80GB HBM3").
+fn device_name(ctx: &Context) -> Result<String, GpuError> {
+    let mut name = [0 as c_char; 256];
+    // SAFETY: buffer of the stated length.
+    check(
+        unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, ctx.dev) },
+        "cuDeviceGetName",
+        ctx.ordinal,
+    )?;
+    // SAFETY: the driver NUL-terminates within the buffer.
+    Ok(unsafe { CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// Every GPU with its properties. `Err` when no driver or no device is
@@ -189,17 +194,7 @@ pub fn devices() -> Result<Vec<DeviceInfo>, GpuError> {
         let major = a(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = a(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
         let sms = a(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let mut name = [0 as c_char; 256];
-        // SAFETY: buffer of the stated length.
-        check(
-            unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, ctx.dev) },
-            "cuDeviceGetName",
-            ordinal,
-        )?;
-        // SAFETY: the driver NUL-terminates within the buffer.
-        let name = unsafe { CStr::from_ptr(name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+        let name = device_name(&ctx)?;
         let (free, total) = cuda::mem_info(ordinal)?;
         let pinned = match PinnedBuffer::new(PINNED_PROBE_BYTES) {
             Ok(_) => PinnedProbe {

@@ -54,6 +54,16 @@ pub struct Resident {
 }
 
 impl Resident {
+    /// The memory of `prior` (the revision a refresh copies rows from), as
+    /// the backend that loaded it keeps it.
+    pub(crate) fn memory_of<T: 'static>(prior: Option<&Resident>) -> Result<&T, StoreError> {
+        prior
+            .and_then(|p| p.memory.downcast_ref::<T>())
+            .ok_or_else(|| {
+                StoreError::Internal("a refresh without the previous revision's columns".into())
+            })
+    }
+
     /// Bytes of all allocations.
     pub fn bytes(&self) -> u64 {
         self.allocations.iter().map(|a| a.size).sum()

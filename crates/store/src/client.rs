@@ -82,7 +82,9 @@ impl Client {
 
     /// Loads a table (the server runs the export with `spec.dsn`).
     pub fn load(&mut self, spec: LoadSpec) -> Result<RevisionInfo, StoreError> {
-        self.typed(&Request::Load { spec })
+        self.typed(&Request::Load {
+            spec: Box::new(spec),
+        })
     }
 
     /// Rebuilds `name` if its table changed.

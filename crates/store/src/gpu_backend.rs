@@ -64,25 +64,17 @@ impl Backend for GpuBackend {
         let mut loaded = export_to_device(req, &NoProgress).map_err(|e| load_error(name, e))?;
         // A refresh: the rows of unchanged pages are copied out of the
         // previous revision on the device.
-        let carried: Vec<_> = loaded.carried.drain(..).filter(|c| c.rows > 0).collect();
-        if !carried.is_empty() {
-            let old = prior
-                .and_then(|p| p.memory.downcast_ref::<DeviceTable>())
-                .ok_or_else(|| {
-                    StoreError::Internal("a refresh without the previous revision's columns".into())
-                })?;
+        if loaded.carries_rows() {
+            let old = Resident::memory_of::<DeviceTable>(prior)?;
             let sources: Vec<&DeviceBatch> = old.batches.iter().collect();
             let mut gatherer =
                 Gatherer::new(req.device).map_err(|e| load_error(name, ExportError::Gpu(e)))?;
-            for c in carried {
-                let batch = gatherer
-                    .gather(&sources, &c.runs)
-                    .map_err(|e| load_error(name, ExportError::Gpu(e)))?;
-                loaded
-                    .pages
-                    .push(c.origin, batch.num_rows, batch.device_bytes() as u64);
-                loaded.batches.push(batch);
-            }
+            loaded
+                .append_carried(
+                    |runs| gatherer.gather(&sources, runs),
+                    |b| (b.num_rows, b.device_bytes() as u64),
+                )
+                .map_err(|e| load_error(name, ExportError::Gpu(e)))?;
         }
         let table = DeviceTable {
             schema: loaded.schema,

@@ -136,23 +136,14 @@ impl Backend for HostBackend {
         let mut loaded = export_to_host(&host_req, &NoProgress).map_err(load_error)?;
         // A refresh: the rows of unchanged pages are copied out of the
         // previous revision, as the GPU backend does on the device.
-        let carried: Vec<_> = loaded.carried.drain(..).filter(|c| c.rows > 0).collect();
-        if !carried.is_empty() {
-            let old = prior
-                .and_then(|p| p.memory.downcast_ref::<HostTable>())
-                .ok_or_else(|| {
-                    StoreError::Internal("a refresh without the previous revision's batches".into())
-                })?;
-            for c in carried {
-                let batch = gather_rows_host(&old.batches, &c.runs)
-                    .map_err(|e| StoreError::Internal(format!("carrying rows over: {e}")))?;
-                loaded.pages.push(
-                    c.origin,
-                    batch.num_rows(),
-                    batch.get_array_memory_size() as u64,
-                );
-                loaded.batches.push(batch);
-            }
+        if loaded.carries_rows() {
+            let old = Resident::memory_of::<HostTable>(prior)?;
+            loaded
+                .append_carried(
+                    |runs| gather_rows_host(&old.batches, runs),
+                    |b| (b.num_rows(), b.get_array_memory_size() as u64),
+                )
+                .map_err(|e| StoreError::Internal(format!("carrying rows over: {e}")))?;
         }
         let mut allocations = Vec::new();
         let mut chunks = Vec::new();

@@ -87,6 +87,13 @@ pub struct LoadSpec {
     /// The server's data directory as the store server sees it.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// `optimal` (default), `numa` or `system`: which GPUs may read the
+    /// heap files with GPU-Direct (`--gpu-selection`).
+    #[serde(default)]
+    pub gpu_selection: Option<String>,
+    /// `--manual-optimal-gpus`, e.g. `nvme3=gpu2:gpu3,/mnt/nfs=gpu1`.
+    #[serde(default)]
+    pub manual_optimal_gpus: Option<String>,
 }
 
 impl LoadSpec {
@@ -105,6 +112,8 @@ impl LoadSpec {
             chunk_mib: None,
             heap_threshold: None,
             data_dir: None,
+            gpu_selection: None,
+            manual_optimal_gpus: None,
         }
     }
 
@@ -138,7 +147,7 @@ impl fmt::Debug for LoadSpec {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Load a table under a new name: answers [`RevisionInfo`].
-    Load { spec: LoadSpec },
+    Load { spec: Box<LoadSpec> },
     /// Rebuild when the table has changed: answers [`RefreshOutcome`].
     Refresh { name: String },
     /// Remove a table: answers [`DropOutcome`].
@@ -403,7 +412,9 @@ mod tests {
         spec.columns = Some(vec!["a".into()]);
         spec.source = SourceKind::Heap;
         for r in [
-            Request::Load { spec },
+            Request::Load {
+                spec: Box::new(spec),
+            },
             Request::Refresh { name: "t".into() },
             Request::Drop { name: "t".into() },
             Request::List { stale: false },
@@ -429,7 +440,7 @@ mod tests {
         assert_eq!(
             r,
             Request::Load {
-                spec: LoadSpec::new("t", "x")
+                spec: Box::new(LoadSpec::new("t", "x"))
             }
         );
     }

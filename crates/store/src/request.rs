@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use gpupg_decode::TypeOptions;
 use gpupg_export::{
-    default_parallelism, Engine, ExportRequest, HeapIo, Output, Source, Target,
+    default_parallelism, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source, Target,
     DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
 };
 use gpupg_sink::{Compression, Format, SinkOptions};
@@ -58,9 +58,58 @@ pub(crate) fn export_request<'a>(
         },
         heap_threshold: spec.heap_threshold.unwrap_or(DEFAULT_HEAP_THRESHOLD),
         heap_io: HeapIo::Auto,
+        gpu_selection: GpuSelection {
+            policy: match &spec.gpu_selection {
+                Some(p) => p
+                    .parse()
+                    .map_err(|e| StoreError::BadRequest(format!("gpu_selection: {e}")))?,
+                None => Default::default(),
+            },
+            manual: spec
+                .manual_optimal_gpus
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: gpupg_topology::ManualSpecError| {
+                    StoreError::BadRequest(e.to_string())
+                })?,
+        },
         data_dir: spec.data_dir.clone(),
         // Set by the registry on a refresh.
         prior: None,
         cancel: Some(cancel),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_selection_is_parsed_and_checked() {
+        let cancel = AtomicBool::new(false);
+        let mut spec = LoadSpec::new("t", "host=/tmp");
+        let req = export_request(&spec, &cancel).unwrap();
+        assert_eq!(req.gpu_selection.policy, gpupg_topology::Policy::Optimal);
+        assert!(req.gpu_selection.manual.is_none());
+        spec.gpu_selection = Some("numa".into());
+        spec.manual_optimal_gpus = Some("nvme3=gpu2:gpu3,/mnt/nfs=gpu1".into());
+        let req = export_request(&spec, &cancel).unwrap();
+        assert_eq!(req.gpu_selection.policy, gpupg_topology::Policy::Numa);
+        assert_eq!(
+            req.gpu_selection.manual.unwrap().to_string(),
+            "nvme3=gpu2:gpu3,/mnt/nfs=gpu1"
+        );
+        let bad = |spec: &LoadSpec| match export_request(spec, &cancel) {
+            Err(e @ StoreError::BadRequest(_)) => e.to_string(),
+            Err(e) => panic!("not a bad request: {e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        spec.gpu_selection = Some("nearest".into());
+        let e = bad(&spec);
+        assert!(e.contains("gpu_selection") && e.contains("optimal, numa or system"), "{e}");
+        spec.gpu_selection = None;
+        spec.manual_optimal_gpus = Some("nvme3=gpuX".into());
+        assert!(bad(&spec).contains("manual-optimal-gpus"), "{}", bad(&spec));
+    }
 }

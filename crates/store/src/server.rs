@@ -258,7 +258,7 @@ fn handle(
     }
     match request {
         Request::Load { spec } => {
-            let info = registry.load(spec)?;
+            let info = registry.load(*spec)?;
             log(&format!(
                 "loaded {} (table {}) revision {}: {} rows, {} bytes on {} device {} in {:.2} s via {}",
                 info.name,

@@ -505,10 +505,7 @@ fn refresh_reads_only_changed_pages() {
         &dsn,
         &format!("UPDATE lineorder SET lo_quantity = lo_quantity + 1000 WHERE {page} % 25 = 0"),
     );
-    wait_for("lo to look stale", || {
-        find(&c.list(true).unwrap(), "lo", true).unwrap().stale == Some(true)
-    });
-    let r = c.refresh("lo").expect("refresh").info;
+    let r = refresh_changed(&mut c, "lo");
     assert_eq!((r.revision, r.rows), (2, 60_000));
     // All but the changed pages and the few with free space that new row
     // versions went to (the last page each loading connection filled).
@@ -529,10 +526,7 @@ fn refresh_reads_only_changed_pages() {
         &dsn,
         &format!("UPDATE lineorder SET lo_discount = lo_discount + 100 WHERE {page} % 25 = 7"),
     );
-    wait_for("lo to look stale", || {
-        find(&c.list(true).unwrap(), "lo", true).unwrap().stale == Some(true)
-    });
-    let r = c.refresh("lo").expect("refresh").info;
+    let r = refresh_changed(&mut c, "lo");
     assert_eq!((r.revision, r.rows), (3, 60_000));
     // Kept pages now come out of the batches revision 2 carried over.
     assert!(r.pages_kept > blocks * 9 / 10, "{r:?}");
@@ -560,10 +554,7 @@ fn refresh_reads_only_changed_pages() {
         &dsn,
         "UPDATE lineorder SET lo_tax = lo_tax + 1 WHERE lo_orderkey = 1 AND lo_linenumber = 1",
     );
-    wait_for("lo to look stale", || {
-        find(&c.list(true).unwrap(), "lo", true).unwrap().stale == Some(true)
-    });
-    let r = c.refresh("lo").expect("refresh").info;
+    let r = refresh_changed(&mut c, "lo");
     assert_eq!(r.revision, 6);
     assert!(r.pages_kept + 2 >= r.pages_read + r.pages_kept, "{r:?}");
     assert!(r.pages_kept + 2 >= blocks, "{r:?}");

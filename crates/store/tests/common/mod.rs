@@ -141,6 +141,7 @@ pub fn cpu_export(dsn: &str, table: &str) -> Vec<RecordBatch> {
         source: Source::Copy,
         heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
         heap_io: gpupg_export::HeapIo::Auto,
+        gpu_selection: Default::default(),
         data_dir: None,
         prior: None,
         cancel: None,
@@ -209,4 +210,15 @@ pub fn relation_blocks(dsn: &str, table: &str) -> u64 {
     scalar(dsn, &format!("SELECT pg_relation_size('{table}') / 8192"))
         .parse()
         .expect("a count")
+}
+
+/// Refreshes `name` once the store sees its table changed (the counters it
+/// reads are published up to a second late), and returns the new revision.
+pub fn refresh_changed(c: &mut Client, name: &str) -> RevisionInfo {
+    wait_for(&format!("{name} to look stale"), || {
+        find(&c.list(true).unwrap(), name, true).unwrap().stale == Some(true)
+    });
+    let r = c.refresh(name).expect("refresh");
+    assert!(r.rebuilt, "{name} rebuilt: {r:?}");
+    r.info
 }
