@@ -7,6 +7,7 @@
 # new row versions went to are read; the rest is copied from the old revision
 # on the device), and one after an UPDATE of 1% of the rows (scattered over
 # about 7% of the pages).
+# LOAD_ARGS adds options to the load (e.g. "--devices all").
 # Run from the repository root after bench/prepare-carry.sh, with carry
 # [".carry/bin", ".carry/pg15.tar.xz", ".carry/shared"].
 set -euo pipefail
@@ -30,7 +31,7 @@ timed() { # label, command...
 }
 store() { "$bin" store --socket "$sock" "$@"; }
 timed "load lineorder from the heap files (CLI wall, connection and checkpoint included)" \
-  store load --dsn "$dsn" --table lineorder --name lo --source heap
+  store load --dsn "$dsn" --table lineorder --name lo --source heap ${LOAD_ARGS:-}
 store list | tee "$out/list-loaded.txt"
 python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-1.txt"
 python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-2.txt"

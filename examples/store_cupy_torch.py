@@ -92,11 +92,13 @@ def main():
     cp.cuda.Device(device).use()
     cp.cuda.runtime.free(cp.cuda.runtime.malloc(1))
     ready = time.perf_counter()
-    # One mapping per allocation; every buffer is an offset into one.
-    bases = {
-        a["id"]: cp.cuda.runtime.ipcOpenMemHandle(bytes.fromhex(a["ipc_handle"]))
-        for a in manifest["allocations"]
-    }
+    # One mapping per allocation, on the GPU it names (a table loaded with
+    # --devices lies on several); every buffer is an offset into one.
+    devices = {a["id"]: a["device"] for a in manifest["allocations"]}
+    bases = {}
+    for a in manifest["allocations"]:
+        with cp.cuda.Device(a["device"]):
+            bases[a["id"]] = cp.cuda.runtime.ipcOpenMemHandle(bytes.fromhex(a["ipc_handle"]))
     mapped = time.perf_counter()
     attach_ms, map_ms = (attached - started) * 1e3, (mapped - ready) * 1e3
     print(
@@ -108,7 +110,8 @@ def main():
 
     def device_array(buf, dtype, count):
         """A CuPy view of `count` elements of a manifest buffer (no copy)."""
-        mem = cp.cuda.UnownedMemory(bases[buf["allocation"]] + buf["offset"], buf["length"], manifest, device)
+        dev = devices.get(buf["allocation"], device)
+        mem = cp.cuda.UnownedMemory(bases[buf["allocation"]] + buf["offset"], buf["length"], manifest, dev)
         return cp.ndarray((count,), dtype=dtype, memptr=cp.cuda.MemoryPointer(mem, 0))
 
     numeric = []
@@ -134,6 +137,8 @@ def main():
             if rows == 0:
                 continue
             bufs = {b["kind"]: b for b in chunk["buffers"]}
+            # The chunk's GPU is current while it is summed there.
+            cp.cuda.Device(devices.get(bufs["values"]["allocation"], device)).use()
             dtype = bufs["values"]["dtype"]
             is_float = dtype in FLOAT
             values = device_array(bufs["values"], dtype, rows)
@@ -160,9 +165,10 @@ def main():
         failures += not ok
         print(f"  {col['name']}: cupy {total_cupy}, torch {total_torch}, postgres {want}: {'ok' if ok else 'MISMATCH'}")
 
-    cp.cuda.runtime.deviceSynchronize()
-    for base in bases.values():
-        cp.cuda.runtime.ipcCloseMemHandle(base)
+    for id_, base in bases.items():
+        with cp.cuda.Device(devices[id_]):
+            cp.cuda.runtime.deviceSynchronize()
+            cp.cuda.runtime.ipcCloseMemHandle(base)
     store.call("release", name=manifest["name"], revision=manifest["revision"])
     store.close()
     if failures:

@@ -12,6 +12,7 @@ use gpupg_source::{ConnectConfig, UnsupportedTypes};
 
 use crate::progress::Bar;
 use crate::selection_args::SelectionArgs;
+use gpupg_export::DeviceChoice;
 
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
@@ -101,8 +102,12 @@ pub struct ExportOptions {
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     pub engine: EngineArg,
     /// GPU to decode on (see `gpupgparser info`).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "devices")]
     pub device: usize,
+    /// Several GPUs to decode on: all, or ordinals such as 0,1 (the decoder threads take them
+    /// in turn; with --to device each keeps its columns on its GPU).
+    #[arg(long, value_name = "all|N,N...")]
+    pub devices: Option<DeviceChoice>,
     /// With --heap-io auto, the heap files are read with GPU-Direct only by a GPU chosen
     /// for them.
     #[command(flatten)]
@@ -244,6 +249,11 @@ impl ExportOptions {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(4);
+        let devices = match (&self.devices, self.engine) {
+            // The CPU decodes: no GPU to check.
+            (_, EngineArg::Cpu) | (None, _) => vec![self.device],
+            (Some(choice), _) => choice.resolve_here().map_err(|e| anyhow::anyhow!(e))?,
+        };
         Ok(ExportRequest {
             connect,
             target,
@@ -254,7 +264,7 @@ impl ExportOptions {
             // Device output: a decoder thread only queues copies and kernels,
             // so a few keep the GPU busy (more contend in the driver).
             workers: self.threads.unwrap_or(if device {
-                gpupg_export::DEVICE_WORKERS.min(cores)
+                (gpupg_export::DEVICE_WORKERS * devices.len()).min(cores.max(devices.len()))
             } else {
                 cores
             }),
@@ -269,7 +279,7 @@ impl ExportOptions {
                 EngineArg::Cpu => Engine::Cpu,
                 EngineArg::Gpu => Engine::Gpu,
             },
-            device: self.device,
+            devices,
             device_limit: None,
             types: TypeOptions {
                 // Parquet has no signed interval type: a struct keeps all three parts.

@@ -13,6 +13,7 @@ use gpupg_store::{
 
 use crate::export_args::{ConnArgs, SourceArg};
 use crate::selection_args::SelectionArgs;
+use gpupg_export::DeviceChoice;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -88,8 +89,12 @@ pub struct LoadArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// GPU to hold the table.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "devices")]
     pub device: usize,
+    /// Several GPUs to hold the table: all (the server's), or ordinals such as 0,1; its chunks
+    /// are spread over them.
+    #[arg(long, value_name = "all|N,N...")]
+    pub devices: Option<DeviceChoice>,
     /// Where rows come from: heap files, COPY, or heap when the table qualifies (auto).
     #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
     pub source: SourceArg,
@@ -200,6 +205,7 @@ fn load_spec(args: LoadArgs) -> Result<LoadSpec> {
     let mut spec = LoadSpec::new(args.table, connect.to_connection_string());
     spec.name = args.name;
     spec.device = args.device;
+    spec.devices = args.devices.map(|d| d.to_string());
     spec.source = match args.source {
         SourceArg::Auto => SourceKind::Auto,
         SourceArg::Copy => SourceKind::Copy,

@@ -144,6 +144,24 @@ fn usage_errors_and_help() {
         Some(2),
         "missing --output is a usage error"
     );
+    // --devices: parsed before anything runs; one of --device and --devices.
+    for (args, says) in [
+        (&["--devices", "0,0"][..], "GPU 0 is given twice"),
+        (&["--devices", "one"], "\"one\" is not a GPU ordinal"),
+        (
+            &["--device", "1", "--devices", "0,1"],
+            "cannot be used with",
+        ),
+    ] {
+        let o = bin()
+            .args(["export", "--table", "t", "--output", "/nonexistent/t.arrow"])
+            .args(args)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
     let o = bin().arg("--help").output().expect("runs");
     let out = String::from_utf8_lossy(&o.stdout);
     for cmd in ["export", "demo", "bench"] {
@@ -188,6 +206,22 @@ fn engine_choice_without_a_gpu() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("error: --engine gpu: "), "{stderr}");
     assert!(stderr.contains("CUDA driver"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!out.exists());
+
+    // Every GPU of a machine without one: a clear line, no output.
+    let o = bin()
+        .args(["export", "--dsn", &server.dsn(), "--table", "g"])
+        .args(["--devices", "all", "--output"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --devices all: no usable GPU ("),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(!out.exists());
 

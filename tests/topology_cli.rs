@@ -178,7 +178,13 @@ fn bad_options_fail_with_one_line_saying_where() {
     // heap files.
     for command in [
         &["info"][..],
-        &["export", "--table", "t", "--output", "/nonexistent/t.parquet"],
+        &[
+            "export",
+            "--table",
+            "t",
+            "--output",
+            "/nonexistent/t.parquet",
+        ],
         &["bench", "--rows", "10"],
         &["store", "load", "--table", "t"],
     ] {
@@ -189,7 +195,10 @@ fn bad_options_fail_with_one_line_saying_where() {
             .expect("runs");
         assert_eq!(o.status.code(), Some(2), "{command:?}");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("expected optimal, numa or system"), "{command:?}: {err}");
+        assert!(
+            err.contains("expected optimal, numa or system"),
+            "{command:?}: {err}"
+        );
         let o = bin()
             .args(command)
             .args(["--manual-optimal-gpus", "nvme3=gpu2:gpuX"])

@@ -56,17 +56,24 @@ pub struct PageMap {
     /// The columns as decoded: rows are kept only under the same schema.
     pub schema: Option<SchemaRef>,
     pub batches: Vec<BatchOrigin>,
-    /// Rows and bytes of each batch (sizes the batches carried by a
-    /// refresh).
-    pub sizes: Vec<(usize, u64)>,
+    /// Rows, bytes and GPU of each batch (a refresh carries rows from one
+    /// GPU's batches into a batch on that GPU, of a bounded size).
+    pub sizes: Vec<BatchSize>,
+}
+
+/// A batch's rows, bytes and GPU (0 for host batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchSize {
+    pub rows: usize,
+    pub bytes: u64,
+    pub device: usize,
 }
 
 impl PageMap {
-    /// Adds the next batch: where its rows came from, how many, and its
-    /// bytes.
-    pub fn push(&mut self, origin: BatchOrigin, rows: usize, bytes: u64) {
+    /// Adds the next batch: where its rows came from, and its size.
+    pub fn push(&mut self, origin: BatchOrigin, size: BatchSize) {
         self.batches.push(origin);
-        self.sizes.push((rows, bytes));
+        self.sizes.push(size);
     }
 
     /// Pages whose rows are tracked.
@@ -158,9 +165,10 @@ pub(crate) struct KeptPage {
 }
 
 /// Rows a refresh keeps, to be copied out of the previous load's batches
-/// into one new batch.
+/// (all on `device`) into one new batch there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarriedBatch {
+    pub device: usize,
     /// Runs of rows of the previous load's batches, in output order.
     pub runs: Vec<RowRun>,
     /// The new batch's pages.
@@ -175,16 +183,25 @@ pub const CARRY_BATCH_ROWS: usize = 1 << 24;
 pub const CARRY_BATCH_BYTES: u64 = 1 << 30;
 
 /// Groups the kept pages into carried batches: in the previous load's
-/// order, one relation per batch, adjacent rows merged into one run, at
-/// most [`CARRY_BATCH_ROWS`] rows and about [`CARRY_BATCH_BYTES`] (from
-/// `batch_bytes`, the bytes of each previous batch) per batch.
-pub(crate) fn carry(mut kept: Vec<KeptPage>, prior_batches: &[(usize, u64)]) -> Vec<CarriedBatch> {
-    // A page without rows sorts before the page whose rows start where it
-    // would have.
-    kept.sort_by_key(|k| (k.prior.batch, k.prior.first_row, k.prior.rows));
+/// order, one relation and one GPU per batch, adjacent rows merged into
+/// one run, at most [`CARRY_BATCH_ROWS`] rows and about
+/// [`CARRY_BATCH_BYTES`] (from `prior_batches`, the sizes of the previous
+/// load's batches) per batch.
+pub(crate) fn carry(mut kept: Vec<KeptPage>, prior_batches: &[BatchSize]) -> Vec<CarriedBatch> {
+    let device = |batch: usize| prior_batches.get(batch).map_or(0, |b| b.device);
+    // By GPU, then in the previous load's order; a page without rows sorts
+    // before the page whose rows start where it would have.
+    kept.sort_by_key(|k| {
+        (
+            device(k.prior.batch),
+            k.prior.batch,
+            k.prior.first_row,
+            k.prior.rows,
+        )
+    });
     let row_bytes = |batch: usize| -> f64 {
         match prior_batches.get(batch) {
-            Some(&(rows, bytes)) if rows > 0 => bytes as f64 / rows as f64,
+            Some(b) if b.rows > 0 => b.bytes as f64 / b.rows as f64,
             _ => 0.0,
         }
     };
@@ -195,6 +212,7 @@ pub(crate) fn carry(mut kept: Vec<KeptPage>, prior_batches: &[(usize, u64)]) -> 
         let fits = out.last().is_some_and(|c| match &c.origin {
             BatchOrigin::Pages { rel, .. } => {
                 *rel == k.rel
+                    && c.device == device(k.prior.batch)
                     && c.rows + k.prior.rows <= CARRY_BATCH_ROWS
                     && bytes + page_bytes <= CARRY_BATCH_BYTES as f64
             }
@@ -202,6 +220,7 @@ pub(crate) fn carry(mut kept: Vec<KeptPage>, prior_batches: &[(usize, u64)]) -> 
         });
         if !fits {
             out.push(CarriedBatch {
+                device: device(k.prior.batch),
                 runs: Vec::new(),
                 origin: BatchOrigin::Pages {
                     rel: k.rel,
@@ -320,7 +339,12 @@ mod tests {
             kept(0, 2, &rel0),
             kept(0, 9, &rel0),
         ];
-        let sizes = [(9, 900), (0, 0), (1, 100), (6, 600)];
+        let size = |rows, device| BatchSize {
+            rows,
+            bytes: 100 * rows as u64,
+            device,
+        };
+        let sizes = [size(9, 0), size(0, 0), size(1, 0), size(6, 0)];
         let carried = carry(pages, &sizes);
         assert_eq!(carried.len(), 3, "{carried:?}");
         assert_eq!(
@@ -345,6 +369,39 @@ mod tests {
     }
 
     #[test]
+    fn carried_batches_stay_on_their_gpu() {
+        let kept = |batch: usize, block: u32| KeptPage {
+            rel: 0,
+            block,
+            prior: PriorPage {
+                lsn: 1,
+                batch,
+                first_row: 0,
+                rows: 10,
+            },
+        };
+        let on = |device| BatchSize {
+            rows: 10,
+            bytes: 100,
+            device,
+        };
+        // Batches 0 and 2 on GPU 1, batch 1 on GPU 0.
+        let carried = carry(
+            vec![kept(0, 0), kept(1, 1), kept(2, 2)],
+            &[on(1), on(0), on(1)],
+        );
+        let got: Vec<(usize, Vec<RowRun>)> =
+            carried.iter().map(|c| (c.device, c.runs.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, vec![RowRun::new(1, 0, 10)]),
+                (1, vec![RowRun::new(0, 0, 10), RowRun::new(2, 0, 10)]),
+            ]
+        );
+    }
+
+    #[test]
     fn carried_batches_are_bounded() {
         let block = |b: u32| KeptPage {
             rel: 0,
@@ -357,7 +414,11 @@ mod tests {
             },
         };
         // Rows of 1 MiB, 100 to a page: ten pages to a GiB.
-        let sizes = [(10_000, 10_000 * (1 << 20))];
+        let sizes = [BatchSize {
+            rows: 10_000,
+            bytes: 10_000 * (1 << 20),
+            device: 0,
+        }];
         let carried = carry((0..25).map(block).collect(), &sizes);
         let rows: Vec<usize> = carried.iter().map(|c| c.rows).collect();
         assert_eq!(rows, vec![1000, 1000, 500]);

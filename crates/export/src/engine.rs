@@ -20,14 +20,21 @@ pub(crate) enum Chosen {
         why: Option<String>,
     },
     Gpu {
-        device: usize,
-        name: String,
+        /// The GPUs, in the order the decoder threads take them.
+        gpus: Vec<ChosenGpu>,
         /// `--engine gpu`: a GPU failure fails the export. `auto`: the chunk
         /// is decoded on the CPU and the failure reported.
         strict: bool,
-        /// The device's context, alive until the export ends.
-        _hold: gpupg_gpu::DeviceHold,
     },
+}
+
+/// One GPU of the export.
+#[derive(Debug, Clone)]
+pub(crate) struct ChosenGpu {
+    pub device: usize,
+    pub name: String,
+    /// The device's context, alive until the export ends.
+    _hold: gpupg_gpu::DeviceHold,
 }
 
 impl Chosen {
@@ -37,24 +44,44 @@ impl Chosen {
             Chosen::Gpu { .. } => "gpu",
         }
     }
+
+    /// "GPU 0 (NVIDIA H100 80GB HBM3)", "GPUs 0, 1 (...; ...)".
+    pub(crate) fn gpus_text(gpus: &[ChosenGpu]) -> String {
+        let ids: Vec<String> = gpus.iter().map(|g| g.device.to_string()).collect();
+        let names: Vec<&str> = gpus.iter().map(|g| g.name.as_str()).collect();
+        format!(
+            "GPU{} {} ({})",
+            if gpus.len() > 1 { "s" } else { "" },
+            ids.join(", "),
+            names.join("; ")
+        )
+    }
 }
 
 /// Decides the engine: probes the driver and the device before the first
 /// CUDA call, so that a missing GPU is an error value (gpu) or a reason to
 /// use the CPU (auto), never a crash. The chosen GPU's context is held
 /// until the export ends.
-pub(crate) fn choose(engine: Engine, device: usize) -> Result<Chosen, ExportError> {
+pub(crate) fn choose(engine: Engine, devices: &[usize]) -> Result<Chosen, ExportError> {
     if engine == Engine::Cpu {
         return Ok(Chosen::Cpu { why: None });
     }
     let strict = engine == Engine::Gpu;
-    match gpupg_gpu::DeviceHold::new(device) {
-        Ok(hold) => Ok(Chosen::Gpu {
-            device,
-            name: hold.name().to_string(),
-            strict,
-            _hold: hold,
-        }),
+    let held: Result<Vec<ChosenGpu>, _> = devices
+        .iter()
+        .map(|&device| {
+            gpupg_gpu::DeviceHold::new(device).map(|hold| ChosenGpu {
+                device,
+                name: hold.name().to_string(),
+                _hold: hold,
+            })
+        })
+        .collect();
+    match held {
+        Ok(gpus) if gpus.is_empty() => {
+            Err(ExportError::Invalid("no GPU given to decode on".into()))
+        }
+        Ok(gpus) => Ok(Chosen::Gpu { gpus, strict }),
         Err(e) if strict => Err(ExportError::Gpu(e)),
         Err(e) => Ok(Chosen::Cpu {
             // The summary line stays short: where the driver was looked for
@@ -91,39 +118,56 @@ pub(crate) enum ThreadDecoder {
 }
 
 impl ThreadDecoder {
-    /// A decoder for `chosen`. In auto mode a GPU decoder that cannot be
+    /// A decoder for `chosen`: decoder thread `thread` takes GPU
+    /// `thread % n` of the chosen ones, and carves device-resident outputs
+    /// from that GPU's arena. In auto mode a GPU decoder that cannot be
     /// created (kernel compile error, out of memory) becomes a CPU decoder,
     /// and the reason is returned for the report.
     pub(crate) fn new(
         chosen: &Chosen,
+        thread: usize,
         schema: &Arc<OutputSchema>,
-        arena: Option<&Arc<DeviceArena>>,
+        arenas: Option<&[Arc<DeviceArena>]>,
     ) -> Result<(ThreadDecoder, Option<String>), ExportError> {
         match chosen {
             Chosen::Cpu { .. } => Ok((
                 ThreadDecoder::Cpu(Box::new(CpuDecoder::new(schema.clone()))),
                 None,
             )),
-            Chosen::Gpu { device, strict, .. } => match GpuDecoder::new(*device, schema.clone())
-                .and_then(|mut gpu| {
-                    if let Some(a) = arena {
-                        gpu.set_output_arena(a.clone())?;
-                    }
-                    Ok(gpu)
-                }) {
-                Ok(gpu) => Ok((
-                    ThreadDecoder::Gpu {
-                        gpu: Box::new(gpu),
-                        strict: *strict,
-                    },
-                    None,
-                )),
-                Err(e) if *strict => Err(ExportError::Gpu(e)),
-                Err(e) => Ok((
-                    ThreadDecoder::Cpu(Box::new(CpuDecoder::new(schema.clone()))),
-                    Some(format!("GPU decoder unavailable, decoded on the CPU: {e}")),
-                )),
-            },
+            Chosen::Gpu { gpus, strict } => {
+                let slot = thread % gpus.len().max(1);
+                let device = gpus.get(slot).map_or(0, |g| g.device);
+                let arena = arenas.and_then(|a| a.get(slot));
+                Self::gpu(device, *strict, schema, arena)
+            }
+        }
+    }
+
+    fn gpu(
+        device: usize,
+        strict: bool,
+        schema: &Arc<OutputSchema>,
+        arena: Option<&Arc<DeviceArena>>,
+    ) -> Result<(ThreadDecoder, Option<String>), ExportError> {
+        let made = GpuDecoder::new(device, schema.clone()).and_then(|mut gpu| {
+            if let Some(a) = arena {
+                gpu.set_output_arena(a.clone())?;
+            }
+            Ok(gpu)
+        });
+        match made {
+            Ok(gpu) => Ok((
+                ThreadDecoder::Gpu {
+                    gpu: Box::new(gpu),
+                    strict,
+                },
+                None,
+            )),
+            Err(e) if strict => Err(ExportError::Gpu(e)),
+            Err(e) => Ok((
+                ThreadDecoder::Cpu(Box::new(CpuDecoder::new(schema.clone()))),
+                Some(format!("GPU decoder unavailable, decoded on the CPU: {e}")),
+            )),
         }
     }
 

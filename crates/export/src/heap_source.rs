@@ -272,7 +272,7 @@ impl HeapPlan {
     pub(crate) fn use_gds(
         &mut self,
         policy: HeapIo,
-        (device, selection): (usize, &GpuSelection),
+        (devices, selection): (&[usize], &GpuSelection),
         buffers: usize,
         buffer_bytes: usize,
     ) -> Result<(), ExportError> {
@@ -284,6 +284,23 @@ impl HeapPlan {
         if policy == HeapIo::Pread || !self.gpu_pages() {
             return Ok(());
         }
+        // cuFile reads into one GPU's memory; pages for several GPUs go
+        // through host memory, which every GPU copies from.
+        let device = match devices {
+            [one] => *one,
+            _ if policy == HeapIo::CuFile => {
+                return Err(ExportError::Invalid(
+                    "--heap-io cufile reads into one GPU's memory: give one GPU, not --devices with several".into(),
+                ))
+            }
+            _ => {
+                self.pread_why = Some(format!(
+                    "the pages go to {} GPUs; cuFile reads into one",
+                    devices.len()
+                ));
+                return Ok(());
+            }
+        };
         // Auto: GPU-Direct only where it can be (the driver), and from the
         // GPUs chosen for the files (PCIe distance, --gpu-selection).
         if policy == HeapIo::Auto {

@@ -31,7 +31,7 @@ mod report;
 mod request;
 
 pub use carry::{
-    BatchOrigin, CarriedBatch, PageMap, PageRows, CARRY_BATCH_BYTES, CARRY_BATCH_ROWS,
+    BatchOrigin, BatchSize, CarriedBatch, PageMap, PageRows, CARRY_BATCH_BYTES, CARRY_BATCH_ROWS,
 };
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::ExportError;
@@ -40,6 +40,6 @@ pub use pipeline::{export, export_to_device, export_to_host, Loaded, DEVICE_WORK
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{
-    default_parallelism, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source, Target,
-    DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD,
+    default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source,
+    Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD,
 };

@@ -7,11 +7,11 @@ use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, unbounded};
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
-use gpupg_gpu::{DeviceArena, DeviceBatch, RowRun};
+use gpupg_gpu::{DeviceArena, DeviceBatch};
 use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
 use gpupg_source::{pool::BufferPool, SourceError};
 
-use crate::carry::{carry, BatchOrigin, CarriedBatch, PageMap, PageRows};
+use crate::carry::{carry, BatchOrigin, BatchSize, CarriedBatch, PageMap, PageRows};
 use crate::connections::Session;
 use crate::cputime::{process_cpu_seconds, thread_cpu_seconds};
 use crate::engine::{choose, merge_gpu_stats, Chosen, Decoded, ThreadDecoder};
@@ -75,10 +75,13 @@ pub const DEVICE_WORKERS: usize = 4;
 /// Where the decoded batches go.
 enum Destination {
     Files(Vec<Box<dyn Sink>>),
-    /// Kept on the device, in the order they were decoded, with their
-    /// pages, carved from the arena (few large allocations, within
-    /// `req.device_limit`).
-    Device(Mutex<Vec<(DeviceBatch, BatchOrigin)>>, Arc<DeviceArena>),
+    /// Kept on the devices, in the order they were decoded, with their
+    /// pages, carved from each GPU's arena (few large allocations, each
+    /// within `req.device_limit`).
+    Device(
+        Mutex<Vec<(DeviceBatch, BatchOrigin)>>,
+        Vec<Arc<DeviceArena>>,
+    ),
     /// Kept in host memory, with their pages.
     Host(Mutex<Vec<(RecordBatch, BatchOrigin)>>),
 }
@@ -105,16 +108,15 @@ impl<B> Loaded<B> {
     /// batch's rows and bytes. Carried batches without rows are left out.
     pub fn append_carried<E>(
         &mut self,
-        mut gather: impl FnMut(&[RowRun]) -> Result<B, E>,
-        size: impl Fn(&B) -> (usize, u64),
+        mut gather: impl FnMut(&CarriedBatch) -> Result<B, E>,
+        size: impl Fn(&B) -> BatchSize,
     ) -> Result<(), E> {
         for c in std::mem::take(&mut self.carried) {
             if c.rows == 0 {
                 continue;
             }
-            let batch = gather(&c.runs)?;
-            let (rows, bytes) = size(&batch);
-            self.pages.push(c.origin, rows, bytes);
+            let batch = gather(&c)?;
+            self.pages.push(c.origin, size(&batch));
             self.batches.push(batch);
         }
         Ok(())
@@ -145,7 +147,7 @@ pub fn export(
 }
 
 /// Reads the table or query of `req` into device-resident Arrow columns on
-/// GPU `req.device`, whatever `req.output` says. Needs a usable GPU: the
+/// the GPUs `req.devices`, whatever `req.output` says. Needs a usable GPU: the
 /// engine is the GPU's, and a GPU failure fails the load.
 ///
 /// ```no_run
@@ -154,7 +156,7 @@ pub fn export(
 /// # let req: ExportRequest<'static> = unimplemented!();
 /// let loaded = export_to_device(&req, &NoProgress)?;
 /// let bytes: usize = loaded.batches.iter().map(|b| b.device_bytes()).sum();
-/// println!("{} rows, {bytes} bytes on GPU {}", loaded.report.rows, req.device);
+/// println!("{} rows, {bytes} bytes on GPUs {:?}", loaded.report.rows, req.devices);
 /// # Ok(()) }
 /// ```
 pub fn export_to_device(
@@ -242,7 +244,7 @@ fn run(
     };
     // Before anything is opened: `--engine gpu` without a usable GPU fails
     // here, leaving nothing behind.
-    let chosen = choose(engine, req.device).map_err(|e| match (&req.output, e) {
+    let chosen = choose(engine, &req.devices).map_err(|e| match (&req.output, e) {
         (Output::Device, ExportError::Gpu(g)) => {
             ExportError::Invalid(format!("device-resident output needs a usable GPU: {g}"))
         }
@@ -270,7 +272,7 @@ fn run(
         }
         heap.use_gds(
             req.heap_io,
-            (req.device, &req.gpu_selection),
+            (&req.devices, &req.gpu_selection),
             req.parallel + 2 * req.workers,
             req.heap_chunk_bytes,
         )?;
@@ -318,7 +320,10 @@ fn run(
         }
         Output::Device => Destination::Device(
             Mutex::new(Vec::new()),
-            DeviceArena::new(req.device, req.device_limit),
+            req.devices
+                .iter()
+                .map(|&d| DeviceArena::new(d, req.device_limit))
+                .collect(),
         ),
         Output::Host => Destination::Host(Mutex::new(Vec::new())),
     };
@@ -475,7 +480,7 @@ fn run(
         drop(tx);
 
         let mut decoders = Vec::new();
-        for _ in 0..workers {
+        for thread in 0..workers {
             let rx = rx.clone();
             let (pool, abort, destination, schema) = (&pool, &abort, &destination, &schema);
             let (decode_busy, write_busy, decode_cpu) = (&decode_busy, &write_busy, &decode_cpu);
@@ -483,11 +488,11 @@ fn run(
             let (chosen, gpu_stats, engine_notes) = (&chosen, &gpu_stats, &engine_notes);
             let (source, heap_counters, feed) = (&source, &heap_counters, &feed);
             decoders.push(s.spawn(move || {
-                let arena = match destination {
-                    Destination::Device(_, arena) => Some(arena),
+                let arenas = match destination {
+                    Destination::Device(_, arenas) => Some(arenas.as_slice()),
                     Destination::Files(_) | Destination::Host(_) => None,
                 };
-                let mut decoder = match ThreadDecoder::new(chosen, schema, arena) {
+                let mut decoder = match ThreadDecoder::new(chosen, thread, schema, arenas) {
                     Ok((d, note)) => {
                         if let Some(n) = note {
                             let mut notes = engine_notes.lock().unwrap_or_else(|p| p.into_inner());
@@ -502,7 +507,7 @@ fn run(
                         None
                     }
                 };
-                let to_device = arena.is_some();
+                let to_device = arenas.is_some();
                 for work in rx.iter() {
                     // After a failure keep draining, so readers blocked on
                     // the channel or the pool can finish and see the abort.
@@ -626,20 +631,28 @@ fn run(
                 );
             }
         }
-        Destination::Device(kept, arena) => {
-            arena_blocks = (arena.blocks(), arena.allocated_bytes());
+        Destination::Device(kept, arenas) => {
+            arena_blocks = arenas.iter().fold((0, 0), |(n, b), a| {
+                (n + a.blocks(), b + a.allocated_bytes())
+            });
             let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
             for (b, _) in &kept {
-                page_map.sizes.push((b.num_rows, b.device_bytes() as u64));
+                page_map.sizes.push(BatchSize {
+                    rows: b.num_rows,
+                    bytes: b.device_bytes() as u64,
+                    device: b.device(),
+                });
             }
             held = Some(Kept::Device(kept));
         }
         Destination::Host(kept) => {
             let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
             for (b, _) in &kept {
-                page_map
-                    .sizes
-                    .push((b.num_rows(), b.get_array_memory_size() as u64));
+                page_map.sizes.push(BatchSize {
+                    rows: b.num_rows(),
+                    bytes: b.get_array_memory_size() as u64,
+                    device: 0,
+                });
             }
             held = Some(Kept::Host(kept));
         }
@@ -653,9 +666,10 @@ fn run(
         None => Vec::new(),
     };
     let finish_seconds = finishing.elapsed().as_secs_f64();
+    let primary = req.devices.first().copied().unwrap_or(0);
     let resident = match &held {
         Some(Kept::Device(kept)) => Some(Resident {
-            device: req.device,
+            devices: req.devices.clone(),
             batches: kept.len(),
             bytes: kept.iter().map(|(b, _)| b.device_bytes() as u64).sum(),
             allocations: arena_blocks.0,
@@ -669,7 +683,7 @@ fn run(
     let engine_detail = match &chosen {
         Chosen::Cpu { why: None } => "CPU decoder".to_string(),
         Chosen::Cpu { why: Some(why) } => format!("CPU decoder: {why}"),
-        Chosen::Gpu { device, name, .. } => format!("GPU {device} ({name})"),
+        Chosen::Gpu { gpus, .. } => Chosen::gpus_text(gpus),
     };
     if let Some(g) = &gpu {
         if g.gpu_failures > 0 {
@@ -704,11 +718,11 @@ fn run(
             HeapChosen::Heap(heap) => format!(
                 "heap files of {} via {}, {}; pages that cannot be trusted via COPY{}",
                 heap.describe_files(),
-                heap.io_description(req.device, heap_readers),
+                heap.io_description(primary, heap_readers),
                 if heap.gpu_pages() {
                     format!(
-                        "pages converted to rows on GPU {} (pages it leaves, on the CPU)",
-                        req.device
+                        "pages converted to rows on {} (pages they leave, on the CPU)",
+                        gpu_list(&req.devices)
                     )
                 } else if heap.cpu_pages() {
                     "pages decoded into columns on the CPU".to_string()
@@ -725,7 +739,7 @@ fn run(
             HeapChosen::Copy { why: None } => "COPY".into(),
         },
         heap: match &source {
-            HeapChosen::Heap(heap) => Some(heap_counters.report(heap, heap_readers, req.device)),
+            HeapChosen::Heap(heap) => Some(heap_counters.report(heap, heap_readers, primary)),
             HeapChosen::Copy { .. } => None,
         },
         connections,
@@ -821,6 +835,16 @@ fn origin_of(rel: usize, pages: Option<Vec<PageRows>>, rows: usize) -> BatchOrig
         }
         _ => BatchOrigin::Untracked,
     }
+}
+
+/// "GPU 0", "GPUs 0, 1".
+fn gpu_list(devices: &[usize]) -> String {
+    let ids: Vec<String> = devices.iter().map(usize::to_string).collect();
+    format!(
+        "GPU{} {}",
+        if devices.len() > 1 { "s" } else { "" },
+        ids.join(", ")
+    )
 }
 
 /// A file name stem from a table label: `"public"."lineorder"` -> `lineorder`.

@@ -77,7 +77,8 @@ impl From<&GpuStats> for GpuPhases {
 /// Columns kept in device memory ([`crate::Output::Device`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Resident {
-    pub device: usize,
+    /// The GPUs holding the columns.
+    pub devices: Vec<usize>,
     pub batches: usize,
     /// Device bytes held by the columns.
     pub bytes: u64,
@@ -266,7 +267,11 @@ impl ExportReport {
                 s,
                 "kept {:.1} MB on GPU {} in {} batch(es), {} allocation(s) of {:.1} MB",
                 r.bytes as f64 / 1e6,
-                r.device,
+                r.devices
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 r.batches,
                 r.allocations,
                 r.allocated_bytes as f64 / 1e6

@@ -91,6 +91,76 @@ pub enum Engine {
     Gpu,
 }
 
+/// `--devices`: every GPU, or some by CUDA ordinal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceChoice {
+    All,
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    /// `all`, or ordinals separated by commas (`0,1,3`), each once.
+    fn from_str(s: &str) -> Result<DeviceChoice, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(DeviceChoice::All);
+        }
+        let mut list = Vec::new();
+        for part in s.split(',') {
+            let d: usize = part.trim().parse().map_err(|_| {
+                format!("{part:?} is not a GPU ordinal (expected all, or ordinals such as 0,1)")
+            })?;
+            if list.contains(&d) {
+                return Err(format!("GPU {d} is given twice"));
+            }
+            list.push(d);
+        }
+        Ok(DeviceChoice::List(list))
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::All => f.write_str("all"),
+            DeviceChoice::List(l) => {
+                let l: Vec<String> = l.iter().map(usize::to_string).collect();
+                f.write_str(&l.join(","))
+            }
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// The ordinals, given how many GPUs the driver sees (`count`, or why
+    /// none is usable).
+    pub fn resolve(&self, count: Result<usize, String>) -> Result<Vec<usize>, String> {
+        match self {
+            DeviceChoice::All => match count {
+                Ok(0) => Err("--devices all: this machine has no GPU".into()),
+                Ok(n) => Ok((0..n).collect()),
+                Err(why) => Err(format!("--devices all: no usable GPU ({why})")),
+            },
+            DeviceChoice::List(list) => {
+                let n = count.unwrap_or(0);
+                match list.iter().find(|&&d| d >= n) {
+                    Some(d) => Err(format!(
+                        "--devices {self}: GPU {d} does not exist (this machine has {n} GPU(s))"
+                    )),
+                    None => Ok(list.clone()),
+                }
+            }
+        }
+    }
+
+    /// [`Self::resolve`] against this machine's GPUs.
+    pub fn resolve_here(&self) -> Result<Vec<usize>, String> {
+        self.resolve(gpupg_gpu::device_count().map_err(|e| e.to_string()))
+    }
+}
+
 /// Which GPUs may read a relation's files with GPU-Direct (cuFile), as
 /// PG-Strom's `pg_strom.gpu_selection_policy` and
 /// `pg_strom.manual_optimal_gpus` say: with [`HeapIo::Auto`] the heap
@@ -123,8 +193,12 @@ pub struct ExportRequest<'a> {
     /// or converted rows.
     pub heap_chunk_bytes: usize,
     pub engine: Engine,
-    /// GPU ordinal for the GPU engine.
-    pub device: usize,
+    /// GPU ordinals for the GPU engine, at least one: the decoder threads
+    /// (`workers` in all) take them in turn, each with its own streams,
+    /// buffers and kernels, and take chunks from one queue, so a faster
+    /// GPU takes more. The first is where cuFile reads and what the
+    /// report names first.
+    pub devices: Vec<usize>,
     /// With [`Output::Device`]: the most device bytes the kept columns may
     /// take; the export fails with `GpuError::MemoryLimit` as soon as they
     /// would take more (the table store's memory limit).
@@ -166,6 +240,7 @@ impl<'a> ExportRequest<'a> {
             sink: self.sink.clone(),
             data_dir: self.data_dir.clone(),
             gpu_selection: self.gpu_selection.clone(),
+            devices: self.devices.clone(),
             ..*self
         }
     }
@@ -179,4 +254,41 @@ pub fn default_parallelism() -> usize {
         .map(|n| n.get())
         .unwrap_or(4)
         .clamp(1, 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceChoice;
+
+    #[test]
+    fn devices_parse_and_resolve() {
+        let all: DeviceChoice = "all".parse().unwrap();
+        assert_eq!(all, DeviceChoice::All);
+        assert_eq!(all.resolve(Ok(2)), Ok(vec![0, 1]));
+        assert_eq!(
+            all.resolve(Ok(0)).unwrap_err(),
+            "--devices all: this machine has no GPU"
+        );
+        assert!(all
+            .resolve(Err("no CUDA driver found".into()))
+            .unwrap_err()
+            .contains("no usable GPU (no CUDA driver found)"));
+        let some: DeviceChoice = " 1, 0 ".parse().unwrap();
+        assert_eq!(some, DeviceChoice::List(vec![1, 0]));
+        assert_eq!(some.to_string(), "1,0");
+        assert_eq!(some.resolve(Ok(2)), Ok(vec![1, 0]));
+        assert_eq!(
+            some.resolve(Ok(1)).unwrap_err(),
+            "--devices 1,0: GPU 1 does not exist (this machine has 1 GPU(s))"
+        );
+        assert_eq!(
+            "0,0".parse::<DeviceChoice>().unwrap_err(),
+            "GPU 0 is given twice"
+        );
+        assert!("0,x"
+            .parse::<DeviceChoice>()
+            .unwrap_err()
+            .contains("\"x\" is not a GPU ordinal"));
+        assert!("".parse::<DeviceChoice>().is_err());
+    }
 }

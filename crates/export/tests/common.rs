@@ -32,7 +32,7 @@ pub fn request(
         chunk_bytes: 64 * 1024,
         heap_chunk_bytes: 64 * 1024,
         engine: gpupg_export::Engine::Cpu,
-        device: 0,
+        devices: vec![0],
         device_limit: None,
         types: TypeOptions {
             interval: match format {

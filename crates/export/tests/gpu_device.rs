@@ -28,6 +28,18 @@ fn check_table_io(
     source: Source,
     heap_io: HeapIo,
 ) -> gpupg_export::ExportReport {
+    check_table_on(dsn, name, keys, (source, heap_io), &[0])
+}
+
+/// As [`check_table_io`], decoding on `devices`: with several, every one
+/// of them holds some of the batches.
+fn check_table_on(
+    dsn: &str,
+    name: &str,
+    keys: &[&str],
+    (source, heap_io): (Source, HeapIo),
+    devices: &[usize],
+) -> gpupg_export::ExportReport {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, out) = file(dir.path(), "cpu.arrow");
     let mut req = request(dsn, table(name), out, Format::Arrow);
@@ -38,6 +50,9 @@ fn check_table_io(
     req.engine = Engine::Gpu;
     req.source = source;
     req.heap_io = heap_io;
+    req.devices = devices.to_vec();
+    // As the command line does: the decoder threads take the GPUs in turn.
+    req.workers = 2 * devices.len();
     let gpupg_export::Loaded {
         schema,
         batches,
@@ -45,6 +60,21 @@ fn check_table_io(
         ..
     } = export_to_device(&req, &NoProgress).expect("device export");
     let device = gpupg_gpu::DeviceTable { schema, batches };
+    let per_device: Vec<usize> = devices
+        .iter()
+        .map(|&d| device.batches.iter().filter(|b| b.device() == d).count())
+        .collect();
+    assert_eq!(
+        per_device.iter().sum::<usize>(),
+        device.batches.len(),
+        "{name}: every batch on a GPU asked for"
+    );
+    if device.batches.len() >= 4 * devices.len() {
+        assert!(
+            per_device.iter().all(|&n| n > 0),
+            "{name}: batches per GPU {per_device:?}"
+        );
+    }
     assert_eq!(report.source, source_name(source));
     assert_eq!(report.engine, "gpu");
     assert_eq!(report.rows, cpu_report.rows);
@@ -71,10 +101,15 @@ fn check_table_io(
         )
     });
     println!(
-        "RESULT {name}_{} {} rows, {} batches, {:.1} MB on the device, equal to the CPU export{pages}",
+        "RESULT {name}_{} {} rows, {} batches ({} per GPU {devices:?}), {:.1} MB on the device, equal to the CPU export{pages}",
         source_name(source),
         report.rows,
         resident.batches,
+        per_device
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("/"),
         resident.bytes as f64 / 1e6
     );
     report
@@ -201,4 +236,31 @@ fn cufile_heap_export_equals_cpu_export() {
         );
     }
     println!("RESULT cufile_checksums a corrupt page read through COPY with cuFile and with pread");
+}
+
+/// The decoders spread over every GPU of the machine (`--devices all`):
+/// equal to the CPU export, each GPU holding batches. On a machine with
+/// one GPU this is the same code with one.
+#[test]
+#[ignore = "needs a GPU"]
+fn every_gpu_export_equals_cpu_export() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    gpupg_datagen::create_all_types(&config(&dsn), 3000).expect("all_types");
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 200_000, 4).expect("lineorder");
+    common::exec(&dsn, "CHECKPOINT");
+    common::exec(&dsn, "VACUUM (FREEZE) all_types, lineorder");
+    let all = gpupg_export::DeviceChoice::All
+        .resolve_here()
+        .expect("the GPUs");
+    for source in [Source::Copy, Source::Heap] {
+        for (name, keys) in [
+            ("all_types", &["id"][..]),
+            ("lineorder", &["lo_orderkey", "lo_linenumber"][..]),
+        ] {
+            let r = check_table_on(&dsn, name, keys, (source, HeapIo::Auto), &all);
+            assert_eq!(r.resident.map(|x| x.devices), Some(all.clone()));
+        }
+    }
+    println!("RESULT every_gpu {} GPU(s) {all:?}", all.len());
 }

@@ -21,6 +21,10 @@ pub trait Backend: Send + Sync {
     /// Checks that `device` exists before anything is loaded.
     fn check_device(&self, device: usize) -> Result<(), StoreError>;
 
+    /// How many devices there are (what `devices: "all"` means), or why
+    /// none is usable.
+    fn device_count(&self) -> Result<usize, String>;
+
     /// Runs the export `req` (a device-resident load of `req.device`) and
     /// keeps its columns. `name` is the store name, for messages. On a
     /// refresh `prior` is the current revision, loaded by this backend, and
@@ -37,6 +41,8 @@ pub trait Backend: Send + Sync {
 /// A loaded table: where each buffer lies, and the memory itself.
 pub struct Resident {
     pub schema: SchemaRef,
+    /// The first of the devices holding the table (each allocation names
+    /// its own).
     pub device: usize,
     pub rows: u64,
     /// Every allocation the buffers lie in, with a handle another process
@@ -76,6 +82,8 @@ impl Resident {
 pub struct AllocationLayout {
     pub handle: String,
     pub size: u64,
+    /// The device it is on.
+    pub device: usize,
 }
 
 /// A chunk of rows: every column's buffers for those rows.

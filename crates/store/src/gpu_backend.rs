@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use gpupg_export::{export_to_device, ExportError, ExportRequest, NoProgress};
+use gpupg_export::{
+    export_to_device, BatchSize, CarriedBatch, ExportError, ExportRequest, NoProgress,
+};
 use gpupg_gpu::ipc::{allocation_of, export_allocation};
 use gpupg_gpu::{
-    DeviceBatch, DeviceColumn, DeviceHold, DeviceSlice, DeviceTable, Gatherer, GpuError,
+    DeviceBatch, DeviceColumn, DeviceHold, DeviceSlice, DeviceTable, Gatherer, GpuError, RowRun,
 };
 
 use crate::backend::{
@@ -29,6 +31,10 @@ pub struct GpuBackend {
 impl Backend for GpuBackend {
     fn kind(&self) -> &'static str {
         "gpu"
+    }
+
+    fn device_count(&self) -> Result<usize, String> {
+        gpupg_gpu::device_count().map_err(|e| e.to_string())
     }
 
     fn check_device(&self, device: usize) -> Result<(), StoreError> {
@@ -66,13 +72,15 @@ impl Backend for GpuBackend {
         // previous revision on the device.
         if loaded.carries_rows() {
             let old = Resident::memory_of::<DeviceTable>(prior)?;
-            let sources: Vec<&DeviceBatch> = old.batches.iter().collect();
-            let mut gatherer =
-                Gatherer::new(req.device).map_err(|e| load_error(name, ExportError::Gpu(e)))?;
+            let mut gatherers = Gatherers::default();
             loaded
                 .append_carried(
-                    |runs| gatherer.gather(&sources, runs),
-                    |b| (b.num_rows, b.device_bytes() as u64),
+                    |c| gatherers.gather(old, c),
+                    |b| BatchSize {
+                        rows: b.num_rows,
+                        bytes: b.device_bytes() as u64,
+                        device: b.device(),
+                    },
                 )
                 .map_err(|e| load_error(name, ExportError::Gpu(e)))?;
         }
@@ -83,7 +91,7 @@ impl Backend for GpuBackend {
         let (allocations, chunks) = describe(&table)?;
         Ok(Resident {
             schema: table.schema.clone(),
-            device: req.device,
+            device: req.devices.first().copied().unwrap_or(0),
             rows: table.num_rows() as u64,
             allocations,
             chunks,
@@ -91,6 +99,43 @@ impl Backend for GpuBackend {
             pages: loaded.pages,
             memory: Box::new(table),
         })
+    }
+}
+
+/// One [`Gatherer`] per device rows are carried on, made when first needed.
+#[derive(Default)]
+struct Gatherers {
+    by_device: HashMap<usize, Gatherer>,
+}
+
+impl Gatherers {
+    /// Copies the rows of `c` out of `old`'s batches on `c.device` (a
+    /// gather reads batches of its own device only).
+    fn gather(&mut self, old: &DeviceTable, c: &CarriedBatch) -> Result<DeviceBatch, GpuError> {
+        let mut index = HashMap::new();
+        let mut sources = Vec::new();
+        for (i, b) in old.batches.iter().enumerate() {
+            if b.device() == c.device {
+                index.insert(i, sources.len());
+                sources.push(b);
+            }
+        }
+        let runs = c
+            .runs
+            .iter()
+            .map(|r| match index.get(&r.batch) {
+                Some(&batch) => Ok(RowRun { batch, ..*r }),
+                None => Err(GpuError::Unsupported {
+                    device: c.device,
+                    what: format!("carrying rows: batch {} is on another device", r.batch),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let gatherer = match self.by_device.entry(c.device) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Gatherer::new(c.device)?),
+        };
+        gatherer.gather(&sources, &runs)
     }
 }
 
@@ -123,6 +168,7 @@ fn describe(table: &DeviceTable) -> Result<(Vec<AllocationLayout>, Vec<ChunkLayo
         .batches
         .iter()
         .map(|b| {
+            slabs.device = b.device();
             Ok(ChunkLayout {
                 rows: b.num_rows,
                 columns: b
@@ -141,6 +187,8 @@ fn describe(table: &DeviceTable) -> Result<(Vec<AllocationLayout>, Vec<ChunkLayo
 struct Slabs {
     allocations: Vec<AllocationLayout>,
     by_base: HashMap<u64, usize>,
+    /// The device of the batch being described.
+    device: usize,
 }
 
 impl Slabs {
@@ -162,6 +210,7 @@ impl Slabs {
                 self.allocations.push(AllocationLayout {
                     handle: handle.to_hex(),
                     size: allocation.size as u64,
+                    device: self.device,
                 });
                 self.by_base
                     .insert(allocation.base, self.allocations.len() - 1);

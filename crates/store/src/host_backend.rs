@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use arrow::array::{ArrayData, MutableArrayData, RecordBatch};
-use gpupg_export::{export_to_host, Engine, ExportRequest, NoProgress, Output};
+use gpupg_export::{export_to_host, BatchSize, Engine, ExportRequest, NoProgress, Output};
 use gpupg_gpu::{gather_rows_host, IpcHandle};
 
 use crate::backend::{
@@ -86,7 +86,7 @@ impl HostBackend {
         }
     }
 
-    fn register(&self, bytes: Vec<u8>) -> (Arc<Vec<u8>>, AllocationLayout) {
+    fn register(&self, bytes: Vec<u8>, device: usize) -> (Arc<Vec<u8>>, AllocationLayout) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut handle = [0u8; 64];
         handle[..8].copy_from_slice(HOST_HANDLE_MAGIC);
@@ -98,6 +98,7 @@ impl HostBackend {
         let layout = AllocationLayout {
             handle: IpcHandle(handle).to_hex(),
             size: slab.len() as u64,
+            device,
         };
         (slab, layout)
     }
@@ -106,6 +107,10 @@ impl HostBackend {
 impl Backend for HostBackend {
     fn kind(&self) -> &'static str {
         "host"
+    }
+
+    fn device_count(&self) -> Result<usize, String> {
+        Ok(self.devices)
     }
 
     fn check_device(&self, device: usize) -> Result<(), StoreError> {
@@ -140,8 +145,12 @@ impl Backend for HostBackend {
             let old = Resident::memory_of::<HostTable>(prior)?;
             loaded
                 .append_carried(
-                    |runs| gather_rows_host(&old.batches, runs),
-                    |b| (b.num_rows(), b.get_array_memory_size() as u64),
+                    |c| gather_rows_host(&old.batches, &c.runs),
+                    |b| BatchSize {
+                        rows: b.num_rows(),
+                        bytes: b.get_array_memory_size() as u64,
+                        device: 0,
+                    },
                 )
                 .map_err(|e| StoreError::Internal(format!("carrying rows over: {e}")))?;
         }
@@ -168,7 +177,10 @@ impl Backend for HostBackend {
                     limit,
                 });
             }
-            let (slab, layout) = self.register(bytes);
+            // Chunks are spread over the devices asked for, as the GPU
+            // backend's decoders spread them.
+            let device = req.devices[index % req.devices.len().max(1)];
+            let (slab, layout) = self.register(bytes, device);
             allocations.push(layout);
             slabs.push(slab);
             chunks.push(ChunkLayout {
@@ -178,7 +190,7 @@ impl Backend for HostBackend {
         }
         Ok(Resident {
             schema: loaded.schema,
-            device: req.device,
+            device: req.devices.first().copied().unwrap_or(0),
             rows: loaded.batches.iter().map(|b| b.num_rows() as u64).sum(),
             allocations,
             chunks,

@@ -184,7 +184,7 @@ impl Manifest {
                 .enumerate()
                 .map(|(id, a)| AllocationInfo {
                     id,
-                    device: resident.device,
+                    device: a.device,
                     ipc_handle: a.handle.clone(),
                     size: a.size,
                 })

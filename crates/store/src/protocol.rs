@@ -87,6 +87,11 @@ pub struct LoadSpec {
     /// The server's data directory as the store server sees it.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// Several GPUs: `all`, or ordinals such as `0,1` (overrides
+    /// `device`); the registry keeps the list it resolved, so refreshes use
+    /// the same GPUs.
+    #[serde(default)]
+    pub devices: Option<String>,
     /// `optimal` (default), `numa` or `system`: which GPUs may read the
     /// heap files with GPU-Direct (`--gpu-selection`).
     #[serde(default)]
@@ -112,6 +117,7 @@ impl LoadSpec {
             chunk_mib: None,
             heap_threshold: None,
             data_dir: None,
+            devices: None,
             gpu_selection: None,
             manual_optimal_gpus: None,
         }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gpupg_export::DeviceChoice;
 use gpupg_source::ConnectConfig;
 
 use crate::backend::{Backend, Resident};
@@ -185,13 +186,13 @@ impl Registry {
     }
 
     /// Loads `spec` as revision 1 of a new table.
-    pub fn load(&self, spec: LoadSpec) -> Result<RevisionInfo, StoreError> {
+    pub fn load(&self, mut spec: LoadSpec) -> Result<RevisionInfo, StoreError> {
         let name = spec.store_name().to_string();
         check_name(&name)?;
         if self.cancel.load(Ordering::SeqCst) {
             return Err(StoreError::ShuttingDown);
         }
-        self.backend.check_device(spec.device)?;
+        self.resolve_devices(&mut spec)?;
         let connect = connect_of(&spec)?;
         {
             let mut st = self.lock();
@@ -434,6 +435,35 @@ impl Registry {
         self.cancel.store(true, Ordering::SeqCst);
         let tables = std::mem::take(&mut self.lock().tables);
         drop(tables);
+    }
+
+    /// Checks the devices of `spec` and writes `devices: all` as the list
+    /// it means here (refreshes then load onto the same GPUs).
+    fn resolve_devices(&self, spec: &mut LoadSpec) -> Result<(), StoreError> {
+        let Some(text) = &spec.devices else {
+            return self.backend.check_device(spec.device);
+        };
+        let choice: DeviceChoice = text
+            .parse()
+            .map_err(|e| StoreError::BadRequest(format!("devices: {e}")))?;
+        let count = self.backend.device_count();
+        let devices = choice
+            .resolve(count.clone())
+            .map_err(|detail| StoreError::BadDevice {
+                device: match (&choice, &count) {
+                    (DeviceChoice::List(l), Ok(n)) => {
+                        l.iter().copied().find(|d| d >= n).unwrap_or(0)
+                    }
+                    _ => 0,
+                },
+                detail,
+            })?;
+        for &d in &devices {
+            self.backend.check_device(d)?;
+        }
+        spec.device = devices.first().copied().unwrap_or(0);
+        spec.devices = Some(DeviceChoice::List(devices).to_string());
+        Ok(())
     }
 
     fn current_of(&self, name: &str, id: u64) -> Result<Arc<Revision>, StoreError> {

@@ -5,8 +5,8 @@ use std::sync::atomic::AtomicBool;
 
 use gpupg_decode::TypeOptions;
 use gpupg_export::{
-    default_parallelism, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source, Target,
-    DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
+    default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source,
+    Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
 };
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
@@ -27,6 +27,7 @@ pub(crate) fn export_request<'a>(
             "chunk size {mib} MiB: must be from 1 to 1024"
         )));
     }
+    let devices = spec_devices(spec)?;
     Ok(ExportRequest {
         connect,
         target: Target::Table(spec.table.clone()),
@@ -34,11 +35,13 @@ pub(crate) fn export_request<'a>(
         filter: None,
         output: Output::Device,
         parallel: spec.parallel.unwrap_or_else(default_parallelism),
-        workers: spec.threads.unwrap_or(DEVICE_WORKERS),
+        workers: spec
+            .threads
+            .unwrap_or(DEVICE_WORKERS * devices.len().max(1)),
         chunk_bytes: spec.chunk_mib.map_or(DEFAULT_CHUNK_BYTES, |m| m << 20),
         heap_chunk_bytes: spec.chunk_mib.map_or(DEFAULT_HEAP_CHUNK_BYTES, |m| m << 20),
         engine: Engine::Gpu,
-        device: spec.device,
+        devices,
         // Set by the registry from the memory limit.
         device_limit: None,
         // Arrow's own types (MonthDayNano intervals): what device columns
@@ -81,6 +84,30 @@ pub(crate) fn export_request<'a>(
     })
 }
 
+/// The GPUs of `spec`: `devices` when given (`all` resolved on this
+/// machine), else `device`.
+pub(crate) fn spec_devices(spec: &LoadSpec) -> Result<Vec<usize>, StoreError> {
+    match &spec.devices {
+        None => Ok(vec![spec.device]),
+        Some(text) => {
+            let choice: DeviceChoice = text
+                .parse()
+                .map_err(|e| StoreError::BadRequest(format!("devices: {e}")))?;
+            match choice {
+                DeviceChoice::List(list) => Ok(list),
+                DeviceChoice::All => {
+                    choice
+                        .resolve_here()
+                        .map_err(|detail| StoreError::BadDevice {
+                            device: spec.device,
+                            detail,
+                        })
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +134,10 @@ mod tests {
         };
         spec.gpu_selection = Some("nearest".into());
         let e = bad(&spec);
-        assert!(e.contains("gpu_selection") && e.contains("optimal, numa or system"), "{e}");
+        assert!(
+            e.contains("gpu_selection") && e.contains("optimal, numa or system"),
+            "{e}"
+        );
         spec.gpu_selection = None;
         spec.manual_optimal_gpus = Some("nvme3=gpuX".into());
         assert!(bad(&spec).contains("manual-optimal-gpus"), "{}", bad(&spec));

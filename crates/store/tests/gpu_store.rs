@@ -533,9 +533,10 @@ fn gpu_store_refresh_reads_only_changed_pages() {
         child.finish();
     };
     stage("loading from the heap files");
-    let lo = c
-        .load(gpu_spec(&dsn, "lineorder", "lo", SourceKind::Heap))
-        .expect("load");
+    // Every GPU of the machine: the refresh gathers on each.
+    let mut spec = gpu_spec(&dsn, "lineorder", "lo", SourceKind::Heap);
+    spec.devices = Some("all".into());
+    let lo = c.load(spec).expect("load");
     assert_eq!(lo.source, "heap");
     let all = relation_blocks(&dsn, "lineorder");
     assert!((blocks..=all).contains(&lo.pages_read), "{lo:?}");

@@ -348,6 +348,20 @@ fn errors_are_typed_and_the_server_keeps_serving() {
         e.to_string(),
         "device 3 cannot be used: the host backend has 1 device(s)"
     );
+    for (devices, kind_, text) in [
+        (
+            "0,5",
+            ErrorKind::BadDevice,
+            "device 5 cannot be used: --devices 0,5: GPU 5 does not exist (this machine has 1 GPU(s))",
+        ),
+        ("0,0", ErrorKind::BadRequest, "devices: GPU 0 is given twice"),
+    ] {
+        let mut bad = spec(&dsn, "t", "t");
+        bad.devices = Some(devices.into());
+        let e = c.load(bad).unwrap_err();
+        assert_eq!(e.kind(), kind_, "{e}");
+        assert!(e.to_string().contains(text), "{e}");
+    }
     assert_eq!(
         kind(c.load(spec(&dsn, "t", "")).map(|_| ())),
         ErrorKind::BadName
@@ -559,4 +573,51 @@ fn refresh_reads_only_changed_pages() {
     assert!(r.pages_kept + 2 >= r.pages_read + r.pages_kept, "{r:?}");
     assert!(r.pages_kept + 2 >= blocks, "{r:?}");
     check(&mut c, "after one row changed");
+}
+
+/// A table spread over several devices (`devices: all`): each chunk on one
+/// of them, every allocation naming its device, the list kept for
+/// refreshes, and the rows those of the table.
+#[test]
+fn tables_spread_over_several_devices() {
+    let pg = LocalServer::start().expect("server");
+    let dsn = pg.dsn();
+    // Three ranges of 1024 pages: three chunks at least.
+    lineorder(&dsn, 160_000);
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    let host = Arc::new(HostBackend::new(2));
+    let store = TestStore::start(host.clone(), None);
+    let mut c = store.client();
+    let mut s = spec(&dsn, "lineorder", "lo");
+    s.devices = Some("all".into());
+    s.source = gpupg_store::SourceKind::Heap;
+    let lo = c.load(s).expect("load over two devices");
+    assert_eq!(lo.device, 0);
+    let m = c.export("lo").unwrap();
+    let mut devices: Vec<usize> = m.allocations.iter().map(|a| a.device).collect();
+    devices.dedup();
+    devices.sort();
+    devices.dedup();
+    assert_eq!(devices, [0, 1], "chunks on both devices");
+    assert_same_rows(
+        "lo",
+        &cpu_export(&dsn, "lineorder"),
+        &read_back(&host, &m),
+        LO_KEYS,
+    );
+    // A refresh loads onto the same two devices.
+    exec(
+        &dsn,
+        &format!("UPDATE lineorder SET lo_tax = lo_tax + 1 WHERE {PAGE} % 10 = 3"),
+    );
+    let r = refresh_changed(&mut c, "lo");
+    assert!(r.pages_kept > 0, "{r:?}");
+    let m = c.export("lo").unwrap();
+    assert!(m.allocations.iter().any(|a| a.device == 1));
+    assert_same_rows(
+        "lo refreshed",
+        &cpu_export(&dsn, "lineorder"),
+        &read_back(&host, &m),
+        LO_KEYS,
+    );
 }

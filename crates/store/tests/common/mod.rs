@@ -128,7 +128,7 @@ pub fn cpu_export(dsn: &str, table: &str) -> Vec<RecordBatch> {
         chunk_bytes: gpupg_export::DEFAULT_CHUNK_BYTES,
         heap_chunk_bytes: gpupg_export::DEFAULT_HEAP_CHUNK_BYTES,
         engine: Engine::Cpu,
-        device: 0,
+        devices: vec![0],
         device_limit: None,
         types: Default::default(),
         unsupported: UnsupportedTypes::Error,
