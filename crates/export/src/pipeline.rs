@@ -402,7 +402,8 @@ fn run(
     let copy_bytes = std::sync::atomic::AtomicU64::new(0);
     let rows = std::sync::atomic::AtomicU64::new(0);
     let flattened = std::sync::atomic::AtomicU64::new(0);
-    let gpu_stats = Mutex::new(None::<gpupg_gpu::GpuStats>);
+    // Per GPU, its decoder threads' statistics summed.
+    let gpu_stats = Mutex::new(std::collections::BTreeMap::<usize, gpupg_gpu::GpuStats>::new());
     let engine_notes = Mutex::new(page_notes);
     let copy_started = Instant::now();
     let copy_wall = Mutex::new(Duration::ZERO);
@@ -586,10 +587,12 @@ fn run(
                 let Some(decoder) = decoder else { return };
                 flattened.fetch_add(decoder.stats().flattened_arrays, Ordering::Relaxed);
                 if let Some(g) = decoder.gpu_stats() {
-                    let mut total = gpu_stats.lock().unwrap_or_else(|p| p.into_inner());
-                    match total.as_mut() {
+                    let mut by_device = gpu_stats.lock().unwrap_or_else(|p| p.into_inner());
+                    match by_device.get_mut(&g.device) {
                         Some(t) => merge_gpu_stats(t, &g),
-                        None => *total = Some(g),
+                        None => {
+                            by_device.insert(g.device, g);
+                        }
                     }
                 }
             }));
@@ -678,7 +681,11 @@ fn run(
         _ => None,
     };
     let copy_wall = copy_wall.into_inner().unwrap_or_else(|p| p.into_inner());
-    let gpu = gpu_stats.into_inner().unwrap_or_else(|p| p.into_inner());
+    let gpu_devices = gpu_stats.into_inner().unwrap_or_else(|p| p.into_inner());
+    let gpu = gpu_devices.values().cloned().reduce(|mut a, b| {
+        merge_gpu_stats(&mut a, &b);
+        a
+    });
     let mut notes = engine_notes.into_inner().unwrap_or_else(|p| p.into_inner());
     let engine_detail = match &chosen {
         Chosen::Cpu { why: None } => "CPU decoder".to_string(),
@@ -758,6 +765,7 @@ fn run(
             decode_cpu: decode_cpu.seconds(),
             buffer_setup: pool.setup_seconds(),
             gpu: gpu.as_ref().map(GpuPhases::from),
+            gpu_devices: gpu_devices.values().map(GpuPhases::from).collect(),
         },
         cpu_seconds: process_cpu_seconds() - cpu_at_start,
         gpu,

@@ -33,6 +33,9 @@ pub struct Phases {
     /// The GPU engine's stages, summed over the decoder threads (part of
     /// `decode`); absent on the CPU engine.
     pub gpu: Option<GpuPhases>,
+    /// The same per GPU (`--devices`): each GPU's stage throughput is its
+    /// `h2d_bytes` over its device time.
+    pub gpu_devices: Vec<GpuPhases>,
 }
 
 /// The GPU decode broken down like the original tool's timing: staging into
@@ -40,6 +43,8 @@ pub struct Phases {
 /// kernels, device-to-host copy with Arrow assembly, CPU fallback columns.
 #[derive(Debug, Clone, Serialize)]
 pub struct GpuPhases {
+    /// The GPU (in a sum over several GPUs: the last one's).
+    pub device: usize,
     pub stage: f64,
     pub h2d: f64,
     pub parse: f64,
@@ -59,6 +64,7 @@ pub struct GpuPhases {
 impl From<&GpuStats> for GpuPhases {
     fn from(g: &GpuStats) -> Self {
         GpuPhases {
+            device: g.device,
             stage: g.stage_s,
             h2d: g.h2d_s,
             parse: g.frame_s,
@@ -247,6 +253,23 @@ impl ExportReport {
                 g.device_alloc,
                 g.device_memory_peak as f64 / 1e6
             );
+        }
+        if p.gpu_devices.len() > 1 {
+            for g in &p.gpu_devices {
+                let busy = g.h2d + g.pages + g.parse + g.decode;
+                let _ = writeln!(
+                    s,
+                    "    GPU {}: {:.2} GB host->device, device time {:.3} s (copy {:.3}, pages {:.3}, parse {:.3}, decode {:.3}): {:.1} GB/s",
+                    g.device,
+                    g.h2d_bytes as f64 / 1e9,
+                    busy,
+                    g.h2d,
+                    g.pages,
+                    g.parse,
+                    g.decode,
+                    g.h2d_bytes as f64 / busy.max(1e-9) / 1e9
+                );
+            }
         }
         let _ = writeln!(
             s,
