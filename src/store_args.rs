@@ -126,7 +126,7 @@ pub struct LoadArgs {
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     let backend: Arc<dyn Backend> = match args.backend {
-        BackendArg::Gpu => Arc::new(GpuBackend::default()),
+        BackendArg::Gpu => Arc::new(GpuBackend::holding_all()),
         BackendArg::Host => Arc::new(HostBackend::default()),
     };
     let socket = args.socket.unwrap_or_else(default_socket_path);

@@ -229,6 +229,47 @@ pub struct ExportRequest<'a> {
 }
 
 impl<'a> ExportRequest<'a> {
+    /// A request for `target` into `output` with the defaults the command
+    /// line has: every column and row, [`default_parallelism`] connections,
+    /// a thread per core, the engine and source chosen automatically on GPU
+    /// 0, unsupported types refused, the sink's defaults.
+    ///
+    /// ```
+    /// use gpupg_export::{ExportRequest, Output, Source, Target};
+    /// # let connect = gpupg_source::ConnectConfig::resolve(Some("host=/tmp")).unwrap();
+    /// let req = ExportRequest {
+    ///     source: Source::Heap,
+    ///     ..ExportRequest::new(connect, Target::Table("lineorder".into()), Output::Host)
+    /// };
+    /// assert_eq!(req.devices, [0]);
+    /// ```
+    pub fn new(connect: ConnectConfig, target: Target, output: Output) -> ExportRequest<'a> {
+        ExportRequest {
+            connect,
+            target,
+            columns: None,
+            filter: None,
+            output,
+            parallel: default_parallelism(),
+            workers: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            heap_chunk_bytes: DEFAULT_HEAP_CHUNK_BYTES,
+            engine: Engine::Auto,
+            devices: vec![0],
+            device_limit: None,
+            types: TypeOptions::default(),
+            unsupported: UnsupportedTypes::Error,
+            sink: SinkOptions::default(),
+            source: Source::Auto,
+            heap_threshold: DEFAULT_HEAP_THRESHOLD,
+            heap_io: HeapIo::Auto,
+            gpu_selection: GpuSelection::default(),
+            data_dir: None,
+            prior: None,
+            cancel: None,
+        }
+    }
+
     /// The same request with another output.
     pub fn with_output(&self, output: Output) -> ExportRequest<'a> {
         ExportRequest {

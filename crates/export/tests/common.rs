@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 use gpupg_decode::{IntervalRepr, TypeOptions};
 use gpupg_export::{ExportRequest, Output, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
-use gpupg_source::{ConnectConfig, Connection, UnsupportedTypes};
+use gpupg_source::{ConnectConfig, Connection};
 
 pub fn config(dsn: &str) -> ConnectConfig {
     ConnectConfig::resolve(Some(dsn)).expect("test DSN parses")
@@ -22,18 +22,11 @@ pub fn request(
     format: Format,
 ) -> ExportRequest<'static> {
     ExportRequest {
-        connect: config(dsn),
-        target,
-        columns: None,
-        filter: None,
-        output,
         parallel: 4,
         workers: 3,
         chunk_bytes: 64 * 1024,
         heap_chunk_bytes: 64 * 1024,
         engine: gpupg_export::Engine::Cpu,
-        devices: vec![0],
-        device_limit: None,
         types: TypeOptions {
             interval: match format {
                 Format::Parquet => IntervalRepr::Struct,
@@ -41,7 +34,6 @@ pub fn request(
             },
             ..TypeOptions::default()
         },
-        unsupported: UnsupportedTypes::Error,
         sink: SinkOptions {
             format,
             compression: Compression::Zstd(1),
@@ -49,12 +41,7 @@ pub fn request(
             row_group_rows: 1 << 20,
         },
         source: gpupg_export::Source::Copy,
-        heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
-        heap_io: gpupg_export::HeapIo::Auto,
-        gpu_selection: Default::default(),
-        data_dir: None,
-        prior: None,
-        cancel: None,
+        ..ExportRequest::new(config(dsn), target, output)
     }
 }
 

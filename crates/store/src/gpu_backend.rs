@@ -28,6 +28,25 @@ pub struct GpuBackend {
     held: Mutex<HashMap<usize, DeviceHold>>,
 }
 
+impl GpuBackend {
+    /// A backend that holds every GPU's context from now on, so that no
+    /// load pays for making one (a tenth of a second or more each): what
+    /// the server uses. GPUs that cannot be held now are tried again at
+    /// their first load.
+    pub fn holding_all() -> GpuBackend {
+        let backend = GpuBackend::default();
+        let count = gpupg_gpu::device_count().unwrap_or(0);
+        let mut held = backend.held.lock().unwrap_or_else(|p| p.into_inner());
+        for device in 0..count {
+            if let Ok(hold) = DeviceHold::new(device) {
+                held.insert(device, hold);
+            }
+        }
+        drop(held);
+        backend
+    }
+}
+
 impl Backend for GpuBackend {
     fn kind(&self) -> &'static str {
         "gpu"

@@ -3,13 +3,12 @@
 
 use std::sync::atomic::AtomicBool;
 
-use gpupg_decode::TypeOptions;
 use gpupg_export::{
-    default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source,
-    Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
+    DeviceChoice, Engine, ExportRequest, GpuSelection, Output, Source, Target, DEFAULT_CHUNK_BYTES,
+    DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
 };
 use gpupg_sink::{Compression, Format, SinkOptions};
-use gpupg_source::{ConnectConfig, UnsupportedTypes};
+use gpupg_source::ConnectConfig;
 
 use crate::error::StoreError;
 use crate::protocol::{LoadSpec, SourceKind};
@@ -28,13 +27,10 @@ pub(crate) fn export_request<'a>(
         )));
     }
     let devices = spec_devices(spec)?;
+    let defaults = ExportRequest::new(connect, Target::Table(spec.table.clone()), Output::Device);
     Ok(ExportRequest {
-        connect,
-        target: Target::Table(spec.table.clone()),
         columns: spec.columns.clone(),
-        filter: None,
-        output: Output::Device,
-        parallel: spec.parallel.unwrap_or_else(default_parallelism),
+        parallel: spec.parallel.unwrap_or(defaults.parallel),
         workers: spec
             .threads
             .unwrap_or(DEVICE_WORKERS * devices.len().max(1)),
@@ -42,12 +38,9 @@ pub(crate) fn export_request<'a>(
         heap_chunk_bytes: spec.chunk_mib.map_or(DEFAULT_HEAP_CHUNK_BYTES, |m| m << 20),
         engine: Engine::Gpu,
         devices,
-        // Set by the registry from the memory limit.
-        device_limit: None,
-        // Arrow's own types (MonthDayNano intervals): what device columns
-        // and the Arrow IPC format hold.
-        types: TypeOptions::default(),
-        unsupported: UnsupportedTypes::Error,
+        // Arrow's own types (MonthDayNano intervals), as device columns
+        // hold them; the memory limit is set by the registry, the previous
+        // revision (`prior`) on a refresh.
         sink: SinkOptions {
             format: Format::Arrow,
             compression: Compression::None,
@@ -60,7 +53,6 @@ pub(crate) fn export_request<'a>(
             SourceKind::Heap => Source::Heap,
         },
         heap_threshold: spec.heap_threshold.unwrap_or(DEFAULT_HEAP_THRESHOLD),
-        heap_io: HeapIo::Auto,
         gpu_selection: GpuSelection {
             policy: match &spec.gpu_selection {
                 Some(p) => p
@@ -78,9 +70,8 @@ pub(crate) fn export_request<'a>(
                 })?,
         },
         data_dir: spec.data_dir.clone(),
-        // Set by the registry on a refresh.
-        prior: None,
         cancel: Some(cancel),
+        ..defaults
     })
 }
 

@@ -9,9 +9,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use gpupg_export::{export, Engine, ExportRequest, NoProgress, Output, Source, Target};
-use gpupg_sink::{Compression, Format, SinkOptions};
-use gpupg_source::{ConnectConfig, Connection, UnsupportedTypes};
+use gpupg_export::{export_to_host, Engine, ExportRequest, NoProgress, Output, Source, Target};
+use gpupg_source::{ConnectConfig, Connection};
 use gpupg_store::{
     Backend, Client, ListReport, LoadSpec, Registry, RevisionInfo, Server, StoreError,
 };
@@ -113,41 +112,18 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The table exported by the CPU engine to Arrow IPC, read back.
+/// The table as the CPU engine reads it through COPY, in memory.
 pub fn cpu_export(dsn: &str, table: &str) -> Vec<RecordBatch> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("cpu.arrow");
     let req = ExportRequest {
-        connect: config(dsn),
-        target: Target::Table(table.to_string()),
-        columns: None,
-        filter: None,
-        output: Output::File(path.clone()),
         parallel: 2,
         workers: 2,
-        chunk_bytes: gpupg_export::DEFAULT_CHUNK_BYTES,
-        heap_chunk_bytes: gpupg_export::DEFAULT_HEAP_CHUNK_BYTES,
         engine: Engine::Cpu,
-        devices: vec![0],
-        device_limit: None,
-        types: Default::default(),
-        unsupported: UnsupportedTypes::Error,
-        sink: SinkOptions {
-            format: Format::Arrow,
-            compression: Compression::None,
-            overwrite: false,
-            row_group_rows: 0,
-        },
         source: Source::Copy,
-        heap_threshold: gpupg_export::DEFAULT_HEAP_THRESHOLD,
-        heap_io: gpupg_export::HeapIo::Auto,
-        gpu_selection: Default::default(),
-        data_dir: None,
-        prior: None,
-        cancel: None,
+        ..ExportRequest::new(config(dsn), Target::Table(table.to_string()), Output::Host)
     };
-    export(&req, &NoProgress).expect("CPU export");
-    read_arrow(&path)
+    export_to_host(&req, &NoProgress)
+        .expect("CPU export")
+        .batches
 }
 
 pub fn read_arrow(path: &Path) -> Vec<RecordBatch> {
