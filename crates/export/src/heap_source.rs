@@ -633,27 +633,29 @@ impl PageBatch {
         }
     }
 
-    /// The pages of the batch other than `flagged` (ascending indexes into
-    /// `pages`), with their rows; `None` when the rows were not counted
-    /// (pages in device memory).
+    /// The pages of the batch other than `flagged` (indexes into `pages`),
+    /// with their rows, in page order; `None` when the rows were not
+    /// counted (pages in device memory).
     pub(crate) fn pages_except(&self, flagged: &[u32]) -> Option<Vec<PageRows>> {
         if self.rows.len() != self.pages.len() {
             return None;
         }
-        let mut skip = flagged.iter().peekable();
-        let mut out = Vec::with_capacity(self.pages.len() - flagged.len().min(self.pages.len()));
-        for k in 0..self.pages.len() {
-            if skip.peek().is_some_and(|&&f| f as usize == k) {
-                skip.next();
-                continue;
+        let mut skip = vec![false; self.pages.len()];
+        for &f in flagged {
+            if let Some(s) = skip.get_mut(f as usize) {
+                *s = true;
             }
-            out.push(PageRows {
-                block: self.blocks[k],
-                lsn: self.lsns[k],
-                rows: self.rows[k],
-            });
         }
-        Some(out)
+        Some(
+            (0..self.pages.len())
+                .filter(|&k| !skip[k])
+                .map(|k| PageRows {
+                    block: self.blocks[k],
+                    lsn: self.lsns[k],
+                    rows: self.rows[k],
+                })
+                .collect(),
+        )
     }
 
     /// Bytes the batch can hold.
