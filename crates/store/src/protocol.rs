@@ -337,6 +337,13 @@ pub fn encode_ok(result: Value) -> String {
     })
 }
 
+/// A success line whose result is `json`, one JSON value rendered before
+/// (a revision's manifest, rendered once when the revision is built rather
+/// than at every attach).
+pub fn encode_ok_rendered(json: &str) -> String {
+    format!("{{\"v\":{PROTOCOL_VERSION},\"ok\":true,\"result\":{json}}}\n")
+}
+
 /// A failure line carrying the error's kind and one-line message.
 pub fn encode_error(e: &StoreError) -> String {
     encode_response(ResponseLine {
@@ -449,6 +456,15 @@ mod tests {
                 spec: Box::new(LoadSpec::new("t", "x"))
             }
         );
+    }
+
+    #[test]
+    fn a_rendered_result_reads_back_as_the_value() {
+        let value = serde_json::json!({"name": "lo", "columns": [{"rows": 3, "dtype": "int32"}], "x": null});
+        let line = encode_ok_rendered(&serde_json::to_string(&value).unwrap());
+        assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+        assert_eq!(line, encode_ok(value.clone()));
+        assert_eq!(decode_response(line.trim_end()).unwrap(), value);
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct Revision {
     info: RevisionInfo,
     fingerprint: Fingerprint,
     manifest: Manifest,
+    /// The manifest as JSON, rendered once: attach sends it as it is.
+    manifest_json: Arc<str>,
     attached: AtomicUsize,
     /// Set once the revision is in the registry: its bytes count until it
     /// is dropped.
@@ -309,6 +311,29 @@ impl Registry {
             .get(name)
             .map(|t| t.current.manifest.clone())
             .ok_or_else(|| StoreError::UnknownTable(name.to_string()))
+    }
+
+    /// The current revision's manifest as JSON, not held.
+    pub fn manifest_json(&self, name: &str) -> Result<Arc<str>, StoreError> {
+        let st = self.lock();
+        st.tables
+            .get(name)
+            .map(|t| t.current.manifest_json.clone())
+            .ok_or_else(|| StoreError::UnknownTable(name.to_string()))
+    }
+
+    /// As [`Self::attach`], with the manifest as JSON (what the server
+    /// sends).
+    pub fn attach_json(&self, name: &str) -> Result<(Attachment, Arc<str>), StoreError> {
+        let st = self.lock();
+        let t = st
+            .tables
+            .get(name)
+            .ok_or_else(|| StoreError::UnknownTable(name.to_string()))?;
+        Ok((
+            Attachment::new(t.current.clone()),
+            t.current.manifest_json.clone(),
+        ))
     }
 
     /// Holds the current revision of `name` and returns its manifest.
@@ -541,6 +566,9 @@ impl Registry {
         Ok(Arc::new(Revision {
             info,
             fingerprint: observation.fingerprint,
+            manifest_json: serde_json::to_string(&manifest)
+                .map_err(|e| StoreError::Internal(format!("rendering the manifest: {e}")))?
+                .into(),
             manifest,
             attached: AtomicUsize::new(0),
             counted_in: OnceLock::new(),

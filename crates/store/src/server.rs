@@ -27,7 +27,8 @@ use serde_json::{json, Value};
 
 use crate::error::StoreError;
 use crate::protocol::{
-    decode_request, encode_error, encode_ok, read_line, Request, MAX_REQUEST_BYTES,
+    decode_request, encode_error, encode_ok, encode_ok_rendered, read_line, Request,
+    MAX_REQUEST_BYTES,
 };
 use crate::registry::{Attachment, Registry};
 use crate::socket::{bind_owner_only, peer_is_owner};
@@ -231,7 +232,8 @@ fn serve_client(stream: UnixStream, registry: &Registry, stop: &AtomicBool, log:
             Err(e) => (Err(e), true),
         };
         let line = match response {
-            Ok(v) => encode_ok(v),
+            Ok(Reply::Value(v)) => encode_ok(v),
+            Ok(Reply::Rendered(json)) => encode_ok_rendered(&json),
             Err(e) => encode_error(&e),
         };
         if writer.write_all(line.as_bytes()).is_err() || last {
@@ -252,7 +254,7 @@ fn handle(
     attachments: &mut Vec<Attachment>,
     stop: &AtomicBool,
     log: &dyn Fn(&str),
-) -> Result<Value, StoreError> {
+) -> Result<Reply, StoreError> {
     if stop.load(Ordering::SeqCst) {
         return Err(StoreError::ShuttingDown);
     }
@@ -289,11 +291,11 @@ fn handle(
             to_json(&outcome)
         }
         Request::List { stale } => to_json(&registry.list(stale)),
-        Request::Export { name } => to_json(&registry.manifest(&name)?),
+        Request::Export { name } => Ok(Reply::Rendered(registry.manifest_json(&name)?)),
         Request::Attach { name } => {
-            let (attachment, manifest) = registry.attach(&name)?;
+            let (attachment, manifest) = registry.attach_json(&name)?;
             attachments.push(attachment);
-            to_json(&manifest)
+            Ok(Reply::Rendered(manifest))
         }
         Request::Release { name, revision } => {
             let at = attachments
@@ -302,16 +304,24 @@ fn handle(
                 .ok_or(StoreError::NotAttached { name, revision })?;
             // Frees the revision when it was the last hold on an old one.
             attachments.swap_remove(at);
-            Ok(json!({ "released": true }))
+            Ok(Reply::Value(json!({ "released": true })))
         }
         Request::Shutdown => {
             log("shutdown requested by a client");
             stop.store(true, Ordering::SeqCst);
-            Ok(json!({ "stopping": true }))
+            Ok(Reply::Value(json!({ "stopping": true })))
         }
     }
 }
 
-fn to_json(value: &impl Serialize) -> Result<Value, StoreError> {
-    serde_json::to_value(value).map_err(|e| StoreError::Internal(e.to_string()))
+/// What a request answers: a value, or JSON rendered before.
+enum Reply {
+    Value(Value),
+    Rendered(Arc<str>),
+}
+
+fn to_json(value: &impl Serialize) -> Result<Reply, StoreError> {
+    serde_json::to_value(value)
+        .map(Reply::Value)
+        .map_err(|e| StoreError::Internal(e.to_string()))
 }
