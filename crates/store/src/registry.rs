@@ -304,49 +304,50 @@ impl Registry {
         })
     }
 
-    /// The current revision's manifest, not held.
-    pub fn manifest(&self, name: &str) -> Result<Manifest, StoreError> {
+    /// The current revision of `name`.
+    fn current(&self, name: &str) -> Result<Arc<Revision>, StoreError> {
         let st = self.lock();
         st.tables
             .get(name)
-            .map(|t| t.current.manifest.clone())
+            .map(|t| t.current.clone())
             .ok_or_else(|| StoreError::UnknownTable(name.to_string()))
+    }
+
+    /// The current revision's manifest, not held.
+    pub fn manifest(&self, name: &str) -> Result<Manifest, StoreError> {
+        Ok(self.current(name)?.manifest.clone())
     }
 
     /// The current revision's manifest as JSON, not held.
     pub fn manifest_json(&self, name: &str) -> Result<Arc<str>, StoreError> {
-        let st = self.lock();
-        st.tables
-            .get(name)
-            .map(|t| t.current.manifest_json.clone())
-            .ok_or_else(|| StoreError::UnknownTable(name.to_string()))
+        Ok(self.current(name)?.manifest_json.clone())
     }
 
     /// As [`Self::attach`], with the manifest as JSON (what the server
     /// sends).
     pub fn attach_json(&self, name: &str) -> Result<(Attachment, Arc<str>), StoreError> {
-        let st = self.lock();
-        let t = st
-            .tables
-            .get(name)
-            .ok_or_else(|| StoreError::UnknownTable(name.to_string()))?;
-        Ok((
-            Attachment::new(t.current.clone()),
-            t.current.manifest_json.clone(),
-        ))
+        self.attach_with(name, |r| r.manifest_json.clone())
     }
 
     /// Holds the current revision of `name` and returns its manifest.
     pub fn attach(&self, name: &str) -> Result<(Attachment, Manifest), StoreError> {
+        self.attach_with(name, |r| r.manifest.clone())
+    }
+
+    /// Holds the current revision of `name` (counted as attached before
+    /// the lock is let go, so a drop at the same moment sees it held) and
+    /// returns `what` of it.
+    fn attach_with<T>(
+        &self,
+        name: &str,
+        what: impl FnOnce(&Revision) -> T,
+    ) -> Result<(Attachment, T), StoreError> {
         let st = self.lock();
         let t = st
             .tables
             .get(name)
             .ok_or_else(|| StoreError::UnknownTable(name.to_string()))?;
-        Ok((
-            Attachment::new(t.current.clone()),
-            t.current.manifest.clone(),
-        ))
+        Ok((Attachment::new(t.current.clone()), what(&t.current)))
     }
 
     /// Every table's current revision (checked against PostgreSQL when
