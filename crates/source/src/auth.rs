@@ -7,10 +7,13 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use crate::conn::Connection;
 use crate::dsn::ConnectConfig;
 use crate::error::SourceError;
+use crate::pgpass::Password;
 use crate::protocol::{self, tag, AuthRequest};
 
 const DURING: &str = "authenticating";
 const SCRAM: &str = "SCRAM-SHA-256";
+/// SQLSTATE of a wrong password.
+const INVALID_PASSWORD: &str = "28P01";
 
 /// Answers the server's authentication requests until AuthenticationOk.
 pub(crate) fn authenticate(conn: &mut Connection, cfg: &ConnectConfig) -> Result<(), SourceError> {
@@ -19,14 +22,9 @@ pub(crate) fn authenticate(conn: &mut Connection, cfg: &ConnectConfig) -> Result
         user: cfg.user.clone(),
         message,
     };
-    let password = || {
-        cfg.password.as_deref().ok_or_else(|| {
-            auth_err(
-                "the server asks for a password but none was given (set password in the connection string or PGPASSWORD)"
-                    .to_string(),
-            )
-        })
-    };
+    // Found on the first request: a trusted connection never reads the
+    // password file.
+    let mut found: Option<Password> = None;
     let mut scram: Option<ScramSha256> = None;
     loop {
         let msg = conn.next_message(DURING)?;
@@ -36,10 +34,12 @@ pub(crate) fn authenticate(conn: &mut Connection, cfg: &ConnectConfig) -> Result
                 match req {
                     AuthRequest::Ok => return Ok(()),
                     AuthRequest::Cleartext => {
-                        conn.send(&protocol::password(password()?.as_bytes()), DURING)?;
+                        let password = password(&mut found, cfg).map_err(auth_err)?;
+                        conn.send(&protocol::password(password.as_bytes()), DURING)?;
                     }
                     AuthRequest::Md5 { salt } => {
-                        let hash = md5_hash(cfg.user.as_bytes(), password()?.as_bytes(), salt);
+                        let password = password(&mut found, cfg).map_err(auth_err)?;
+                        let hash = md5_hash(cfg.user.as_bytes(), password.as_bytes(), salt);
                         conn.send(&protocol::password(hash.as_bytes()), DURING)?;
                     }
                     AuthRequest::Sasl { mechanisms } => {
@@ -49,8 +49,9 @@ pub(crate) fn authenticate(conn: &mut Connection, cfg: &ConnectConfig) -> Result
                             )));
                         }
                         // SASLprep of the password happens inside ScramSha256.
+                        let password = password(&mut found, cfg).map_err(auth_err)?;
                         let s =
-                            ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                            ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
                         conn.send(&protocol::sasl_initial(SCRAM, s.message()), DURING)?;
                         scram = Some(s);
                     }
@@ -84,7 +85,15 @@ pub(crate) fn authenticate(conn: &mut Connection, cfg: &ConnectConfig) -> Result
                 // Class 28 is invalid authorization (bad password, no
                 // pg_hba.conf entry); anything else is a plain server error.
                 if f.code.starts_with("28") {
-                    return Err(auth_err(format!("{} (SQLSTATE {})", f.message, f.code)));
+                    // As libpq, say where a rejected password came from.
+                    let origin = match found.as_ref().and_then(Password::origin) {
+                        Some(o) if f.code == INVALID_PASSWORD => format!("; {o}"),
+                        _ => String::new(),
+                    };
+                    return Err(auth_err(format!(
+                        "{} (SQLSTATE {}){origin}",
+                        f.message, f.code
+                    )));
                 }
                 return Err(conn.server_error(f, DURING.to_string()));
             }
@@ -96,4 +105,9 @@ pub(crate) fn authenticate(conn: &mut Connection, cfg: &ConnectConfig) -> Result
             }
         }
     }
+}
+
+/// The connection's password, looked for on the first call.
+fn password<'a>(found: &'a mut Option<Password>, cfg: &ConnectConfig) -> Result<&'a str, String> {
+    found.get_or_insert_with(|| Password::find(cfg)).value()
 }

@@ -5,9 +5,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::Instant;
 
 use rustls::{ClientConnection, StreamOwned};
 
@@ -15,6 +15,7 @@ use crate::auth::authenticate;
 use crate::dsn::{ConnectConfig, Host, SslMode};
 use crate::error::SourceError;
 use crate::protocol::{self, tag, ErrorFields, ProtocolViolation, HEADER_LEN};
+use crate::timeout::Watchdog;
 use crate::tls;
 
 /// Size of the buffer of the message reader (the COPY reader reads into its
@@ -29,17 +30,21 @@ pub(crate) enum Socket {
 }
 
 impl Socket {
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Socket::Unix(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-        }
+    pub(crate) fn try_clone(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        })
+    }
+
+    /// Ends both directions: blocked reads and writes of every clone
+    /// return at once.
+    pub(crate) fn shutdown(&self) {
+        // Fails only if the socket is already closed, which is the aim.
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(Shutdown::Both),
+        };
     }
 }
 
@@ -71,15 +76,6 @@ impl Write for Socket {
 pub(crate) enum Stream {
     Plain(Socket),
     Tls(Box<StreamOwned<ClientConnection, Socket>>),
-}
-
-impl Stream {
-    fn socket(&self) -> &Socket {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.sock,
-        }
-    }
 }
 
 impl Read for Stream {
@@ -239,20 +235,53 @@ impl Connection {
         }
     }
 
+    /// One attempt, bounded by `connect_timeout` when there is one.
     fn connect_once(cfg: &ConnectConfig, wanted: TlsWanted) -> Result<Connection, SourceError> {
+        let Some(limit) = cfg.connect_timeout else {
+            return Self::start_session(open_socket(cfg, None)?, cfg, wanted);
+        };
+        let deadline = Instant::now() + limit;
+        let timed_out = |during: &str| SourceError::ConnectTimeout {
+            host: cfg.endpoint(),
+            seconds: limit.as_secs(),
+            during: during.to_string(),
+        };
+        let socket = match open_socket(cfg, Some(deadline)) {
+            Err(SourceError::Connect { source, .. })
+                if source.kind() == io::ErrorKind::TimedOut =>
+            {
+                return Err(timed_out("opening the connection"))
+            }
+            other => other?,
+        };
+        let watchdog = socket
+            .try_clone()
+            .and_then(|s| Watchdog::arm(s, deadline))
+            .map_err(|source| SourceError::Connect {
+                host: cfg.endpoint(),
+                source,
+            })?;
+        let result = Self::start_session(socket, cfg, wanted);
+        if watchdog.disarm() {
+            // The socket was shut down under the startup, whatever it was
+            // doing: report that, not the error the shutdown caused.
+            return Err(timed_out(&phase_of(&result)));
+        }
+        result
+    }
+
+    /// TLS per `wanted`, startup and authentication on an open socket.
+    fn start_session(
+        mut socket: Socket,
+        cfg: &ConnectConfig,
+        wanted: TlsWanted,
+    ) -> Result<Connection, SourceError> {
         let endpoint = cfg.endpoint();
-        let socket = open_socket(cfg)?;
         let lost = |during: &str, e: io::Error| SourceError::ConnectionLost {
             host: endpoint.clone(),
             during: during.to_string(),
             reason: e.to_string(),
         };
-        // connect_timeout bounds the whole startup, as in libpq.
-        socket
-            .set_timeouts(cfg.connect_timeout)
-            .map_err(|e| lost("setting socket timeouts", e))?;
-
-        let mut socket = socket;
         let stream = if wanted == TlsWanted::No {
             Stream::Plain(socket)
         } else {
@@ -315,10 +344,6 @@ impl Connection {
         conn.send(&protocol::startup(&params), "sending the startup message")?;
         authenticate(&mut conn, cfg)?;
         conn.finish_startup()?;
-        conn.stream
-            .socket()
-            .set_timeouts(None)
-            .map_err(|e| conn.lost("clearing socket timeouts", e))?;
         Ok(conn)
     }
 
@@ -713,7 +738,21 @@ impl Drop for Connection {
     }
 }
 
-fn open_socket(cfg: &ConnectConfig) -> Result<Socket, SourceError> {
+/// What a failed (or, when the deadline passed just after, finished)
+/// startup was doing, for the timeout message.
+fn phase_of(result: &Result<Connection, SourceError>) -> String {
+    match result {
+        Err(SourceError::ConnectionLost { during, .. } | SourceError::Protocol { during, .. }) => {
+            during.clone()
+        }
+        Err(SourceError::Tls { .. }) => "negotiating TLS".to_string(),
+        Err(SourceError::Auth { .. }) => "authenticating".to_string(),
+        _ => "starting the session".to_string(),
+    }
+}
+
+/// The socket to the server; a TCP connect gives up at `deadline`.
+fn open_socket(cfg: &ConnectConfig, deadline: Option<Instant>) -> Result<Socket, SourceError> {
     let endpoint = cfg.endpoint();
     let connect_err = |source: io::Error| SourceError::Connect {
         host: endpoint.clone(),
@@ -737,8 +776,9 @@ fn open_socket(cfg: &ConnectConfig) -> Result<Socket, SourceError> {
             let mut last =
                 io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
             for addr in addrs {
-                let r = match cfg.connect_timeout {
-                    Some(t) => TcpStream::connect_timeout(&addr, t),
+                let r = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                    Some(left) if left.is_zero() => Err(io::ErrorKind::TimedOut.into()),
+                    Some(left) => TcpStream::connect_timeout(&addr, left),
                     None => TcpStream::connect(addr),
                 };
                 match r {

@@ -3,8 +3,10 @@
 //!
 //! Resolution follows libpq: the connection string (given, or the first of
 //! `GPUPGPARSER_PG_DSN`, `GPUPASER_PG_DSN`, `DATABASE_URL` that is set) wins;
-//! a setting it leaves out comes from the `PG*` environment variable, then
-//! from the default.
+//! a setting it leaves out comes from the service it (or `PGSERVICE`) names
+//! in a `pg_service.conf`, then from the `PG*` environment variable, then
+//! from the default. The password file is only located here; `auth` reads
+//! it when the server asks for a password.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -12,6 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::SourceError;
+use crate::service::{self, ServiceEntry};
+
+/// Where the system-wide `pg_service.conf` is when `PGSYSCONFDIR` is not
+/// set: Debian's libpq (the psql next to it looks there too).
+const SYSCONFDIR: &str = "/etc/postgresql-common";
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +94,10 @@ pub struct ConnectConfig {
     pub connect_timeout: Option<Duration>,
     /// Command-line options sent to the server (e.g. `-c work_mem=1GB`).
     pub options: Option<String>,
+    /// The password file (`passfile`, `PGPASSFILE`, else `~/.pgpass`)
+    /// consulted when the server asks for a password and `password` is
+    /// `None`.
+    pub passfile: Option<PathBuf>,
 }
 
 impl fmt::Debug for ConnectConfig {
@@ -103,6 +114,7 @@ impl fmt::Debug for ConnectConfig {
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
             .field("options", &self.options)
+            .field("passfile", &self.passfile)
             .finish()
     }
 }
@@ -121,11 +133,22 @@ struct Settings {
     application_name: Option<String>,
     connect_timeout: Option<String>,
     options: Option<String>,
+    service: Option<String>,
+    passfile: Option<String>,
 }
+
+/// The keys of a connection string, for messages.
+pub(crate) const KEYS: &str = "host, hostaddr, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout, options, service, passfile";
 
 impl Settings {
     fn set(&mut self, key: &str, value: String) -> Result<(), SourceError> {
-        let slot = match key {
+        *self.slot(key).map_err(SourceError::Dsn)? = Some(value);
+        Ok(())
+    }
+
+    /// The setting named `key`, or why there is none.
+    fn slot(&mut self, key: &str) -> Result<&mut Option<String>, String> {
+        Ok(match key {
             "host" => &mut self.host,
             "hostaddr" => &mut self.hostaddr,
             "port" => &mut self.port,
@@ -137,13 +160,21 @@ impl Settings {
             "application_name" => &mut self.application_name,
             "connect_timeout" => &mut self.connect_timeout,
             "options" => &mut self.options,
-            other => {
-                return Err(SourceError::Dsn(format!(
-                "unknown key \"{other}\" (supported: host, hostaddr, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout, options)"
-            )))
+            "service" => &mut self.service,
+            "passfile" => &mut self.passfile,
+            other => return Err(format!("unknown key \"{other}\" (supported: {KEYS})")),
+        })
+    }
+
+    /// Takes the settings of a service (`pg_service.conf`) that the
+    /// connection string left out: as in libpq, explicit keys win.
+    fn add_service(&mut self, entries: Vec<ServiceEntry>) -> Result<(), SourceError> {
+        for e in entries {
+            let slot = self.slot(&e.key).map_err(|m| e.error(&m))?;
+            if slot.is_none() {
+                *slot = Some(e.value);
             }
-        };
-        *slot = Some(value);
+        }
         Ok(())
     }
 }
@@ -153,125 +184,192 @@ const DSN_VARS: [&str; 3] = ["GPUPGPARSER_PG_DSN", "GPUPASER_PG_DSN", "DATABASE_
 
 impl ConnectConfig {
     /// Resolves the settings from `dsn` (or a connection string in the
-    /// environment), the `PG*` environment variables and the defaults.
+    /// environment), the service it names, the `PG*` environment variables
+    /// and the defaults.
     pub fn resolve(dsn: Option<&str>) -> Result<ConnectConfig, SourceError> {
-        Self::resolve_with(dsn, &|k| std::env::var(k).ok(), &|p: &Path| p.exists())
+        Self::resolve_in_env(dsn, &|k| std::env::var(k).ok())
     }
 
-    /// [`ConnectConfig::resolve`] with the environment and the file system
-    /// as closures, so tests need not touch the process environment.
+    /// [`ConnectConfig::resolve`] with `env` in place of the process
+    /// environment (`HOME` included, which locates `~/.pgpass` and
+    /// `~/.pg_service.conf`), so that parallel tests need not change it.
+    pub fn resolve_in_env(
+        dsn: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ConnectConfig, SourceError> {
+        Self::resolve_with(dsn, env, &|p: &Path| p.exists())
+    }
+
+    /// [`ConnectConfig::resolve_in_env`] with the file system's socket
+    /// check as a closure too.
     fn resolve_with(
         dsn: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
         exists: &dyn Fn(&Path) -> bool,
     ) -> Result<ConnectConfig, SourceError> {
-        let (dsn, origin) = match dsn {
-            Some(d) => (
-                Some(d.to_string()),
-                "the given connection string".to_string(),
-            ),
-            None => match DSN_VARS
-                .iter()
-                .find_map(|v| env(v).filter(|s| !s.trim().is_empty()).map(|s| (s, *v)))
-            {
-                Some((s, var)) => (Some(s), format!("environment variable {var}")),
-                None => (None, String::new()),
-            },
-        };
-        let mut s = match &dsn {
-            Some(d) => parse_dsn(d).map_err(|e| match e {
-                SourceError::Dsn(m) => SourceError::Dsn(format!("{m} (in {origin})")),
-                other => other,
-            })?,
-            None => Settings::default(),
-        };
+        let mut s = given_settings(dsn, env)?;
+        // libpq's order: the string, then its service, then the environment.
+        s.add_named_service(env)?;
+        s.add_environment(env);
+        s.into_config(env, exists)
+    }
+}
 
-        // libpq falls back to the environment for each missing setting.
-        let fill = |slot: &mut Option<String>, var: &str| {
+/// The settings of the given connection string, else of the first
+/// connection string variable that is set, else none.
+fn given_settings(
+    dsn: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, SourceError> {
+    let (dsn, origin) = match dsn {
+        Some(d) => (d.to_string(), "the given connection string".to_string()),
+        None => match DSN_VARS
+            .iter()
+            .find_map(|v| env(v).filter(|s| !s.trim().is_empty()).map(|s| (s, *v)))
+        {
+            Some((s, var)) => (s, format!("environment variable {var}")),
+            None => return Ok(Settings::default()),
+        },
+    };
+    parse_dsn(&dsn).map_err(|e| match e {
+        SourceError::Dsn(m) => SourceError::Dsn(format!("{m} (in {origin})")),
+        other => other,
+    })
+}
+
+/// A variable's value unless it is unset or empty (libpq treats both alike).
+fn var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.is_empty())
+}
+
+/// `$HOME/name`: libpq's per-user files.
+fn home_file(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    var(env, "HOME").map(|h| Path::new(&h).join(name))
+}
+
+impl Settings {
+    /// The settings of the service named by `service` or `PGSERVICE`, for
+    /// what the string left out. The user's file is `PGSERVICEFILE` or
+    /// `~/.pg_service.conf`, the system's `PGSYSCONFDIR/pg_service.conf`.
+    fn add_named_service(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), SourceError> {
+        let Some(name) = self
+            .service
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| var(env, "PGSERVICE"))
+        else {
+            return Ok(());
+        };
+        let user_file = var(env, "PGSERVICEFILE")
+            .map(PathBuf::from)
+            .or_else(|| home_file(env, ".pg_service.conf"));
+        let system_dir = var(env, "PGSYSCONFDIR").unwrap_or_else(|| SYSCONFDIR.to_string());
+        let system_file = Path::new(&system_dir).join("pg_service.conf");
+        self.add_service(service::lookup(&name, user_file.as_deref(), &system_file)?)
+    }
+
+    /// libpq falls back to the environment for each missing setting.
+    fn add_environment(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let fill = |slot: &mut Option<String>, name: &str| {
             if slot.is_none() {
-                *slot = env(var).filter(|v| !v.is_empty());
+                *slot = var(env, name);
             }
         };
-        fill(&mut s.host, "PGHOST");
-        fill(&mut s.hostaddr, "PGHOSTADDR");
-        fill(&mut s.port, "PGPORT");
-        fill(&mut s.user, "PGUSER");
-        fill(&mut s.password, "PGPASSWORD");
-        fill(&mut s.dbname, "PGDATABASE");
-        fill(&mut s.sslmode, "PGSSLMODE");
-        fill(&mut s.sslrootcert, "PGSSLROOTCERT");
-        fill(&mut s.application_name, "PGAPPNAME");
-        fill(&mut s.connect_timeout, "PGCONNECT_TIMEOUT");
-        fill(&mut s.options, "PGOPTIONS");
+        fill(&mut self.host, "PGHOST");
+        fill(&mut self.hostaddr, "PGHOSTADDR");
+        fill(&mut self.port, "PGPORT");
+        fill(&mut self.user, "PGUSER");
+        fill(&mut self.password, "PGPASSWORD");
+        fill(&mut self.dbname, "PGDATABASE");
+        fill(&mut self.sslmode, "PGSSLMODE");
+        fill(&mut self.sslrootcert, "PGSSLROOTCERT");
+        fill(&mut self.application_name, "PGAPPNAME");
+        fill(&mut self.connect_timeout, "PGCONNECT_TIMEOUT");
+        fill(&mut self.options, "PGOPTIONS");
+        fill(&mut self.passfile, "PGPASSFILE");
+    }
 
-        let port = match &s.port {
-            Some(p) => p
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    SourceError::Dsn(format!("port \"{p}\" is not a TCP port number"))
-                })?,
+    /// The configuration, with libpq's defaults for what is still missing.
+    fn into_config(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+        exists: &dyn Fn(&Path) -> bool,
+    ) -> Result<ConnectConfig, SourceError> {
+        let port = match &self.port {
+            Some(p) => parse_port(p)?,
             None => 5432,
         };
-        let host = match &s.host {
-            Some(h) if h.contains(',') => {
+        let hostaddr = match &self.hostaddr {
+            Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
+                SourceError::Dsn(format!("hostaddr \"{a}\" is not an IP address"))
+            })?),
+            None => None,
+        };
+        let host = match (&self.host, hostaddr) {
+            (Some(h), _) if h.contains(',') => {
                 return Err(SourceError::Dsn(format!(
                     "host list \"{h}\": only one host is supported"
                 )))
             }
-            Some(h) if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
-            Some(h) if !h.is_empty() => Host::Tcp(h.clone()),
+            (Some(h), _) if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
+            (Some(h), _) if !h.is_empty() => Host::Tcp(h.clone()),
+            // libpq connects to a lone hostaddr over TCP, not to the socket.
+            (_, Some(a)) => Host::Tcp(a.to_string()),
             _ => default_host(port, exists),
         };
-        let hostaddr =
-            match &s.hostaddr {
-                Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
-                    SourceError::Dsn(format!("hostaddr \"{a}\" is not an IP address"))
-                })?),
-                None => None,
-            };
-        let user = s
+        let user = self
             .user
-            .clone()
             .or_else(|| env("USER"))
             .or_else(|| env("LOGNAME"))
             .unwrap_or_else(|| "postgres".to_string());
-        let dbname = s.dbname.clone().unwrap_or_else(|| user.clone());
-        let sslmode = match &s.sslmode {
-            Some(m) => SslMode::parse(m)?,
-            None => SslMode::Prefer,
-        };
-        let connect_timeout = match &s.connect_timeout {
-            Some(t) => {
-                let secs: i64 = t.trim().parse().map_err(|_| {
-                    SourceError::Dsn(format!(
-                        "connect_timeout \"{t}\" is not a number of seconds"
-                    ))
-                })?;
-                // libpq: zero or negative means wait forever; 1 is raised to 2.
-                (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64))
-            }
-            None => None,
-        };
         Ok(ConnectConfig {
             host,
             hostaddr,
             port,
+            dbname: self.dbname.unwrap_or_else(|| user.clone()),
             user,
-            password: s.password,
-            dbname,
-            sslmode,
-            sslrootcert: s.sslrootcert.map(PathBuf::from),
-            application_name: s
+            password: self.password,
+            sslmode: match &self.sslmode {
+                Some(m) => SslMode::parse(m)?,
+                None => SslMode::Prefer,
+            },
+            sslrootcert: self.sslrootcert.map(PathBuf::from),
+            application_name: self
                 .application_name
                 .unwrap_or_else(|| "gpupgparser".to_string()),
-            connect_timeout,
-            options: s.options,
+            connect_timeout: match &self.connect_timeout {
+                Some(t) => parse_connect_timeout(t)?,
+                None => None,
+            },
+            options: self.options,
+            passfile: self
+                .passfile
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| home_file(env, ".pgpass")),
         })
     }
+}
 
+fn parse_port(p: &str) -> Result<u16, SourceError> {
+    p.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| SourceError::Dsn(format!("port \"{p}\" is not a TCP port number")))
+}
+
+fn parse_connect_timeout(t: &str) -> Result<Option<Duration>, SourceError> {
+    let secs: i64 = t.trim().parse().map_err(|_| {
+        SourceError::Dsn(format!(
+            "connect_timeout \"{t}\" is not a number of seconds"
+        ))
+    })?;
+    // libpq: zero or negative means wait forever; 1 is raised to 2.
+    Ok((secs > 0).then(|| Duration::from_secs(secs.max(2) as u64)))
+}
+
+impl ConnectConfig {
     /// The settings as a keyword/value string without the password, for
     /// messages and logs.
     pub fn redacted(&self) -> String {
@@ -339,6 +437,12 @@ impl ConnectConfig {
         if let Some(o) = &self.options {
             out.push_str(&format!(" options={}", kv_quote(o)));
         }
+        if let Some(f) = &self.passfile {
+            out.push_str(&format!(
+                " passfile={}",
+                kv_quote(&f.display().to_string())
+            ));
+        }
         out
     }
 
@@ -355,10 +459,13 @@ impl ConnectConfig {
     }
 }
 
+/// The socket directories of libpq's builds: Debian's, then upstream's.
+pub(crate) const DEFAULT_SOCKET_DIRS: [&str; 2] = ["/var/run/postgresql", "/tmp"];
+
 /// libpq's default: the Unix socket of the usual directories when it exists,
 /// else localhost over TCP.
 fn default_host(port: u16, exists: &dyn Fn(&Path) -> bool) -> Host {
-    for dir in ["/var/run/postgresql", "/tmp"] {
+    for dir in DEFAULT_SOCKET_DIRS {
         let dir = Path::new(dir);
         if exists(&dir.join(format!(".s.PGSQL.{port}"))) {
             return Host::Unix(dir.to_path_buf());

@@ -10,6 +10,19 @@ pub enum SourceError {
     #[error("invalid connection string: {0}")]
     Dsn(String),
 
+    /// The connection service cannot be used: not defined in any service
+    /// file, or its section is malformed (the message names file and line).
+    #[error("service \"{service}\": {message}")]
+    Service { service: String, message: String },
+
+    /// `connect_timeout` passed before the session was ready.
+    #[error("connection to {host} timed out after {seconds} s (connect_timeout) while {during}")]
+    ConnectTimeout {
+        host: String,
+        seconds: u64,
+        during: String,
+    },
+
     /// The TCP or Unix-socket connection could not be opened.
     #[error("cannot connect to {host}: {source}")]
     Connect {

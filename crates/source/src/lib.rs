@@ -5,7 +5,8 @@
 //!
 //! Layout (one concept per file; protocol parts without I/O beneath the
 //! client):
-//! - [`dsn`]: connection strings, environment and defaults.
+//! - [`dsn`]: connection strings, environment and defaults; `service`
+//!   (pg_service.conf) and `pgpass` (password files) beside it.
 //! - [`protocol`]: message encoding and decoding, no I/O.
 //! - [`conn`]: sockets, startup, simple/extended queries; [`tls`] and
 //!   [`auth`] beneath it.
@@ -22,10 +23,13 @@ pub mod heap;
 pub mod large_object;
 pub mod plan;
 pub mod pool;
+mod pgpass;
 pub mod protocol;
+mod service;
 pub mod size;
 pub mod snapshot;
 pub mod sql;
+mod timeout;
 mod tls;
 
 pub use catalog::{
