@@ -251,7 +251,10 @@ impl Settings {
     /// The settings of the service named by `service` or `PGSERVICE`, for
     /// what the string left out. The user's file is `PGSERVICEFILE` or
     /// `~/.pg_service.conf`, the system's `PGSYSCONFDIR/pg_service.conf`.
-    fn add_named_service(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), SourceError> {
+    fn add_named_service(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), SourceError> {
         let Some(name) = self
             .service
             .clone()
@@ -299,12 +302,13 @@ impl Settings {
             Some(p) => parse_port(p)?,
             None => 5432,
         };
-        let hostaddr = match &self.hostaddr {
-            Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
-                SourceError::Dsn(format!("hostaddr \"{a}\" is not an IP address"))
-            })?),
-            None => None,
-        };
+        let hostaddr =
+            match &self.hostaddr {
+                Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
+                    SourceError::Dsn(format!("hostaddr \"{a}\" is not an IP address"))
+                })?),
+                None => None,
+            };
         let host = match (&self.host, hostaddr) {
             (Some(h), _) if h.contains(',') => {
                 return Err(SourceError::Dsn(format!(
@@ -438,10 +442,7 @@ impl ConnectConfig {
             out.push_str(&format!(" options={}", kv_quote(o)));
         }
         if let Some(f) = &self.passfile {
-            out.push_str(&format!(
-                " passfile={}",
-                kv_quote(&f.display().to_string())
-            ));
+            out.push_str(&format!(" passfile={}", kv_quote(&f.display().to_string())));
         }
         out
     }

@@ -194,7 +194,10 @@ mod tests {
         assert_eq!(find("\\*:*:*:*:p\n", "h"), None);
         assert_eq!(find("\\*:*:*:*:p\n", "*").as_deref(), Some("p"));
         // Escaped colons in a host (IPv6) and CRLF line ends.
-        assert_eq!(find("\\:\\:1:5432:db:u:six\r\n", "::1").as_deref(), Some("six"));
+        assert_eq!(
+            find("\\:\\:1:5432:db:u:six\r\n", "::1").as_deref(),
+            Some("six")
+        );
         // Too few fields or an empty password: no match.
         assert_eq!(find("h:5432:db:u\nh:5432:db:u:\n", "h"), None);
     }

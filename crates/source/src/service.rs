@@ -71,11 +71,7 @@ pub(crate) fn lookup(
 /// Like libpq: surrounding white space and `#` comment lines are ignored,
 /// the first section of that name is used, and the text around `=` is
 /// taken as it is.
-fn section(
-    text: &str,
-    name: &str,
-    file: &Path,
-) -> Result<Option<Vec<ServiceEntry>>, SourceError> {
+fn section(text: &str, name: &str, file: &Path) -> Result<Option<Vec<ServiceEntry>>, SourceError> {
     let mut found: Option<Vec<ServiceEntry>> = None;
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -86,7 +82,10 @@ fn section(
             if found.is_some() {
                 break;
             }
-            if header.strip_prefix(name).is_some_and(|r| r.starts_with(']')) {
+            if header
+                .strip_prefix(name)
+                .is_some_and(|r| r.starts_with(']'))
+            {
                 found = Some(Vec::new());
             }
             continue;
@@ -176,7 +175,11 @@ mod tests {
     #[test]
     fn errors_name_the_service_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let user = write(dir.path(), "user.conf", "[a]\nhost=x\nport 5\n[n]\nservice=a\n");
+        let user = write(
+            dir.path(),
+            "user.conf",
+            "[a]\nhost=x\nport 5\n[n]\nservice=a\n",
+        );
         let missing = dir.path().join("missing.conf");
         let e = lookup("zz", Some(&user), &missing).unwrap_err().to_string();
         assert!(
