@@ -705,7 +705,7 @@ mod tests {
     fn connection_string_resolves_back_to_the_same_settings() {
         for dsn in [
             r"host=db.example hostaddr=10.0.0.1 port=6543 user='my user' password='it\'s \\ secret' dbname=x sslmode=verify-full sslrootcert='/etc/my ca.pem' application_name=app connect_timeout=7 options='-c work_mem=64MB'",
-            "host=/tmp port=5444 user=u dbname=d",
+            "host=/tmp port=5444 user=u dbname=d passfile='/my dir/pgpass'",
             "postgresql://us%40er:p%20w%3A@[::1]:5433/my%20db?sslmode=require",
         ] {
             let c = resolve(Some(dsn), &[]).unwrap();
@@ -842,6 +842,57 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.host, Host::Unix("/tmp".into()));
+    }
+
+    #[test]
+    fn service_sits_between_the_string_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("services");
+        std::fs::write(
+            &file,
+            "[s]\nhost=svc\nport=6000\nuser=su\npassfile=/svc/pass\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let env = [
+            ("PGSERVICEFILE", file),
+            ("PGSYSCONFDIR", "/nonexistent"),
+            ("PGPORT", "7000"),
+            ("PGUSER", "envuser"),
+            ("PGDATABASE", "envdb"),
+        ];
+        let c = resolve(Some("service=s user=given"), &env).unwrap();
+        assert_eq!(c.host, Host::Tcp("svc".into()));
+        assert_eq!(c.port, 6000, "the service beats PGPORT");
+        assert_eq!(c.user, "given", "the string beats the service");
+        assert_eq!(c.dbname, "envdb", "the environment fills the rest");
+        assert_eq!(c.passfile, Some(PathBuf::from("/svc/pass")));
+        let mut env = env.to_vec();
+        env.push(("PGSERVICE", "s"));
+        assert_eq!(resolve(None, &env).unwrap().port, 6000);
+        let e = resolve(Some("service=t"), &env).unwrap_err().to_string();
+        assert!(e.starts_with("service \"t\": no [t] section in "), "{e}");
+        std::fs::write(file, "[s]\nbogus=1\n").unwrap();
+        let e = resolve(Some("service=s"), &env).unwrap_err().to_string();
+        assert!(e.contains("services, line 2: unknown key \"bogus\""), "{e}");
+    }
+
+    #[test]
+    fn password_file_location() {
+        let pf = |dsn: &str, env: &[(&str, &str)]| resolve(Some(dsn), env).unwrap().passfile;
+        assert_eq!(pf("", &[]), None);
+        assert_eq!(pf("", &[("HOME", "/h")]), Some("/h/.pgpass".into()));
+        let env = [("HOME", "/h"), ("PGPASSFILE", "/p")];
+        assert_eq!(pf("", &env), Some("/p".into()));
+        assert_eq!(pf("passfile=/k", &env), Some("/k".into()));
+    }
+
+    #[test]
+    fn lone_hostaddr_is_tcp() {
+        let c =
+            ConnectConfig::resolve_with(Some("hostaddr=127.0.0.1"), &|_| None, &|_| true).unwrap();
+        assert_eq!(c.host, Host::Tcp("127.0.0.1".into()));
+        assert_eq!(c.endpoint(), "127.0.0.1:5432");
     }
 
     #[test]
