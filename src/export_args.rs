@@ -47,7 +47,8 @@ pub struct ExportArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ConnArgs {
     /// libpq connection string or postgresql:// URL. Default: $GPUPGPARSER_PG_DSN,
-    /// $GPUPASER_PG_DSN, $DATABASE_URL, then the PG* variables.
+    /// $GPUPASER_PG_DSN, $DATABASE_URL, then PGSERVICE and the PG* variables
+    /// (passwords also from ~/.pgpass or PGPASSFILE), as in libpq.
     #[arg(long)]
     pub dsn: Option<String>,
 }

@@ -138,7 +138,7 @@ struct Settings {
 }
 
 /// The keys of a connection string, for messages.
-pub(crate) const KEYS: &str = "host, hostaddr, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout, options, service, passfile";
+const KEYS: &str = "host, hostaddr, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout, options, service, passfile";
 
 impl Settings {
     fn set(&mut self, key: &str, value: String) -> Result<(), SourceError> {
