@@ -27,9 +27,10 @@ pub(crate) enum Password {
 }
 
 impl Password {
-    /// The given password, else the password file's for this connection.
+    /// The given password, else the password file's for this connection
+    /// (an empty one counts as none, as in libpq).
     pub(crate) fn find(cfg: &ConnectConfig) -> Password {
-        if let Some(p) = &cfg.password {
+        if let Some(p) = cfg.password.as_ref().filter(|p| !p.is_empty()) {
             return Password::Given(p.clone());
         }
         let Some(file) = &cfg.passfile else {
@@ -200,6 +201,31 @@ mod tests {
         );
         // Too few fields or an empty password: no match.
         assert_eq!(find("h:5432:db:u\nh:5432:db:u:\n", "h"), None);
+    }
+
+    #[test]
+    fn given_password_first_and_an_empty_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pass");
+        std::fs::write(&file, "h:5432:db:u:from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let found = |dsn: &str| {
+            let dsn = format!("host=h user=u dbname=db {dsn}");
+            let path = file.to_str().map(str::to_string);
+            let cfg = ConnectConfig::resolve_in_env(Some(&dsn), &|k| {
+                (k == "PGPASSFILE").then(|| path.clone()).flatten()
+            })
+            .unwrap();
+            Password::find(&cfg).value().map(str::to_string)
+        };
+        assert_eq!(found("password=given").as_deref(), Ok("given"));
+        assert_eq!(found("password=''").as_deref(), Ok("from-file"));
+        assert_eq!(found("").as_deref(), Ok("from-file"));
+        let e = found("user=other").unwrap_err();
+        assert!(
+            e.contains("no line of password file") && e.contains("h:5432:db:other"),
+            "{e}"
+        );
     }
 
     #[test]
