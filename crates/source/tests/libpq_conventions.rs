@@ -330,6 +330,27 @@ fn connect_timeout_that_expires_says_so() {
 }
 
 #[test]
+fn connect_timeout_while_the_tcp_handshake_hangs() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Listening again shrinks the accept queue to one connection; once it
+    // is full the kernel drops further handshakes, so a connect hangs.
+    // SAFETY: listen(2) on a socket this test owns, no memory involved.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        queued.push(s);
+        assert!(queued.len() < 20, "the accept queue never fills");
+    }
+    let dsn = format!("host=127.0.0.1 port={port} user=x connect_timeout=2");
+    let e = connect_in(Some(&dsn), &[]).unwrap_err().to_string();
+    assert!(e.contains("while opening the connection"), "{e}");
+    assert_times_out(&dsn, &[], &format!("127.0.0.1:{port}"));
+}
+
+#[test]
 fn connect_timeout_leaves_a_normal_session_alone() {
     let server = password_server();
     // Authentication and startup finish well within the limit, and the
