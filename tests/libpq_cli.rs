@@ -55,22 +55,28 @@ fn write(path: &Path, text: &str, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-#[test]
-fn service_and_password_files_as_psql_reads_them() {
+/// A server with password authentication and a table `t` that `gpu_pw`
+/// may read.
+fn password_server() -> LocalServer {
     let server = LocalServer::start_with(LocalServerOptions {
         password_auth: true,
         ..Default::default()
     })
     .expect("server");
-    let port = server.port();
     server
         .psql("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 10) g; GRANT SELECT ON t TO gpu_pw;")
         .expect("setup");
+    server
+}
+
+#[test]
+fn service_file_and_pgpass_in_home_as_psql_reads_them() {
+    let server = password_server();
+    let port = server.port();
     let home = tempfile::tempdir().expect("tempdir");
     let home = home.path();
-    let pgpass = home.join(".pgpass");
     write(
-        &pgpass,
+        &home.join(".pgpass"),
         &format!("127.0.0.1:{port}:postgres:gpu_pw:{TEST_PASSWORD}\n"),
         0o600,
     );
@@ -93,12 +99,33 @@ fn service_and_password_files_as_psql_reads_them() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(home.join("t.parquet").exists());
 
-    // PGPASSFILE and the PG* variables, without a service.
-    let elsewhere = home.join("elsewhere");
-    std::fs::rename(&pgpass, &elsewhere).expect("move");
-    let port = port.to_string();
+    // An unknown service is an error naming it, for both.
+    let env = [("PGSERVICE", "nope")];
+    let p = psql(&server, home, &env);
+    assert!(text(&p.stderr).contains("\"nope\""), "{}", text(&p.stderr));
+    let o = export(home, &env);
+    let stderr = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("service \"nope\""), "{stderr}");
+}
+
+#[test]
+fn pgpassfile_as_psql_reads_it() {
+    let server = password_server();
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let file = home.join("elsewhere");
+    write(
+        &file,
+        &format!(
+            "127.0.0.1:{}:postgres:gpu_pw:{TEST_PASSWORD}\n",
+            server.port()
+        ),
+        0o600,
+    );
+    let port = server.port().to_string();
     let env = [
-        ("PGPASSFILE", elsewhere.to_str().expect("path")),
+        ("PGPASSFILE", file.to_str().expect("path")),
         ("PGHOST", "127.0.0.1"),
         ("PGPORT", port.as_str()),
         ("PGUSER", "gpu_pw"),
@@ -109,7 +136,7 @@ fn service_and_password_files_as_psql_reads_them() {
     assert!(o.status.success(), "{}", text(&o.stderr));
 
     // A file others can read is ignored by both, and said so.
-    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let p = psql(&server, home, &env);
     assert!(!p.status.success());
     assert!(
@@ -124,15 +151,6 @@ fn service_and_password_files_as_psql_reads_them() {
         stderr.contains("group or world access") && stderr.contains("elsewhere"),
         "{stderr}"
     );
-
-    // An unknown service is an error naming it, for both.
-    let env = [("PGSERVICE", "nope")];
-    let p = psql(&server, home, &env);
-    assert!(text(&p.stderr).contains("\"nope\""), "{}", text(&p.stderr));
-    let o = export(home, &env);
-    let stderr = text(&o.stderr);
-    assert!(!o.status.success());
-    assert!(stderr.contains("service \"nope\""), "{stderr}");
 }
 
 #[test]
