@@ -187,7 +187,15 @@ impl ConnectConfig {
     /// environment), the service it names, the `PG*` environment variables
     /// and the defaults.
     pub fn resolve(dsn: Option<&str>) -> Result<ConnectConfig, SourceError> {
-        Self::resolve_in_env(dsn, &|k| std::env::var(k).ok())
+        Self::resolve_in_env(dsn, &|k| {
+            let v = std::env::var(k).ok().filter(|v| !v.is_empty());
+            // Like libpq, a process without HOME (a system service) uses
+            // the home directory of its user's passwd entry.
+            if k == "HOME" {
+                return v.or_else(passwd_home);
+            }
+            v
+        })
     }
 
     /// [`ConnectConfig::resolve`] with `env` in place of the process
@@ -235,6 +243,35 @@ fn given_settings(
         SourceError::Dsn(m) => SourceError::Dsn(format!("{m} (in {origin})")),
         other => other,
     })
+}
+
+/// The home directory of the effective user's passwd entry.
+fn passwd_home() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data (integers and pointers), valid zeroed.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes only into entry and buf, whose size is
+    // given; found is null unless entry was filled.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || entry.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir points to a NUL-terminated string inside buf, which
+    // outlives this borrow.
+    let dir = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
+    dir.to_str()
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
 }
 
 /// A variable's value unless it is unset or empty (libpq treats both alike).
@@ -885,6 +922,23 @@ mod tests {
         let env = [("HOME", "/h"), ("PGPASSFILE", "/p")];
         assert_eq!(pf("", &env), Some("/p".into()));
         assert_eq!(pf("passfile=/k", &env), Some("/k".into()));
+    }
+
+    #[test]
+    fn home_of_the_passwd_entry() {
+        // The entry of this process's user, as getent prints it.
+        let uid = std::fs::metadata("/proc/self").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        });
+        let out = std::process::Command::new("getent")
+            .args(["passwd", &uid.unwrap().to_string()])
+            .output()
+            .unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        let home = line.trim_end().split(':').nth(5).map(str::to_string);
+        assert!(home.is_some(), "{line}");
+        assert_eq!(passwd_home(), home);
     }
 
     #[test]
