@@ -34,7 +34,7 @@ impl Password {
             return Password::Given(p.clone());
         }
         let Some(file) = &cfg.passfile else {
-            return Password::Missing("no password file (HOME is not set)".to_string());
+            return Password::Missing("no password file (no home directory)".to_string());
         };
         let text = match read(file) {
             Ok(t) => t,
