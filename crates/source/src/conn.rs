@@ -15,7 +15,7 @@ use crate::auth::authenticate;
 use crate::dsn::{ConnectConfig, Host, SslMode};
 use crate::error::SourceError;
 use crate::protocol::{self, tag, ErrorFields, ProtocolViolation, HEADER_LEN};
-use crate::timeout::Watchdog;
+use crate::timeout::{connect_unix, Watchdog};
 use crate::tls;
 
 /// Size of the buffer of the message reader (the COPY reader reads into its
@@ -751,7 +751,7 @@ fn phase_of(result: &Result<Connection, SourceError>) -> String {
     }
 }
 
-/// The socket to the server; a TCP connect gives up at `deadline`.
+/// The socket to the server; connecting gives up at `deadline`.
 fn open_socket(cfg: &ConnectConfig, deadline: Option<Instant>) -> Result<Socket, SourceError> {
     let endpoint = cfg.endpoint();
     let connect_err = |source: io::Error| SourceError::Connect {
@@ -761,9 +761,12 @@ fn open_socket(cfg: &ConnectConfig, deadline: Option<Instant>) -> Result<Socket,
     match &cfg.host {
         Host::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{}", cfg.port));
-            UnixStream::connect(&path)
-                .map(Socket::Unix)
-                .map_err(connect_err)
+            match deadline {
+                Some(d) => connect_unix(&path, d),
+                None => UnixStream::connect(&path),
+            }
+            .map(Socket::Unix)
+            .map_err(connect_err)
         }
         Host::Tcp(host) => {
             let addrs: Vec<SocketAddr> = match cfg.hostaddr {

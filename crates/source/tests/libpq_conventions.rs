@@ -351,6 +351,33 @@ fn connect_timeout_while_the_tcp_handshake_hangs() {
 }
 
 #[test]
+fn connect_timeout_while_a_unix_socket_queue_is_full() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".s.PGSQL.5998");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // A queue of length zero is full with one connection waiting.
+    // SAFETY: listen(2) on a socket this test owns, no memory involved.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let _queued = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let dsn = format!("host={} port=5998 user=x connect_timeout=2", s(dir.path()));
+    // Without the timeout the connect would wait for room forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let attempt = dsn.clone();
+    std::thread::spawn(move || tx.send(connect_in(Some(&attempt), &[]).map(|_| ())));
+    let e = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("connect returns")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("timed out after 2 s") && e.contains("while opening the connection"),
+        "{e}"
+    );
+    assert_times_out(&dsn, &[], ".s.PGSQL.5998");
+}
+
+#[test]
 fn connect_timeout_leaves_a_normal_session_alone() {
     let server = password_server();
     // Authentication and startup finish well within the limit, and the
