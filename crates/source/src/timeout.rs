@@ -1,8 +1,10 @@
-//! `connect_timeout`: one deadline over the whole connection attempt (TLS
-//! handshake, authentication and startup included), as in libpq. A
+//! `connect_timeout`: one deadline over the whole connection attempt (the
+//! connect, TLS handshake, authentication and startup), as in libpq. A
 //! per-read socket timeout would not do: a server that answers slowly but
 //! steadily would never expire, and an expired read looks like a lost
-//! connection ("Resource temporarily unavailable").
+//! connection ("Resource temporarily unavailable"). The TCP connect has
+//! std's timeout; the Unix one is [`connect_unix`]; after it, a
+//! [`Watchdog`] shuts the socket down at the deadline.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
