@@ -226,14 +226,15 @@ fn store_commands_send_nothing_to_a_socket_of_another_user() {
         .args(["load", "--dsn", &password_dsn(&pg), "--table", "t"])
         .output()
         .expect("runs");
-    for o in [load, store(&socket, &["list"])] {
+    let list = store(&socket, &["list"]);
+    assert_eq!(String::from_utf8_lossy(&imp.received()), "");
+    for o in [load, list] {
         let e = one_line_error(&o);
         assert!(
             e.contains(&socket.display().to_string()) && e.contains(&format!("uid {nobody}")),
             "{e}"
         );
     }
-    assert_eq!(String::from_utf8_lossy(&imp.received()), "");
 
     // examples/store_cupy_torch.py speaks the protocol itself.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");

@@ -504,8 +504,8 @@ fn nothing_is_sent_to_a_socket_of_another_user() {
                 "host=/nowhere user=u password=hunter2",
             ))
         })
-        .err()
-        .expect("refused");
+        .expect_err("refused");
+    assert_eq!(String::from_utf8_lossy(&imp.received()), "");
     let msg = e.to_string();
     assert!(
         msg.contains(&socket.display().to_string()) && msg.contains(&format!("uid {nobody}")),
