@@ -21,6 +21,8 @@ import argparse
 import json
 import os
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -29,12 +31,37 @@ INTEGER = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint
 FLOAT = {"float32", "float64"}
 
 
+def private_dir_problem(path):
+    """Why `path` is not a directory of this user's alone (None when it is)."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"is writable by its group or others (mode {st.st_mode & 0o7777:o})"
+    return None
+
+
 def default_socket():
-    name = f"gpupgparser-store-{os.getuid()}.sock"
+    """The server's default socket, as `gpupgparser` finds it: in
+    $XDG_RUNTIME_DIR/gpupgparser when XDG_RUNTIME_DIR is this user's, else
+    in /tmp/gpupgparser-UID; that directory must be this user's alone."""
     run = os.environ.get("XDG_RUNTIME_DIR")
-    if run and os.path.isabs(run) and os.path.isdir(run):
-        return os.path.join(run, name)
-    return os.path.join("/tmp", name)
+    try:
+        ours = bool(run) and os.path.isabs(run) and private_dir_problem(run) is None
+    except OSError:
+        ours = False
+    directory = os.path.join(run, "gpupgparser") if ours else f"/tmp/gpupgparser-{os.geteuid()}"
+    try:
+        why = private_dir_problem(directory)
+    except OSError:
+        why = None  # missing: there is no server, which connect() says
+    if why:
+        raise SystemExit(f"store: {directory}: {why}; refusing it as the store socket's directory")
+    return os.path.join(directory, "store.sock")
 
 
 class Store:
@@ -43,6 +70,16 @@ class Store:
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
+        # Who listens there, before anything is sent: a socket path can be
+        # taken by another user first.
+        cred = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII"))
+        _pid, uid, _gid = struct.unpack("iII", cred)
+        if uid not in (os.geteuid(), 0):
+            self.sock.close()
+            raise SystemExit(
+                f"store: {path}: the process listening there runs as uid {uid}, "
+                f"not as this user (uid {os.geteuid()}) or root; nothing was sent to it"
+            )
         self.file = self.sock.makefile("rw", encoding="utf-8")
 
     def call(self, op, **fields):
@@ -73,7 +110,7 @@ def psql_sums(dsn, psql, table, columns):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--socket", default=os.environ.get("GPUPGPARSER_STORE_SOCKET", default_socket()))
+    ap.add_argument("--socket", default=os.environ.get("GPUPGPARSER_STORE_SOCKET"))
     ap.add_argument("--name", required=True, help="the table's name in the store")
     ap.add_argument("--sums", help="expected sums as JSON: {column: decimal string}")
     ap.add_argument("--dsn", help="compute the expected sums with psql on this connection")
@@ -83,7 +120,7 @@ def main():
     import cupy as cp
     import torch
 
-    store = Store(args.socket)
+    store = Store(args.socket or default_socket())
     started = time.perf_counter()
     manifest = store.call("attach", name=args.name)
     attached = time.perf_counter()

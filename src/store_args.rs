@@ -17,8 +17,9 @@ use gpupg_export::DeviceChoice;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Socket to listen on (default: $XDG_RUNTIME_DIR/gpupgparser-store-UID.sock, else
-    /// /tmp/gpupgparser-store-UID.sock). Created with mode 0600.
+    /// Socket to listen on (default: store.sock in $XDG_RUNTIME_DIR/gpupgparser when
+    /// $XDG_RUNTIME_DIR is this user's, else in /tmp/gpupgparser-UID; that directory is
+    /// created with mode 0700 and must be this user's alone). Created with mode 0600.
     #[arg(long, env = "GPUPGPARSER_STORE_SOCKET")]
     pub socket: Option<PathBuf>,
     /// Most bytes all tables may hold together (suffixes kB, MB, GB); a load or refresh that
@@ -40,7 +41,8 @@ pub enum BackendArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The server's socket (default: as for `serve`).
+    /// The server's socket (default: as for `serve`). Nothing is sent unless the process
+    /// listening there runs as this user or root.
     #[arg(long, env = "GPUPGPARSER_STORE_SOCKET", global = true)]
     pub socket: Option<PathBuf>,
     #[command(subcommand)]
@@ -129,7 +131,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         BackendArg::Gpu => Arc::new(GpuBackend::holding_all()),
         BackendArg::Host => Arc::new(HostBackend::default()),
     };
-    let socket = args.socket.unwrap_or_else(default_socket_path);
+    let socket = match args.socket {
+        Some(path) => path,
+        None => default_socket_path()?,
+    };
     let server = Server::bind(&socket, Registry::new(backend, args.memory_limit))?
         .stop_on(gpupg_store::signals::termination_flag()?);
     server.run()?;
@@ -137,7 +142,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 }
 
 pub fn run(args: StoreArgs) -> Result<()> {
-    let socket = args.socket.unwrap_or_else(default_socket_path);
+    let socket = match args.socket {
+        Some(path) => path,
+        None => default_socket_path()?,
+    };
+    // Checks who listens there before anything (a load's password) is sent.
     let mut client = Client::connect(&socket)?;
     match args.command {
         StoreCommand::Load(load) => {
@@ -200,7 +209,10 @@ pub fn run(args: StoreArgs) -> Result<()> {
 
 fn load_spec(args: LoadArgs) -> Result<LoadSpec> {
     // Resolved here, with this process's environment (PG* variables,
-    // $GPUPGPARSER_PG_DSN), and sent whole: the server has its own.
+    // $GPUPGPARSER_PG_DSN, PGPASSWORD), and sent whole: the server has its
+    // own environment, and needs the password again for every refresh,
+    // long after this client is gone. It goes only to a server of this
+    // user (Client::connect checked), which never prints or lists it.
     let connect = args.conn.resolve()?;
     let mut spec = LoadSpec::new(args.table, connect.to_connection_string());
     spec.name = args.name;

@@ -4,7 +4,7 @@
 //! use gpupg_store::{default_socket_path, Client, LoadSpec};
 //!
 //! # fn main() -> Result<(), gpupg_store::StoreError> {
-//! let mut client = Client::connect(&default_socket_path())?;
+//! let mut client = Client::connect(&default_socket_path()?)?;
 //! client.load(LoadSpec::new("lineorder", "host=/tmp dbname=ssb"))?;
 //! let manifest = client.attach("lineorder")?; // held until release or disconnect
 //! println!("{} rows in {} allocations", manifest.rows, manifest.allocations.len());
@@ -25,6 +25,7 @@ use crate::protocol::{
     decode_response, encode_request, read_line, DropOutcome, ListReport, LoadSpec, RefreshOutcome,
     Request, RevisionInfo, MAX_RESPONSE_BYTES,
 };
+use crate::socket::verify_server;
 
 /// One connection; attachments made through it last until it is dropped
 /// (or released).
@@ -35,12 +36,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the server at `path`.
+    /// Connects to the server at `path`, and checks that it runs as this
+    /// user or root ([`StoreError::UntrustedPeer`] otherwise) before
+    /// anything is sent: requests carry connection strings, passwords
+    /// included.
     pub fn connect(path: &Path) -> Result<Client, StoreError> {
         let stream = UnixStream::connect(path).map_err(|source| StoreError::NoServer {
             path: path.to_path_buf(),
             source,
         })?;
+        verify_server(&stream, path)?;
         let reader = stream
             .try_clone()
             .map_err(|e| StoreError::io("setting up the connection", e))?;

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     Version,
     ShuttingDown,
     SocketInUse,
+    /// The socket belongs to another user, or its directory is not this
+    /// user's alone: nothing was sent.
+    UntrustedSocket,
     NoServer,
     Io,
     Gpu,
@@ -83,6 +86,18 @@ pub enum StoreError {
     SocketInUse(PathBuf),
     #[error("{}: exists and is not a socket; refusing to replace it", .0.display())]
     NotASocket(PathBuf),
+    #[error(
+        "{}: the process listening there runs as uid {uid}, not as this user (uid {me}) or root; \
+         nothing was sent to it",
+        path.display()
+    )]
+    UntrustedPeer { path: PathBuf, uid: u32, me: u32 },
+    #[error(
+        "{}: {why}; refusing it as the store socket's directory (remove it, or choose a socket \
+         with --socket or $GPUPGPARSER_STORE_SOCKET)",
+        dir.display()
+    )]
+    UnsafeSocketDir { dir: PathBuf, why: String },
     #[error("no store server at {} ({source}); start one with `gpupgparser serve`", path.display())]
     NoServer {
         path: PathBuf,
@@ -128,6 +143,9 @@ impl StoreError {
             StoreError::Version { .. } => ErrorKind::Version,
             StoreError::ShuttingDown => ErrorKind::ShuttingDown,
             StoreError::SocketInUse(_) | StoreError::NotASocket(_) => ErrorKind::SocketInUse,
+            StoreError::UntrustedPeer { .. } | StoreError::UnsafeSocketDir { .. } => {
+                ErrorKind::UntrustedSocket
+            }
             StoreError::NoServer { .. } => ErrorKind::NoServer,
             StoreError::Io { .. } => ErrorKind::Io,
             StoreError::Gpu(_) => ErrorKind::Gpu,

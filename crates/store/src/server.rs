@@ -7,7 +7,7 @@
 //!
 //! # fn main() -> Result<(), gpupg_store::StoreError> {
 //! let registry = Registry::new(Arc::new(GpuBackend::default()), Some(40 << 30));
-//! let server = Server::bind(&default_socket_path(), registry)?
+//! let server = Server::bind(&default_socket_path()?, registry)?
 //!     .stop_on(gpupg_store::signals::termination_flag()?);
 //! server.run()?; // until SIGTERM, SIGINT or a client's shutdown request
 //! # Ok(()) }
@@ -31,7 +31,7 @@ use crate::protocol::{
     MAX_REQUEST_BYTES,
 };
 use crate::registry::{Attachment, Registry};
-use crate::socket::{bind_owner_only, peer_is_owner};
+use crate::socket::{bind_owner_only, peer_credentials, trusted_uid};
 
 /// How long the accept loop waits before looking at the stop flags again.
 const POLL_MILLIS: i32 = 100;
@@ -133,16 +133,21 @@ impl Server {
                 continue;
             }
             match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if !peer_is_owner(&stream) {
-                        (self.log)("refused a client of another user");
-                        continue;
-                    }
-                    match self.spawn_client(stream) {
+                // The socket's mode already keeps other users out; this
+                // also holds where the file system ignores modes.
+                Ok((stream, _)) => match peer_credentials(&stream) {
+                    Ok(c) if trusted_uid(c.uid) => match self.spawn_client(stream) {
                         Ok(c) => clients.push(c),
                         Err(e) => (self.log)(&e.one_line()),
-                    }
-                }
+                    },
+                    Ok(c) => (self.log)(&format!(
+                        "refused a client of uid {} (pid {}): not this user or root",
+                        c.uid, c.pid
+                    )),
+                    Err(e) => (self.log)(&format!(
+                        "refused a client whose credentials could not be read: {e}"
+                    )),
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => (self.log)(&format!("accept: {e}")),
             }

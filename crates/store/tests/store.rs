@@ -485,6 +485,47 @@ fn the_socket_is_private_and_not_shared() {
     assert_eq!(e.kind(), ErrorKind::NoServer);
 }
 
+/// A client checks who listens on the socket (SO_PEERCRED) before it
+/// sends a byte: an impostor of another user squatting where the client
+/// looks gets nothing, least of all the connection string's password. A
+/// server does not take the impostor's socket for a store server either.
+#[test]
+fn nothing_is_sent_to_a_socket_of_another_user() {
+    let Some(nobody) = impostor::nobody_uid() else {
+        return;
+    };
+    let dir = impostor::shared_dir();
+    let socket = dir.path().join("store.sock");
+    let imp = impostor::Impostor::start(&socket);
+    let e = gpupg_store::Client::connect(&socket)
+        .and_then(|mut c| {
+            c.load(gpupg_store::LoadSpec::new(
+                "t",
+                "host=/nowhere user=u password=hunter2",
+            ))
+        })
+        .expect_err("refused");
+    assert_eq!(String::from_utf8_lossy(&imp.received()), "");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&socket.display().to_string()) && msg.contains(&format!("uid {nobody}")),
+        "{msg}"
+    );
+    assert_eq!(e.kind(), ErrorKind::UntrustedSocket);
+    assert_eq!(String::from_utf8_lossy(&imp.received()), "");
+
+    let e = Server::bind(
+        &socket,
+        Registry::new(Arc::new(HostBackend::default()), None),
+    )
+    .err()
+    .expect("not ours");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("uid {nobody}")), "{msg}");
+    assert_eq!(e.kind(), ErrorKind::UntrustedSocket);
+    assert_eq!(String::from_utf8_lossy(&imp.received()), "");
+}
+
 /// A refresh through the heap files reads only the pages changed since the
 /// previous revision and copies the others' rows from it, over several
 /// generations; a rewrite of the table or a change of its columns reads

@@ -2,6 +2,8 @@
 //! socket, tables, and comparisons with the CPU export.
 #![allow(dead_code)]
 
+pub mod impostor;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
