@@ -15,10 +15,10 @@ pub enum ExportError {
     Gpu(gpupg_gpu::GpuError),
     /// A value of one row cannot be exported; the row is named by the
     /// table's primary key or its ctid (see `row_name`).
-    #[error("column {column} ({type_name}) of the row with {row} in table {table}: {reason}")]
+    #[error("column {column} of the row with {row} in table {table}: {reason}")]
     RowValue {
+        /// The column and its type: `n (numeric)`.
         column: String,
-        type_name: String,
         table: String,
         /// `id=1000`, or `ctid (0,7)`.
         row: String,

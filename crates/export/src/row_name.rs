@@ -79,8 +79,7 @@ pub(crate) fn with_row_named(
     };
     match name_row(connect, table, &plan.columns, &fields) {
         Ok(Some(row)) => ExportError::RowValue {
-            column: column.clone(),
-            type_name: type_name.clone(),
+            column: format!("{column} ({type_name})"),
             table: table.qualified(),
             row,
             reason,
