@@ -81,7 +81,7 @@ pub enum SourceError {
     NoSuchTable { table: String },
 
     /// The server cannot parse the name the user gave as a table name.
-    #[error("{table} is not a valid table name: {reason} ({NAME_HINT})")]
+    #[error("`{table}` is not a valid table name: {reason} ({NAME_HINT})")]
     BadTableName { table: String, reason: String },
 
     #[error("column \"{column}\" does not exist in table {table} (its columns: {available}; names are matched exactly, as PostgreSQL spells them)")]
