@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use gpupg_export::{measure_copy_ceiling, CeilingReport, ExportReport, NoProgress, Output, Target};
 use gpupg_localpg::LocalServer;
-use gpupg_source::{sql::quote_literal, ConnectConfig, Connection};
+use gpupg_source::{ConnectConfig, Connection, Param};
 use serde::Serialize;
 
 use crate::export_args::{install_ctrlc, ConnArgs, ExportOptions};
@@ -89,11 +89,12 @@ struct BenchResult {
     data_kind: &'static str,
 }
 
-fn scalar(conn: &mut Connection, sql: &str) -> Result<String> {
-    conn.simple_query(sql)?
+/// The one value of `sql`; `what` it is for names it in errors.
+fn scalar(conn: &mut Connection, what: &str, sql: &str, params: &[Param]) -> Result<String> {
+    conn.query(what, sql, params)?
         .first()
         .and_then(|r| r.first().cloned().flatten())
-        .with_context(|| format!("no value from: {sql}"))
+        .with_context(|| format!("{what}: no value"))
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -110,11 +111,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut conn = Connection::connect(&config)?;
     let exists = scalar(
         &mut conn,
-        &format!(
-            "SELECT to_regclass({}) IS NOT NULL",
-            quote_literal(&args.table)
-        ),
-    )? == "t";
+        &format!("looking up table {}", args.table),
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+        &[Param::untyped_text(&args.table)],
+    )
+    .map_err(|e| match e.downcast::<gpupg_source::SourceError>() {
+        Ok(e) => e.about_table_name(&args.table).into(),
+        Err(e) => e,
+    })? == "t";
     if args.create == CreateArg::Always || (args.create == CreateArg::Auto && !exists) {
         let t = Instant::now();
         let cores = std::thread::available_parallelism()
@@ -124,11 +128,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         gpupg_datagen::create_lineorder(&config, &args.table, args.rows, cores)?;
         eprintln!("  created in {:.1} s", t.elapsed().as_secs_f64());
     }
-    let server_version = scalar(&mut conn, "SHOW server_version")?;
-    let regclass = quote_literal(&args.table);
+    let server_version = scalar(
+        &mut conn,
+        "reading the server version",
+        "SELECT pg_catalog.current_setting('server_version')",
+        &[],
+    )?;
     let heap_bytes: u64 = scalar(
         &mut conn,
-        &format!("SELECT pg_relation_size({regclass}::regclass)"),
+        &format!("measuring table {}", args.table),
+        "SELECT pg_catalog.pg_relation_size(pg_catalog.to_regclass($1))",
+        &[Param::untyped_text(&args.table)],
     )?
     .parse()
     .context("pg_relation_size")?;

@@ -133,6 +133,46 @@ fn errors_are_one_line_with_a_nonzero_exit_and_no_output() {
     );
 }
 
+/// Issue 15: this --where closed the COPY, committed the snapshot's
+/// transaction and created a table. Now it is one clear error, and nothing
+/// ran.
+#[test]
+fn a_where_cannot_run_a_statement() {
+    let server = LocalServer::start().expect("server");
+    server
+        .psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000);")
+        .expect("setup");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("never.parquet");
+    let filter = "true))) TO STDOUT (FORMAT binary); COMMIT; create table pwned(i int); COMMIT; BEGIN; COPY (SELECT 1 WHERE ((true";
+    let o = bin()
+        .args([
+            "export",
+            "--dsn",
+            &server.dsn(),
+            "--table",
+            "t",
+            "--where",
+            filter,
+        ])
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--where") && stderr.contains(filter),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let made = server
+        .psql("SELECT to_regclass('pwned') IS NOT NULL")
+        .expect("psql");
+    assert_eq!(made.trim(), "f", "the --where ran a statement");
+}
+
 #[test]
 fn usage_errors_and_help() {
     let o = bin()

@@ -105,8 +105,9 @@ pub trait Decoder: Send {
 }
 
 /// Why a schema could not be built or a chunk could not be decoded. Errors
-/// about data name the column, its type, the partition and the row (the
-/// index within the partition).
+/// about data name the column, its type and the row: a COPY row by its
+/// partition and index within it (the export then names it by the table's
+/// key or ctid), a heap tuple by its ctid.
 #[derive(Debug, Error)]
 pub enum DecodeError {
     #[error("column {column} ({type_name}) cannot be exported: {reason}")]
@@ -151,7 +152,7 @@ pub enum DecodeError {
         partition: u32,
         row: u64,
     },
-    #[error("column {column} ({type_name}), heap block {block}, line pointer {offnum}: {failure}")]
+    #[error("column {column} ({type_name}) of the row with ctid ({block},{offnum}): {failure}")]
     HeapValue {
         column: String,
         type_name: String,

@@ -13,6 +13,17 @@ pub enum ExportError {
     Sink(#[from] gpupg_sink::SinkError),
     #[error("--engine gpu: {0}")]
     Gpu(gpupg_gpu::GpuError),
+    /// A value of one row cannot be exported; the row is named by the
+    /// table's primary key or its ctid (see `row_name`).
+    #[error("column {column} of the row with {row} in table {table}: {reason}")]
+    RowValue {
+        /// The column and its type: `n (numeric)`.
+        column: String,
+        table: String,
+        /// `id=1000`, or `ctid (0,7)`.
+        row: String,
+        reason: String,
+    },
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("export interrupted; no output was left behind")]

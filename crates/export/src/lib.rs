@@ -29,6 +29,7 @@ mod plan;
 mod progress;
 mod report;
 mod request;
+mod row_name;
 
 pub use carry::{
     BatchOrigin, BatchSize, CarriedBatch, PageMap, PageRows, CARRY_BATCH_BYTES, CARRY_BATCH_ROWS,

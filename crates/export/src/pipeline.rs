@@ -20,20 +20,27 @@ use crate::heap_source::{
 };
 use crate::pack::ChunkPacker;
 use crate::report::{ExportReport, GpuPhases, Phases, Resident};
+use crate::row_name::{failing_row, value_error_row, with_row_named, RowFields};
 use crate::{Engine, ExportError, ExportRequest, Output, Progress};
 
 /// The first error of any thread wins; the others stop as soon as they see it.
 struct Abort<'a> {
     flag: AtomicBool,
-    first: Mutex<Option<ExportError>>,
+    /// The error, and for an error about a value the fields of its row
+    /// (to name the row once the export has stopped).
+    first: Mutex<Option<(ExportError, Option<RowFields>)>>,
     user_cancel: Option<&'a AtomicBool>,
 }
 
 impl Abort<'_> {
     fn fail(&self, e: ExportError) {
+        self.fail_in_row(e, None);
+    }
+
+    fn fail_in_row(&self, e: ExportError, row: Option<RowFields>) {
         let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
         if first.is_none() {
-            *first = Some(e);
+            *first = Some((e, row));
         }
         self.flag.store(true, Ordering::SeqCst);
     }
@@ -529,9 +536,16 @@ fn run(
                     // Each decoded part with its rows' bytes, partition and
                     // pages.
                     let mut parts: Vec<Part> = Vec::new();
+                    let mut bad_row = None;
                     let result = match work {
                         Work::Rows(chunk) => {
                             let r = decoder.decode_to(&chunk, to_device);
+                            // The row's bytes go back to the pool next.
+                            bad_row = r
+                                .as_ref()
+                                .err()
+                                .and_then(value_error_row)
+                                .and_then(|row| failing_row(&chunk, row));
                             let (bytes, partition) = (chunk.row_bytes(), chunk.partition);
                             pool.give(chunk.data);
                             r.map(|d| parts.push((d, bytes, partition, BatchOrigin::Untracked)))
@@ -554,7 +568,7 @@ fn run(
                     decode_busy.add(t.elapsed());
                     decode_cpu.add_seconds(thread_cpu_seconds() - cpu);
                     if let Err(e) = result {
-                        abort.fail(e);
+                        abort.fail_in_row(e, bad_row);
                         continue;
                     }
                     let t = Instant::now();
@@ -609,11 +623,11 @@ fn run(
         }
     });
     progress.finish();
-    if let Some(e) = abort.first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Some((e, row)) = abort.first.into_inner().unwrap_or_else(|p| p.into_inner()) {
         // Dropping the sinks removes their temporary files; dropping device
         // batches frees their memory.
         drop(destination);
-        return Err(e);
+        return Err(with_row_named(e, row, &req.connect, &plan));
     }
 
     let finishing = Instant::now();

@@ -5,7 +5,7 @@
 use gpupg_source::{
     catalog::{self, SelectColumn},
     plan::{copy_query_sql, copy_sql, plan_table_reads, ReadSpec, TID_RANGE_SCAN_VERSION},
-    Connection,
+    Connection, SourceError,
 };
 
 use crate::{ExportError, ExportRequest, Target};
@@ -70,7 +70,12 @@ pub(crate) fn plan_export(
             let columns =
                 catalog::table_columns(conn, &table, req.columns.as_deref(), req.unsupported)?;
             let exprs: Vec<String> = columns.iter().map(|c| c.select_expr.clone()).collect();
-            let filter = req.filter.as_ref().map(|f| format!("({f})"));
+            if let Some(f) = &req.filter {
+                check_filter(conn, &table.qualified(), f)?;
+            }
+            // `copy_select` puts it in parentheses, the closing one on a
+            // line of its own so that a trailing `--` comment ends first.
+            let filter = req.filter.clone();
             let version = conn.server_version_num();
             // Many more ranges than connections, so that a connection that
             // finishes early takes work from the queue instead of idling
@@ -123,5 +128,22 @@ pub(crate) fn plan_export(
                 table: Some((table, spec)),
             })
         }
+    }
+}
+
+/// Has the server parse the `--where` condition on `relation` (Parse and
+/// Describe, nothing runs), so a filter that is not one condition on the
+/// table's columns fails before any output exists, with the server's
+/// reason and not the COPY it would go into. The COPY statements are sent
+/// through Parse too, so this is for the message: a filter could not add a
+/// statement there either.
+fn check_filter(conn: &mut Connection, relation: &str, filter: &str) -> Result<(), ExportError> {
+    match conn.describe(&format!("SELECT FROM ONLY {relation} WHERE ({filter}\n)")) {
+        Ok(_) => Ok(()),
+        Err(SourceError::Server { message, .. }) => Err(ExportError::Invalid(format!(
+            "--where {filter:?} is not one condition on table {relation}: {message} \
+             (give a boolean SQL expression on its columns, e.g. --where \"id > 100\")"
+        ))),
+        Err(e) => Err(e.into()),
     }
 }

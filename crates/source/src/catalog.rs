@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use gpupg_format::types::oid;
 use gpupg_format::{ColumnDesc, PgType};
 
-use crate::conn::Connection;
+use crate::conn::{Connection, Param};
 use crate::error::SourceError;
-use crate::sql::{quote_ident, quote_literal};
+use crate::sql::quote_ident;
 
 /// A relation to export.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,13 +70,18 @@ pub struct SelectColumn {
 /// Resolves a table name as the user wrote it (optionally schema-qualified,
 /// with any quoting, following search_path) with `to_regclass`.
 pub fn resolve_table(conn: &mut Connection, name: &str) -> Result<TableInfo, SourceError> {
-    let rows = conn.simple_query(&format!(
-        "SELECT c.oid, n.nspname, c.relname, c.relkind, pg_catalog.pg_relation_size(c.oid), \
+    // The name is a parameter: the server parses it as a qualified name,
+    // and nothing in it is ever read as SQL.
+    let rows = conn
+        .query(
+            &format!("looking up table {name}"),
+            "SELECT c.oid, n.nspname, c.relname, c.relkind, pg_catalog.pg_relation_size(c.oid), \
          pg_catalog.current_setting('block_size'), c.reltuples \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.oid = pg_catalog.to_regclass({})",
-        quote_literal(name)
-    ))?;
+         WHERE c.oid = pg_catalog.to_regclass($1)",
+            &[Param::untyped_text(name)],
+        )
+        .map_err(|e| e.about_table_name(name))?;
     let row = rows.first().ok_or_else(|| SourceError::NoSuchTable {
         table: name.to_string(),
     })?;
@@ -86,17 +91,18 @@ pub fn resolve_table(conn: &mut Connection, name: &str) -> Result<TableInfo, Sou
     if table.is_partitioned() {
         // Walk pg_inherits (works before pg_partition_tree, PostgreSQL 12)
         // down to the leaves; intermediate partitioned tables have no data.
-        let rows = conn.simple_query(&format!(
+        let rows = conn.query(
+            &format!("listing the partitions of table {}", table.qualified()),
             "WITH RECURSIVE tree(relid) AS ( \
-               SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = {oid} \
+               SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1 \
                UNION ALL \
                SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid) \
              SELECT c.oid, n.nspname, c.relname, c.relkind, pg_catalog.pg_relation_size(c.oid), c.reltuples \
              FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind <> 'p' ORDER BY c.oid",
-            oid = table.oid
-        ))?;
+            &[Param::oid(table.oid)],
+        )?;
         let ctx = format!("reading the partitions of table {}", table.qualified());
         for row in &rows {
             let part = table_from_row(conn, row, block_size, [0, 1, 2, 3, 4, 5], &ctx)?;
@@ -109,19 +115,23 @@ pub fn resolve_table(conn: &mut Connection, name: &str) -> Result<TableInfo, Sou
 
 /// The columns of `table` to read: all (in attnum order) or those named in
 /// `only` (in that order, names matched exactly as PostgreSQL spells them).
+/// Columns the user may not read are refused here, naming them, rather
+/// than by the first COPY.
 pub fn table_columns(
     conn: &mut Connection,
     table: &TableInfo,
     only: Option<&[String]>,
     unsupported: UnsupportedTypes,
 ) -> Result<Vec<SelectColumn>, SourceError> {
-    let rows = conn.simple_query(&format!(
+    let rows = conn.query(
+        &format!("listing the columns of table {}", table.qualified()),
         "SELECT a.attname, a.atttypid, a.atttypmod, NOT a.attnotnull, \
-         pg_catalog.format_type(a.atttypid, a.atttypmod) \
+         pg_catalog.format_type(a.atttypid, a.atttypmod), \
+         pg_catalog.has_column_privilege(a.attrelid, a.attnum, 'SELECT'), current_user \
          FROM pg_catalog.pg_attribute a \
-         WHERE a.attrelid = {} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        table.oid
-    ))?;
+         WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        &[Param::oid(table.oid)],
+    )?;
     let qualified = table.qualified();
     let ctx = format!("reading the columns of table {qualified}");
     let mut all = Vec::with_capacity(rows.len());
@@ -131,7 +141,8 @@ pub fn table_columns(
         let typmod: i32 = parse_field(conn, row, 2, &ctx)?;
         let nullable = text_field(conn, row, 3, &ctx)? == "t";
         let type_name = text_field(conn, row, 4, &ctx)?.to_string();
-        all.push((name, type_oid, typmod, nullable, type_name));
+        let readable = text_field(conn, row, 5, &ctx)? == "t";
+        all.push((name, type_oid, typmod, nullable, type_name, readable));
     }
     let picked: Vec<_> = match only {
         None => all,
@@ -144,14 +155,35 @@ pub fn table_columns(
                     .ok_or_else(|| SourceError::NoSuchColumn {
                         table: qualified.clone(),
                         column: n.clone(),
+                        available: all
+                            .iter()
+                            .map(|c| quote_ident(&c.0))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     })
             })
             .collect::<Result<_, _>>()?,
     };
+    let denied: Vec<String> = picked
+        .iter()
+        .filter(|c| !c.5)
+        .map(|c| quote_ident(&c.0))
+        .collect();
+    if !denied.is_empty() {
+        let user = rows
+            .first()
+            .and_then(|r| r.get(6).cloned().flatten())
+            .unwrap_or_default();
+        return Err(SourceError::NoPrivilege {
+            user,
+            table: qualified,
+            columns: denied.join(", "),
+        });
+    }
     let mut types = TypeResolver::default();
     picked
         .into_iter()
-        .map(|(name, type_oid, typmod, nullable, type_name)| {
+        .map(|(name, type_oid, typmod, nullable, type_name, _)| {
             types.column(
                 conn,
                 &qualified,
@@ -294,10 +326,12 @@ impl TypeResolver {
         if let Some(r) = self.rows.get(&type_oid) {
             return Ok(r.clone());
         }
-        let rows = conn.simple_query(&format!(
+        let rows = conn.query(
+            &format!("looking up type {type_oid}"),
             "SELECT typtype, typcategory, typelem, typbasetype, typtypmod, typlen \
-             FROM pg_catalog.pg_type WHERE oid = {type_oid}"
-        ))?;
+             FROM pg_catalog.pg_type WHERE oid = $1",
+            &[Param::oid(type_oid)],
+        )?;
         let ctx = format!("reading type {type_oid} from pg_type");
         let r = rows
             .first()
@@ -320,9 +354,11 @@ impl TypeResolver {
         type_oid: u32,
         typmod: i32,
     ) -> Result<String, SourceError> {
-        let rows = conn.simple_query(&format!(
-            "SELECT pg_catalog.format_type({type_oid}, {typmod})"
-        ))?;
+        let rows = conn.query(
+            &format!("naming type {type_oid}"),
+            "SELECT pg_catalog.format_type($1, $2)",
+            &[Param::oid(type_oid), Param::int4(typmod)],
+        )?;
         Ok(rows
             .first()
             .and_then(|r| r.first())

@@ -133,6 +133,17 @@ impl<'a> Param<'a> {
     pub const INT4: u32 = 23;
     pub const OID: u32 = 26;
 
+    /// A value whose type the server infers from the statement (type OID
+    /// 0), sent as the UTF-8 bytes of `v`: the binary format of `text`,
+    /// `name` and `cstring` alike, so `pg_catalog.to_regclass($1)` takes it
+    /// whichever of those its argument is in the server's version.
+    pub fn untyped_text(v: &'a str) -> Param<'a> {
+        Param {
+            type_oid: 0,
+            value: Some(Cow::Borrowed(v.as_bytes())),
+        }
+    }
+
     /// An `oid` (big-endian u32).
     pub fn oid(v: u32) -> Param<'static> {
         Param {
@@ -438,7 +449,9 @@ impl Connection {
     }
 
     /// Runs `sql` (one or more statements) with the simple protocol and
-    /// returns the rows of the last result as text, `None` for NULL.
+    /// returns the rows of the last result as text, `None` for NULL. Only
+    /// for SQL written in full by the program: anything built from what a
+    /// user gave goes through [`Connection::query`].
     pub fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
         let context = format!("running `{}`", summary(sql));
         self.check_usable()?;
@@ -491,42 +504,87 @@ impl Connection {
         Ok(columns)
     }
 
-    /// Runs one statement with the extended protocol (Parse, Bind, Execute,
-    /// Sync of the unnamed statement): parameters and result columns in
-    /// binary, so a `bytea` travels as its bytes, not as hex text. Returns
-    /// the rows. An error from the server leaves the session usable (and a
-    /// transaction block failed, as with any statement).
+    /// Runs one statement with the extended protocol (see
+    /// [`Connection::send_statement`]) and returns its rows as text, `None`
+    /// for NULL. For SQL that carries anything a user gave: values go in as
+    /// parameters, and the rest cannot add a second statement. `what` says
+    /// in errors what the statement was for ("looking up table x"): the
+    /// program's own SQL means nothing to a user.
+    pub fn query(
+        &mut self,
+        what: &str,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        let context = what.to_string();
+        self.send_statement(sql, params, protocol::format::TEXT, &context)?;
+        let mut rows = Vec::new();
+        self.read_statement_rows(&context, "query", |conn, body| {
+            rows.push(protocol::parse_data_row(body).map_err(|v| conn.violation(&context, v))?);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// [`Connection::query`] with result columns in binary, so a `bytea`
+    /// travels as its bytes, not as hex text. An error from the server
+    /// leaves the session usable (and a transaction block failed, as with
+    /// any statement).
     pub fn query_binary(&mut self, sql: &str, params: &[Param]) -> Result<BinaryRows, SourceError> {
         let context = format!("running `{}`", summary(sql));
+        self.send_statement(sql, params, protocol::format::BINARY, &context)?;
+        let mut rows = Vec::new();
+        self.read_statement_rows(&context, "query_binary", |conn, body| {
+            // Binary values are not text: they come back as they are.
+            let row = protocol::parse_data_row_raw(body)
+                .map_err(|v| conn.violation(&context, v))?
+                .into_iter()
+                .map(|v| v.map(<[u8]>::to_vec))
+                .collect();
+            rows.push(row);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Sends `sql` as Parse, Bind, Execute and Sync of the unnamed
+    /// statement and portal, parameters in binary. Parse takes exactly one
+    /// statement, so nothing spliced into `sql` can run a second one.
+    pub(crate) fn send_statement(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        result_format: i16,
+        context: &str,
+    ) -> Result<(), SourceError> {
         self.check_usable()?;
         let types: Vec<u32> = params.iter().map(|p| p.type_oid).collect();
         let values: Vec<Option<&[u8]>> = params.iter().map(|p| p.value.as_deref()).collect();
-        let message = protocol::extended_query_binary(sql, &types, &values)
-            .map_err(|v| self.violation(&context, v))?;
-        self.send(&message, &context)?;
-        drop(message);
-        let mut rows = Vec::new();
-        self.read_until_ready(&context, "query_binary", |conn, msg| {
+        let message = protocol::extended_query(sql, &types, &values, result_format)
+            .map_err(|v| self.violation(context, v))?;
+        self.send(&message, context)
+    }
+
+    /// The replies to [`Connection::send_statement`] up to ReadyForQuery,
+    /// each DataRow body handed to `on_row`.
+    fn read_statement_rows(
+        &mut self,
+        context: &str,
+        what: &str,
+        mut on_row: impl FnMut(&Self, &[u8]) -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
+        self.read_until_ready(context, what, |conn, msg| {
             match msg.tag {
                 tag::PARSE_COMPLETE
                 | tag::BIND_COMPLETE
                 | tag::NO_DATA
                 | tag::COMMAND_COMPLETE
                 | tag::EMPTY_QUERY_RESPONSE => {}
-                // Binary values are not text: they come back as they are.
-                tag::DATA_ROW => {
-                    let row = protocol::parse_data_row_raw(&msg.body)
-                        .map_err(|v| conn.violation(&context, v))?
-                        .into_iter()
-                        .map(|v| v.map(<[u8]>::to_vec))
-                        .collect();
-                    rows.push(row);
-                }
+                tag::DATA_ROW => on_row(conn, &msg.body)?,
                 _ => return Ok(false),
             }
             Ok(true)
-        })?;
-        Ok(rows)
+        })
     }
 
     /// Reads the replies to one request up to ReadyForQuery. `on` takes the

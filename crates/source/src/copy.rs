@@ -57,17 +57,23 @@ impl Connection {
         on_chunk: &mut dyn FnMut(CopyChunk) -> Result<(), SourceError>,
     ) -> Result<CopyOutStats, SourceError> {
         let context = format!("COPY of partition {partition}");
-        self.check_usable()?;
-        self.send(&protocol::query(sql), &context)?;
+        // The extended protocol: the statement may carry a user's --where,
+        // and Parse refuses a second statement smuggled in with it. The
+        // COPY data then comes exactly as after a simple Query.
+        self.send_statement(sql, &[], protocol::format::BINARY, &context)?;
         self.expect_copy_out(&context)?;
         let stats = self.stream_rows(pool, partition, &context, on_chunk)?;
         self.finish_copy(&context)?;
         Ok(stats)
     }
 
-    /// Waits for CopyOutResponse and checks the format is binary.
+    /// Waits for CopyOutResponse (after ParseComplete and BindComplete) and
+    /// checks the format is binary.
     fn expect_copy_out(&mut self, context: &str) -> Result<(), SourceError> {
-        let msg = self.next_message(context)?;
+        let mut msg = self.next_message(context)?;
+        while matches!(msg.tag, tag::PARSE_COMPLETE | tag::BIND_COMPLETE) {
+            msg = self.next_message(context)?;
+        }
         match msg.tag {
             tag::COPY_OUT_RESPONSE => {
                 let (format, _) = protocol::parse_copy_out_response(&msg.body)

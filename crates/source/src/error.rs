@@ -89,11 +89,29 @@ pub enum SourceError {
     #[error("server {host} is not supported: {message}")]
     UnsupportedServer { host: String, message: String },
 
-    #[error("table {table} does not exist (or is not visible with the current search_path)")]
+    /// `table` is the name as the user gave it.
+    #[error("table {table} does not exist or is not on the search_path ({NAME_HINT})")]
     NoSuchTable { table: String },
 
-    #[error("column \"{column}\" does not exist in table {table}")]
-    NoSuchColumn { table: String, column: String },
+    /// The server cannot parse the name the user gave as a table name.
+    #[error("`{table}` is not a valid table name: {reason} ({NAME_HINT})")]
+    BadTableName { table: String, reason: String },
+
+    #[error("column \"{column}\" does not exist in table {table} (its columns: {available}; names are matched exactly, as PostgreSQL spells them)")]
+    NoSuchColumn {
+        table: String,
+        column: String,
+        /// The table's columns, comma-separated.
+        available: String,
+    },
+
+    /// The user may not read these columns (checked before any COPY).
+    #[error("permission denied: user \"{user}\" may not read column(s) {columns} of table {table} (ask for GRANT SELECT on it, or leave those columns out with --columns)")]
+    NoPrivilege {
+        user: String,
+        table: String,
+        columns: String,
+    },
 
     #[error("column \"{column}\" of {table} has type {type_name}, which gpupgparser cannot decode; use --cast-unsupported to have the server cast it to text, or cast it in a --query")]
     UnsupportedType {
@@ -117,7 +135,29 @@ pub enum SourceError {
     HeapUnavailable { table: String, reason: String },
 }
 
+/// How to give a table name, for errors about one.
+const NAME_HINT: &str =
+    "give it as schema.name or name; names are SQL: quote mixed case and odd characters, as in '\"My Table\"'";
+
 impl SourceError {
+    /// This error of looking up `name` with `to_regclass` as an error about
+    /// the name the user gave: the server could not parse it (an
+    /// unbalanced quote, too many dots, another database). Others stay.
+    pub fn about_table_name(self, name: &str) -> SourceError {
+        match self {
+            // Syntax and name errors, invalid values, cross-database names.
+            SourceError::Server { code, message, .. }
+                if ["42", "22", "0A", "3F"].iter().any(|c| code.starts_with(c)) =>
+            {
+                SourceError::BadTableName {
+                    table: name.to_string(),
+                    reason: message,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The SQLSTATE of a server error.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

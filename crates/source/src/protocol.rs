@@ -262,11 +262,16 @@ pub fn sync(out: &mut Vec<u8>) {
 
 /// Parse, Bind, Execute and Sync of the unnamed statement and portal in
 /// one write: `sql` with binary parameters of the given types, every
-/// result column in binary.
-pub fn extended_query_binary(
+/// result column in `result_format`. This is how every statement that
+/// carries anything a user gave is sent: Parse takes exactly one statement,
+/// so text that tries to end it and start another is a server error
+/// ("cannot insert multiple commands into a prepared statement") instead
+/// of a second statement.
+pub fn extended_query(
     sql: &str,
     param_types: &[u32],
     params: &[Option<&[u8]>],
+    result_format: i16,
 ) -> Result<Vec<u8>, ProtocolViolation> {
     if param_types.len() != params.len() {
         return Err(ProtocolViolation(format!(
@@ -277,7 +282,7 @@ pub fn extended_query_binary(
     }
     let mut m = Vec::new();
     parse(&mut m, "", sql, param_types)?;
-    bind(&mut m, "", "", format::BINARY, params, format::BINARY)?;
+    bind(&mut m, "", "", format::BINARY, params, result_format)?;
     execute(&mut m, "", 0)?;
     sync(&mut m);
     Ok(m)
@@ -695,7 +700,7 @@ mod tests {
         sync(&mut m);
         assert_eq!(m, b"E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04");
         let data = vec![7u8; 100_000];
-        let all = extended_query_binary(
+        let all = extended_query(
             "SELECT lo_put($1, $2, $3)",
             &[26, 20, 17],
             &[
@@ -703,6 +708,7 @@ mod tests {
                 Some(&5i64.to_be_bytes()),
                 Some(&data),
             ],
+            format::BINARY,
         )
         .unwrap();
         // Four messages, each framed by its own length.
@@ -718,7 +724,7 @@ mod tests {
         // The bytea went in as it is, not as hex text.
         assert!(all.windows(4).any(|w| w == [0, 1, 0x86, 0xa0]));
         assert_eq!(all.iter().filter(|&&b| b == 7).count(), 100_000);
-        assert!(extended_query_binary("SELECT $1", &[23], &[]).is_err());
+        assert!(extended_query("SELECT $1", &[23], &[], format::TEXT).is_err());
     }
 
     #[test]

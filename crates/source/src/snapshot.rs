@@ -13,8 +13,12 @@ use crate::sql::quote_literal;
 /// Starts a read-only REPEATABLE READ transaction on `conn` and returns its
 /// exported snapshot id.
 pub fn begin_exported_snapshot(conn: &mut Connection) -> Result<String, SourceError> {
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    let rows = conn.simple_query("SELECT pg_catalog.pg_export_snapshot()")?;
+    begin(conn)?;
+    let rows = conn.query(
+        "exporting the snapshot the connections share",
+        "SELECT pg_catalog.pg_export_snapshot()",
+        &[],
+    )?;
     rows.first()
         .and_then(|r| r.first())
         .and_then(|v| v.clone())
@@ -29,12 +33,24 @@ pub fn begin_exported_snapshot(conn: &mut Connection) -> Result<String, SourceEr
 /// Starts a read-only REPEATABLE READ transaction on `conn` that sees the
 /// snapshot `id` exported by another connection.
 pub fn begin_with_snapshot(conn: &mut Connection, id: &str) -> Result<(), SourceError> {
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+    begin(conn)?;
     // SET TRANSACTION SNAPSHOT takes no parameters, hence the literal.
-    if let Err(e) = conn.execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(id))) {
+    let set = format!("SET TRANSACTION SNAPSHOT {}", quote_literal(id));
+    if let Err(e) = conn.query("importing the export's snapshot", &set, &[]) {
         // Leave the session outside the failed transaction.
         let _ = conn.execute("ROLLBACK");
         return Err(e);
     }
     Ok(())
+}
+
+/// Opens the read-only REPEATABLE READ transaction of an export's
+/// connection (errors say so, not the statement).
+fn begin(conn: &mut Connection) -> Result<(), SourceError> {
+    conn.query(
+        "starting the export's read-only transaction",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        &[],
+    )
+    .map(|_| ())
 }

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use common::{be_i32, connect, copy_rows, fields};
 use gpupg_localpg::LocalServer;
 use gpupg_source::{
-    begin_exported_snapshot, begin_with_snapshot, copy_query_sql, plan_table_reads, resolve_table,
-    table_columns, BufferPool, RangeQueue, SourceError, UnsupportedTypes,
+    begin_exported_snapshot, begin_with_snapshot, copy_query_sql, copy_sql, plan_table_reads,
+    resolve_table, table_columns, BufferPool, RangeQueue, ReadSpec, SourceError, UnsupportedTypes,
 };
 
 fn sorted(mut rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -277,4 +277,50 @@ fn terminated_backend_mid_copy_is_an_error_not_a_panic() {
         other => panic!("unexpected error {other}"),
     }
     assert!(c.execute("SELECT 1").is_err());
+}
+
+/// Issue 15: a --where that closed the COPY, committed the snapshot's
+/// transaction and created a table. A COPY goes through Parse, which takes
+/// one statement: the server refuses the whole text and nothing runs.
+#[test]
+fn a_copy_is_one_statement_whatever_its_filter_says() {
+    let server = LocalServer::start().unwrap();
+    server
+        .psql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10);")
+        .unwrap();
+    let mut c = connect(&server);
+    begin_exported_snapshot(&mut c).unwrap();
+    let spec = ReadSpec {
+        relation: "\"public\".\"t\"".into(),
+        columns: vec!["\"id\"".into()],
+        // As the export wraps a --where.
+        filter: Some("(true))) TO STDOUT (FORMAT binary); COMMIT; create table pwned(i int); COMMIT; BEGIN; COPY (SELECT 1 WHERE ((true)".into()),
+    };
+    let pool = BufferPool::new(2, 1 << 16);
+    let e = copy_rows(&mut c, &copy_sql(&spec, None), &pool).unwrap_err();
+    assert_eq!(e.sqlstate(), Some("42601"), "{e}");
+    assert!(e.to_string().contains("multiple commands"), "{e}");
+    // The session is usable, still in its (now failed) transaction block.
+    c.execute("ROLLBACK").unwrap();
+    let mut fresh = connect(&server);
+    assert_eq!(
+        fresh
+            .simple_query("SELECT to_regclass('pwned') IS NULL")
+            .unwrap()[0][0]
+            .as_deref(),
+        Some("t"),
+        "the filter ran a statement"
+    );
+    // A well-formed filter reads through the same path.
+    let spec = ReadSpec {
+        filter: Some("(id > 3)".into()),
+        ..spec
+    };
+    assert_eq!(
+        copy_rows(&mut c, &copy_sql(&spec, None), &pool)
+            .unwrap()
+            .0
+            .len(),
+        7
+    );
 }

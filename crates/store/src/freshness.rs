@@ -17,7 +17,7 @@
 //! A partitioned table is the sum over its partitions. Views have no
 //! storage and never look changed.
 
-use gpupg_source::{quote_literal, ConnectConfig, Connection, SourceError};
+use gpupg_source::{ConnectConfig, Connection, Param, SourceError};
 
 use crate::error::StoreError;
 
@@ -40,39 +40,64 @@ pub(crate) struct Observation {
 }
 
 /// Reads the table's fingerprint and the WAL position on one connection.
+/// A table that does not exist, or a name that is not one, fails the load
+/// with a message about the name the user gave.
 pub(crate) fn observe(connect: &ConnectConfig, table: &str) -> Result<Observation, StoreError> {
-    query(connect, table)
-        .map_err(|source| StoreError::Freshness {
+    match query(connect, table) {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => Err(StoreError::Internal(format!(
+            "the change check of {table} returned no row"
+        ))),
+        Err(e @ (SourceError::NoSuchTable { .. } | SourceError::BadTableName { .. })) => {
+            Err(StoreError::Load {
+                name: table.to_string(),
+                source: Box::new(e.into()),
+            })
+        }
+        Err(source) => Err(StoreError::Freshness {
             table: table.to_string(),
             source: Box::new(source),
-        })?
-        .ok_or_else(|| StoreError::Internal(format!("the change check of {table} returned no row")))
+        }),
+    }
 }
 
 fn query(connect: &ConnectConfig, table: &str) -> Result<Option<Observation>, SourceError> {
     let mut conn = Connection::connect(connect)?;
-    let regclass = format!("{}::regclass", quote_literal(table));
-    // pg_partition_tree (PostgreSQL 12) gives nothing for a table that is
-    // not partitioned, hence the table itself too.
-    let relations = if conn.server_version_num() >= 120_000 {
-        format!("SELECT relid FROM pg_partition_tree({regclass}) UNION SELECT {regclass}")
+    // The name is a parameter, looked up with to_regclass: NULL when there
+    // is no such table. pg_partition_tree (PostgreSQL 12) gives nothing
+    // for a table that is not partitioned, hence the table itself too.
+    let tree = if conn.server_version_num() >= 120_000 {
+        "SELECT p.relid FROM t, pg_catalog.pg_partition_tree(t.relid) p UNION "
     } else {
-        format!("SELECT {regclass} AS relid")
+        ""
     };
     let sql = format!(
-        "WITH rel AS ({relations}) \
+        "WITH t AS (SELECT pg_catalog.to_regclass($1) AS relid), \
+         rel AS ({tree}SELECT relid FROM t WHERE relid IS NOT NULL) \
          SELECT coalesce(string_agg(c.oid::text || ':' || c.relfilenode::text || ':' || c.xmin::text, ',' ORDER BY c.oid), ''), \
                 coalesce(sum(pg_relation_size(c.oid)), 0)::text, \
                 coalesce(sum(coalesce(s.n_tup_ins, 0) + coalesce(s.n_tup_upd, 0) + coalesce(s.n_tup_del, 0)), 0)::text, \
-                (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text \
+                (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text, \
+                (SELECT relid FROM t) IS NOT NULL \
          FROM rel JOIN pg_class c ON c.oid = rel.relid \
          LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid"
     );
-    let rows = conn.simple_query(&sql)?;
+    let rows = conn
+        .query(
+            &format!("checking whether table {table} changed"),
+            &sql,
+            &[Param::untyped_text(table)],
+        )
+        .map_err(|e| e.about_table_name(table))?;
     let Some(row) = rows.first() else {
         return Ok(None);
     };
     let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    if col(4) != "t" {
+        return Err(SourceError::NoSuchTable {
+            table: table.to_string(),
+        });
+    }
     Ok(Some(Observation {
         fingerprint: Fingerprint {
             relations: col(0),

@@ -366,8 +366,17 @@ fn errors_are_typed_and_the_server_keeps_serving() {
         kind(c.load(spec(&dsn, "t", "")).map(|_| ())),
         ErrorKind::BadName
     );
-    let e = c.load(spec(&dsn, "no_such_table", "x")).unwrap_err();
-    assert!(e.to_string().contains("no_such_table"), "{e}");
+    // A missing table, or a name that is not one: the name the user gave
+    // and how to give one, never the store's catalog SQL.
+    for table in ["no_such_table", "public.orderz", "\"My Table", "a.b.c.d"] {
+        let e = c.load(spec(&dsn, table, "x")).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.kind(), ErrorKind::LoadFailed, "{msg}");
+        assert!(msg.contains(table) && msg.contains("schema.name"), "{msg}");
+        for word in ["SELECT", "pg_catalog", "pg_partition_tree", "regclass"] {
+            assert!(!msg.contains(word), "{word:?} in: {msg}");
+        }
+    }
     let mut bad_dsn = spec(&dsn, "t", "t");
     bad_dsn.dsn = "host=/tmp bogus=1".into();
     assert_eq!(kind(c.load(bad_dsn).map(|_| ())), ErrorKind::BadRequest);
