@@ -479,7 +479,7 @@ fn virtual_generated_columns_are_read_through_copy() {
         .to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(
-        msg.contains("column \"v\" of public.g is a virtual generated column"),
+        msg.contains("column \"v\" of \"public\".\"g\" is a virtual generated column"),
         "{msg}"
     );
     let copy = export(&req(Source::Copy, "copy.arrow"), &NoProgress).expect("COPY");
