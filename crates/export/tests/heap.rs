@@ -409,11 +409,20 @@ fn the_servers_own_files_are_proven_and_read() {
     let r = heap_equals_copy(req, dir.path(), &["a"]);
     let h = heap(&r);
     assert!(h.pages_direct > 0 && h.pages_fallback == 0, "{h:?}");
-    for proof in ["same cluster", "current (latest checkpoint", "this host", "file nodes and sizes of 1 relation"] {
+    for proof in [
+        "same cluster",
+        "current (latest checkpoint",
+        "this host",
+        "file nodes and sizes of 1 relation",
+    ] {
         assert!(h.files_proof.contains(proof), "{}", h.files_proof);
     }
     assert!(!h.files_proof.contains("not proven"), "{}", h.files_proof);
-    assert!(r.summary().contains("heap files: proven: "), "{}", r.summary());
+    assert!(
+        r.summary().contains("heap files: proven: "),
+        "{}",
+        r.summary()
+    );
 
     // A user not granted pg_control_system(): the cluster is not proven
     // by its identifier, the host and the checkpoint still prove the files.
@@ -433,7 +442,8 @@ fn the_servers_own_files_are_proven_and_read() {
     let h = heap(&r);
     assert!(h.pages_direct > 0, "{h:?}");
     assert!(
-        h.files_proof.contains("not proven: same cluster (pg_control_system() is not granted"),
+        h.files_proof
+            .contains("not proven: same cluster (pg_control_system() is not granted"),
         "{}",
         h.files_proof
     );

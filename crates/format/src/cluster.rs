@@ -174,7 +174,8 @@ mod tests {
 
     #[test]
     fn postmaster_pid_parses() {
-        let text = "10997\n/tmp/th/d18\n1796648239\n54918\n/tmp/th\n\n 10035874         8\nready   \n";
+        let text =
+            "10997\n/tmp/th/d18\n1796648239\n54918\n/tmp/th\n\n 10035874         8\nready   \n";
         let p = PostmasterPid::parse(text).expect("valid");
         assert_eq!(
             p,

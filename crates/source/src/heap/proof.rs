@@ -84,7 +84,10 @@ pub fn prove_files(
     let dir = first.data_dir.as_path();
     let fail = |what: String| SourceError::HeapUnavailable {
         table: first.label.clone(),
-        reason: format!("the files in {} are not this server's: {what}", dir.display()),
+        reason: format!(
+            "the files in {} are not this server's: {what}",
+            dir.display()
+        ),
     };
     let control = read_control(dir).map_err(&fail)?;
     same_cluster(conn, dir, &control, &mut proof).map_err(&fail)?;
@@ -112,8 +115,8 @@ fn read_control(dir: &Path) -> Result<ControlFile, String> {
     let path = dir.join("global").join("pg_control");
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
         match ControlFile::parse(&bytes) {
             Ok(c) => return Ok(c),
             Err(e @ ClusterFileError::ControlCrc) => last = e.to_string(),
@@ -131,18 +134,17 @@ fn same_cluster(
     control: &ControlFile,
     proof: &mut FilesProof,
 ) -> Result<(), String> {
-    let rows = match conn
-        .simple_query("SELECT system_identifier FROM pg_catalog.pg_control_system()")
-    {
-        Ok(rows) => rows,
-        Err(e) if e.sqlstate() == Some("42501") => {
-            proof
-                .unproven
-                .push("same cluster (pg_control_system() is not granted to this user)".into());
-            return Ok(());
-        }
-        Err(e) => return Err(format!("reading the server's system identifier: {e}")),
-    };
+    let rows =
+        match conn.simple_query("SELECT system_identifier FROM pg_catalog.pg_control_system()") {
+            Ok(rows) => rows,
+            Err(e) if e.sqlstate() == Some("42501") => {
+                proof
+                    .unproven
+                    .push("same cluster (pg_control_system() is not granted to this user)".into());
+                return Ok(());
+            }
+            Err(e) => return Err(format!("reading the server's system identifier: {e}")),
+        };
     let server: Option<u64> = rows
         .first()
         .and_then(|r| r.first().cloned().flatten())
@@ -405,7 +407,10 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        assert!(started <= now && started > now - 24 * 3600 * 365, "{started}");
+        assert!(
+            started <= now && started > now - 24 * 3600 * 365,
+            "{started}"
+        );
     }
 
     #[test]
