@@ -307,10 +307,11 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// Exports `t` through COPY and returns its rows; then `--source heap`
-/// with `data_dir` must fail naming `mismatch`, and `--source auto` must
-/// read through COPY saying why, with the same rows.
-fn foreign_files_are_refused(dsn: &str, data_dir: &std::path::Path, mismatch: &str) {
+/// Exports `t` through COPY; then `--source heap` with `data_dir` must fail
+/// naming the mismatch (one of `mismatch`), and `--source auto` must read
+/// through COPY saying why, with the same rows.
+fn foreign_files_are_refused(dsn: &str, data_dir: &std::path::Path, mismatch: &[&str]) {
+    let names = |text: &str| mismatch.iter().any(|m| text.contains(m));
     let dir = tempfile::tempdir().expect("tempdir");
     let req = |source: Source, name: &str| {
         let mut r = request(
@@ -328,20 +329,17 @@ fn foreign_files_are_refused(dsn: &str, data_dir: &std::path::Path, mismatch: &s
     let e = export(&req(Source::Heap, "heap.arrow"), &NoProgress)
         .expect_err("--source heap must refuse files that are not the server's");
     let msg = e.to_string();
+    eprintln!("refused: {msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(
         msg.starts_with("invalid request: --source heap: the files in ")
             && msg.contains("are not this server's")
-            && msg.contains(mismatch),
+            && names(&msg),
         "{msg}"
     );
     let auto = export(&req(Source::Auto, "auto.arrow"), &NoProgress).expect("auto export");
     assert_eq!(auto.source, "copy", "{}", auto.source_detail);
-    assert!(
-        auto.source_detail.contains(mismatch),
-        "{}",
-        auto.source_detail
-    );
+    assert!(names(&auto.source_detail), "{}", auto.source_detail);
     assert_eq!(auto.rows, copy.rows);
     let a = sorted_by(&read_back(&dir.path().join("copy.arrow")), &["a"]);
     let b = sorted_by(&read_back(&dir.path().join("auto.arrow")), &["a"]);
@@ -376,7 +374,7 @@ fn a_stale_copy_of_the_files_is_refused() {
     exec(&dsn, "UPDATE t SET b = -b WHERE a % 2 = 0");
     exec(&dsn, "CHECKPOINT");
     vacuum_all_visible(&dsn, &["t"]);
-    foreign_files_are_refused(&dsn, &stale, "latest checkpoint");
+    foreign_files_are_refused(&dsn, &stale, &["latest checkpoint"]);
 }
 
 #[test]
@@ -389,7 +387,70 @@ fn another_clusters_files_are_refused() {
     create_table_t(&other.dsn(), 5_000, "-g");
     let path = |d: &str| query(d, "SELECT pg_relation_filepath('t')")[0][0].clone();
     assert_eq!(path(&dsn), path(&other.dsn()));
-    foreign_files_are_refused(&dsn, other.data_dir(), "system identifier");
+    foreign_files_are_refused(&dsn, other.data_dir(), &["system identifier"]);
+}
+
+/// A server in a container: the same files (same cluster, current), but the
+/// postmaster runs in another PID namespace, so this host cannot be proven.
+/// The server is started again as PID 1 of a new PID namespace (`unshare`,
+/// which needs root: skipped otherwise).
+#[test]
+fn a_server_in_another_pid_namespace_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: starting a server in a new PID namespace needs root");
+        return;
+    }
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    create_table_t(&dsn, 20_000, "g");
+    let data = server.data_dir();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(data).expect("data dir"));
+    let as_owner = |program: &str| {
+        let mut c = std::process::Command::new("setpriv");
+        c.arg(format!("--reuid={owner}"))
+            .arg(format!("--regid={owner}"))
+            .arg("--clear-groups")
+            .arg(server.bin_dir().join(program));
+        c
+    };
+    let stopped = as_owner("pg_ctl")
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "fast", "-w", "stop"])
+        .output()
+        .expect("pg_ctl stop");
+    assert!(stopped.status.success(), "{stopped:?}");
+    let mut postmaster = as_owner("postgres");
+    postmaster
+        .arg("-D")
+        .arg(data)
+        .arg("-p")
+        .arg(server.port().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut contained = std::process::Command::new("unshare");
+    contained
+        .args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(postmaster.get_program())
+        .args(postmaster.get_args())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = contained.spawn().expect("unshare");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        gpupg_source::Connection::connect(&config(&dsn)).is_ok()
+    });
+    let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+    if up {
+        // Our backend's PID in this namespace is no process, or one whose
+        // parent is not PID 1, or PID 1 here is not the postmaster.
+        foreign_files_are_refused(&dsn, data, &["our backend", "another PID namespace"]);
+    }
+    child.kill().ok();
+    child.wait().ok();
+    assert!(up, "the server did not start in a new PID namespace");
+    assert!(pid_file.starts_with("1\n"), "postmaster.pid: {pid_file}");
 }
 
 #[test]
