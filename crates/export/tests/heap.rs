@@ -333,7 +333,7 @@ fn foreign_files_are_refused(dsn: &str, data_dir: &std::path::Path, mismatch: &[
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(
         msg.starts_with("invalid request: --source heap: the files in ")
-            && msg.contains("are not this server's")
+            && msg.contains("are not proven this server's own and current")
             && names(&msg),
         "{msg}"
     );

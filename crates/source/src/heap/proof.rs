@@ -85,15 +85,15 @@ pub fn prove_files(
     let fail = |what: String| SourceError::HeapUnavailable {
         table: first.label.clone(),
         reason: format!(
-            "the files in {} are not this server's: {what}",
+            "the files in {} are not proven this server's own and current: {what}",
             dir.display()
         ),
     };
     let control = read_control(dir).map_err(&fail)?;
-    same_cluster(conn, dir, &control, &mut proof).map_err(&fail)?;
+    let cluster = same_cluster(conn, dir, &control, &mut proof).map_err(&fail)?;
     current(conn, dir, &control, fence, &mut proof).map_err(&fail)?;
-    this_host(conn, dir, &mut proof).map_err(&fail)?;
-    if proof.proven.len() < 2 {
+    let host = this_host(conn, dir, &mut proof).map_err(&fail)?;
+    if !cluster && !host {
         return Err(fail(format!(
             "neither the cluster nor the host could be proven ({})",
             proof.unproven.join("; ")
@@ -127,13 +127,14 @@ fn read_control(dir: &Path) -> Result<ControlFile, String> {
     Err(format!("{}: {last}", path.display()))
 }
 
-/// The system identifier in pg_control against `pg_control_system()`.
+/// The system identifier in pg_control against `pg_control_system()`:
+/// whether it was proven (false: the function is not granted).
 fn same_cluster(
     conn: &mut Connection,
     dir: &Path,
     control: &ControlFile,
     proof: &mut FilesProof,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let rows =
         match conn.simple_query("SELECT system_identifier FROM pg_catalog.pg_control_system()") {
             Ok(rows) => rows,
@@ -141,7 +142,7 @@ fn same_cluster(
                 proof
                     .unproven
                     .push("same cluster (pg_control_system() is not granted to this user)".into());
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(format!("reading the server's system identifier: {e}")),
         };
@@ -154,7 +155,7 @@ fn same_cluster(
             proof
                 .proven
                 .push(format!("same cluster (system identifier {id})"));
-            Ok(())
+            Ok(true)
         }
         Some(id) => Err(format!(
             "{}/global/pg_control has system identifier {}, the server {id} (another cluster's files)",
@@ -204,8 +205,9 @@ fn current(
     Ok(())
 }
 
-/// `postmaster.pid` names the postmaster our backend is a child of.
-fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Result<(), String> {
+/// `postmaster.pid` names the postmaster our backend is a child of: whether
+/// it was proven (false: the file or `/proc` cannot be read).
+fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Result<bool, String> {
     let pid_path = dir.join("postmaster.pid");
     let text = match std::fs::read_to_string(&pid_path) {
         Ok(t) => t,
@@ -214,7 +216,7 @@ fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Resul
                 "this host ({} cannot be read: {e})",
                 pid_path.display()
             ));
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => {
             return Err(format!(
@@ -253,7 +255,7 @@ fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Resul
             proof
                 .unproven
                 .push(format!("this host (/proc/{backend}/stat: {e})"));
-            return Ok(());
+            return Ok(false);
         }
     };
     if parent != pm.pid {
@@ -280,7 +282,7 @@ fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Resul
         "this host (our backend {backend} is a child of postmaster {}, port {port})",
         pm.pid
     ));
-    Ok(())
+    Ok(true)
 }
 
 /// The relation's file is its file node now, and its segments hold the
