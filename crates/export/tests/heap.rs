@@ -375,6 +375,13 @@ fn a_stale_copy_of_the_files_is_refused() {
     exec(&dsn, "CHECKPOINT");
     vacuum_all_visible(&dsn, &["t"]);
     foreign_files_are_refused(&dsn, &stale, &["latest checkpoint"]);
+    // With the live pg_control and postmaster.pid linked into the copy,
+    // only the table's own files are stale: their size gives them away.
+    for f in ["global/pg_control", "postmaster.pid"] {
+        std::fs::remove_file(stale.join(f)).expect("rm");
+        std::os::unix::fs::symlink(server.data_dir().join(f), stale.join(f)).expect("link");
+    }
+    foreign_files_are_refused(&dsn, &stale, &["segment files"]);
 }
 
 #[test]
