@@ -12,7 +12,9 @@
 //! map and the page's own header say all-visible, the page LSN is at most F
 //! (it has not changed since), the LSN read again after the page still
 //! matches (it was not being written while read), its checksum verifies
-//! (when the cluster has checksums) and every value converts. Anything else
+//! (when the cluster has checksums) and every value converts; and before
+//! any of that, the files are proven the server's own and current
+//! (`gpupg_source::heap::prove_files`). Anything else
 //! is read with COPY `WHERE ctid >= '(a,0)' AND ctid < '(b,0)'` under S, and
 //! blocks past the end of the files with one open-ended range.
 
@@ -27,7 +29,9 @@ use gpupg_format::heap::page::{LpFlags, Page};
 use gpupg_format::heap::{transcode_page, FallbackReason, PageHeader, TupleLayout, VisibilityMap};
 use gpupg_format::CopyChunk;
 use gpupg_gpu::{PageLayout, PagesIn};
-use gpupg_source::heap::{checkpoint, heap_relation, wal_insert_lsn, HeapRelation, RelationFiles};
+use gpupg_source::heap::{
+    checkpoint, heap_relation, prove_files, wal_insert_lsn, FilesProof, HeapRelation, RelationFiles,
+};
 use gpupg_source::{
     copy_sql, copy_sql_blocks, BufferPool, Connection, PageRange, ReadSpec, SourceError,
 };
@@ -80,6 +84,8 @@ pub(crate) struct HeapPlan {
     /// WAL insert position taken after the snapshot, before the checkpoint.
     fence: u64,
     pub checkpoint_seconds: f64,
+    /// What proved the files the server's own and current.
+    proof: FilesProof,
     /// Per relation, who reads its trusted pages.
     page_readers: Vec<PageReader>,
     /// The files read through cuFile, when they are ([`HeapPlan::use_gds`]).
@@ -224,12 +230,17 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
         });
     }
     starts.push(next);
+    // Before any page is trusted: the files must be the server's own and
+    // current (a stale copy or another cluster's files pass every page check).
+    let pairs: Vec<_> = rels.iter().map(|r| (&r.rel, &r.files)).collect();
+    let proof = prove_files(&mut probe, fence, &pairs)?;
     Ok(HeapPlan {
         page_readers: rels.iter().map(|_| PageReader::Rows).collect(),
         rels,
         starts,
         fence,
         checkpoint_seconds,
+        proof,
         gds: None,
         pread_why: None,
         prior: Vec::new(),
@@ -501,6 +512,9 @@ pub struct HeapReport {
     pub handoff_seconds: f64,
     /// The WAL position no trusted page is newer than.
     pub fence_lsn: String,
+    /// What proved the files the server's own and current, and what could
+    /// not be proven ("proven: same cluster (...); current (...); ...").
+    pub files_proof: String,
 }
 
 impl HeapCounters {
@@ -540,6 +554,7 @@ impl HeapCounters {
             convert_seconds: self.convert_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             handoff_seconds: self.flush_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             fence_lsn: format!("{:X}/{:X}", heap.fence >> 32, heap.fence & 0xffff_ffff),
+            files_proof: heap.proof.describe(),
         }
     }
 }

@@ -214,6 +214,7 @@ impl ExportReport {
                 h.convert_seconds,
                 h.handoff_seconds
             );
+            let _ = writeln!(s, "  heap files: {}", h.files_proof);
         }
         for note in &self.engine_notes {
             let _ = writeln!(s, "note: {note}");

@@ -289,3 +289,293 @@ fn checksums_are_verified_and_a_corrupt_page_goes_through_copy() {
         "{h:?}"
     );
 }
+
+/// A copy of a directory tree (a data directory copied while its server
+/// runs, as a stale backup would be), readable by this process.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            // Sockets and lock files vanish or are unreadable: skip those.
+            std::fs::copy(entry.path(), &target).ok();
+        }
+    }
+}
+
+/// Exports `t` through COPY; then `--source heap` with `data_dir` must fail
+/// naming the mismatch (one of `mismatch`), and `--source auto` must read
+/// through COPY saying why, with the same rows.
+fn foreign_files_are_refused(dsn: &str, data_dir: &std::path::Path, mismatch: &[&str]) {
+    let names = |text: &str| mismatch.iter().any(|m| text.contains(m));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let req = |source: Source, name: &str| {
+        let mut r = request(
+            dsn,
+            table("t"),
+            gpupg_export::Output::File(dir.path().join(name)),
+            Format::Arrow,
+        );
+        r.source = source;
+        r.heap_threshold = 0;
+        r.data_dir = Some(data_dir.to_path_buf());
+        r
+    };
+    let copy = export(&req(Source::Copy, "copy.arrow"), &NoProgress).expect("COPY export");
+    let e = export(&req(Source::Heap, "heap.arrow"), &NoProgress)
+        .expect_err("--source heap must refuse files that are not the server's");
+    let msg = e.to_string();
+    eprintln!("refused: {msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.starts_with("invalid request: --source heap: the files in ")
+            && msg.contains("are not proven this server's own and current")
+            && names(&msg),
+        "{msg}"
+    );
+    let auto = export(&req(Source::Auto, "auto.arrow"), &NoProgress).expect("auto export");
+    assert_eq!(auto.source, "copy", "{}", auto.source_detail);
+    assert!(names(&auto.source_detail), "{}", auto.source_detail);
+    assert_eq!(auto.rows, copy.rows);
+    let a = sorted_by(&read_back(&dir.path().join("copy.arrow")), &["a"]);
+    let b = sorted_by(&read_back(&dir.path().join("auto.arrow")), &["a"]);
+    assert_eq!(a, b);
+    assert!(!dir.path().join("heap.arrow").exists());
+}
+
+/// A table of all-visible pages: what a stale copy or another cluster's
+/// files hold and every page check passes.
+fn create_table_t(dsn: &str, rows: u32, b: &str) {
+    exec(
+        dsn,
+        &format!(
+            "CREATE TABLE t (a int, b int); INSERT INTO t SELECT g, {b} FROM generate_series(1, {rows}) g;"
+        ),
+    );
+    exec(dsn, "CHECKPOINT");
+    vacuum_all_visible(dsn, &["t"]);
+    exec(dsn, "CHECKPOINT");
+}
+
+#[test]
+fn a_stale_copy_of_the_files_is_refused() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    create_table_t(&dsn, 20_000, "g");
+    let copies = tempfile::tempdir().expect("tempdir");
+    let stale = copies.path().join("stale");
+    copy_tree(server.data_dir(), &stale);
+    // Changed since the copy: the copy's pages of t still look all-visible
+    // and older than any fence, and the new row versions lie past its end.
+    exec(&dsn, "UPDATE t SET b = -b WHERE a % 2 = 0");
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["t"]);
+    foreign_files_are_refused(&dsn, &stale, &["latest checkpoint"]);
+    // With the live pg_control and postmaster.pid linked into the copy,
+    // only the table's own files are stale: their size gives them away.
+    for f in ["global/pg_control", "postmaster.pid"] {
+        std::fs::remove_file(stale.join(f)).expect("rm");
+        std::os::unix::fs::symlink(server.data_dir().join(f), stale.join(f)).expect("link");
+    }
+    foreign_files_are_refused(&dsn, &stale, &["segment files"]);
+}
+
+#[test]
+fn another_clusters_files_are_refused() {
+    let server = LocalServer::start().expect("server");
+    let other = LocalServer::start().expect("second server");
+    let dsn = server.dsn();
+    // The same table in both: in fresh clusters it gets the same file path.
+    create_table_t(&dsn, 20_000, "g");
+    create_table_t(&other.dsn(), 5_000, "-g");
+    let path = |d: &str| query(d, "SELECT pg_relation_filepath('t')")[0][0].clone();
+    assert_eq!(path(&dsn), path(&other.dsn()));
+    foreign_files_are_refused(&dsn, other.data_dir(), &["system identifier"]);
+}
+
+/// A server in a container: the same files (same cluster, current), but the
+/// postmaster runs in another PID namespace, so this host cannot be proven.
+/// The server is started again as PID 1 of a new PID namespace (`unshare`,
+/// which needs root: skipped otherwise).
+#[test]
+fn a_server_in_another_pid_namespace_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: starting a server in a new PID namespace needs root");
+        return;
+    }
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    create_table_t(&dsn, 20_000, "g");
+    let data = server.data_dir();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(data).expect("data dir"));
+    let as_owner = |program: &str| {
+        let mut c = std::process::Command::new("setpriv");
+        c.arg(format!("--reuid={owner}"))
+            .arg(format!("--regid={owner}"))
+            .arg("--clear-groups")
+            .arg(server.bin_dir().join(program));
+        c
+    };
+    let stopped = as_owner("pg_ctl")
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "fast", "-w", "stop"])
+        .output()
+        .expect("pg_ctl stop");
+    assert!(stopped.status.success(), "{stopped:?}");
+    let mut postmaster = as_owner("postgres");
+    postmaster
+        .arg("-D")
+        .arg(data)
+        .arg("-p")
+        .arg(server.port().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut contained = std::process::Command::new("unshare");
+    contained
+        .args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(postmaster.get_program())
+        .args(postmaster.get_args())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = contained.spawn().expect("unshare");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        gpupg_source::Connection::connect(&config(&dsn)).is_ok()
+    });
+    let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+    if up {
+        // Our backend's PID in this namespace is no process, or one whose
+        // parent is not PID 1, or PID 1 here is not the postmaster.
+        foreign_files_are_refused(&dsn, data, &["our backend", "another PID namespace"]);
+    }
+    child.kill().ok();
+    child.wait().ok();
+    assert!(up, "the server did not start in a new PID namespace");
+    assert!(pid_file.starts_with("1\n"), "postmaster.pid: {pid_file}");
+}
+
+#[test]
+fn the_servers_own_files_are_proven_and_read() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    create_table_t(&dsn, 20_000, "g");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = request(
+        &dsn,
+        table("t"),
+        gpupg_export::Output::Dir(dir.path().into()),
+        Format::Arrow,
+    );
+    // Given explicitly, the server's own directory proves the same.
+    req.data_dir = Some(server.data_dir().to_path_buf());
+    let r = heap_equals_copy(req, dir.path(), &["a"]);
+    let h = heap(&r);
+    assert!(h.pages_direct > 0 && h.pages_fallback == 0, "{h:?}");
+    for proof in [
+        "same cluster",
+        "current (latest checkpoint",
+        "this host",
+        "file nodes and sizes of 1 relation",
+    ] {
+        assert!(h.files_proof.contains(proof), "{}", h.files_proof);
+    }
+    assert!(!h.files_proof.contains("not proven"), "{}", h.files_proof);
+    assert!(
+        r.summary().contains("heap files: proven: "),
+        "{}",
+        r.summary()
+    );
+
+    // A user not granted pg_control_system(): the cluster is not proven
+    // by its identifier, the host and the checkpoint still prove the files.
+    exec(
+        &dsn,
+        "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC;
+         CREATE ROLE ckpt LOGIN IN ROLE pg_checkpoint; GRANT SELECT ON t TO ckpt;",
+    );
+    let mut req = request(
+        &format!("{dsn} user=ckpt"),
+        table("t"),
+        gpupg_export::Output::Dir(dir.path().into()),
+        Format::Arrow,
+    );
+    req.data_dir = Some(server.data_dir().to_path_buf());
+    let r = heap_equals_copy(req, dir.path(), &["a"]);
+    let h = heap(&r);
+    assert!(h.pages_direct > 0, "{h:?}");
+    assert!(
+        h.files_proof
+            .contains("not proven: same cluster (pg_control_system() is not granted"),
+        "{}",
+        h.files_proof
+    );
+    assert!(h.files_proof.contains("this host"), "{}", h.files_proof);
+}
+
+/// PostgreSQL 18's virtual generated columns have no storage: the heap
+/// path refuses them (auto reads through COPY and says why) and steps over
+/// them when they are not exported.
+#[test]
+fn virtual_generated_columns_are_read_through_copy() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    let version: u32 = query(&dsn, "SHOW server_version_num")[0][0]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("server_version_num");
+    if version < 180_000 {
+        eprintln!("skipped: virtual generated columns need PostgreSQL 18 (server {version})");
+        return;
+    }
+    exec(
+        &dsn,
+        "CREATE TABLE g (a int, v int GENERATED ALWAYS AS (a * 2) VIRTUAL, s text GENERATED ALWAYS AS ('s' || a) STORED, b text);
+         INSERT INTO g (a, b) SELECT x, 'b' || x FROM generate_series(1, 5000) x;",
+    );
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["g"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let req = |source: Source, name: &str| {
+        let mut r = request(
+            &dsn,
+            table("g"),
+            gpupg_export::Output::File(dir.path().join(name)),
+            Format::Arrow,
+        );
+        r.source = source;
+        r.heap_threshold = 0;
+        r
+    };
+    let msg = export(&req(Source::Heap, "heap.arrow"), &NoProgress)
+        .expect_err("a virtual column cannot be read from the files")
+        .to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.contains("column \"v\" of \"public\".\"g\" is a virtual generated column"),
+        "{msg}"
+    );
+    let copy = export(&req(Source::Copy, "copy.arrow"), &NoProgress).expect("COPY");
+    let auto = export(&req(Source::Auto, "auto.arrow"), &NoProgress).expect("auto");
+    assert_eq!(auto.source, "copy");
+    assert!(
+        auto.source_detail.contains("virtual generated column"),
+        "{}",
+        auto.source_detail
+    );
+    assert_eq!(auto.rows, copy.rows);
+    let a = sorted_by(&read_back(&dir.path().join("copy.arrow")), &["a"]);
+    let b = sorted_by(&read_back(&dir.path().join("auto.arrow")), &["a"]);
+    assert_eq!(a, b);
+    // Not exported, the virtual column is stepped over (a NULL in the
+    // tuple); the stored one is read like any other.
+    let mut r = req(Source::Heap, "unused.arrow");
+    r.columns = Some(vec!["a".into(), "s".into(), "b".into()]);
+    let report = heap_equals_copy(r, dir.path(), &["a"]);
+    assert!(heap(&report).pages_direct > 0, "{:?}", heap(&report));
+}

@@ -12,11 +12,14 @@
 //! - [`copy`]: the binary COPY file header and tuple framing.
 //! - [`value`]: decoding of single values from their binary send format.
 //! - [`encode`]: the inverse, building tuples from typed values (for tests).
+//! - [`cluster`]: `global/pg_control` and `postmaster.pid`, which tell whose
+//!   a data directory is.
 //! - [`heap`]: PostgreSQL heap pages (page and tuple layout, checksums, the
 //!   visibility map, varlena forms, pglz) and their conversion to binary COPY
 //!   rows, for reading a table's files directly.
 
 pub mod chunk;
+pub mod cluster;
 pub mod copy;
 pub mod encode;
 pub mod heap;

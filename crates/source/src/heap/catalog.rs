@@ -19,6 +19,11 @@ use crate::sql::quote_ident;
 pub struct HeapRelation {
     /// The quoted, schema-qualified name (for messages).
     pub label: String,
+    pub oid: u32,
+    /// The data directory the files are read from (`--data-dir` or the
+    /// server's `data_directory`), which must be proven the server's own
+    /// ([`super::prove_files`]) before any page is trusted.
+    pub data_dir: PathBuf,
     /// The first segment file of the main fork.
     pub base_path: PathBuf,
     pub block_size: usize,
@@ -142,6 +147,8 @@ pub fn heap_relation(
     let layout = tuple_layout(conn, table, columns, block_size, checksums)?;
     Ok(HeapRelation {
         label: table.qualified(),
+        oid: table.oid,
+        data_dir,
         base_path,
         block_size,
         segment_blocks: segment_bytes / block_size as u64,
@@ -162,7 +169,8 @@ fn tuple_layout(
     // The element storage of array columns (through a domain, if any).
     let rows = conn.simple_query(&format!(
         "SELECT a.attname, a.attlen, a.attalign, a.attbyval, a.attisdropped, a.atthasmissing, \
-         e.typlen, e.typalign, e.typbyval, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnum \
+         e.typlen, e.typalign, e.typbyval, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnum, \
+         a.attgenerated \
          FROM pg_catalog.pg_attribute a \
          LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
@@ -209,6 +217,19 @@ fn tuple_layout(
             continue;
         }
         let mut attr = match by_name.get(name.as_str()) {
+            // PostgreSQL 18's virtual generated columns have no storage (the
+            // tuple holds a NULL for them); the server computes them on
+            // read, which only COPY does.
+            Some(_) if get(11).as_deref() == Some("v") => {
+                return Err(unavailable(
+                    table,
+                    format!(
+                        "column \"{name}\" of {} is a virtual generated column: it is not \
+                         stored in the files, only the server computes it (COPY)",
+                        table.qualified()
+                    ),
+                ))
+            }
             Some(&(out, pg_type)) => {
                 output[out] = index;
                 if has_missing {

@@ -56,6 +56,22 @@ impl RelationFiles {
         })
     }
 
+    /// The relation's size in bytes now, from the open segment files and a
+    /// segment added since they were opened, for comparing with the
+    /// server's `pg_relation_size` (they are the same files only if they
+    /// agree).
+    pub fn bytes_now(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for file in &self.segments {
+            total += file.metadata()?.len();
+        }
+        match std::fs::metadata(segment_path(&self.base, self.segments.len())) {
+            Ok(m) => Ok(total + m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(total),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Blocks in the relation when it was opened.
     pub fn nblocks(&self) -> u64 {
         self.nblocks
@@ -207,6 +223,10 @@ mod tests {
         std::fs::write(dir.path().join("16384.2"), seg2).expect("seg2");
         let f = RelationFiles::open(&base, 16, 3).expect("open");
         assert_eq!(f.nblocks(), 7);
+        assert_eq!(f.bytes_now().expect("sizes"), 7 * 16);
+        std::fs::write(dir.path().join("16384.3"), [0u8; 16]).expect("seg3");
+        assert_eq!(f.bytes_now().expect("sizes"), 8 * 16);
+        std::fs::remove_file(dir.path().join("16384.3")).expect("rm seg3");
         let mut buf = vec![0u8; 16 * 5];
         f.read_blocks(2, &mut buf).expect("read");
         let got: Vec<u8> = buf.chunks(16).map(|c| c[0]).collect();
