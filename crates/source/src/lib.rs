@@ -10,9 +10,11 @@
 //! - [`conn`]: sockets, startup, simple/extended queries; [`tls`] and
 //!   [`auth`] beneath it.
 //! - [`copy`]: the COPY reader (the hot path); [`pool`]: its buffers.
+//! - [`cancel`]: CancelRequest, to stop another connection's statement.
 //! - [`catalog`], [`snapshot`], [`plan`], [`sql`]: what to read and how.
 
 mod auth;
+pub mod cancel;
 pub mod catalog;
 pub mod conn;
 pub mod copy;
@@ -28,6 +30,7 @@ pub mod snapshot;
 pub mod sql;
 mod tls;
 
+pub use cancel::CancelToken;
 pub use catalog::{
     query_columns, resolve_table, table_columns, SelectColumn, TableInfo, UnsupportedTypes,
 };
