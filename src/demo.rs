@@ -9,7 +9,7 @@ use gpupg_export::{NoProgress, Output, Target};
 use gpupg_localpg::LocalServer;
 use gpupg_source::{ConnectConfig, Connection};
 
-use crate::export_args::{ExportOptions};
+use crate::export_args::ExportOptions;
 use crate::progress::Bar;
 
 #[derive(Args, Debug, Clone)]

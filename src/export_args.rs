@@ -61,7 +61,8 @@ impl ConnArgs {
 /// Options shared by `export` and `bench`.
 #[derive(Args, Debug, Clone)]
 pub struct ExportOptions {
-    /// Output format (default: from the file extension, else parquet).
+    /// Output format (default: from the file extension: .parquet, .pq or none for Parquet,
+    /// .arrow, .arrows, .ipc or .feather for Arrow IPC; another extension needs --format).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// zstd[:LEVEL], snappy, lz4, gzip, brotli or none. Default: zstd (level 1) for
@@ -331,6 +332,9 @@ impl ExportOptions {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    // First: checking --devices may load the CUDA driver, whose threads
+    // must inherit the blocked signals.
+    crate::signals::install()?;
     let target = match (&args.table, &args.query) {
         (Some(t), None) => Target::Table(t.clone()),
         (None, Some(q)) => Target::Query(q.clone()),
@@ -348,7 +352,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let connect = args.conn.resolve()?;
     let req = args.options.request(connect, target, output)?;
     req.validate()?;
-    crate::signals::install()?;
     let bar = Bar::new(args.quiet);
     let report = gpupg_export::export(&req, &bar)?;
     // Only after the output succeeded, and as atomically.

@@ -153,8 +153,17 @@ mod tests {
 
     #[test]
     fn data_file_names() {
-        assert!(is_data_file_name(Path::new("d/app.t-00001.parquet"), Format::Parquet));
-        assert!(!is_data_file_name(Path::new("d/app.t-00001.arrow"), Format::Parquet));
-        assert!(!is_data_file_name(Path::new("d/report.json"), Format::Parquet));
+        assert!(is_data_file_name(
+            Path::new("d/app.t-00001.parquet"),
+            Format::Parquet
+        ));
+        assert!(!is_data_file_name(
+            Path::new("d/app.t-00001.arrow"),
+            Format::Parquet
+        ));
+        assert!(!is_data_file_name(
+            Path::new("d/report.json"),
+            Format::Parquet
+        ));
     }
 }

@@ -68,7 +68,15 @@ fn interrupt(mut child: Child, signal: libc::c_int) -> (Option<i32>, String) {
 
 fn export(dsn: &str, args: &[&str], output: &Path) -> Child {
     bin()
-        .args(["export", "--dsn", dsn, "--source", "copy", "--parallel", "2"])
+        .args([
+            "export",
+            "--dsn",
+            dsn,
+            "--source",
+            "copy",
+            "--parallel",
+            "2",
+        ])
         .args(args)
         .arg("--output")
         .arg(output)
@@ -147,7 +155,14 @@ fn sigterm_sighup_and_timeout_leave_nothing() {
     let o = Command::new("timeout")
         .arg("2")
         .arg(env!("CARGO_BIN_EXE_gpupgparser"))
-        .args(["export", "--dsn", &server.dsn(), "--query", slow, "--output"])
+        .args([
+            "export",
+            "--dsn",
+            &server.dsn(),
+            "--query",
+            slow,
+            "--output",
+        ])
         .arg(dir.path().join("q.parquet"))
         .output()
         .expect("timeout runs");
@@ -167,7 +182,13 @@ fn host() -> String {
     buf[..len]
         .iter()
         .take(64)
-        .map(|&b| if b.is_ascii_alphanumeric() { char::from(b) } else { '_' })
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b)
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

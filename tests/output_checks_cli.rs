@@ -71,19 +71,31 @@ fn report_paths_are_checked_before_the_export() {
     // An existing report without --overwrite: refused, untouched.
     let report = d.join("r.json");
     std::fs::write(&report, b"old").expect("write");
-    let o = export(&server, &table, &[("--output", &out), ("--report", &report)]);
+    let o = export(
+        &server,
+        &table,
+        &[("--output", &out), ("--report", &report)],
+    );
     refused(&o, "already exists (use --overwrite");
     assert_eq!(std::fs::read(&report).expect("read"), b"old");
 
     // A report in a missing directory: refused before the output is written.
     let missing = d.join("no/such/r.json");
-    let o = export(&server, &table, &[("--output", &out), ("--report", &missing)]);
+    let o = export(
+        &server,
+        &table,
+        &[("--output", &out), ("--report", &missing)],
+    );
     refused(&o, "does not exist");
 
     // A report named like an --output-dir data file in that directory.
     let parts = d.join("parts");
     let clash = parts.join("public.orders-00000.parquet");
-    let o = export(&server, &table, &[("--output-dir", &parts), ("--report", &clash)]);
+    let o = export(
+        &server,
+        &table,
+        &[("--output-dir", &parts), ("--report", &clash)],
+    );
     refused(&o, "could be one of the --output-dir files");
     assert_eq!(entries(d), ["r.json"]);
 
@@ -142,7 +154,11 @@ fn names_columns_and_formats_are_checked() {
 
     // Counts of zero are usage errors.
     for flag in ["--row-group-rows", "--parallel", "--threads", "--chunk-mib"] {
-        let o = export(&server, &["--table", "orders", flag, "0"], &[("--output", &out)]);
+        let o = export(
+            &server,
+            &["--table", "orders", flag, "0"],
+            &[("--output", &out)],
+        );
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{flag}: {stderr}");
         assert!(stderr.contains(flag), "{stderr}");

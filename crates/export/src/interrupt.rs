@@ -43,7 +43,11 @@ impl Interrupts {
     }
 
     fn cancel_all(&self) {
-        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for token in tokens {
             // Best effort: the export stops at its next chunk either way.
             let _ = token.cancel();

@@ -224,7 +224,9 @@ fn run(
     progress: &dyn Progress,
 ) -> Result<(ExportReport, Option<KeptLoad>), ExportError> {
     req.validate()?;
-    cancellable(req.cancel, |interrupts| run_checked(req, progress, interrupts))
+    cancellable(req.cancel, |interrupts| {
+        run_checked(req, progress, interrupts)
+    })
 }
 
 fn run_checked(

@@ -217,7 +217,10 @@ mod tests {
             // This process: alive.
             (format!(".a.parquet.gpupg-{host}-{pid}-{start}-0.tmp"), true),
             // Its PID, another start time: a reused PID, the writer is gone.
-            (format!(".b.parquet.gpupg-{host}-{pid}-{}-0.tmp", start + 1), false),
+            (
+                format!(".b.parquet.gpupg-{host}-{pid}-{}-0.tmp", start + 1),
+                false,
+            ),
             // A PID above any pid_max.
             (format!(".c.parquet.gpupg-{host}-99999999-5-0.tmp"), false),
             // Another host's: never touched.

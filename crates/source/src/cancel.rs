@@ -71,10 +71,12 @@ impl CancelToken {
     pub fn cancel(&self) -> Result<(), SourceError> {
         let request = protocol::cancel_request(self.backend_pid, self.secret_key);
         let sent = match &self.address {
-            Address::Tcp(addr) => TcpStream::connect_timeout(addr, CANCEL_TIMEOUT).and_then(|mut s| {
-                s.set_write_timeout(Some(CANCEL_TIMEOUT))?;
-                s.write_all(&request)
-            }),
+            Address::Tcp(addr) => {
+                TcpStream::connect_timeout(addr, CANCEL_TIMEOUT).and_then(|mut s| {
+                    s.set_write_timeout(Some(CANCEL_TIMEOUT))?;
+                    s.write_all(&request)
+                })
+            }
             Address::Unix(path) => UnixStream::connect(path).and_then(|mut s| {
                 s.set_write_timeout(Some(CANCEL_TIMEOUT))?;
                 s.write_all(&request)
