@@ -2,20 +2,24 @@
 //! cancels the work (its connections' statements are cancelled on the
 //! server, the temporary files removed as the export unwinds) and the
 //! process then exits with 128 + the signal's number (130, 143, 129); a
-//! second one exits at once with that convention too, leaving any temporary
-//! file to the next export in that directory (gpupg_sink removes the files of
-//! dead processes).
+//! second one (half a second or more after the first) exits at once with
+//! that convention too, leaving any temporary file to the next export in
+//! that directory (gpupg_sink removes the files of dead processes).
 //!
 //! The signals are blocked in every thread and taken by one thread with
 //! `sigwait`, so nothing runs in a signal handler: that thread may lock,
 //! allocate and exit freely.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 /// Set by the first signal; exports stop when they see it.
 pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// Signals this close to the first one are taken as copies of it.
+const SAME_REQUEST: Duration = Duration::from_millis(500);
 
 /// The first signal received, 0 before.
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
@@ -50,21 +54,25 @@ pub fn install() -> Result<()> {
 }
 
 fn wait_for_signals(set: libc::sigset_t) {
+    let mut first: Option<Instant> = None;
     loop {
         let mut signal: libc::c_int = 0;
         // SAFETY: both pointers are valid for the call.
         if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
             continue;
         }
-        if RECEIVED
-            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            CANCEL.store(true, Ordering::SeqCst);
-        } else {
-            // A second signal: the user does not want to wait for the
+        match first {
+            None => {
+                first = Some(Instant::now());
+                RECEIVED.store(signal, Ordering::SeqCst);
+                CANCEL.store(true, Ordering::SeqCst);
+            }
+            // The same request delivered twice: `timeout` signals the
+            // process and then its process group, which holds it too.
+            Some(t) if t.elapsed() < SAME_REQUEST => {}
+            // A second request: the user does not want to wait for the
             // cleanup.
-            std::process::exit(exit_code(signal));
+            Some(_) => std::process::exit(exit_code(signal)),
         }
     }
 }
