@@ -90,6 +90,7 @@ fn report_paths_are_checked_before_the_export() {
 
     // A report named like an --output-dir data file in that directory.
     let parts = d.join("parts");
+    std::fs::create_dir(&parts).expect("mkdir");
     let clash = parts.join("public.orders-00000.parquet");
     let o = export(
         &server,
@@ -97,6 +98,8 @@ fn report_paths_are_checked_before_the_export() {
         &[("--output-dir", &parts), ("--report", &clash)],
     );
     refused(&o, "could be one of the --output-dir files");
+    assert!(entries(&parts).is_empty());
+    std::fs::remove_dir(&parts).expect("rmdir");
     assert_eq!(entries(d), ["r.json"]);
 
     // With --overwrite the report is replaced, after the output.
