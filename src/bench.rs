@@ -12,7 +12,7 @@ use gpupg_localpg::LocalServer;
 use gpupg_source::{ConnectConfig, Connection, Param};
 use serde::Serialize;
 
-use crate::export_args::{install_ctrlc, ConnArgs, ExportOptions};
+use crate::export_args::{ConnArgs, ExportOptions};
 use crate::machine::{describe, Machine};
 
 #[derive(Args, Debug, Clone)]
@@ -33,12 +33,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub scratch_dir: Option<PathBuf>,
     /// Export runs (the best is reported, all are recorded).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::export_args::at_least_one)]
     pub runs: usize,
     /// Do not measure the server's COPY ceiling.
     #[arg(long)]
     pub skip_ceiling: bool,
-    /// Write the results as JSON to this file.
+    /// Write the results as JSON to this file (replaced if it exists).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// What the export produces: a file (Parquet or Arrow, see --format), or
@@ -98,7 +98,11 @@ fn scalar(conn: &mut Connection, what: &str, sql: &str, params: &[Param]) -> Res
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    install_ctrlc();
+    // Known before the benchmark runs, not after.
+    if let Some(json) = &args.json {
+        crate::output_paths::check_file("--json", json, true)?;
+    }
+    crate::signals::install()?;
     let server;
     let config = match &args.conn.dsn {
         Some(_) => args.conn.resolve()?,
@@ -186,7 +190,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut ceilings: Vec<CeilingReport> = measure_ceiling()?.into_iter().collect();
 
     let mut runs = Vec::new();
-    for i in 0..args.runs.max(1) {
+    for i in 0..args.runs {
         let report = gpupg_export::export(&req, &NoProgress)?;
         eprintln!("\nrun {}:\n{}", i + 1, report.summary());
         std::fs::remove_file(&out).ok();
@@ -236,7 +240,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let json = serde_json::to_string_pretty(&result)?;
     match &args.json {
         Some(path) => {
-            std::fs::write(path, json + "\n")
+            gpupg_sink::write_file(path, (json + "\n").as_bytes(), true)
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("results written to {}", path.display());
         }

@@ -9,7 +9,7 @@ use gpupg_export::{NoProgress, Output, Target};
 use gpupg_localpg::LocalServer;
 use gpupg_source::{ConnectConfig, Connection};
 
-use crate::export_args::{install_ctrlc, ExportOptions};
+use crate::export_args::ExportOptions;
 use crate::progress::Bar;
 
 #[derive(Args, Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    install_ctrlc();
+    crate::signals::install()?;
     let t = Instant::now();
     eprintln!("starting a throwaway PostgreSQL server ...");
     let server = LocalServer::start().context("starting the demo server")?;

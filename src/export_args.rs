@@ -1,7 +1,6 @@
 //! `gpupgparser export`: command-line arguments to an [`ExportRequest`].
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -10,6 +9,7 @@ use gpupg_export::{default_parallelism, Engine, ExportRequest, HeapIo, Output, S
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
 
+use crate::output_paths;
 use crate::progress::Bar;
 use crate::selection_args::SelectionArgs;
 use gpupg_export::DeviceChoice;
@@ -62,7 +62,8 @@ impl ConnArgs {
 /// Options shared by `export` and `bench`.
 #[derive(Args, Debug, Clone)]
 pub struct ExportOptions {
-    /// Output format (default: from the file extension, else parquet).
+    /// Output format (default: from the file extension: .parquet, .pq or none for Parquet,
+    /// .arrow, .arrows, .ipc or .feather for Arrow IPC; another extension needs --format).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// zstd[:LEVEL], snappy, lz4, gzip, brotli or none. Default: zstd (level 1) for
@@ -71,10 +72,10 @@ pub struct ExportOptions {
     #[arg(long)]
     pub compression: Option<String>,
     /// Connections to the server (default: cores, at most 16).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub parallel: Option<usize>,
     /// Decode and encode threads (default: cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Only these columns, in this order (names as the catalog spells them).
     #[arg(long, value_delimiter = ',')]
@@ -130,10 +131,10 @@ pub struct ExportOptions {
     pub cast_unsupported: bool,
     /// Chunk size in MiB (memory in use is about (connections + 2 x threads) x chunk size);
     /// default 32 on the COPY path, 16 on the heap path.
-    #[arg(long)]
+    #[arg(long, value_parser = chunk_mib)]
     pub chunk_mib: Option<usize>,
     /// Rows per Parquet row group at most.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20, value_parser = at_least_one)]
     pub row_group_rows: usize,
 }
 
@@ -176,26 +177,30 @@ pub enum ArrayArg {
     Struct,
 }
 
-/// Set by the Ctrl-C handler; the export then stops and removes its output.
-pub static CANCEL: AtomicBool = AtomicBool::new(false);
-
-pub fn install_ctrlc() {
-    // A second Ctrl-C while cleaning up still stops the process.
-    let _ = ctrlc::set_handler(|| {
-        if CANCEL.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Parquet => Format::Parquet,
+            FormatArg::Arrow => Format::Arrow,
         }
-    });
+    }
 }
 
-fn format_for(path: &Path, arg: Option<FormatArg>) -> Format {
-    match arg {
-        Some(FormatArg::Parquet) => Format::Parquet,
-        Some(FormatArg::Arrow) => Format::Arrow,
-        None => match path.extension().and_then(|e| e.to_str()) {
-            Some("arrow" | "arrows" | "ipc" | "feather") => Format::Arrow,
-            _ => Format::Parquet,
-        },
+/// `--chunk-mib`: from 1 to 1024.
+pub fn chunk_mib(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        Ok(_) => Err("must be from 1 to 1024".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A count that must be at least 1 (connections, threads, rows per group).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -220,6 +225,16 @@ fn parse_numeric(s: &str) -> Result<UnconstrainedNumeric> {
 }
 
 impl ExportOptions {
+    /// The format `output` is written in.
+    pub fn format_of(&self, output: &Output) -> Result<Format> {
+        match output {
+            Output::File(path) => output_paths::output_format(path, self.format.map(Format::from)),
+            Output::Dir(_) => Ok(self.format.map_or(Format::Parquet, Format::from)),
+            // Columns in memory take Arrow's types (e.g. MonthDayNano intervals).
+            Output::Device | Output::Host => Ok(Format::Arrow),
+        }
+    }
+
     /// Builds the request for `target` into `output`.
     pub fn request(
         &self,
@@ -227,15 +242,7 @@ impl ExportOptions {
         target: Target,
         output: Output,
     ) -> Result<ExportRequest<'static>> {
-        let path = match &output {
-            Output::File(p) => p.clone(),
-            Output::Dir(_) | Output::Device | Output::Host => PathBuf::new(),
-        };
-        let format = match output {
-            // Columns in memory take Arrow's types (e.g. MonthDayNano intervals).
-            Output::Device | Output::Host => Format::Arrow,
-            _ => format_for(&path, self.format),
-        };
+        let format = self.format_of(&output)?;
         let compression: Compression = match (&self.compression, format) {
             (Some(c), _) => c
                 .parse()
@@ -243,9 +250,6 @@ impl ExportOptions {
             (None, Format::Parquet) => Compression::Zstd(gpupg_sink::DEFAULT_ZSTD_LEVEL),
             (None, Format::Arrow) => Compression::None,
         };
-        if let Some(mib) = self.chunk_mib.filter(|&m| m == 0 || m > 1024) {
-            bail!("--chunk-mib {mib}: must be from 1 to 1024");
-        }
         let device = matches!(output, Output::Device);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -323,13 +327,15 @@ impl ExportOptions {
             data_dir: self.data_dir.clone(),
             gpu_selection: self.selection.selection(),
             prior: None,
-            cancel: Some(&CANCEL),
+            cancel: Some(&crate::signals::CANCEL),
         })
     }
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let connect = args.conn.resolve()?;
+    // First: checking --devices may load the CUDA driver, whose threads
+    // must inherit the blocked signals.
+    crate::signals::install()?;
     let target = match (&args.table, &args.query) {
         (Some(t), None) => Target::Table(t.clone()),
         (None, Some(q)) => Target::Query(q.clone()),
@@ -340,18 +346,19 @@ pub fn run(args: ExportArgs) -> Result<()> {
         (None, Some(d)) => Output::Dir(d.clone()),
         _ => bail!("give exactly one of --output and --output-dir"),
     };
-    if let Some(report) = &args.report {
-        if report.is_dir() {
-            bail!("--report {}: is a directory", report.display());
-        }
-    }
+    // Every option is checked before the server is asked anything.
+    let format = args.options.format_of(&output)?;
+    let overwrite = args.options.overwrite;
+    output_paths::check(&output, format, args.report.as_deref(), overwrite)?;
+    let connect = args.conn.resolve()?;
     let req = args.options.request(connect, target, output)?;
-    install_ctrlc();
+    req.validate()?;
     let bar = Bar::new(args.quiet);
     let report = gpupg_export::export(&req, &bar)?;
+    // Only after the output succeeded, and as atomically.
     if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json + "\n")
+        let json = serde_json::to_string_pretty(&report)? + "\n";
+        gpupg_sink::write_file(path, json.as_bytes(), overwrite)
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     if !args.quiet {

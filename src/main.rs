@@ -7,8 +7,10 @@ mod export_args;
 mod info_args;
 mod lo_args;
 mod machine;
+mod output_paths;
 mod progress;
 mod selection_args;
+mod signals;
 mod store_args;
 
 use std::process::ExitCode;
@@ -101,6 +103,15 @@ fn main() -> ExitCode {
         Command::LoExport(args) => lo_args::export(args),
         Command::Info(args) => info_args::run(args),
     };
+    if let Some((signal, name)) = signals::received() {
+        // Whatever the work's own error (the cancelled statements', say):
+        // the signal is why it stopped.
+        match result {
+            Ok(()) => eprintln!("interrupted by {name} after the work had completed"),
+            Err(_) => eprintln!("error: interrupted by {name}; no output was left behind"),
+        }
+        return ExitCode::from(u8::try_from(signals::exit_code(signal)).unwrap_or(u8::MAX));
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -107,13 +107,13 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub auto_refresh: Option<u64>,
     /// Connections to the server (default: cores, at most 16).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::export_args::at_least_one)]
     pub parallel: Option<usize>,
     /// Decoder threads (default: 4, which keep a GPU busy).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::export_args::at_least_one)]
     pub threads: Option<usize>,
     /// Chunk size in MiB (one chunk per device batch).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::export_args::chunk_mib)]
     pub chunk_mib: Option<usize>,
     /// Smallest table (bytes; suffixes kB, MB, GB) that --source auto reads from its heap files.
     #[arg(long, value_parser = gpupg_source::parse_size)]

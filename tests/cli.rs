@@ -76,7 +76,10 @@ fn export_writes_the_file_and_the_report() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["Mixed_Case-00000.arrow", "Mixed_Case-00001.arrow"]);
+    assert_eq!(
+        names,
+        ["s.Mixed%20Case-00000.arrow", "s.Mixed%20Case-00001.arrow"]
+    );
 }
 
 #[test]

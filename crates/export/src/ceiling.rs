@@ -6,6 +6,7 @@ use gpupg_source::pool::BufferPool;
 use serde::Serialize;
 
 use crate::connections::Session;
+use crate::interrupt::{cancellable, Interrupts};
 use crate::{ExportError, ExportRequest};
 
 /// The server's own speed: the export's COPY statements on the same number
@@ -22,9 +23,13 @@ pub struct CeilingReport {
 /// as [`crate::export`]) into nothing. The output settings of `req` are not
 /// used.
 pub fn measure_copy_ceiling(req: &ExportRequest<'_>) -> Result<CeilingReport, ExportError> {
-    let session = Session::begin(req)?;
+    cancellable(req.cancel, |interrupts| measure(req, interrupts))
+}
+
+fn measure(req: &ExportRequest<'_>, interrupts: &Interrupts) -> Result<CeilingReport, ExportError> {
+    let session = Session::begin(req, interrupts)?;
     let connections = session.connections(req);
-    let (plan, conns) = session.open(req)?;
+    let (plan, conns) = session.open(req, interrupts)?;
     let pool = BufferPool::new(2 * connections, req.chunk_bytes);
     let next = AtomicUsize::new(0);
     let (rows, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -37,6 +42,9 @@ pub fn measure_copy_ceiling(req: &ExportRequest<'_>) -> Result<CeilingReport, Ex
             s.spawn(move || {
                 let mut run = || -> Result<(), ExportError> {
                     loop {
+                        if req.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                            return Err(ExportError::Cancelled);
+                        }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(sql) = plan.statements.get(i) else {
                             break;

@@ -3,6 +3,7 @@ use gpupg_source::{
     ConnectConfig, Connection,
 };
 
+use crate::interrupt::Interrupts;
 use crate::plan::{plan_export, ExportPlan};
 use crate::{ExportError, ExportRequest};
 
@@ -15,8 +16,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn begin(req: &ExportRequest<'_>) -> Result<Session, ExportError> {
+    pub(crate) fn begin(
+        req: &ExportRequest<'_>,
+        interrupts: &Interrupts,
+    ) -> Result<Session, ExportError> {
         let mut leader = Connection::connect(&req.connect)?;
+        interrupts.watch(&leader);
         let snapshot = begin_exported_snapshot(&mut leader)?;
         let plan = plan_export(&mut leader, req)?;
         Ok(Session {
@@ -36,10 +41,16 @@ impl Session {
     pub(crate) fn open(
         self,
         req: &ExportRequest<'_>,
+        interrupts: &Interrupts,
     ) -> Result<(ExportPlan, Vec<Connection>), ExportError> {
         let n = self.connections(req);
         let mut conns = vec![self.leader];
-        conns.extend(open_followers(&req.connect, &self.snapshot, n - 1)?);
+        conns.extend(open_followers(
+            &req.connect,
+            &self.snapshot,
+            n - 1,
+            interrupts,
+        )?);
         Ok((self.plan, conns))
     }
 }
@@ -52,12 +63,14 @@ fn open_followers(
     config: &ConnectConfig,
     snapshot: &str,
     n: usize,
+    interrupts: &Interrupts,
 ) -> Result<Vec<Connection>, ExportError> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|_| {
                 s.spawn(move || -> Result<Connection, ExportError> {
                     let mut c = Connection::connect(config)?;
+                    interrupts.watch(&c);
                     begin_with_snapshot(&mut c, snapshot)?;
                     Ok(c)
                 })

@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::carry::{KeptPage, PageMap, PageRows, PriorPages};
 use crate::heap_io::{gpudirect_choice, DeviceChunk, GdsReads};
+use crate::interrupt::Interrupts;
 use crate::plan::ExportPlan;
 use crate::{ExportError, ExportRequest, GpuSelection, HeapIo, Source, Target};
 
@@ -130,12 +131,13 @@ pub(crate) enum Chosen {
 pub(crate) fn choose_source(
     req: &ExportRequest<'_>,
     plan: &ExportPlan,
+    interrupts: &Interrupts,
 ) -> Result<Chosen, ExportError> {
     if req.source == Source::Copy {
         return Ok(Chosen::Copy { why: None });
     }
     let strict = req.source == Source::Heap;
-    match prepare(req, plan) {
+    match prepare(req, plan, interrupts) {
         Ok(p) => Ok(Chosen::Heap(Box::new(p))),
         Err(Unavailable::Reason(why)) if !strict => Ok(Chosen::Copy { why: Some(why) }),
         Err(Unavailable::Reason(why)) => Err(ExportError::Invalid(format!("--source heap: {why}"))),
@@ -159,7 +161,11 @@ impl From<SourceError> for Unavailable {
     }
 }
 
-fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unavailable> {
+fn prepare(
+    req: &ExportRequest<'_>,
+    plan: &ExportPlan,
+    interrupts: &Interrupts,
+) -> Result<HeapPlan, Unavailable> {
     let reason = |s: &str| Unavailable::Reason(s.to_string());
     if matches!(req.target, Target::Query(_)) {
         return Err(reason("a query is read through COPY"));
@@ -190,6 +196,7 @@ fn prepare(req: &ExportRequest<'_>, plan: &ExportPlan) -> Result<HeapPlan, Unava
     // Catalog and checkpoint on a connection of their own: a refused query
     // there must not abort the export's transaction.
     let mut probe = Connection::connect(&req.connect)?;
+    interrupts.watch(&probe);
     let mut found = Vec::with_capacity(leaves.len());
     for leaf in &leaves {
         let rel = heap_relation(&mut probe, leaf, &plan.columns, req.data_dir.as_deref())?;

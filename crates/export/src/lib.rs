@@ -23,6 +23,7 @@ mod engine;
 mod error;
 mod heap_io;
 mod heap_source;
+mod interrupt;
 mod pack;
 mod pipeline;
 mod plan;

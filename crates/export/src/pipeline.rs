@@ -18,6 +18,7 @@ use crate::engine::{choose, merge_gpu_stats, Chosen, Decoded, ThreadDecoder};
 use crate::heap_source::{
     choose_source, run_reader, Chosen as HeapChosen, HeapCounters, StatementFeed, Work,
 };
+use crate::interrupt::{cancellable, Interrupts};
 use crate::pack::ChunkPacker;
 use crate::report::{ExportReport, GpuPhases, Phases, Resident};
 use crate::row_name::{failing_row, value_error_row, with_row_named, RowFields};
@@ -223,22 +224,25 @@ fn loaded<B>(
 /// origins still with the batches), what a refresh carries, the schema.
 type KeptLoad = (Kept, PageMap, Vec<CarriedBatch>, SchemaRef);
 
+/// Checks the request, then runs it with its connections cancelled when
+/// `req.cancel` is set.
 fn run(
     req: &ExportRequest<'_>,
     progress: &dyn Progress,
 ) -> Result<(ExportReport, Option<KeptLoad>), ExportError> {
+    req.validate()?;
+    cancellable(req.cancel, |interrupts| {
+        run_checked(req, progress, interrupts)
+    })
+}
+
+fn run_checked(
+    req: &ExportRequest<'_>,
+    progress: &dyn Progress,
+    interrupts: &Interrupts,
+) -> Result<(ExportReport, Option<KeptLoad>), ExportError> {
     let started = Instant::now();
     let cpu_at_start = process_cpu_seconds();
-    if req.parallel == 0 || req.workers == 0 {
-        return Err(ExportError::Invalid(
-            "--parallel and the number of threads must be at least 1".into(),
-        ));
-    }
-    if req.chunk_bytes.min(req.heap_chunk_bytes) < 64 * 1024 {
-        return Err(ExportError::Invalid(
-            "the chunk size must be at least 64 KiB".into(),
-        ));
-    }
     // Device output has no CPU path: it needs the GPU as `--engine gpu` does.
     let engine = match (&req.output, req.engine) {
         (Output::Device, Engine::Cpu) => {
@@ -260,10 +264,10 @@ fn run(
 
     // Metadata: the first connection exports the snapshot every other
     // connection imports, so all of them see exactly the same rows.
-    let session = Session::begin(req)?;
+    let session = Session::begin(req, interrupts)?;
     // With the snapshot held: heap files or COPY (the heap path's
     // checkpoint and fence must come after the snapshot).
-    let mut source = choose_source(req, &session.plan)?;
+    let mut source = choose_source(req, &session.plan, interrupts)?;
     // With the GPU engine, trusted heap pages go to the GPU whole and are
     // converted to rows there.
     let mut page_notes = Vec::new();
@@ -316,7 +320,7 @@ fn run(
             &req.sink,
         )?]),
         Output::Dir(dir) => {
-            let stem = file_stem(&session.plan.label);
+            let stem = file_stem(&session.plan);
             Destination::Files(create_dir_sinks(
                 dir,
                 &stem,
@@ -334,7 +338,7 @@ fn run(
         ),
         Output::Host => Destination::Host(Mutex::new(Vec::new())),
     };
-    let (plan, conns) = session.open(req)?;
+    let (plan, conns) = session.open(req, interrupts)?;
     let metadata_seconds = started.elapsed().as_secs_f64();
     progress.start(plan.estimated_rows);
 
@@ -623,6 +627,8 @@ fn run(
         }
     });
     progress.finish();
+    // A cancel that came after the last chunk still leaves no output.
+    abort.stopped();
     if let Some((e, row)) = abort.first.into_inner().unwrap_or_else(|p| p.into_inner()) {
         // Dropping the sinks removes their temporary files; dropping device
         // batches frees their memory.
@@ -869,36 +875,42 @@ fn gpu_list(devices: &[usize]) -> String {
     )
 }
 
-/// A file name stem from a table label: `"public"."lineorder"` -> `lineorder`.
-fn file_stem(label: &str) -> String {
-    let last = label.rsplit("\".\"").next().unwrap_or(label);
-    let cleaned: String = last
-        .chars()
-        .filter(|c| *c != '"')
-        .map(|c| {
-            if c.is_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "export".into()
-    } else {
-        cleaned
+/// The stem of `--output-dir` file names: `SCHEMA.TABLE` for a table (two
+/// tables of one name in different schemas must not share files), `query`
+/// for a query. Characters other than letters, digits, `_` and `-` are
+/// written as `%XX` (UTF-8 bytes), `.` and `%` included, so no two tables
+/// get one stem and no stem starts with `.`.
+fn file_stem(plan: &crate::plan::ExportPlan) -> String {
+    match &plan.table {
+        Some((table, _)) => format!("{}.{}", escape(&table.schema), escape(&table.name)),
+        None => "query".into(),
     }
+}
+
+fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == '-' {
+            out.push(c);
+        } else {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::file_stem;
+    use super::escape;
 
     #[test]
     fn stems() {
-        assert_eq!(file_stem("\"public\".\"lineorder\""), "lineorder");
-        assert_eq!(file_stem("\"s\".\"my table/x\""), "my_table_x");
-        assert_eq!(file_stem("query"), "query");
-        assert_eq!(file_stem("\"\""), "export");
+        assert_eq!(escape("lineorder"), "lineorder");
+        assert_eq!(escape("Mixed Case"), "Mixed%20Case");
+        assert_eq!(escape("a.b/c%"), "a%2Eb%2Fc%25");
+        assert_eq!(escape("ünï-_"), "ünï-_");
     }
 }

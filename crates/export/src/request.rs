@@ -270,6 +270,39 @@ impl<'a> ExportRequest<'a> {
         }
     }
 
+    /// Refuses settings no export can run with; [`crate::export`] calls it
+    /// before it connects.
+    pub fn validate(&self) -> Result<(), crate::ExportError> {
+        let invalid = |what: String| Err(crate::ExportError::Invalid(what));
+        if self.parallel == 0 {
+            return invalid("--parallel 0: at least one connection is needed".into());
+        }
+        if self.workers == 0 {
+            return invalid("--threads 0: at least one thread is needed".into());
+        }
+        if self.chunk_bytes.min(self.heap_chunk_bytes) < 64 * 1024 {
+            return invalid("the chunk size must be at least 64 KiB".into());
+        }
+        if self.devices.is_empty() {
+            return invalid("no GPU ordinal given".into());
+        }
+        let columns = self.columns.as_deref().unwrap_or_default();
+        if columns.iter().any(String::is_empty) {
+            return invalid(format!(
+                "--columns {:?}: a column name is empty",
+                columns.join(",")
+            ));
+        }
+        for (i, name) in columns.iter().enumerate() {
+            if columns[..i].contains(name) {
+                // Readers such as pyarrow cannot read a file with two
+                // columns of one name.
+                return invalid(format!("--columns: column {name:?} is given twice"));
+            }
+        }
+        Ok(())
+    }
+
     /// The same request with another output.
     pub fn with_output(&self, output: Output) -> ExportRequest<'a> {
         ExportRequest {

@@ -20,6 +20,7 @@ use parquet::errors::ParquetError;
 mod ipc;
 mod parquet_sink;
 mod target;
+mod temp;
 
 /// The file format written by a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -248,6 +249,17 @@ pub fn create_file_sink(
     opts: &SinkOptions,
 ) -> Result<Box<dyn Sink>, SinkError> {
     validate(&schema, opts)?;
+    temp::remove_stale(&target::directory_of(path));
+    create_validated(path, schema, opts)
+}
+
+/// [`create_file_sink`] once the options are checked and the directory's
+/// stale temporary files removed.
+fn create_validated(
+    path: &Path,
+    schema: SchemaRef,
+    opts: &SinkOptions,
+) -> Result<Box<dyn Sink>, SinkError> {
     let (target, file) = target::OutputTarget::create(path, opts.overwrite)?;
     match opts.format {
         Format::Parquet => Ok(Box::new(parquet_sink::ParquetSink::new(
@@ -287,14 +299,41 @@ pub fn create_dir_sinks(
     for path in &paths {
         target::check_destination(path, opts.overwrite)?;
     }
+    temp::remove_stale(dir);
     paths
         .iter()
-        .map(|path| create_file_sink(path, schema.clone(), opts))
+        .map(|path| create_validated(path, schema.clone(), opts))
         .collect()
+}
+
+/// Writes `bytes` to `path` as the sinks write their files: under a
+/// temporary name in the same directory, renamed into place when complete,
+/// an existing file refused unless `overwrite`. A failure leaves nothing.
+pub fn write_file(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), SinkError> {
+    use std::io::Write;
+    temp::remove_stale(&target::directory_of(path));
+    let (target, mut file) = target::OutputTarget::create(path, overwrite)?;
+    file.write_all(bytes).map_err(|source| SinkError::Io {
+        path: path.to_path_buf(),
+        during: "writing",
+        source,
+    })?;
+    drop(file);
+    target.commit().map(|_| ())
 }
 
 /// Rejects option/schema combinations before any file is created.
 fn validate(schema: &Schema, opts: &SinkOptions) -> Result<(), SinkError> {
+    let fields = schema.fields();
+    for (i, field) in fields.iter().enumerate() {
+        // Both formats would store it, but readers such as pyarrow refuse a
+        // file with two columns of one name.
+        if fields[..i].iter().any(|f| f.name() == field.name()) {
+            return Err(SinkError::InvalidArgument {
+                what: format!("two columns are named {:?}", field.name()),
+            });
+        }
+    }
     match opts.format {
         Format::Parquet => {
             parquet_sink::parquet_compression(opts.compression)?;

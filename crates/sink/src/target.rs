@@ -5,14 +5,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::SinkError;
-
-/// Distinguishes temporary files of several sinks in one process (same PID) that target the
-/// same directory, e.g. a retry after a failed attempt whose temp file is still being removed.
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+use crate::{temp, SinkError};
 
 /// The destination of one sink: its final name and the temporary file it is written under.
 /// Dropping it without `commit` removes the temporary file.
@@ -36,12 +31,7 @@ impl OutputTarget {
             })?
             .to_string_lossy()
             .into_owned();
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = dir.join(format!(".{name}.gpupg-tmp-{}-{seq}", std::process::id()));
+        let tmp_path = temp::temp_path(&directory_of(path), &name);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -115,6 +105,14 @@ impl Drop for OutputTarget {
             // (e.g. the directory vanished) must not mask the first one.
             let _ = fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+/// The directory a file at `path` goes in.
+pub(crate) fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

@@ -880,7 +880,12 @@ fn dropped_sink_leaves_nothing() {
         // The temporary file exists while writing, hidden, next to the destination.
         let entries = dir_entries(dir.path());
         assert_eq!(entries.len(), 1, "{entries:?}");
-        assert!(entries[0].starts_with(&format!(".x.{}.gpupg-tmp-", format.extension())));
+        let name = &entries[0];
+        assert!(name.starts_with(&format!(".x.{}.gpupg-", format.extension())));
+        assert!(
+            name.contains(&format!("-{}-", std::process::id())) && name.ends_with(".tmp"),
+            "{name}"
+        );
         drop(sink);
         assert!(dir_entries(dir.path()).is_empty());
     }

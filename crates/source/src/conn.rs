@@ -196,7 +196,9 @@ pub struct Connection {
     endpoint: String,
     params: HashMap<String, String>,
     backend_pid: i32,
-    secret_key: i32,
+    /// BackendKeyData's key: with the PID it lets a CancelRequest stop
+    /// this session's statement (crate::cancel).
+    pub(crate) secret_key: i32,
     server_version_num: u32,
     tls: bool,
     /// Set when the session is out of step with the server (e.g. a COPY

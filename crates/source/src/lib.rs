@@ -11,9 +11,11 @@
 //! - [`conn`]: sockets, startup, simple/extended queries; [`tls`] and
 //!   [`auth`] beneath it.
 //! - [`copy`]: the COPY reader (the hot path); [`pool`]: its buffers.
+//! - [`cancel`]: CancelRequest, to stop another connection's statement.
 //! - [`catalog`], [`snapshot`], [`plan`], [`sql`]: what to read and how.
 
 mod auth;
+pub mod cancel;
 pub mod catalog;
 pub mod conn;
 pub mod copy;
@@ -32,6 +34,7 @@ pub mod sql;
 mod timeout;
 mod tls;
 
+pub use cancel::CancelToken;
 pub use catalog::{
     query_columns, resolve_table, table_columns, SelectColumn, TableInfo, UnsupportedTypes,
 };

@@ -1,0 +1,188 @@
+//! Output options checked before anything is read, through the real binary
+//! against a real server: each mistake is one line, a nonzero exit, and no
+//! file written or replaced.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use gpupg_localpg::LocalServer;
+
+fn export(server: &LocalServer, args: &[&str], paths: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpupgparser"));
+    cmd.args(["export", "--dsn", &server.dsn(), "--quiet"])
+        .args(args);
+    for (flag, path) in paths {
+        cmd.arg(flag).arg(path);
+    }
+    cmd.output().expect("runs")
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Exit 1, one line saying `says`.
+fn refused(o: &Output, says: &str) {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(says), "wanted {says:?}: {stderr}");
+}
+
+fn server_with_tables() -> LocalServer {
+    let server = LocalServer::start().expect("server");
+    server
+        .psql(
+            "CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 100) g;
+             CREATE SCHEMA app; CREATE TABLE app.orders AS SELECT g AS id FROM generate_series(1, 7) g;",
+        )
+        .expect("setup");
+    server
+}
+
+#[test]
+fn report_paths_are_checked_before_the_export() {
+    let server = server_with_tables();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = d.join("o.parquet");
+    let table = ["--table", "orders"];
+
+    // The report is the output, spelled another way, the file not there yet.
+    let other = d.join(".").join("o.parquet");
+    let o = export(&server, &table, &[("--output", &out), ("--report", &other)]);
+    refused(&o, "is the --output file");
+    // ... or with --overwrite and an existing output.
+    std::fs::write(&out, b"kept").expect("write");
+    let o = export(
+        &server,
+        &["--table", "orders", "--overwrite"],
+        &[("--output", &out), ("--report", &out)],
+    );
+    refused(&o, "is the --output file");
+    assert_eq!(std::fs::read(&out).expect("read"), b"kept");
+    std::fs::remove_file(&out).expect("rm");
+
+    // An existing report without --overwrite: refused, untouched.
+    let report = d.join("r.json");
+    std::fs::write(&report, b"old").expect("write");
+    let o = export(
+        &server,
+        &table,
+        &[("--output", &out), ("--report", &report)],
+    );
+    refused(&o, "already exists (use --overwrite");
+    assert_eq!(std::fs::read(&report).expect("read"), b"old");
+
+    // A report in a missing directory: refused before the output is written.
+    let missing = d.join("no/such/r.json");
+    let o = export(
+        &server,
+        &table,
+        &[("--output", &out), ("--report", &missing)],
+    );
+    refused(&o, "does not exist");
+
+    // A report named like an --output-dir data file in that directory.
+    let parts = d.join("parts");
+    std::fs::create_dir(&parts).expect("mkdir");
+    let clash = parts.join("public.orders-00000.parquet");
+    let o = export(
+        &server,
+        &table,
+        &[("--output-dir", &parts), ("--report", &clash)],
+    );
+    refused(&o, "could be one of the --output-dir files");
+    assert!(entries(&parts).is_empty());
+    std::fs::remove_dir(&parts).expect("rmdir");
+    assert_eq!(entries(d), ["r.json"]);
+
+    // With --overwrite the report is replaced, after the output.
+    let o = export(
+        &server,
+        &["--table", "orders", "--overwrite"],
+        &[("--output", &out), ("--report", &report)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(json["rows"], 100);
+    assert_eq!(entries(d), ["o.parquet", "r.json"]);
+}
+
+#[test]
+fn names_columns_and_formats_are_checked() {
+    let server = server_with_tables();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    // Two columns of one name: from --columns, or from a query.
+    let out = d.join("c.parquet");
+    let o = export(
+        &server,
+        &["--table", "orders", "--columns", "id,id"],
+        &[("--output", &out)],
+    );
+    refused(&o, "column \"id\" is given twice");
+    let o = export(
+        &server,
+        &["--query", "SELECT 1 AS a, 2 AS a"],
+        &[("--output", &out)],
+    );
+    refused(&o, "two columns are named \"a\"");
+
+    // An extension that names no format, or the other format.
+    let csv = d.join("c.csv");
+    let o = export(&server, &["--table", "orders"], &[("--output", &csv)]);
+    refused(&o, ".csv is not an output format");
+    let o = export(
+        &server,
+        &["--table", "orders", "--format", "arrow"],
+        &[("--output", &out)],
+    );
+    refused(&o, "the name says parquet but --format says arrow");
+    assert!(entries(d).is_empty(), "{:?}", entries(d));
+    // --format makes any name deliberate.
+    let o = export(
+        &server,
+        &["--table", "orders", "--format", "arrow"],
+        &[("--output", &d.join("c.bin"))],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Counts of zero are usage errors.
+    for flag in ["--row-group-rows", "--parallel", "--threads", "--chunk-mib"] {
+        let o = export(
+            &server,
+            &["--table", "orders", flag, "0"],
+            &[("--output", &out)],
+        );
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+    assert_eq!(entries(d), ["c.bin"]);
+}
+
+#[test]
+fn output_dir_names_carry_the_schema() {
+    let server = server_with_tables();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for table in ["orders", "app.orders"] {
+        let o = export(
+            &server,
+            &["--table", table, "--parallel", "1"],
+            &[("--output-dir", dir.path())],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        entries(dir.path()),
+        ["app.orders-00000.parquet", "public.orders-00000.parquet"]
+    );
+}
