@@ -186,3 +186,39 @@ fn output_dir_names_carry_the_schema() {
         ["app.orders-00000.parquet", "public.orders-00000.parquet"]
     );
 }
+
+/// Files of an earlier `--output-dir` export over more connections would be
+/// read with the new ones as one table: refused without `--overwrite`,
+/// removed with it once the new export succeeded.
+#[test]
+fn output_dir_holds_only_this_exports_files() {
+    let server = LocalServer::start().expect("server");
+    // Enough pages (planned from relpages, hence the ANALYZE) for three
+    // connections, each writing its own file.
+    server
+        .psql("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 30000) g; ANALYZE orders;")
+        .expect("setup");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = ["--table", "orders"];
+    let d = [("--output-dir", dir.path())];
+    let o = export(&server, &[&table[..], &["--parallel", "3"]].concat(), &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let three = entries(dir.path());
+    assert_eq!(three.len(), 3, "{three:?}");
+
+    // The first two removed by hand, the third left: a new export over two
+    // connections would leave it beside its own.
+    std::fs::remove_file(dir.path().join("public.orders-00000.parquet")).expect("rm");
+    std::fs::remove_file(dir.path().join("public.orders-00001.parquet")).expect("rm");
+    let o = export(&server, &[&table[..], &["--parallel", "2"]].concat(), &d);
+    refused(&o, "public.orders-00002.parquet");
+    assert_eq!(entries(dir.path()), ["public.orders-00002.parquet"]);
+
+    let two = [&table[..], &["--parallel", "2", "--overwrite"]].concat();
+    let o = export(&server, &two, &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        entries(dir.path()),
+        ["public.orders-00000.parquet", "public.orders-00001.parquet"]
+    );
+}

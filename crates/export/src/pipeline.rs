@@ -8,7 +8,7 @@ use crossbeam_channel::{bounded, unbounded};
 use gpupg_decode::OutputSchema;
 use gpupg_format::CopyChunk;
 use gpupg_gpu::{DeviceArena, DeviceBatch};
-use gpupg_sink::{create_dir_sinks, create_file_sink, Sink};
+use gpupg_sink::{create_dir_sinks, create_file_sink, remove_other_parts, Sink};
 use gpupg_source::{pool::BufferPool, SourceError};
 
 use crate::carry::{carry, BatchOrigin, BatchSize, CarriedBatch, PageMap, PageRows};
@@ -652,6 +652,9 @@ fn run_checked(
                         .into_iter()
                         .map(|(path, bytes)| crate::OutputFile { path, bytes }),
                 );
+            }
+            if let (Output::Dir(dir), true) = (&req.output, req.sink.overwrite) {
+                remove_other_parts(dir, &file_stem(&plan), req.sink.format, connections)?;
             }
         }
         Destination::Device(kept, arenas) => {

@@ -299,11 +299,76 @@ pub fn create_dir_sinks(
     for path in &paths {
         target::check_destination(path, opts.overwrite)?;
     }
+    // Files of the same set beyond this export's count (an earlier export
+    // over more connections) would be read with the new ones as one table:
+    // refused here, or with overwrite removed once the export succeeded
+    // (`remove_other_parts`).
+    if !opts.overwrite {
+        if let Some(path) = other_parts(dir, stem, opts.format, partitions)?
+            .into_iter()
+            .next()
+        {
+            return Err(SinkError::Exists { path });
+        }
+    }
     temp::remove_stale(dir);
     paths
         .iter()
         .map(|path| create_validated(path, schema.clone(), opts))
         .collect()
+}
+
+/// The files `dir/{stem}-NNNNN.{ext}` that [`create_dir_sinks`] made for
+/// partitions `partitions` and above (so not this export's), in name order.
+fn other_parts(
+    dir: &Path,
+    stem: &str,
+    format: Format,
+    partitions: usize,
+) -> Result<Vec<PathBuf>, SinkError> {
+    let suffix = format!(".{}", format.extension());
+    let entries = std::fs::read_dir(dir).map_err(|source| SinkError::Io {
+        path: dir.to_path_buf(),
+        during: "listing the output directory",
+        source,
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let index = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(stem))
+                .and_then(|n| n.strip_prefix('-'))
+                .and_then(|n| n.strip_suffix(suffix.as_str()))
+                .filter(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<usize>().ok());
+            index.is_some_and(|i| i >= partitions)
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// After an `--output-dir` export with overwrite succeeded: removes the
+/// files of the same set that it did not write (partitions `partitions` and
+/// above, left by an earlier export over more connections), so the
+/// directory holds exactly this export's rows.
+pub fn remove_other_parts(
+    dir: &Path,
+    stem: &str,
+    format: Format,
+    partitions: usize,
+) -> Result<(), SinkError> {
+    for path in other_parts(dir, stem, format, partitions)? {
+        std::fs::remove_file(&path).map_err(|source| SinkError::Io {
+            path: path.clone(),
+            during: "removing a file of an earlier export of the same set",
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` as the sinks write their files: under a
