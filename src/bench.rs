@@ -24,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "lineorder")]
     pub table: String,
     /// Rows of lineorder to generate when the table is created.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rows: u64,
     /// Create the table: when missing (auto), always (replacing it), or never.
     #[arg(long, value_enum, default_value_t = CreateArg::Auto)]

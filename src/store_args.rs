@@ -24,7 +24,7 @@ pub struct ServeArgs {
     pub socket: Option<PathBuf>,
     /// Most bytes all tables may hold together (suffixes kB, MB, GB); a load or refresh that
     /// would pass it fails and changes nothing.
-    #[arg(long, value_parser = gpupg_source::parse_size)]
+    #[arg(long, value_parser = nonzero_size)]
     pub memory_limit: Option<u64>,
     /// Where tables live: gpu (device memory, shared through CUDA IPC), or host (host
     /// memory through the CPU engine, with the same protocol and manifests: for trying the
@@ -353,4 +353,12 @@ fn list_table(report: &ListReport) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A size of at least one byte: a memory limit of 0 would refuse every load.
+fn nonzero_size(s: &str) -> Result<u64, String> {
+    match gpupg_source::parse_size(s)? {
+        0 => Err("must be more than 0 bytes".into()),
+        n => Ok(n),
+    }
 }

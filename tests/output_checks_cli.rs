@@ -222,3 +222,26 @@ fn output_dir_holds_only_this_exports_files() {
         ["public.orders-00000.parquet", "public.orders-00001.parquet"]
     );
 }
+
+/// Zero where a count or size must be positive, on the other commands:
+/// usage errors (exit 2) naming the flag, before anything runs.
+#[test]
+fn zero_rows_and_zero_memory_limit_are_usage_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("s.sock");
+    for args in [
+        vec!["bench", "--rows", "0"],
+        vec!["serve", "--memory-limit", "0", "--socket"],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpupgparser"));
+        cmd.args(&args);
+        if args[0] == "serve" {
+            cmd.arg(&socket);
+        }
+        let o = cmd.output().expect("runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(args[1]), "{stderr}");
+    }
+    assert!(!socket.exists(), "serve must not have started");
+}
