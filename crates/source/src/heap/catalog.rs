@@ -70,15 +70,19 @@ pub fn heap_relation(
             ))
         }
     }
-    let rows = conn.simple_query(&format!(
-        "SELECT pg_catalog.pg_relation_filepath(c.oid), c.relpersistence, am.amname, \
-         pg_catalog.current_setting('block_size'), pg_catalog.current_setting('segment_size'), \
-         pg_catalog.current_setting('data_checksums'), \
-         (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory') \
-         FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam \
-         WHERE c.oid = {}",
-        table.oid
-    ))?;
+    let rows = conn.query(
+        &format!("reading where {} is stored", table.qualified()),
+        &format!(
+            "SELECT pg_catalog.pg_relation_filepath(c.oid), c.relpersistence, am.amname, \
+             pg_catalog.current_setting('block_size'), pg_catalog.current_setting('segment_size'), \
+             pg_catalog.current_setting('data_checksums'), \
+             (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory') \
+             FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam \
+             WHERE c.oid = {}",
+            table.oid
+        ),
+        &[],
+    )?;
     let row = rows
         .first()
         .ok_or_else(|| unavailable(table, "the table disappeared"))?;
@@ -167,17 +171,21 @@ fn tuple_layout(
     checksums: bool,
 ) -> Result<TupleLayout, SourceError> {
     // The element storage of array columns (through a domain, if any).
-    let rows = conn.simple_query(&format!(
-        "SELECT a.attname, a.attlen, a.attalign, a.attbyval, a.attisdropped, a.atthasmissing, \
-         e.typlen, e.typalign, e.typbyval, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnum, \
-         a.attgenerated \
-         FROM pg_catalog.pg_attribute a \
-         LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-         LEFT JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
-         LEFT JOIN pg_catalog.pg_type e ON e.oid = b.typelem AND b.typlen = -1 AND b.typelem <> 0 \
-         WHERE a.attrelid = {} AND a.attnum > 0 ORDER BY a.attnum",
-        table.oid
-    ))?;
+    let rows = conn.query(
+        &format!("reading the columns' storage of {}", table.qualified()),
+        &format!(
+            "SELECT a.attname, a.attlen, a.attalign, a.attbyval, a.attisdropped, a.atthasmissing, \
+             e.typlen, e.typalign, e.typbyval, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnum, \
+             a.attgenerated \
+             FROM pg_catalog.pg_attribute a \
+             LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+             LEFT JOIN pg_catalog.pg_type e ON e.oid = b.typelem AND b.typlen = -1 AND b.typelem <> 0 \
+             WHERE a.attrelid = {} AND a.attnum > 0 ORDER BY a.attnum",
+            table.oid
+        ),
+        &[],
+    )?;
     let by_name: HashMap<&str, (usize, &PgType)> = columns
         .iter()
         .enumerate()
@@ -278,7 +286,11 @@ fn tuple_layout(
 
 /// Labels of every enum value, by the value's OID (what the heap stores).
 fn enum_labels(conn: &mut Connection) -> Result<HashMap<u32, String>, SourceError> {
-    let rows = conn.simple_query("SELECT oid, enumlabel FROM pg_catalog.pg_enum")?;
+    let rows = conn.query(
+        "reading the labels of enum types",
+        "SELECT oid, enumlabel FROM pg_catalog.pg_enum",
+        &[],
+    )?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {

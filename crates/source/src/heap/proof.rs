@@ -135,17 +135,20 @@ fn same_cluster(
     control: &ControlFile,
     proof: &mut FilesProof,
 ) -> Result<bool, String> {
-    let rows =
-        match conn.simple_query("SELECT system_identifier FROM pg_catalog.pg_control_system()") {
-            Ok(rows) => rows,
-            Err(e) if e.sqlstate() == Some("42501") => {
-                proof
-                    .unproven
-                    .push("same cluster (pg_control_system() is not granted to this user)".into());
-                return Ok(false);
-            }
-            Err(e) => return Err(format!("reading the server's system identifier: {e}")),
-        };
+    let rows = match conn.query(
+        "reading the cluster's system identifier",
+        "SELECT system_identifier FROM pg_catalog.pg_control_system()",
+        &[],
+    ) {
+        Ok(rows) => rows,
+        Err(e) if e.sqlstate() == Some("42501") => {
+            proof
+                .unproven
+                .push("same cluster (pg_control_system() is not granted to this user)".into());
+            return Ok(false);
+        }
+        Err(e) => return Err(format!("reading the server's system identifier: {e}")),
+    };
     let server: Option<u64> = rows
         .first()
         .and_then(|r| r.first().cloned().flatten())
@@ -227,7 +230,11 @@ fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Resul
     };
     let pm = PostmasterPid::parse(&text).map_err(|e| format!("{}: {e}", pid_path.display()))?;
     let rows = conn
-        .simple_query("SELECT pg_catalog.pg_backend_pid(), pg_catalog.current_setting('port')")
+        .query(
+            "reading our backend's PID and the server's port",
+            "SELECT pg_catalog.pg_backend_pid(), pg_catalog.current_setting('port')",
+            &[],
+        )
         .map_err(|e| e.to_string())?;
     let get = |i: usize| rows.first().and_then(|r| r.get(i).cloned().flatten());
     let backend: u32 = get(0)
@@ -297,7 +304,13 @@ fn its_file(
         rel.oid
     );
     let read = |conn: &mut Connection| -> Result<(Option<String>, u64), String> {
-        let rows = conn.simple_query(&sql).map_err(|e| e.to_string())?;
+        let rows = conn
+            .query(
+                &format!("reading the file node and size of {}", rel.label),
+                &sql,
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
         let get = |i: usize| rows.first().and_then(|r| r.get(i).cloned().flatten());
         let size = get(1)
             .and_then(|s| s.parse().ok())

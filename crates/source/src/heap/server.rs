@@ -24,7 +24,11 @@ pub fn checkpoint(conn: &mut Connection) -> Result<(), SourceError> {
 /// The server's current WAL insert position (`pg_current_wal_insert_lsn()`),
 /// as a 64-bit LSN.
 pub fn wal_insert_lsn(conn: &mut Connection) -> Result<u64, SourceError> {
-    let rows = conn.simple_query("SELECT pg_catalog.pg_current_wal_insert_lsn()")?;
+    let rows = conn.query(
+        "reading the WAL insert position",
+        "SELECT pg_catalog.pg_current_wal_insert_lsn()",
+        &[],
+    )?;
     let text = rows
         .first()
         .and_then(|r| r.first().cloned().flatten())
