@@ -637,52 +637,12 @@ fn run_checked(
     }
 
     let finishing = Instant::now();
-    let mut files = Vec::new();
-    let mut encode_seconds = 0.0;
-    let mut held = None;
-    let mut arena_blocks = (0, 0);
-    match destination {
-        Destination::Files(sinks) => {
-            for sink in sinks {
-                let stats = sink.finish()?;
-                encode_seconds += stats.encode_seconds;
-                files.extend(
-                    stats
-                        .files
-                        .into_iter()
-                        .map(|(path, bytes)| crate::OutputFile { path, bytes }),
-                );
-            }
-            if let (Output::Dir(dir), true) = (&req.output, req.sink.overwrite) {
-                remove_other_parts(dir, &file_stem(&plan), req.sink.format, connections)?;
-            }
-        }
-        Destination::Device(kept, arenas) => {
-            arena_blocks = arenas.iter().fold((0, 0), |(n, b), a| {
-                (n + a.blocks(), b + a.allocated_bytes())
-            });
-            let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
-            for (b, _) in &kept {
-                page_map.sizes.push(BatchSize {
-                    rows: b.num_rows,
-                    bytes: b.device_bytes() as u64,
-                    device: b.device(),
-                });
-            }
-            held = Some(Kept::Device(kept));
-        }
-        Destination::Host(kept) => {
-            let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
-            for (b, _) in &kept {
-                page_map.sizes.push(BatchSize {
-                    rows: b.num_rows(),
-                    bytes: b.get_array_memory_size() as u64,
-                    device: 0,
-                });
-            }
-            held = Some(Kept::Host(kept));
-        }
-    }
+    let Finished {
+        files,
+        encode_seconds,
+        held,
+        arena_blocks,
+    } = finish_destination(destination, req, &plan, connections, &mut page_map)?;
     // The rows a refresh keeps, as runs of the previous load's batches.
     let carried = match req.prior {
         Some(prior) => carry(
@@ -809,6 +769,79 @@ type Part = (Decoded, u64, u32, BatchOrigin);
 /// convert what they can, the CPU converter the pages they flag (pages it
 /// refuses go to COPY). Pushes the decoded parts with their bytes (heap
 /// bytes for the GPU's part, COPY bytes for the CPU's) and partition.
+/// What the destination holds once every batch is in: the files written
+/// (and their encoding thread-seconds), or the batches kept in memory.
+struct Finished {
+    files: Vec<crate::OutputFile>,
+    encode_seconds: f64,
+    held: Option<Kept>,
+    /// Arena blocks and their bytes, for device output.
+    arena_blocks: (usize, u64),
+}
+
+/// Closes the sinks (each file renamed into place) or takes the kept
+/// batches, recording each batch's size in `page_map`.
+fn finish_destination(
+    destination: Destination,
+    req: &ExportRequest<'_>,
+    plan: &crate::plan::ExportPlan,
+    connections: usize,
+    page_map: &mut PageMap,
+) -> Result<Finished, ExportError> {
+    let mut files = Vec::new();
+    let mut encode_seconds = 0.0;
+    let mut held = None;
+    let mut arena_blocks = (0, 0);
+    match destination {
+        Destination::Files(sinks) => {
+            for sink in sinks {
+                let stats = sink.finish()?;
+                encode_seconds += stats.encode_seconds;
+                files.extend(
+                    stats
+                        .files
+                        .into_iter()
+                        .map(|(path, bytes)| crate::OutputFile { path, bytes }),
+                );
+            }
+            if let (Output::Dir(dir), true) = (&req.output, req.sink.overwrite) {
+                remove_other_parts(dir, &file_stem(plan), req.sink.format, connections)?;
+            }
+        }
+        Destination::Device(kept, arenas) => {
+            arena_blocks = arenas.iter().fold((0, 0), |(n, b), a| {
+                (n + a.blocks(), b + a.allocated_bytes())
+            });
+            let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
+            for (b, _) in &kept {
+                page_map.sizes.push(BatchSize {
+                    rows: b.num_rows,
+                    bytes: b.device_bytes() as u64,
+                    device: b.device(),
+                });
+            }
+            held = Some(Kept::Device(kept));
+        }
+        Destination::Host(kept) => {
+            let kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
+            for (b, _) in &kept {
+                page_map.sizes.push(BatchSize {
+                    rows: b.num_rows(),
+                    bytes: b.get_array_memory_size() as u64,
+                    device: 0,
+                });
+            }
+            held = Some(Kept::Host(kept));
+        }
+    }
+    Ok(Finished {
+        files,
+        encode_seconds,
+        held,
+        arena_blocks,
+    })
+}
+
 fn decode_page_batch(
     decoder: &mut ThreadDecoder,
     source: &HeapChosen,
