@@ -669,27 +669,8 @@ fn run_checked(
         merge_gpu_stats(&mut a, &b);
         a
     });
-    let mut notes = engine_notes.into_inner().unwrap_or_else(|p| p.into_inner());
-    let engine_detail = match &chosen {
-        Chosen::Cpu { why: None } => "CPU decoder".to_string(),
-        Chosen::Cpu { why: Some(why) } => format!("CPU decoder: {why}"),
-        Chosen::Gpu { gpus, .. } => Chosen::gpus_text(gpus),
-    };
-    if let Some(g) = &gpu {
-        if g.gpu_failures > 0 {
-            notes.push(format!(
-                "{} chunk(s) decoded on the CPU after GPU failures (last: {})",
-                g.gpu_failures,
-                g.last_gpu_failure.as_deref().unwrap_or("unknown")
-            ));
-        }
-        for c in &g.cpu_columns {
-            notes.push(format!(
-                "column {} decoded on the CPU: {}",
-                c.name, c.reason
-            ));
-        }
-    }
+    let notes = engine_notes.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (engine_detail, notes) = engine_summary(&chosen, gpu.as_ref(), notes);
 
     let report = ExportReport {
         target: plan.label,
@@ -704,30 +685,7 @@ fn run_checked(
             HeapChosen::Heap(_) => "heap".into(),
             HeapChosen::Copy { .. } => "copy".into(),
         },
-        source_detail: match &source {
-            HeapChosen::Heap(heap) => format!(
-                "heap files of {} via {}, {}; pages that cannot be trusted via COPY{}",
-                heap.describe_files(),
-                heap.io_description(primary, heap_readers),
-                if heap.gpu_pages() {
-                    format!(
-                        "pages converted to rows on {} (pages they leave, on the CPU)",
-                        gpu_list(&req.devices)
-                    )
-                } else if heap.cpu_pages() {
-                    "pages decoded into columns on the CPU".to_string()
-                } else {
-                    "pages converted to rows on the CPU".to_string()
-                },
-                if req.source == crate::Source::Auto {
-                    " (--source auto: the data directory is readable and the table is over --heap-threshold)"
-                } else {
-                    ""
-                }
-            ),
-            HeapChosen::Copy { why: Some(why) } => format!("COPY: {why}"),
-            HeapChosen::Copy { why: None } => "COPY".into(),
-        },
+        source_detail: source_detail(&source, req, primary, heap_readers),
         heap: match &source {
             HeapChosen::Heap(heap) => Some(heap_counters.report(heap, heap_readers, primary)),
             HeapChosen::Copy { .. } => None,
@@ -769,6 +727,70 @@ type Part = (Decoded, u64, u32, BatchOrigin);
 /// convert what they can, the CPU converter the pages they flag (pages it
 /// refuses go to COPY). Pushes the decoded parts with their bytes (heap
 /// bytes for the GPU's part, COPY bytes for the CPU's) and partition.
+/// The report's `source_detail`: which files and I/O, where the pages are
+/// converted, or why COPY.
+fn source_detail(
+    source: &HeapChosen,
+    req: &ExportRequest<'_>,
+    primary: usize,
+    heap_readers: usize,
+) -> String {
+    match source {
+        HeapChosen::Heap(heap) => format!(
+            "heap files of {} via {}, {}; pages that cannot be trusted via COPY{}",
+            heap.describe_files(),
+            heap.io_description(primary, heap_readers),
+            if heap.gpu_pages() {
+                format!(
+                    "pages converted to rows on {} (pages they leave, on the CPU)",
+                    gpu_list(&req.devices)
+                )
+            } else if heap.cpu_pages() {
+                "pages decoded into columns on the CPU".to_string()
+            } else {
+                "pages converted to rows on the CPU".to_string()
+            },
+            if req.source == crate::Source::Auto {
+                " (--source auto: the data directory is readable and the table is over --heap-threshold)"
+            } else {
+                ""
+            }
+        ),
+        HeapChosen::Copy { why: Some(why) } => format!("COPY: {why}"),
+        HeapChosen::Copy { why: None } => "COPY".into(),
+    }
+}
+
+/// The report's `engine_detail`, and its notes with the GPU's fallbacks
+/// (chunks after a failure, columns it left to the CPU) added.
+fn engine_summary(
+    chosen: &Chosen,
+    gpu: Option<&gpupg_gpu::GpuStats>,
+    mut notes: Vec<String>,
+) -> (String, Vec<String>) {
+    let engine_detail = match chosen {
+        Chosen::Cpu { why: None } => "CPU decoder".to_string(),
+        Chosen::Cpu { why: Some(why) } => format!("CPU decoder: {why}"),
+        Chosen::Gpu { gpus, .. } => Chosen::gpus_text(gpus),
+    };
+    if let Some(g) = gpu {
+        if g.gpu_failures > 0 {
+            notes.push(format!(
+                "{} chunk(s) decoded on the CPU after GPU failures (last: {})",
+                g.gpu_failures,
+                g.last_gpu_failure.as_deref().unwrap_or("unknown")
+            ));
+        }
+        for c in &g.cpu_columns {
+            notes.push(format!(
+                "column {} decoded on the CPU: {}",
+                c.name, c.reason
+            ));
+        }
+    }
+    (engine_detail, notes)
+}
+
 /// What the destination holds once every batch is in: the files written
 /// (and their encoding thread-seconds), or the batches kept in memory.
 struct Finished {
