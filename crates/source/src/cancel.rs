@@ -7,13 +7,13 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::conn::{Connection, Socket, Stream};
 use crate::error::SourceError;
 use crate::protocol;
+use crate::timeout::connect_unix;
 
 /// How long sending one CancelRequest may take: it is sent while the user
 /// waits for the export to stop.
@@ -77,10 +77,14 @@ impl CancelToken {
                     s.write_all(&request)
                 })
             }
-            Address::Unix(path) => UnixStream::connect(path).and_then(|mut s| {
-                s.set_write_timeout(Some(CANCEL_TIMEOUT))?;
-                s.write_all(&request)
-            }),
+            // Bounded like a connect_timeout: a server whose listen queue is
+            // full would otherwise keep a plain connect waiting forever.
+            Address::Unix(path) => {
+                connect_unix(path, Instant::now() + CANCEL_TIMEOUT).and_then(|mut s| {
+                    s.set_write_timeout(Some(CANCEL_TIMEOUT))?;
+                    s.write_all(&request)
+                })
+            }
         };
         sent.map_err(|source| SourceError::Connect {
             host: format!("{} (to cancel backend {})", self.target(), self.backend_pid),
