@@ -30,4 +30,8 @@ pub enum ExportError {
     Cancelled,
     #[error("internal error: a {0} thread panicked")]
     ThreadPanicked(&'static str),
+    /// A bug in gpupgparser, not in the request or the data: the message
+    /// says which invariant broke.
+    #[error("internal error: {0}")]
+    Internal(String),
 }

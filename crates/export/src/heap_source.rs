@@ -708,7 +708,7 @@ impl PageBatch {
             PageData::Host(d) => d
                 .get(at..at + block_size)
                 .map(std::borrow::Cow::Borrowed)
-                .ok_or_else(|| ExportError::Invalid("internal: a page past its batch".into())),
+                .ok_or_else(|| ExportError::Internal("a page past its batch".into())),
             PageData::Device(c) => {
                 let mut page = vec![0u8; block_size];
                 c.copy_page(index, &mut page).map_err(|e| {
@@ -747,8 +747,8 @@ impl StatementFeed {
             Some(tx) => tx
                 .send(sql)
                 .map_err(|_| SourceError::Downstream("another export thread failed".into()).into()),
-            None => Err(ExportError::Invalid(
-                "internal: a COPY range after the statements were closed".into(),
+            None => Err(ExportError::Internal(
+                "a COPY range after the statements were closed".into(),
             )),
         }
     }
@@ -1286,9 +1286,7 @@ impl HeapPlan {
         rows: &mut CopyChunk,
     ) -> Result<Vec<PageRows>, ExportError> {
         let Some(rel) = self.rels.get(batch.rel) else {
-            return Err(ExportError::Invalid(
-                "internal: a page batch of no relation".into(),
-            ));
+            return Err(ExportError::Internal("a page batch of no relation".into()));
         };
         let bs = rel.rel.block_size;
         let mut runs = FallbackRuns::new(rel, statements);
@@ -1300,9 +1298,7 @@ impl HeapPlan {
                 batch.blocks.get(k as usize),
                 batch.lsns.get(k as usize),
             ) else {
-                return Err(ExportError::Invalid(
-                    "internal: a flagged page out of range".into(),
-                ));
+                return Err(ExportError::Internal("a flagged page out of range".into()));
             };
             let page = batch.page(index as usize, bs)?;
             match transcode_page(&page, block, &rel.rel.layout, rows) {

@@ -175,8 +175,8 @@ pub fn export_to_device(
         (report, Some((Kept::Device(batches), pages, carried, schema))) => {
             Ok(loaded(report, batches, pages, carried, schema))
         }
-        _ => Err(ExportError::Invalid(
-            "internal: a device export returned no table".into(),
+        _ => Err(ExportError::Internal(
+            "a device export returned no table".into(),
         )),
     }
 }
@@ -191,8 +191,8 @@ pub fn export_to_host(
         (report, Some((Kept::Host(batches), pages, carried, schema))) => {
             Ok(loaded(report, batches, pages, carried, schema))
         }
-        _ => Err(ExportError::Invalid(
-            "internal: a host export returned no batches".into(),
+        _ => Err(ExportError::Internal(
+            "a host export returned no batches".into(),
         )),
     }
 }
@@ -874,14 +874,10 @@ fn decode_page_batch(
     parts: &mut Vec<Part>,
 ) -> Result<(), ExportError> {
     let HeapChosen::Heap(heap) = source else {
-        return Err(ExportError::Invalid(
-            "internal: heap pages on the COPY path".into(),
-        ));
+        return Err(ExportError::Internal("heap pages on the COPY path".into()));
     };
     let (Some(layout), reader) = (heap.layout(batch.rel), heap.page_reader(batch.rel)) else {
-        return Err(ExportError::Invalid(
-            "internal: heap pages of no relation".into(),
-        ));
+        return Err(ExportError::Internal("heap pages of no relation".into()));
     };
     let (decoded, flagged) = decoder.decode_pages(
         batch.input(),
