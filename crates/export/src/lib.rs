@@ -38,10 +38,10 @@ pub use carry::{
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::ExportError;
 pub use heap_source::HeapReport;
-pub use pipeline::{export, export_to_device, export_to_host, Loaded, DEVICE_WORKERS};
+pub use pipeline::{export, export_to_device, export_to_host, Loaded};
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{
     default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source,
-    Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD,
+    Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
 };

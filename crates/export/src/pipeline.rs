@@ -73,13 +73,6 @@ impl Busy {
     }
 }
 
-/// Decoder threads for device-resident output unless asked otherwise: a
-/// decoder thread only queues copies and kernels, so a few keep the GPU
-/// busy, and more contend in the driver (cuMemAlloc, page-locking).
-/// Measured on lineorder from the heap files with pages converted on the
-/// CPU: 1.35 s with 4 threads, 1.83 s with 16.
-pub const DEVICE_WORKERS: usize = 4;
-
 /// Where the decoded batches go.
 enum Destination {
     Files(Vec<Box<dyn Sink>>),
