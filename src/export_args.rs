@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gpupg_decode::{ArrayRepr, EnumRepr, IntervalRepr, TypeOptions, UnconstrainedNumeric};
-use gpupg_export::{default_parallelism, Engine, ExportRequest, HeapIo, Output, Source, Target};
+use gpupg_export::{Engine, ExportRequest, HeapIo, Output, RequestError, Source, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
 
@@ -85,8 +85,8 @@ pub struct ExportOptions {
     pub filter: Option<String>,
     /// Where rows come from: the table's heap files (heap), COPY (copy), or heap when the
     /// data directory is readable, the table qualifies and is at least --heap-threshold (auto).
-    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
-    pub source: SourceArg,
+    #[arg(long, default_value_t = Source::Auto, value_name = "auto|copy|heap")]
+    pub source: Source,
     /// Smallest table (bytes; suffixes kB, MB, GB) that --source auto reads from its heap files.
     #[arg(long, default_value = "256MB", value_parser = gpupg_source::parse_size)]
     pub heap_threshold: u64,
@@ -94,15 +94,15 @@ pub struct ExportOptions {
     /// memory; fails when cuFile cannot register the files), pread (into page-locked memory,
     /// then copied), or cufile where it registers the files and reads them without its
     /// compatibility mode, else pread (auto).
-    #[arg(long, value_enum, default_value_t = HeapIoArg::Auto)]
-    pub heap_io: HeapIoArg,
+    #[arg(long, default_value_t = HeapIo::Auto, value_name = "auto|pread|cufile")]
+    pub heap_io: HeapIo,
     /// The server's data directory as this machine sees it (default: the server's
     /// data_directory setting, which needs superuser or pg_read_all_settings to read).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Decoder: gpu when one is usable (auto), cpu, or gpu (fails when no GPU is usable).
-    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-    pub engine: EngineArg,
+    #[arg(long, default_value_t = Engine::Auto, value_name = "auto|cpu|gpu")]
+    pub engine: Engine,
     /// GPU to decode on (see `gpupgparser info`).
     #[arg(long, default_value_t = 0, conflicts_with = "devices")]
     pub device: usize,
@@ -145,27 +145,6 @@ pub enum FormatArg {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceArg {
-    Auto,
-    Copy,
-    Heap,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeapIoArg {
-    Auto,
-    Pread,
-    Cufile,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineArg {
-    Auto,
-    Cpu,
-    Gpu,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnumArg {
     Utf8,
     Dictionary,
@@ -186,12 +165,37 @@ impl From<FormatArg> for Format {
     }
 }
 
-/// `--chunk-mib`: from 1 to 1024.
+/// `--chunk-mib`: a size the export takes (1 to 1024), checked by the
+/// export's own rule while clap can still call it a usage error.
 pub fn chunk_mib(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n @ 1..=1024) => Ok(n),
-        Ok(_) => Err("must be from 1 to 1024".into()),
-        Err(e) => Err(e.to_string()),
+    let mib = s.parse::<usize>().map_err(|e| e.to_string())?;
+    match gpupg_export::chunk_bytes_from_mib(mib) {
+        Ok(_) => Ok(mib),
+        Err(_) => Err("must be from 1 to 1024".into()),
+    }
+}
+
+/// A refused request setting in the command line's words: the flag, the
+/// value where it helps, and the library's reason.
+pub fn flag_message(e: &RequestError) -> String {
+    match e {
+        RequestError::ChunkSize { bytes } => {
+            format!("--chunk-mib {}: must be from 1 to 1024", bytes >> 20)
+        }
+        RequestError::NoConnections => format!("--parallel 0: {e}"),
+        RequestError::NoThreads => format!("--threads 0: {e}"),
+        RequestError::EmptyColumnName { columns } => {
+            format!("--columns {columns:?}: a column name is empty")
+        }
+        RequestError::ColumnTwice(_) => format!("--columns: {e}"),
+        // clap parses the choices and names the flag itself.
+        RequestError::UnknownChoice { .. } => e.to_string(),
+        RequestError::NoGpu => "--devices all: this machine has no GPU".into(),
+        RequestError::NoUsableGpu(why) => format!("--devices all: no usable GPU ({why})"),
+        RequestError::NoDevices
+        | RequestError::DeviceTwice(_)
+        | RequestError::NotAnOrdinal(_)
+        | RequestError::NoSuchGpu { .. } => format!("--devices: {e}"),
     }
 }
 
@@ -250,85 +254,54 @@ impl ExportOptions {
             (None, Format::Parquet) => Compression::Zstd(gpupg_sink::DEFAULT_ZSTD_LEVEL),
             (None, Format::Arrow) => Compression::None,
         };
-        let device = matches!(output, Output::Device);
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(4);
         let devices = match (&self.devices, self.engine) {
             // The CPU decodes: no GPU to check.
-            (_, EngineArg::Cpu) | (None, _) => vec![self.device],
-            (Some(choice), _) => choice.resolve_here().map_err(|e| anyhow::anyhow!(e))?,
+            (_, Engine::Cpu) | (None, _) => vec![self.device],
+            (Some(choice), _) => choice.resolve_here()?,
         };
-        Ok(ExportRequest {
-            connect,
-            target,
-            columns: self.columns.clone(),
-            filter: self.filter.clone(),
-            output,
-            parallel: self.parallel.unwrap_or_else(default_parallelism),
-            // Device output: a decoder thread only queues copies and kernels,
-            // so a few keep the GPU busy (more contend in the driver).
-            workers: self.threads.unwrap_or(if device {
-                (gpupg_export::DEVICE_WORKERS * devices.len()).min(cores.max(devices.len()))
-            } else {
-                cores
-            }),
-            chunk_bytes: self
-                .chunk_mib
-                .map_or(gpupg_export::DEFAULT_CHUNK_BYTES, |m| m << 20),
-            heap_chunk_bytes: self
-                .chunk_mib
-                .map_or(gpupg_export::DEFAULT_HEAP_CHUNK_BYTES, |m| m << 20),
-            engine: match self.engine {
-                EngineArg::Auto => Engine::Auto,
-                EngineArg::Cpu => Engine::Cpu,
-                EngineArg::Gpu => Engine::Gpu,
+        let types = TypeOptions {
+            // Parquet has no signed interval type: a struct keeps all three parts.
+            interval: match format {
+                Format::Parquet => IntervalRepr::Struct,
+                Format::Arrow => IntervalRepr::MonthDayNano,
             },
-            devices,
-            device_limit: None,
-            types: TypeOptions {
-                // Parquet has no signed interval type: a struct keeps all three parts.
-                interval: match format {
-                    Format::Parquet => IntervalRepr::Struct,
-                    Format::Arrow => IntervalRepr::MonthDayNano,
-                },
-                numeric: parse_numeric(&self.numeric)?,
-                enums: match self.enums {
-                    EnumArg::Utf8 => EnumRepr::Utf8,
-                    EnumArg::Dictionary => EnumRepr::Dictionary,
-                },
-                arrays: match self.arrays {
-                    ArrayArg::List => ArrayRepr::List,
-                    ArrayArg::Struct => ArrayRepr::Struct,
-                },
+            numeric: parse_numeric(&self.numeric)?,
+            enums: match self.enums {
+                EnumArg::Utf8 => EnumRepr::Utf8,
+                EnumArg::Dictionary => EnumRepr::Dictionary,
             },
-            unsupported: if self.cast_unsupported {
+            arrays: match self.arrays {
+                ArrayArg::List => ArrayRepr::List,
+                ArrayArg::Struct => ArrayRepr::Struct,
+            },
+        };
+        Ok(ExportRequest::builder(connect, target, output)
+            .columns(self.columns.clone())
+            .filter(self.filter.clone())
+            .parallel(self.parallel)
+            .threads(self.threads)
+            .chunk_mib(self.chunk_mib)
+            .engine(self.engine)
+            .devices(devices)
+            .types(types)
+            .unsupported(if self.cast_unsupported {
                 UnsupportedTypes::CastToText
             } else {
                 UnsupportedTypes::Error
-            },
-            sink: SinkOptions {
+            })
+            .sink(SinkOptions {
                 format,
                 compression,
                 overwrite: self.overwrite,
                 row_group_rows: self.row_group_rows,
-            },
-            source: match self.source {
-                SourceArg::Auto => Source::Auto,
-                SourceArg::Copy => Source::Copy,
-                SourceArg::Heap => Source::Heap,
-            },
-            heap_threshold: self.heap_threshold,
-            heap_io: match self.heap_io {
-                HeapIoArg::Auto => HeapIo::Auto,
-                HeapIoArg::Pread => HeapIo::Pread,
-                HeapIoArg::Cufile => HeapIo::CuFile,
-            },
-            data_dir: self.data_dir.clone(),
-            gpu_selection: self.selection.selection(),
-            prior: None,
-            cancel: Some(&crate::signals::CANCEL),
-        })
+            })
+            .source(self.source)
+            .heap_threshold(Some(self.heap_threshold))
+            .heap_io(self.heap_io)
+            .data_dir(self.data_dir.clone())
+            .gpu_selection(self.selection.selection())
+            .cancel(&crate::signals::CANCEL)
+            .build()?)
     }
 }
 
@@ -352,7 +325,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
     output_paths::check(&output, format, args.report.as_deref(), overwrite)?;
     let connect = args.conn.resolve()?;
     let req = args.options.request(connect, target, output)?;
-    req.validate()?;
     let bar = Bar::new(args.quiet);
     let report = gpupg_export::export(&req, &bar)?;
     // Only after the output succeeded, and as atomically.

@@ -74,20 +74,67 @@ fn keep_freed_memory() {
     }
 }
 
-/// The error and its causes on one line. The libraries' messages already
-/// include their cause's text, so a cause already spelled out is not repeated.
+/// The error and its causes on one line, each cause's message once, in
+/// the command line's words (flag names where the libraries name a
+/// setting).
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
+        let text = in_cli_words(cause);
+        // A few errors still spell out their cause's message and return it
+        // as their source too (the sink's I/O errors, a failed connect).
+        if line.ends_with(&text) {
+            continue;
         }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
     }
     line.replace('\n', " ")
+}
+
+/// One error of the chain as the command line says it: the libraries say
+/// which setting is wrong in their words, the flag is the user's.
+fn in_cli_words(e: &(dyn std::error::Error + 'static)) -> String {
+    use gpupg_export::{ExportError, RequestError};
+    use gpupg_source::SourceError;
+    let source_error = e
+        .downcast_ref::<SourceError>()
+        .or_else(|| match e.downcast_ref() {
+            Some(ExportError::Source(s)) => Some(s),
+            _ => None,
+        });
+    if let Some(e) = e.downcast_ref::<RequestError>() {
+        return export_args::flag_message(e);
+    }
+    match (e.downcast_ref::<ExportError>(), source_error) {
+        (Some(ExportError::Gpu(_)), _) => "--engine gpu".into(),
+        (
+            _,
+            Some(SourceError::UnsupportedType {
+                table,
+                column,
+                type_name,
+            }),
+        ) => format!(
+            "column \"{column}\" of {table} has type {type_name}, which gpupgparser cannot \
+             decode; use --cast-unsupported to have the server cast it to text, or cast it in \
+             a --query"
+        ),
+        (
+            _,
+            Some(SourceError::NoPrivilege {
+                user,
+                table,
+                columns,
+            }),
+        ) => format!(
+            "permission denied: user \"{user}\" may not read column(s) {columns} of table \
+             {table} (ask for GRANT SELECT on it, or leave those columns out with --columns)"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 fn main() -> ExitCode {

@@ -31,10 +31,6 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
 }
 
 fn parse_manual(s: &str) -> Result<ManualGpus, String> {
-    // clap already names the option; keep the rest of the one line.
-    s.parse::<ManualGpus>().map_err(|e| {
-        e.to_string()
-            .trim_start_matches("--manual-optimal-gpus: ")
-            .to_string()
-    })
+    // clap names the option; the error says what and where in the value.
+    s.parse::<ManualGpus>().map_err(|e| e.to_string())
 }

@@ -8,10 +8,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use gpupg_store::{
     default_socket_path, Backend, Client, GpuBackend, HostBackend, ListReport, LoadSpec, Registry,
-    RevisionInfo, Server, SourceKind,
+    RevisionInfo, Server, Source,
 };
 
-use crate::export_args::{ConnArgs, SourceArg};
+use crate::export_args::ConnArgs;
 use crate::selection_args::SelectionArgs;
 use gpupg_export::DeviceChoice;
 
@@ -98,8 +98,8 @@ pub struct LoadArgs {
     #[arg(long, value_name = "all|N,N...")]
     pub devices: Option<DeviceChoice>,
     /// Where rows come from: heap files, COPY, or heap when the table qualifies (auto).
-    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
-    pub source: SourceArg,
+    #[arg(long, default_value_t = Source::Auto, value_name = "auto|copy|heap")]
+    pub source: Source,
     /// Only these columns, in this order.
     #[arg(long, value_delimiter = ',')]
     pub columns: Option<Vec<String>>,
@@ -218,11 +218,7 @@ fn load_spec(args: LoadArgs) -> Result<LoadSpec> {
     spec.name = args.name;
     spec.device = args.device;
     spec.devices = args.devices.map(|d| d.to_string());
-    spec.source = match args.source {
-        SourceArg::Auto => SourceKind::Auto,
-        SourceArg::Copy => SourceKind::Copy,
-        SourceArg::Heap => SourceKind::Heap,
-    };
+    spec.source = args.source;
     spec.columns = args.columns;
     spec.auto_refresh_seconds = args.auto_refresh;
     spec.parallel = args.parallel;

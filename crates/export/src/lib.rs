@@ -36,12 +36,13 @@ pub use carry::{
     BatchOrigin, BatchSize, CarriedBatch, PageMap, PageRows, CARRY_BATCH_BYTES, CARRY_BATCH_ROWS,
 };
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
-pub use error::ExportError;
+pub use error::{ExportError, RequestError};
 pub use heap_source::HeapReport;
 pub use pipeline::{export, export_to_device, export_to_host, Loaded};
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{
-    default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection, HeapIo, Output, Source,
-    Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
+    chunk_bytes_from_mib, default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection,
+    HeapIo, Output, RequestBuilder, Source, Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES,
+    DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES,
 };

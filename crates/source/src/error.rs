@@ -106,14 +106,16 @@ pub enum SourceError {
     },
 
     /// The user may not read these columns (checked before any COPY).
-    #[error("permission denied: user \"{user}\" may not read column(s) {columns} of table {table} (ask for GRANT SELECT on it, or leave those columns out with --columns)")]
+    #[error("permission denied: user \"{user}\" may not read column(s) {columns} of table {table} (ask for GRANT SELECT on it, or leave those columns out)")]
     NoPrivilege {
         user: String,
         table: String,
         columns: String,
     },
 
-    #[error("column \"{column}\" of {table} has type {type_name}, which gpupgparser cannot decode; use --cast-unsupported to have the server cast it to text, or cast it in a --query")]
+    /// A column of a type no decoder reads (the request may have the server
+    /// cast such columns to text: `UnsupportedTypes::CastToText`).
+    #[error("column \"{column}\" of {table} has type {type_name}, which gpupgparser cannot decode; have the server cast it to text, or cast it in a query")]
     UnsupportedType {
         table: String,
         column: String,

@@ -38,15 +38,9 @@ pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
 /// thousands of chunks is a few MB).
 pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 
-/// Where rows come from (the export's `--source`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    #[default]
-    Auto,
-    Copy,
-    Heap,
-}
+/// Where rows come from: the export's choice, sent as `"auto"`, `"copy"`
+/// or `"heap"`.
+pub use gpupg_export::Source;
 
 /// What to load and how: the table, the connection (the server connects
 /// with the client's settings) and the export options that apply to a
@@ -63,8 +57,9 @@ pub struct LoadSpec {
     pub dsn: String,
     #[serde(default)]
     pub device: usize,
+    /// Where rows come from (default: `auto`).
     #[serde(default)]
-    pub source: SourceKind,
+    pub source: Source,
     /// Only these columns, in this order.
     #[serde(default)]
     pub columns: Option<Vec<String>>,
@@ -109,7 +104,7 @@ impl LoadSpec {
             name: None,
             dsn: dsn.into(),
             device: 0,
-            source: SourceKind::Auto,
+            source: Source::Auto,
             columns: None,
             auto_refresh_seconds: None,
             parallel: None,
@@ -423,7 +418,7 @@ mod tests {
     fn requests_round_trip_with_the_version() {
         let mut spec = LoadSpec::new("public.\"My T\"", "host=/tmp password=secret");
         spec.columns = Some(vec!["a".into()]);
-        spec.source = SourceKind::Heap;
+        spec.source = Source::Heap;
         for r in [
             Request::Load {
                 spec: Box::new(spec),
@@ -444,6 +439,18 @@ mod tests {
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
             assert_eq!(decode_request(line.trim_end()).unwrap(), r);
         }
+        // The source travels by name, as before it was the export's type.
+        let line = encode_request(&Request::Load {
+            spec: Box::new(LoadSpec {
+                source: Source::Heap,
+                ..LoadSpec::new("t", "x")
+            }),
+        });
+        assert!(line.contains("\"source\":\"heap\""), "{line}");
+        let r =
+            decode_request(r#"{"v":1,"op":"load","spec":{"table":"t","dsn":"x","source":"copy"}}"#)
+                .unwrap();
+        assert!(matches!(r, Request::Load { spec } if spec.source == Source::Copy));
         // Defaults: list checks staleness, a minimal load spec.
         assert_eq!(
             decode_request(r#"{"v":1,"op":"list"}"#).unwrap(),

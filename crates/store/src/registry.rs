@@ -33,7 +33,7 @@ use crate::error::StoreError;
 use crate::freshness::{self, Fingerprint, Observation};
 use crate::manifest::Manifest;
 use crate::protocol::{DropOutcome, ListReport, LoadSpec, RefreshOutcome, RevisionInfo};
-use crate::request::export_request;
+use crate::request::{export_request, field_message};
 
 /// Longest store name accepted.
 const MAX_NAME_CHARS: usize = 256;
@@ -471,7 +471,7 @@ impl Registry {
         };
         let choice: DeviceChoice = text
             .parse()
-            .map_err(|e| StoreError::BadRequest(format!("devices: {e}")))?;
+            .map_err(|e| StoreError::BadRequest(field_message(&e, spec)))?;
         let count = self.backend.device_count();
         let devices = choice
             .resolve(count.clone())
@@ -482,7 +482,7 @@ impl Registry {
                     }
                     _ => 0,
                 },
-                detail,
+                detail: field_message(&detail, spec),
             })?;
         for &d in &devices {
             self.backend.check_device(d)?;

@@ -4,75 +4,88 @@
 use std::sync::atomic::AtomicBool;
 
 use gpupg_export::{
-    DeviceChoice, Engine, ExportRequest, GpuSelection, Output, Source, Target, DEFAULT_CHUNK_BYTES,
-    DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS,
+    DeviceChoice, Engine, ExportRequest, GpuSelection, Output, RequestError, Target,
 };
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::ConnectConfig;
 
 use crate::error::StoreError;
-use crate::protocol::{LoadSpec, SourceKind};
+use crate::protocol::LoadSpec;
 
 /// The request that loads `spec` into device memory, stopped early when
-/// `cancel` is set (server shutdown).
+/// `cancel` is set (server shutdown). The export's builder checks the
+/// settings and fills in its defaults; a refusal names the spec's field.
 pub(crate) fn export_request<'a>(
     spec: &LoadSpec,
     cancel: &'a AtomicBool,
 ) -> Result<ExportRequest<'a>, StoreError> {
     let connect = ConnectConfig::resolve(Some(&spec.dsn))
         .map_err(|e| StoreError::BadRequest(format!("connection string: {e}")))?;
-    if let Some(mib) = spec.chunk_mib.filter(|&m| m == 0 || m > 1024) {
-        return Err(StoreError::BadRequest(format!(
-            "chunk size {mib} MiB: must be from 1 to 1024"
-        )));
-    }
     let devices = spec_devices(spec)?;
-    let defaults = ExportRequest::new(connect, Target::Table(spec.table.clone()), Output::Device);
-    Ok(ExportRequest {
-        columns: spec.columns.clone(),
-        parallel: spec.parallel.unwrap_or(defaults.parallel),
-        workers: spec
-            .threads
-            .unwrap_or(DEVICE_WORKERS * devices.len().max(1)),
-        chunk_bytes: spec.chunk_mib.map_or(DEFAULT_CHUNK_BYTES, |m| m << 20),
-        heap_chunk_bytes: spec.chunk_mib.map_or(DEFAULT_HEAP_CHUNK_BYTES, |m| m << 20),
-        engine: Engine::Gpu,
-        devices,
+    let gpu_selection = GpuSelection {
+        policy: match &spec.gpu_selection {
+            Some(p) => p
+                .parse()
+                .map_err(|e| StoreError::BadRequest(format!("gpu_selection: {e}")))?,
+            None => Default::default(),
+        },
+        manual: spec
+            .manual_optimal_gpus
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: gpupg_topology::ManualSpecError| {
+                StoreError::BadRequest(format!("manual_optimal_gpus: {e}"))
+            })?,
+    };
+    ExportRequest::builder(connect, Target::Table(spec.table.clone()), Output::Device)
+        .columns(spec.columns.clone())
+        .parallel(spec.parallel)
+        .threads(spec.threads)
+        .chunk_mib(spec.chunk_mib)
+        .engine(Engine::Gpu)
+        .devices(devices)
         // Arrow's own types (MonthDayNano intervals), as device columns
         // hold them; the memory limit is set by the registry, the previous
         // revision (`prior`) on a refresh.
-        sink: SinkOptions {
+        .sink(SinkOptions {
             format: Format::Arrow,
             compression: Compression::None,
             overwrite: false,
             row_group_rows: 0,
+        })
+        .source(spec.source)
+        .heap_threshold(spec.heap_threshold)
+        .gpu_selection(gpu_selection)
+        .data_dir(spec.data_dir.clone())
+        .cancel(cancel)
+        .build()
+        .map_err(|e| StoreError::BadRequest(field_message(&e, spec)))
+}
+
+/// A refused setting in the words of the load spec's JSON fields.
+pub(crate) fn field_message(e: &RequestError, spec: &LoadSpec) -> String {
+    match e {
+        RequestError::ChunkSize { .. } => match spec.chunk_mib {
+            Some(mib) => format!("chunk_mib {mib}: must be from 1 to 1024"),
+            None => e.to_string(),
         },
-        source: match spec.source {
-            SourceKind::Auto => Source::Auto,
-            SourceKind::Copy => Source::Copy,
-            SourceKind::Heap => Source::Heap,
+        RequestError::NoConnections => format!("parallel 0: {e}"),
+        RequestError::NoThreads => format!("threads 0: {e}"),
+        RequestError::EmptyColumnName { .. } | RequestError::ColumnTwice(_) => {
+            format!("columns: {e}")
+        }
+        RequestError::UnknownChoice { .. } => format!("source: {e}"),
+        RequestError::NoDevices
+        | RequestError::DeviceTwice(_)
+        | RequestError::NotAnOrdinal(_)
+        | RequestError::NoGpu
+        | RequestError::NoUsableGpu(_)
+        | RequestError::NoSuchGpu { .. } => match &spec.devices {
+            Some(devices) => format!("devices {devices}: {e}"),
+            None => format!("devices: {e}"),
         },
-        heap_threshold: spec.heap_threshold.unwrap_or(DEFAULT_HEAP_THRESHOLD),
-        gpu_selection: GpuSelection {
-            policy: match &spec.gpu_selection {
-                Some(p) => p
-                    .parse()
-                    .map_err(|e| StoreError::BadRequest(format!("gpu_selection: {e}")))?,
-                None => Default::default(),
-            },
-            manual: spec
-                .manual_optimal_gpus
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e: gpupg_topology::ManualSpecError| {
-                    StoreError::BadRequest(e.to_string())
-                })?,
-        },
-        data_dir: spec.data_dir.clone(),
-        cancel: Some(cancel),
-        ..defaults
-    })
+    }
 }
 
 /// The GPUs of `spec`: `devices` when given (`all` resolved on this
@@ -83,17 +96,13 @@ pub(crate) fn spec_devices(spec: &LoadSpec) -> Result<Vec<usize>, StoreError> {
         Some(text) => {
             let choice: DeviceChoice = text
                 .parse()
-                .map_err(|e| StoreError::BadRequest(format!("devices: {e}")))?;
+                .map_err(|e| StoreError::BadRequest(field_message(&e, spec)))?;
             match choice {
                 DeviceChoice::List(list) => Ok(list),
-                DeviceChoice::All => {
-                    choice
-                        .resolve_here()
-                        .map_err(|detail| StoreError::BadDevice {
-                            device: spec.device,
-                            detail,
-                        })
-                }
+                DeviceChoice::All => choice.resolve_here().map_err(|e| StoreError::BadDevice {
+                    device: spec.device,
+                    detail: field_message(&e, spec),
+                }),
             }
         }
     }
@@ -131,6 +140,31 @@ mod tests {
         );
         spec.gpu_selection = None;
         spec.manual_optimal_gpus = Some("nvme3=gpuX".into());
-        assert!(bad(&spec).contains("manual-optimal-gpus"), "{}", bad(&spec));
+        assert!(bad(&spec).contains("manual_optimal_gpus"), "{}", bad(&spec));
+        spec.manual_optimal_gpus = None;
+        // The export's checks, in the spec's words.
+        spec.chunk_mib = Some(2048);
+        assert_eq!(
+            bad(&spec),
+            "bad request: chunk_mib 2048: must be from 1 to 1024"
+        );
+        spec.chunk_mib = None;
+        spec.columns = Some(vec!["a".into(), "a".into()]);
+        assert_eq!(
+            bad(&spec),
+            "bad request: columns: column \"a\" is given twice"
+        );
+        spec.columns = None;
+        spec.parallel = Some(0);
+        assert!(
+            bad(&spec).starts_with("bad request: parallel 0: "),
+            "{}",
+            bad(&spec)
+        );
+        spec.parallel = None;
+        spec.devices = Some("0,0".into());
+        assert_eq!(bad(&spec), "bad request: devices 0,0: GPU 0 is given twice");
+        spec.devices = Some("1".into());
+        assert!(export_request(&spec, &cancel).is_ok());
     }
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use common::*;
 use gpupg_gpu::{IpcHandle, MappedRegion};
 use gpupg_localpg::LocalServer;
-use gpupg_store::{Client, ErrorKind, GpuBackend, Manifest, SourceKind};
+use gpupg_store::{Client, ErrorKind, GpuBackend, Manifest, Source};
 
 const CHILD_SOCKET: &str = "GPUPG_STORE_CHILD_SOCKET";
 const CHILD_NAME: &str = "GPUPG_STORE_CHILD_NAME";
@@ -208,7 +208,7 @@ impl ChildProcess {
     }
 }
 
-fn gpu_spec(dsn: &str, table: &str, name: &str, source: SourceKind) -> gpupg_store::LoadSpec {
+fn gpu_spec(dsn: &str, table: &str, name: &str, source: Source) -> gpupg_store::LoadSpec {
     let mut s = spec(dsn, table, name);
     s.source = source;
     s.chunk_mib = Some(4);
@@ -232,7 +232,7 @@ fn gpu_store_maps_columns_in_another_process() {
     // Load: lineorder from its heap files, all_types through COPY.
     let t = Instant::now();
     let lo = c
-        .load(gpu_spec(&dsn, "lineorder", "lo", SourceKind::Heap))
+        .load(gpu_spec(&dsn, "lineorder", "lo", Source::Heap))
         .expect("load lineorder");
     let lo_seconds = t.elapsed().as_secs_f64();
     assert_eq!(
@@ -240,7 +240,7 @@ fn gpu_store_maps_columns_in_another_process() {
         (200_000, "heap", "fence")
     );
     let ty = c
-        .load(gpu_spec(&dsn, "all_types", "all_types", SourceKind::Copy))
+        .load(gpu_spec(&dsn, "all_types", "all_types", Source::Copy))
         .expect("load all_types");
     println!(
         "RESULT load lineorder 200000 rows from the heap files in {lo_seconds:.2} s ({:.1} MB on GPU {}); all_types {} rows via COPY",
@@ -412,7 +412,7 @@ fn gpu_store_memory_limit() {
     let bytes = {
         let store = TestStore::start(Arc::new(GpuBackend::default()), None);
         let mut c = store.client();
-        c.load(gpu_spec(&dsn, "lineorder", "probe", SourceKind::Copy))
+        c.load(gpu_spec(&dsn, "lineorder", "probe", Source::Copy))
             .unwrap()
             .device_bytes
     };
@@ -423,12 +423,12 @@ fn gpu_store_memory_limit() {
     let limit = bytes * 9 / 4;
     let store = TestStore::start(Arc::new(GpuBackend::default()), Some(limit));
     let mut c = store.client();
-    c.load(gpu_spec(&dsn, "lineorder", "a", SourceKind::Copy))
+    c.load(gpu_spec(&dsn, "lineorder", "a", Source::Copy))
         .expect("a fits");
-    c.load(gpu_spec(&dsn, "lineorder", "b", SourceKind::Copy))
+    c.load(gpu_spec(&dsn, "lineorder", "b", Source::Copy))
         .expect("b fits");
     let e = c
-        .load(gpu_spec(&dsn, "lineorder", "c", SourceKind::Copy))
+        .load(gpu_spec(&dsn, "lineorder", "c", Source::Copy))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MemoryLimit, "{e}");
     let list = c.list(true).unwrap();
@@ -437,7 +437,7 @@ fn gpu_store_memory_limit() {
     assert_eq!(list.used_bytes, held);
     assert!(held <= limit);
     // A bad device is refused before anything is loaded.
-    let mut bad = gpu_spec(&dsn, "lineorder", "d", SourceKind::Copy);
+    let mut bad = gpu_spec(&dsn, "lineorder", "d", Source::Copy);
     bad.device = 99;
     let e = c.load(bad).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadDevice, "{e}");
@@ -472,13 +472,13 @@ fn gpu_store_accounting_matches_the_device() {
     // A first load makes this process's context, kernels and pools, which
     // no table accounts for; the measured load comes after.
     stage("warming up");
-    c.load(gpu_spec(&dsn, "lineorder", "warm", SourceKind::Copy))
+    c.load(gpu_spec(&dsn, "lineorder", "warm", Source::Copy))
         .expect("warm-up load");
     c.drop_table("warm").expect("drop");
     let before = free();
     stage("loading");
     let info = c
-        .load(gpu_spec(&dsn, "lineorder", "lo", SourceKind::Copy))
+        .load(gpu_spec(&dsn, "lineorder", "lo", Source::Copy))
         .expect("load");
     let after = free();
     let allocations = c.export("lo").expect("manifest").allocations.len() as u64;
@@ -534,7 +534,7 @@ fn gpu_store_refresh_reads_only_changed_pages() {
     };
     stage("loading from the heap files");
     // Every GPU of the machine: the refresh gathers on each.
-    let mut spec = gpu_spec(&dsn, "lineorder", "lo", SourceKind::Heap);
+    let mut spec = gpu_spec(&dsn, "lineorder", "lo", Source::Heap);
     spec.devices = Some("all".into());
     let lo = c.load(spec).expect("load");
     assert_eq!(lo.source, "heap");

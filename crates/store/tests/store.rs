@@ -352,9 +352,9 @@ fn errors_are_typed_and_the_server_keeps_serving() {
         (
             "0,5",
             ErrorKind::BadDevice,
-            "device 5 cannot be used: --devices 0,5: GPU 5 does not exist (this machine has 1 GPU(s))",
+            "device 5 cannot be used: devices 0,5: GPU 5 does not exist (this machine has 1 GPU(s))",
         ),
-        ("0,0", ErrorKind::BadRequest, "devices: GPU 0 is given twice"),
+        ("0,0", ErrorKind::BadRequest, "devices 0,0: GPU 0 is given twice"),
     ] {
         let mut bad = spec(&dsn, "t", "t");
         bad.devices = Some(devices.into());
@@ -553,7 +553,7 @@ fn refresh_reads_only_changed_pages() {
     let (host, store) = host_store(None);
     let mut c = store.client();
     let mut s = spec(&dsn, "lineorder", "lo");
-    s.source = gpupg_store::SourceKind::Heap;
+    s.source = gpupg_store::Source::Heap;
     let lo = c.load(s).expect("load through the heap files");
     assert_eq!(lo.source, "heap");
     assert_eq!((lo.rows, lo.pages_kept), (60_000, 0));
@@ -640,7 +640,7 @@ fn tables_spread_over_several_devices() {
     let mut c = store.client();
     let mut s = spec(&dsn, "lineorder", "lo");
     s.devices = Some("all".into());
-    s.source = gpupg_store::SourceKind::Heap;
+    s.source = gpupg_store::Source::Heap;
     let lo = c.load(s).expect("load over two devices");
     assert_eq!(lo.device, 0);
     let m = c.export("lo").unwrap();

@@ -51,14 +51,16 @@ pub enum TopologyError {
     },
 }
 
-/// A `--manual-optimal-gpus` specification that does not parse. One line,
-/// saying at which character and in which entry.
+/// A manual GPU specification ([`crate::ManualGpus`], PG-Strom's
+/// `manual_optimal_gpus`) that does not parse. One line, saying at which
+/// character and in which entry; the caller names the setting.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("--manual-optimal-gpus: {message} at character {position} (entry {entry:?})")]
+#[error("{message} at character {position} (entry {entry:?})")]
 pub struct ManualSpecError {
     /// 1-based character position in the whole specification.
     pub position: usize,
     /// The comma-separated entry it is in.
     pub entry: String,
+    /// What is wrong there.
     pub message: String,
 }
