@@ -55,6 +55,7 @@ pub struct LoadSpec {
     /// Connection string, password included: it only travels over the
     /// owner-only socket and is never printed or listed.
     pub dsn: String,
+    /// The GPU to hold the table (`devices` overrides it).
     #[serde(default)]
     pub device: usize,
     /// Where rows come from (default: `auto`).
