@@ -188,6 +188,15 @@ pub fn flag_message(e: &RequestError) -> String {
             format!("--columns {columns:?}: a column name is empty")
         }
         RequestError::ColumnTwice(_) => format!("--columns: {e}"),
+        RequestError::FilterOnQuery => {
+            "--where applies to --table; put the condition into the --query".into()
+        }
+        RequestError::ColumnsOnQuery => {
+            "--columns applies to --table; select the columns in the --query".into()
+        }
+        RequestError::DeviceOutputOnCpu => {
+            "device-resident output needs the GPU engine, not --engine cpu".into()
+        }
         // clap parses the choices and names the flag itself.
         RequestError::UnknownChoice { .. } => e.to_string(),
         RequestError::NoGpu => "--devices all: this machine has no GPU".into(),

@@ -105,7 +105,13 @@ fn in_cli_words(e: &(dyn std::error::Error + 'static)) -> String {
             Some(ExportError::Source(s)) => Some(s),
             _ => None,
         });
-    if let Some(e) = e.downcast_ref::<RequestError>() {
+    let request_error = e
+        .downcast_ref::<RequestError>()
+        .or_else(|| match e.downcast_ref() {
+            Some(ExportError::Request(r)) => Some(r),
+            _ => None,
+        });
+    if let Some(e) = request_error {
         return export_args::flag_message(e);
     }
     match (e.downcast_ref::<ExportError>(), source_error) {

@@ -39,7 +39,7 @@ pub enum ExportError {
     },
     /// A setting of the request no export can run with
     /// ([`crate::RequestBuilder::build`] refuses these before any export).
-    #[error("invalid request")]
+    #[error(transparent)]
     Request(#[from] RequestError),
     /// The request cannot run against this table, server or machine; the
     /// message says why.
@@ -72,6 +72,16 @@ pub enum RequestError {
         /// The size asked for (saturated where MiB to bytes overflowed).
         bytes: usize,
     },
+    /// A row filter on a query, which has no table to filter.
+    #[error("a row filter applies to a table; put the condition into the query")]
+    FilterOnQuery,
+    /// A column list on a query, which selects its own columns.
+    #[error("a column list applies to a table; select the columns in the query")]
+    ColumnsOnQuery,
+    /// Device-resident output with the CPU engine: only the GPU decodes
+    /// into device memory.
+    #[error("device-resident output needs the GPU engine, not the CPU engine")]
+    DeviceOutputOnCpu,
     /// A name that is none of a setting's choices.
     #[error("{value:?} is not a {what} (expected {expected})")]
     UnknownChoice {

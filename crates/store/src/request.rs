@@ -76,6 +76,11 @@ pub(crate) fn field_message(e: &RequestError, spec: &LoadSpec) -> String {
             format!("columns: {e}")
         }
         RequestError::UnknownChoice { .. } => format!("source: {e}"),
+        // A spec names a table and loads it on the GPU engine: these
+        // cannot come from one, and say what they are in any words.
+        RequestError::FilterOnQuery
+        | RequestError::ColumnsOnQuery
+        | RequestError::DeviceOutputOnCpu => e.to_string(),
         RequestError::NoDevices
         | RequestError::DeviceTwice(_)
         | RequestError::NotAnOrdinal(_)
