@@ -133,9 +133,14 @@ pub const MAX_CHUNK_BYTES: usize = 1 << 30;
 /// A chunk size given in MiB, in bytes, when it is within
 /// [`MIN_CHUNK_BYTES`]..=[`MAX_CHUNK_BYTES`] (1 to 1024 MiB).
 pub fn chunk_bytes_from_mib(mib: usize) -> Result<usize, RequestError> {
-    let bytes = mib.saturating_mul(1 << 20);
+    let bytes = mib_to_bytes(mib);
     check_chunk_bytes(bytes)?;
     Ok(bytes)
+}
+
+/// `mib` MiB in bytes; too many to count stays too many (and is refused).
+fn mib_to_bytes(mib: usize) -> usize {
+    mib.saturating_mul(1 << 20)
 }
 
 fn check_chunk_bytes(bytes: usize) -> Result<(), RequestError> {
@@ -319,10 +324,12 @@ pub struct ExportRequest<'a> {
 }
 
 impl<'a> ExportRequest<'a> {
-    /// A request for `target` into `output` with the defaults the command
-    /// line has: every column and row, [`default_parallelism`] connections,
-    /// a thread per core, the engine and source chosen automatically on GPU
-    /// 0, unsupported types refused, the sink's defaults.
+    /// A request for `target` into `output` with the plain defaults: every
+    /// column and row, [`default_parallelism`] connections, a thread per
+    /// core, the engine and source chosen automatically on GPU 0,
+    /// unsupported types refused, the sink's defaults. Unchecked, and with
+    /// no default that depends on another setting: from users' settings,
+    /// build with [`ExportRequest::builder`].
     ///
     /// ```
     /// use gpupg_export::{ExportRequest, Output, Source, Target};
@@ -569,9 +576,8 @@ impl<'a> RequestBuilder<'a> {
         req.parallel = parallel.unwrap_or_else(default_parallelism);
         req.workers = threads.unwrap_or_else(|| default_workers(&req.output, req.devices.len()));
         if let Some(mib) = chunk_mib {
-            let bytes = mib.saturating_mul(1 << 20);
-            req.chunk_bytes = bytes;
-            req.heap_chunk_bytes = bytes;
+            req.chunk_bytes = mib_to_bytes(mib);
+            req.heap_chunk_bytes = req.chunk_bytes;
         }
         req.check()?;
         Ok(req)
