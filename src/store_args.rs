@@ -109,7 +109,8 @@ pub struct LoadArgs {
     /// Connections to the server (default: cores, at most 16).
     #[arg(long, value_parser = crate::export_args::at_least_one)]
     pub parallel: Option<usize>,
-    /// Decoder threads (default: 4, which keep a GPU busy).
+    /// Decoder threads (default: 4 per GPU, which keep it busy; no more than the server's
+    /// cores unless each GPU is to have one).
     #[arg(long, value_parser = crate::export_args::at_least_one)]
     pub threads: Option<usize>,
     /// Chunk size in MiB (one chunk per device batch).
