@@ -46,6 +46,20 @@ pub enum BatchOrigin {
     Untracked,
 }
 
+impl BatchOrigin {
+    /// The pages of a batch of `rows` rows decoded from `pages` of relation
+    /// `rel`: untracked when they are not known or their rows do not add up
+    /// (then a refresh reads them again rather than trust a wrong map).
+    pub(crate) fn of(rel: usize, pages: Option<Vec<PageRows>>, rows: usize) -> BatchOrigin {
+        match pages {
+            Some(pages) if pages.iter().map(|p| p.rows as usize).sum::<usize>() == rows => {
+                BatchOrigin::Pages { rel, pages }
+            }
+            _ => BatchOrigin::Untracked,
+        }
+    }
+}
+
 /// The pages of a loaded table, batch by batch: `batches[i]` describes the
 /// load's batch `i`.
 #[derive(Debug, Clone, Default)]

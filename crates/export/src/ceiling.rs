@@ -5,8 +5,8 @@ use std::time::Instant;
 use gpupg_source::pool::BufferPool;
 use serde::Serialize;
 
-use crate::connections::Session;
 use crate::interrupt::{cancellable, Interrupts};
+use crate::source::copy::Session;
 use crate::{ExportError, ExportRequest};
 
 /// The server's own speed: the export's COPY statements on the same number
@@ -23,7 +23,7 @@ pub struct CeilingReport {
 /// as [`crate::export`]) into nothing. The output settings of `req` are not
 /// used.
 pub fn measure_copy_ceiling(req: &ExportRequest<'_>) -> Result<CeilingReport, ExportError> {
-    cancellable(req.cancel, |interrupts| measure(req, interrupts))
+    cancellable([req.cancel, None], |interrupts| measure(req, interrupts))
 }
 
 fn measure(req: &ExportRequest<'_>, interrupts: &Interrupts) -> Result<CeilingReport, ExportError> {

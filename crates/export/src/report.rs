@@ -125,7 +125,7 @@ pub struct ExportReport {
     /// How the rows were read, or why COPY was used.
     pub source_detail: String,
     /// The heap path's pages and times (`source` "heap").
-    pub heap: Option<crate::heap_source::HeapReport>,
+    pub heap: Option<crate::HeapReport>,
     pub connections: usize,
     pub workers: usize,
     /// COPY statements (page ranges) the table was split into.
