@@ -1,0 +1,140 @@
+//! The streaming API against real PostgreSQL: a stream yields exactly the
+//! rows of `export_to_host` (COPY and heap sources, the heap path's
+//! fallback included), knows its schema before the first batch and its
+//! report at the end, and dropping it early stops the export at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gpupg_export::{export_to_host, stream, ExportRequest, NoProgress, Output, Source};
+use gpupg_localpg::LocalServer;
+use gpupg_sink::Format;
+
+fn host_request(dsn: &str, table: &str, source: Source) -> ExportRequest<'static> {
+    ExportRequest {
+        source,
+        ..request(dsn, common::table(table), Output::Host, Format::Arrow)
+    }
+}
+
+/// Streams `req` and loads it with `export_to_host`; asserts the same
+/// schema, rows and values, and the same heap counters.
+fn stream_equals_host(req: ExportRequest<'static>, keys: &[&str]) {
+    let loaded = export_to_host(&req, &NoProgress).expect("export_to_host");
+    let mut s = stream(req, NoProgress).expect("stream starts");
+    assert_eq!(s.schema(), loaded.schema, "the schema is known up front");
+    assert!(s.report().is_none(), "no report before the end");
+    let batches: Vec<_> = s.by_ref().map(|b| b.expect("batch")).collect();
+    let report = s.report().expect("a report at the end").clone();
+    assert_eq!(report.rows, loaded.report.rows);
+    assert_eq!(report.source, loaded.report.source);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows as u64, report.rows);
+    if let (Some(a), Some(b)) = (&report.heap, &loaded.report.heap) {
+        assert_eq!(
+            (
+                a.pages_direct,
+                a.pages_fallback,
+                a.rows_direct,
+                &a.fallback_reasons
+            ),
+            (
+                b.pages_direct,
+                b.pages_fallback,
+                b.rows_direct,
+                &b.fallback_reasons
+            ),
+            "the heap path counts the same"
+        );
+    }
+    if rows == 0 {
+        return;
+    }
+    let a = sorted_by(&loaded.batches, keys);
+    let b = sorted_by(&batches, keys);
+    assert_eq!(a.schema(), b.schema());
+    for (i, f) in a.schema().fields().iter().enumerate() {
+        assert_eq!(
+            a.column(i).to_data(),
+            b.column(i).to_data(),
+            "column {}",
+            f.name()
+        );
+    }
+}
+
+#[test]
+fn a_stream_yields_what_export_to_host_loads() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 30_000, 2).expect("lineorder");
+    create_heap_cases(&dsn);
+    vacuum_all_visible(&dsn, &["lineorder", "toasty", "evolved", "parted"]);
+    // Pages no longer all-visible: the heap path reads them through COPY.
+    exec(
+        &dsn,
+        "UPDATE lineorder SET lo_tax = lo_tax + 1 WHERE lo_orderkey % 97 = 0",
+    );
+    let keys = ["lo_orderkey", "lo_linenumber"];
+    for source in [Source::Copy, Source::Heap] {
+        stream_equals_host(host_request(&dsn, "lineorder", source), &keys);
+    }
+    // TOASTed values: pages the page decoder flags come back to the heap
+    // source, which converts them or reads them through COPY.
+    for t in ["toasty", "evolved", "parted"] {
+        stream_equals_host(host_request(&dsn, t, Source::Heap), &["id"]);
+    }
+    // Errors before the columns are known come from `stream` itself.
+    let missing = host_request(&dsn, "no_such_table", Source::Copy);
+    assert!(stream(missing, NoProgress).is_err());
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// COPY statements the server is running for anyone but this query.
+fn active_copies(dsn: &str) -> usize {
+    query(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE query ILIKE 'COPY%' AND state = 'active' AND pid <> pg_backend_pid()",
+    )[0][0]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+#[test]
+fn dropping_a_stream_stops_its_export() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 300_000, 4).expect("lineorder");
+    let before = threads();
+    let mut s =
+        stream(host_request(&dsn, "lineorder", Source::Copy), NoProgress).expect("stream starts");
+    let first = s.next().expect("a first batch").expect("batch");
+    assert!(first.num_rows() > 0);
+    assert!(s.report().is_none(), "the export is still running");
+    let t = Instant::now();
+    drop(s);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        threads() <= before,
+        "threads left behind: {} before, {} after",
+        before,
+        threads()
+    );
+    // The server ends a cancelled COPY's backend on its own time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while active_copies(&dsn) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(active_copies(&dsn), 0, "a COPY still runs on the server");
+}
