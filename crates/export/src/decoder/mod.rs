@@ -7,6 +7,7 @@
 
 mod cpu;
 mod gpu;
+mod thread;
 
 use std::sync::Arc;
 
@@ -17,9 +18,10 @@ use gpupg_format::CopyChunk;
 use gpupg_gpu::{DeviceArena, DeviceBatch, GpuDecoder, GpuStats, PageLayout, PagesIn};
 
 use crate::carry::BatchSize;
-use crate::{Engine, ExportError};
+use crate::{Engine, ExportError, ExportRequest};
 pub(crate) use gpu::merge_gpu_stats;
 use gpu::GpuThread;
+pub(crate) use thread::Decoding;
 
 /// The engine an export runs with, decided once before any data moves.
 #[derive(Debug, Clone)]
@@ -67,11 +69,34 @@ impl EngineChoice {
     }
 }
 
+/// The engine: device output has no CPU path, it needs the GPU as
+/// `--engine gpu` does.
+pub(crate) fn choose_engine(
+    req: &ExportRequest<'_>,
+    device: bool,
+) -> Result<EngineChoice, ExportError> {
+    let engine = match (device, req.engine) {
+        (true, Engine::Cpu) => {
+            return Err(ExportError::Invalid(
+                "device-resident output needs the GPU engine, not --engine cpu".into(),
+            ))
+        }
+        (true, _) => Engine::Gpu,
+        (false, e) => e,
+    };
+    choose(engine, &req.devices).map_err(|e| match (device, e) {
+        (true, ExportError::Gpu(g)) => {
+            ExportError::Invalid(format!("device-resident output needs a usable GPU: {g}"))
+        }
+        (_, e) => e,
+    })
+}
+
 /// Decides the engine: probes the driver and the device before the first
 /// CUDA call, so that a missing GPU is an error value (gpu) or a reason to
 /// use the CPU (auto), never a crash. The chosen GPU's context is held
 /// until the export ends.
-pub(crate) fn choose(engine: Engine, devices: &[usize]) -> Result<EngineChoice, ExportError> {
+fn choose(engine: Engine, devices: &[usize]) -> Result<EngineChoice, ExportError> {
     if engine == Engine::Cpu {
         return Ok(EngineChoice::Cpu { why: None });
     }

@@ -10,7 +10,11 @@ pub mod heap;
 use crossbeam_channel::{Receiver, Sender};
 use gpupg_format::CopyChunk;
 
-use crate::carry::BatchOrigin;
+use gpupg_decode::OutputSchema;
+use gpupg_source::BufferPool;
+
+use crate::carry::{BatchOrigin, PageMap};
+use crate::decoder::EngineChoice;
 use crate::interrupt::Interrupts;
 use crate::plan::ExportPlan;
 use crate::state::Shared;
@@ -71,6 +75,97 @@ pub(crate) struct SourceLinks {
 }
 
 impl SourceChoice {
+    /// Who converts trusted heap pages: with the GPU engine the GPU page
+    /// kernels (whole pages, read by cuFile when `req.heap_io` says and it can,
+    /// into device buffers for every reader's batch, every batch queued and
+    /// every decoder's); with the CPU engine the decoders, into columns without
+    /// binary COPY rows in between. Returns why some pages are not the GPU's.
+    pub(crate) fn configure(
+        &mut self,
+        req: &ExportRequest<'_>,
+        engine: &EngineChoice,
+    ) -> Result<Vec<String>, ExportError> {
+        let SourceChoice::Heap(heap) = self else {
+            return Ok(Vec::new());
+        };
+        let notes = match engine {
+            EngineChoice::Gpu { .. } => heap.use_gpu_pages(),
+            EngineChoice::Cpu { .. } => {
+                heap.use_cpu_pages();
+                Vec::new()
+            }
+        };
+        heap.use_gds(
+            req.heap_io,
+            (&req.devices, &req.gpu_selection),
+            req.parallel + 2 * req.workers,
+            req.heap_chunk_bytes,
+        )?;
+        Ok(notes)
+    }
+
+    /// The page map the export fills; on a refresh the heap source keeps the
+    /// pages of the previous load that did not change (or `notes` says why
+    /// not).
+    pub(crate) fn page_map(
+        &mut self,
+        req: &ExportRequest<'_>,
+        schema: &OutputSchema,
+        notes: &mut Vec<String>,
+    ) -> PageMap {
+        let mut map = PageMap {
+            schema: Some(schema.arrow_schema()),
+            ..PageMap::default()
+        };
+        if let SourceChoice::Heap(heap) = self {
+            map.rels = heap.rel_paths();
+            if let Some(why) = req
+                .prior
+                .and_then(|p| heap.keep_from(p, &schema.arrow_schema()))
+            {
+                notes.push(why);
+            }
+        }
+        map
+    }
+
+    /// Enough buffers for every connection to fill one while every decoder
+    /// holds one, plus one in the channel each: memory is bounded by this,
+    /// whatever the table size. On the heap path each connection may also hold
+    /// a chunk it packs small COPY results into (`source::heap::pack`).
+    pub(crate) fn buffer_pool(
+        &self,
+        req: &ExportRequest<'_>,
+        engine: &EngineChoice,
+        connections: usize,
+    ) -> BufferPool {
+        let (packing, chunk_bytes) = match self {
+            SourceChoice::Heap(_) => (1, req.heap_chunk_bytes),
+            SourceChoice::Copy { .. } => (0, req.chunk_bytes),
+        };
+        let buffers = connections * (1 + packing) + 2 * req.workers;
+        match engine {
+            // The connections then read straight into page-locked memory, and
+            // the GPU copies chunks from it with no staging copy.
+            EngineChoice::Gpu { .. } => BufferPool::with_registrar(
+                buffers,
+                chunk_bytes,
+                Box::new(|buf: &[u8]| {
+                    // SAFETY: the pool never frees or reallocates a buffer it
+                    // made while it lives (a huge row gets a separate buffer)
+                    // and drops this registration before its buffers. On an
+                    // error path a chunk may be dropped instead of returned;
+                    // its pages then stay registered until the pool drops,
+                    // which wastes page-locked memory but reads nothing freed.
+                    let r = unsafe { gpupg_gpu::HostRegistration::new(buf) };
+                    // Without the registration the decoder stages the chunk.
+                    r.ok().map(|r| Box::new(r) as Box<dyn std::any::Any + Send>)
+                }),
+            ),
+            EngineChoice::Cpu { .. } => BufferPool::new(buffers, chunk_bytes),
+        }
+    }
+
     /// Heap reader threads (none on the COPY path).
     pub(crate) fn heap_readers(&self, req: &ExportRequest<'_>) -> usize {
         match self {

@@ -207,83 +207,10 @@ impl Reader<'_> {
         // checksum themselves), read into host memory or, through cuFile,
         // into device memory.
         let whole = !matches!(heap.page_reader(rel_index), PageReader::Rows);
-        let gds = heap.gds.as_ref().filter(|g| whole && g.reads(rel_index));
-        let bytes_n = n as usize * bs;
-        let range_bytes = RANGE_BLOCKS as usize * bs;
-        if whole {
-            if let Some(b) = self.batch.take() {
-                if b.rel == rel_index && b.filled + bytes_n <= b.capacity() {
-                    self.batch = Some(b);
-                } else {
-                    let f = Instant::now();
-                    self.out.send_pages(b, self.pool)?;
-                    counters.add(&counters.flush_nanos, f.elapsed());
-                }
-            }
-            if self.batch.is_none() {
-                let f = Instant::now();
-                let data = match gds {
-                    Some(g) => match g.take(self.stopped) {
-                        Some(chunk) => PageData::Device(chunk),
-                        None => return Ok(false),
-                    },
-                    None => {
-                        let mut data = self.pool.take();
-                        self.pool.ensure_len(&mut data, range_bytes, 0);
-                        PageData::Host(data)
-                    }
-                };
-                counters.add(&counters.flush_nanos, f.elapsed());
-                self.batch = Some(PageBatch {
-                    data,
-                    pages: Vec::new(),
-                    blocks: Vec::new(),
-                    lsns: Vec::new(),
-                    rows: Vec::new(),
-                    rel: rel_index,
-                    partition: self.reader,
-                    filled: 0,
-                });
-            }
-        } else if self.buf.len() < range_bytes {
-            self.buf.resize(range_bytes, 0);
-        }
-        let at = self
-            .batch
-            .as_ref()
-            .filter(|_| whole)
-            .map_or(0, |b| b.filled);
-        let t = Instant::now();
-        let read_error = |e: String| {
-            ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
+        let Some(at) = self.make_room(rel_index, whole, n)? else {
+            return Ok(false);
         };
-        match self.batch.as_mut().filter(|_| whole).map(|b| &mut b.data) {
-            Some(PageData::Host(data)) => rel
-                .files
-                .read_blocks(start, &mut data[at..at + bytes_n])
-                .map_err(|e| read_error(e.to_string()))?,
-            Some(PageData::Device(chunk)) => match gds {
-                Some(g) => g
-                    .read(rel_index, &rel.files, (start, n), chunk, at)
-                    .map_err(read_error)?,
-                None => return Err(read_error("internal: device pages without cuFile".into())),
-            },
-            None => rel
-                .files
-                .read_blocks(start, &mut self.buf[..bytes_n])
-                .map_err(|e| read_error(e.to_string()))?,
-        }
-        // Read each page's LSN again now that the whole range is in: a page
-        // being written during the read shows a newer LSN here.
-        self.lsns.clear();
-        for b in start..start + n {
-            self.lsns.push(
-                rel.files
-                    .read_lsn(b)
-                    .map_err(|e| read_error(e.to_string()))?,
-            );
-        }
-        counters.add(&counters.read_nanos, t.elapsed());
+        self.read_pages(rel_index, rel, (start, n), at, whole)?;
 
         let t = Instant::now();
         // Each page judged once from its header; trusted pages in a short
@@ -347,7 +274,7 @@ impl Reader<'_> {
         }
         runs.flush()?;
         if let Some(b) = self.batch.as_mut().filter(|_| whole) {
-            b.filled = at + bytes_n;
+            b.filled = at + n as usize * bs;
         }
         counters.add(
             &counters.convert_nanos,
@@ -355,6 +282,114 @@ impl Reader<'_> {
         );
         counters.add(&counters.flush_nanos, flushing);
         Ok(true)
+    }
+
+    /// Makes room for `n` blocks of relation `rel_index`: in the page batch
+    /// being gathered (sent on first when full or of another relation, a
+    /// new one taken from the pool or the cuFile buffers), or in `buf` for
+    /// pages converted here. Returns where in the batch they go (`None`:
+    /// the export stopped while waiting for a buffer).
+    fn make_room(
+        &mut self,
+        rel_index: usize,
+        whole: bool,
+        n: u64,
+    ) -> Result<Option<usize>, ExportError> {
+        let (heap, counters, bs) = (self.heap, self.counters, self.bs);
+        let gds = heap.gds.as_ref().filter(|g| whole && g.reads(rel_index));
+        let bytes_n = n as usize * bs;
+        let range_bytes = RANGE_BLOCKS as usize * bs;
+        if whole {
+            if let Some(b) = self.batch.take() {
+                if b.rel == rel_index && b.filled + bytes_n <= b.capacity() {
+                    self.batch = Some(b);
+                } else {
+                    let f = Instant::now();
+                    self.out.send_pages(b, self.pool)?;
+                    counters.add(&counters.flush_nanos, f.elapsed());
+                }
+            }
+            if self.batch.is_none() {
+                let f = Instant::now();
+                let data = match gds {
+                    Some(g) => match g.take(self.stopped) {
+                        Some(chunk) => PageData::Device(chunk),
+                        None => return Ok(None),
+                    },
+                    None => {
+                        let mut data = self.pool.take();
+                        self.pool.ensure_len(&mut data, range_bytes, 0);
+                        PageData::Host(data)
+                    }
+                };
+                counters.add(&counters.flush_nanos, f.elapsed());
+                self.batch = Some(PageBatch {
+                    data,
+                    pages: Vec::new(),
+                    blocks: Vec::new(),
+                    lsns: Vec::new(),
+                    rows: Vec::new(),
+                    rel: rel_index,
+                    partition: self.reader,
+                    filled: 0,
+                });
+            }
+        } else if self.buf.len() < range_bytes {
+            self.buf.resize(range_bytes, 0);
+        }
+        Ok(Some(
+            self.batch
+                .as_ref()
+                .filter(|_| whole)
+                .map_or(0, |b| b.filled),
+        ))
+    }
+
+    /// Reads blocks `start..start + n` of relation `rel_index` into the
+    /// batch at `at` (or into `buf`), then each page's LSN again.
+    fn read_pages(
+        &mut self,
+        rel_index: usize,
+        rel: &HeapRel,
+        (start, n): (u64, u64),
+        at: usize,
+        whole: bool,
+    ) -> Result<(), ExportError> {
+        let (heap, counters, bs) = (self.heap, self.counters, self.bs);
+        let gds = heap.gds.as_ref().filter(|g| whole && g.reads(rel_index));
+        let bytes_n = n as usize * bs;
+        let t = Instant::now();
+        let read_error = |e: String| {
+            ExportError::Invalid(format!("reading the files of {}: {e}", rel.rel.label))
+        };
+        match self.batch.as_mut().filter(|_| whole).map(|b| &mut b.data) {
+            Some(PageData::Host(data)) => rel
+                .files
+                .read_blocks(start, &mut data[at..at + bytes_n])
+                .map_err(|e| read_error(e.to_string()))?,
+            Some(PageData::Device(chunk)) => match gds {
+                Some(g) => g
+                    .read(rel_index, &rel.files, (start, n), chunk, at)
+                    .map_err(read_error)?,
+                None => return Err(read_error("internal: device pages without cuFile".into())),
+            },
+            None => rel
+                .files
+                .read_blocks(start, &mut self.buf[..bytes_n])
+                .map_err(|e| read_error(e.to_string()))?,
+        }
+        // Read each page's LSN again now that the whole range is in: a page
+        // being written during the read shows a newer LSN here.
+        self.lsns.clear();
+        for b in start..start + n {
+            self.lsns.push(
+                rel.files
+                    .read_lsn(b)
+                    .map_err(|e| read_error(e.to_string()))?,
+            );
+        }
+        counters.add(&counters.read_nanos, t.elapsed());
+        Ok(())
     }
 
     /// Sends the rows converted here as one chunk in a pool buffer.
