@@ -14,9 +14,11 @@ use crate::{ExportError, ExportReport, ExportRequest, Output, Progress};
 
 /// A load kept in memory ([`export_to_device`], [`export_to_host`]).
 pub struct Loaded<B> {
+    /// The columns of every batch.
     pub schema: SchemaRef,
     /// The batches read, in the order they were decoded.
     pub batches: Vec<B>,
+    /// What the load did.
     pub report: ExportReport,
     /// The pages each batch of `batches` holds.
     pub pages: PageMap,

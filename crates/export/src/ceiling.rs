@@ -13,9 +13,13 @@ use crate::{ExportError, ExportRequest};
 /// of connections, with the data received and thrown away.
 #[derive(Debug, Clone, Serialize)]
 pub struct CeilingReport {
+    /// Connections the statements ran on.
     pub connections: usize,
+    /// Wall-clock seconds, connecting included.
     pub seconds: f64,
+    /// Rows received.
     pub rows: u64,
+    /// Bytes received from the server.
     pub bytes_received: u64,
 }
 

@@ -215,7 +215,7 @@ fn output_schema(
 /// for a query. Characters other than letters, digits, `_` and `-` are
 /// written as `%XX` (UTF-8 bytes), `.` and `%` included, so no two tables
 /// get one stem and no stem starts with `.`.
-fn file_stem(plan: &crate::plan::ExportPlan) -> String {
+fn file_stem(plan: &ExportPlan) -> String {
     match &plan.table {
         Some((table, _)) => format!("{}.{}", escape(&table.schema), escape(&table.name)),
         None => "query".into(),

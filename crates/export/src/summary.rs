@@ -157,7 +157,7 @@ fn source_detail(
 /// (chunks after a failure, columns it left to the CPU) added.
 fn engine_summary(
     chosen: &EngineChoice,
-    gpu: Option<&gpupg_gpu::GpuStats>,
+    gpu: Option<&GpuStats>,
     mut notes: Vec<String>,
 ) -> (String, Vec<String>) {
     let engine_detail = match chosen {

@@ -39,25 +39,32 @@ pub struct HeapReport {
     /// Of the direct pages, those converted to rows by the GPU page
     /// kernels (the rest on the CPU).
     pub pages_gpu: u64,
+    /// Pages read through COPY, by reason.
     pub fallback_reasons: BTreeMap<String, u64>,
     /// Rows taken from the files (the rest came through COPY).
     pub rows_direct: u64,
     /// On a refresh: pages unchanged since the previous load, not read
     /// again (their rows are copied from it), and their rows.
     pub pages_kept: u64,
+    /// Rows of the pages kept.
     pub rows_kept: u64,
     /// Blocks in the files after the checkpoint.
     pub blocks: u64,
+    /// Bytes of a block.
     pub block_size: usize,
+    /// Whether the cluster has data checksums (verified on every page).
     pub checksums: bool,
     /// How the files were read.
     pub io: String,
+    /// Seconds the CHECKPOINT took.
     pub checkpoint_seconds: f64,
     /// Thread-seconds reading files, converting pages to COPY rows, and
     /// handing chunks to the decoders (waiting for a free buffer and a free
     /// decoder included: large when decoding or writing is the bottleneck).
     pub read_seconds: f64,
+    /// See `read_seconds`.
     pub convert_seconds: f64,
+    /// See `read_seconds`.
     pub handoff_seconds: f64,
     /// The WAL position no trusted page is newer than.
     pub fence_lsn: String,
