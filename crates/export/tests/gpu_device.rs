@@ -264,3 +264,66 @@ fn every_gpu_export_equals_cpu_export() {
     }
     println!("RESULT every_gpu {} GPU(s) {all:?}", all.len());
 }
+
+/// `stream_to_device` yields device batches holding exactly the CPU
+/// export's rows (COPY and heap), with its schema up front and a report at
+/// the end; dropping one after its first batch returns.
+#[test]
+#[ignore = "needs a GPU"]
+fn device_stream_equals_cpu_export() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 100_000, 4).expect("lineorder");
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    let keys = ["lo_orderkey", "lo_linenumber"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, out) = file(dir.path(), "cpu.arrow");
+    let req = request(&dsn, table("lineorder"), out, Format::Arrow);
+    export(&req, &NoProgress).expect("CPU export");
+    let cpu = sorted_by(&read_back(&path), &keys);
+    for source in [Source::Copy, Source::Heap] {
+        let mut req = request(
+            &dsn,
+            table("lineorder"),
+            gpupg_export::Output::Device,
+            Format::Arrow,
+        );
+        req.engine = Engine::Gpu;
+        req.source = source;
+        let mut s = gpupg_export::stream_to_device(req, NoProgress).expect("device stream");
+        assert_eq!(s.schema(), cpu.schema());
+        let mut host = Vec::new();
+        for b in &mut s {
+            host.push(b.expect("device batch").to_host().expect("copy back"));
+        }
+        let report = s.report().expect("report at the end");
+        assert_eq!(report.source, source_name(source));
+        let gpu = sorted_by(&host, &keys);
+        for (i, field) in cpu.schema().fields().iter().enumerate() {
+            assert_eq!(
+                cpu.column(i).to_data(),
+                gpu.column(i).to_data(),
+                "column {}",
+                field.name()
+            );
+        }
+        println!(
+            "RESULT device_stream_{} {} rows",
+            source_name(source),
+            report.rows
+        );
+    }
+    let mut req = request(
+        &dsn,
+        table("lineorder"),
+        gpupg_export::Output::Device,
+        Format::Arrow,
+    );
+    req.engine = Engine::Gpu;
+    let mut s = gpupg_export::stream_to_device(req, NoProgress).expect("device stream");
+    s.next().expect("a first batch").expect("batch");
+    let t = std::time::Instant::now();
+    drop(s);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}
