@@ -10,7 +10,7 @@
 //!   └── refused pages: COPY statements to the connections
 //! ```
 //!
-//! - [`source`](crate::source): the COPY connections (`source::copy`) and
+//! - `source`: the COPY connections (`source::copy`) and
 //!   the heap files (`source::heap`: reading, I/O, judging pages, packing,
 //!   the fallback of flagged pages, catalog, files, proof, server calls).
 //! - `decoder`: one `BatchDecoder` trait, the CPU's and the GPU's.

@@ -1,6 +1,13 @@
-//! The direct heap path's reading side: decides whether a table is read from
-//! its files, and runs the reader threads that turn trusted pages into COPY
-//! rows and send every other page's range to the COPY connections.
+//! The direct heap path, in one home: whether a table is read from its
+//! files ([`prepare`], the [`HeapPlan`]), where they are and how their
+//! tuples are laid out ([`catalog`], [`files`]), the server calls and the
+//! proof that make reading them safe ([`server`], [`proof`]), the reader
+//! threads ([`reader`]) reading with `pread` or cuFile ([`io`]) and judging
+//! each page ([`judge`]), the page batches they send ([`batch`]), what
+//! comes back from the decoders ([`fallback`]: flagged pages converted on
+//! the CPU, or read again through COPY, whose small results are packed:
+//! [`pack`]) and what the report counts ([`counters`]). The page format
+//! itself is `gpupg_format::heap`.
 //!
 //! Why a page read from the files holds exactly the snapshot's rows: the
 //! export's transaction holds the snapshot S for its whole run, so VACUUM
@@ -14,8 +21,7 @@
 //! matches (it was not being written while read), its checksum verifies
 //! (when the cluster has checksums) and every value converts; and before
 //! any of that, the files are proven the server's own and current
-//! ([`proof`]). Anything else
-//! is read with COPY `WHERE ctid >= '(a,0)' AND ctid < '(b,0)'` under S, and
+//! ([`proof`]). Anything else is read with COPY `WHERE ctid >= '(a,0)' AND ctid < '(b,0)'` under S, and
 //! blocks past the end of the files with one open-ended range.
 
 mod batch;
