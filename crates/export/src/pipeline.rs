@@ -126,7 +126,8 @@ fn run_checked<'a, B: OutBatch, S: BatchSink<B>>(
                 s.spawn(move || decoding.run(thread, &rx, &back, shared))
             })
             .collect();
-        drop(back_tx);
+        // Only the decoders hold these now: a sender sees when they are gone.
+        drop((back_tx, work_rx));
         match source_threads {
             Ok(threads) => join(threads, "reader", &shared.abort),
             Err(e) => shared.abort.fail(e),
