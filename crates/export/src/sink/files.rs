@@ -29,7 +29,7 @@ struct StaleParts {
 
 impl FileSink {
     /// Creates the output files of `req` (refusing existing ones unless
-    /// overwriting); `None` when `req.output` is not files.
+    /// overwriting); `req.output` must be a file or a directory.
     pub(crate) fn create(
         req: &ExportRequest<'_>,
         setup: &SinkSetup,
