@@ -8,7 +8,7 @@ use gpupg_gpu::DeviceBatch;
 
 use crate::carry::{BatchOrigin, BatchSize, CarriedBatch, PageMap};
 use crate::pipeline::{run, Ran};
-use crate::sink::files::FileSink;
+use crate::sink::files::{FileSink, Files};
 use crate::sink::memory::MemorySink;
 use crate::{ExportError, ExportReport, ExportRequest, Output, Progress};
 
@@ -65,14 +65,14 @@ pub fn export(
     req: &ExportRequest<'_>,
     progress: &dyn Progress,
 ) -> Result<ExportReport, ExportError> {
-    match &req.output {
-        Output::File(_) | Output::Dir(_) => {
-            run::<RecordBatch, _>(req, progress, None, |setup| FileSink::create(req, setup))
-                .map(|ran| ran.report)
-        }
-        Output::Device => export_to_device(req, progress).map(|l| l.report),
-        Output::Host => export_to_host(req, progress).map(|l| l.report),
-    }
+    let files = match &req.output {
+        Output::File(path) => Files::One(path),
+        Output::Dir(dir) => Files::Dir(dir),
+        Output::Device => return export_to_device(req, progress).map(|l| l.report),
+        Output::Host => return export_to_host(req, progress).map(|l| l.report),
+    };
+    let sink = |setup: &_| FileSink::create(files, &req.sink, setup);
+    run::<RecordBatch, _>(req, progress, None, sink).map(|ran| ran.report)
 }
 
 /// Reads the table or query of `req` into device-resident Arrow columns on

@@ -3,12 +3,14 @@
 //! written to a temporary file renamed into place when the export ends.
 
 use arrow_array::RecordBatch;
-use gpupg_sink::{create_dir_sinks, create_file_sink, remove_other_parts, Sink};
+use std::path::Path;
+
+use gpupg_sink::{create_dir_sinks, create_file_sink, remove_other_parts, Sink, SinkOptions};
 
 use super::{BatchSink, SinkEnd, SinkSetup};
 use crate::carry::{BatchOrigin, PageMap};
 use crate::report::OutputFile;
-use crate::{ExportError, ExportRequest, Output};
+use crate::ExportError;
 
 /// The files of one export.
 pub(crate) struct FileSink {
@@ -27,32 +29,38 @@ struct StaleParts {
     parts: usize,
 }
 
+/// Which files an export writes.
+pub(crate) enum Files<'a> {
+    /// One file (`--output`).
+    One(&'a Path),
+    /// One file per partition in a directory (`--output-dir`).
+    Dir(&'a Path),
+}
+
 impl FileSink {
-    /// Creates the output files of `req` (refusing existing ones unless
-    /// overwriting); `req.output` must be a file or a directory.
+    /// Creates the output files (refusing existing ones unless `opts` says
+    /// to overwrite them).
     pub(crate) fn create(
-        req: &ExportRequest<'_>,
+        files: Files<'_>,
+        opts: &SinkOptions,
         setup: &SinkSetup,
     ) -> Result<FileSink, ExportError> {
         let schema = setup.schema.clone();
-        match &req.output {
-            Output::File(path) => Ok(FileSink {
-                sinks: vec![create_file_sink(path, schema, &req.sink)?],
+        Ok(match files {
+            Files::One(path) => FileSink {
+                sinks: vec![create_file_sink(path, schema, opts)?],
                 stale_parts: None,
-            }),
-            Output::Dir(dir) => Ok(FileSink {
-                sinks: create_dir_sinks(dir, &setup.stem, setup.connections, schema, &req.sink)?,
-                stale_parts: req.sink.overwrite.then(|| StaleParts {
-                    dir: dir.clone(),
+            },
+            Files::Dir(dir) => FileSink {
+                sinks: create_dir_sinks(dir, &setup.stem, setup.connections, schema, opts)?,
+                stale_parts: opts.overwrite.then(|| StaleParts {
+                    dir: dir.to_path_buf(),
                     stem: setup.stem.clone(),
-                    format: req.sink.format,
+                    format: opts.format,
                     parts: setup.connections,
                 }),
-            }),
-            Output::Device | Output::Host => Err(ExportError::Internal(
-                "files asked for an output kept in memory".into(),
-            )),
-        }
+            },
+        })
     }
 }
 
