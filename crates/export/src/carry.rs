@@ -335,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_tracked_only_when_its_pages_hold_its_rows() {
+        let pages = vec![page(3, 1, 2), page(4, 1, 5)];
+        assert_eq!(
+            BatchOrigin::of(1, Some(pages.clone()), 7),
+            BatchOrigin::Pages {
+                rel: 1,
+                pages: pages.clone()
+            }
+        );
+        assert_eq!(BatchOrigin::of(1, Some(pages), 6), BatchOrigin::Untracked);
+        assert_eq!(BatchOrigin::of(1, None, 7), BatchOrigin::Untracked);
+    }
+
+    #[test]
     fn a_page_listed_twice_is_not_kept() {
         let mut m = map();
         m.batches.push(BatchOrigin::Pages {
