@@ -27,6 +27,7 @@ use gpupg_gpu::RowRun;
 /// One heap page whose rows a batch holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRows {
+    /// The page's block number in its relation.
     pub block: u32,
     /// The page LSN when it was read.
     pub lsn: u64,
@@ -40,10 +41,29 @@ pub struct PageRows {
 pub enum BatchOrigin {
     /// Exactly the rows of these pages of relation `rel` (an index into
     /// [`PageMap::rels`]), page after page in this order.
-    Pages { rel: usize, pages: Vec<PageRows> },
+    Pages {
+        /// The relation.
+        rel: usize,
+        /// Its pages, in the batch's row order.
+        pages: Vec<PageRows>,
+    },
     /// Rows not tracked by page (read through COPY, or converted by the
     /// heap readers); a refresh reads them again.
     Untracked,
+}
+
+impl BatchOrigin {
+    /// The pages of a batch of `rows` rows decoded from `pages` of relation
+    /// `rel`: untracked when they are not known or their rows do not add up
+    /// (then a refresh reads them again rather than trust a wrong map).
+    pub(crate) fn of(rel: usize, pages: Option<Vec<PageRows>>, rows: usize) -> BatchOrigin {
+        match pages {
+            Some(pages) if pages.iter().map(|p| p.rows as usize).sum::<usize>() == rows => {
+                BatchOrigin::Pages { rel, pages }
+            }
+            _ => BatchOrigin::Untracked,
+        }
+    }
 }
 
 /// The pages of a loaded table, batch by batch: `batches[i]` describes the
@@ -55,6 +75,7 @@ pub struct PageMap {
     pub rels: Vec<PathBuf>,
     /// The columns as decoded: rows are kept only under the same schema.
     pub schema: Option<SchemaRef>,
+    /// Where each batch's rows came from.
     pub batches: Vec<BatchOrigin>,
     /// Rows, bytes and GPU of each batch (a refresh carries rows from one
     /// GPU's batches into a batch on that GPU, of a bounded size).
@@ -64,8 +85,11 @@ pub struct PageMap {
 /// A batch's rows, bytes and GPU (0 for host batches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchSize {
+    /// Rows of the batch.
     pub rows: usize,
+    /// Bytes its columns take.
     pub bytes: u64,
+    /// The GPU it is on.
     pub device: usize,
 }
 
@@ -168,11 +192,13 @@ pub(crate) struct KeptPage {
 /// (all on `device`) into one new batch there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarriedBatch {
+    /// The GPU the batch goes to (0 for host batches).
     pub device: usize,
     /// Runs of rows of the previous load's batches, in output order.
     pub runs: Vec<RowRun>,
     /// The new batch's pages.
     pub origin: BatchOrigin,
+    /// Rows of the new batch.
     pub rows: usize,
 }
 
@@ -180,6 +206,7 @@ pub struct CarriedBatch {
 /// carried batch: Arrow's 32-bit offsets bound a batch's variable-width
 /// values, and smaller batches leave room on a nearly full device.
 pub const CARRY_BATCH_ROWS: usize = 1 << 24;
+/// About the most bytes of one carried batch (see [`CARRY_BATCH_ROWS`]).
 pub const CARRY_BATCH_BYTES: u64 = 1 << 30;
 
 /// Groups the kept pages into carried batches: in the previous load's
@@ -305,6 +332,20 @@ mod tests {
         assert_eq!(rel0.get(7), None, "block 7 is the other relation's");
         assert_eq!(rel0.get(u64::MAX), None);
         assert!(m.index(Path::new("base/1/30")).is_none());
+    }
+
+    #[test]
+    fn a_batch_is_tracked_only_when_its_pages_hold_its_rows() {
+        let pages = vec![page(3, 1, 2), page(4, 1, 5)];
+        assert_eq!(
+            BatchOrigin::of(1, Some(pages.clone()), 7),
+            BatchOrigin::Pages {
+                rel: 1,
+                pages: pages.clone()
+            }
+        );
+        assert_eq!(BatchOrigin::of(1, Some(pages), 6), BatchOrigin::Untracked);
+        assert_eq!(BatchOrigin::of(1, None, 7), BatchOrigin::Untracked);
     }
 
     #[test]

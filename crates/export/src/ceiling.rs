@@ -5,17 +5,21 @@ use std::time::Instant;
 use gpupg_source::pool::BufferPool;
 use serde::Serialize;
 
-use crate::connections::Session;
 use crate::interrupt::{cancellable, Interrupts};
+use crate::source::copy::Session;
 use crate::{ExportError, ExportRequest};
 
 /// The server's own speed: the export's COPY statements on the same number
 /// of connections, with the data received and thrown away.
 #[derive(Debug, Clone, Serialize)]
 pub struct CeilingReport {
+    /// Connections the statements ran on.
     pub connections: usize,
+    /// Wall-clock seconds, connecting included.
     pub seconds: f64,
+    /// Rows received.
     pub rows: u64,
+    /// Bytes received from the server.
     pub bytes_received: u64,
 }
 
@@ -23,7 +27,7 @@ pub struct CeilingReport {
 /// as [`crate::export`]) into nothing. The output settings of `req` are not
 /// used.
 pub fn measure_copy_ceiling(req: &ExportRequest<'_>) -> Result<CeilingReport, ExportError> {
-    cancellable(req.cancel, |interrupts| measure(req, interrupts))
+    cancellable([req.cancel, None], |interrupts| measure(req, interrupts))
 }
 
 fn measure(req: &ExportRequest<'_>, interrupts: &Interrupts) -> Result<CeilingReport, ExportError> {

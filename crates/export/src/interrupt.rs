@@ -56,35 +56,36 @@ impl Interrupts {
 }
 
 /// Runs `f` with a watcher that cancels the connections `f` registers once
-/// `cancel` is set. An export stopped by `cancel` fails with
-/// [`ExportError::Cancelled`], whichever error its threads saw first (a
-/// cancelled statement's own error among them).
+/// either of `cancels` is set (the request's flag, a dropped stream's). An
+/// export stopped so fails with [`ExportError::Cancelled`], whichever error
+/// its threads saw first (a cancelled statement's own error among them).
 pub(crate) fn cancellable<T>(
-    cancel: Option<&AtomicBool>,
+    cancels: [Option<&AtomicBool>; 2],
     f: impl FnOnce(&Interrupts) -> Result<T, ExportError>,
 ) -> Result<T, ExportError> {
     let interrupts = Interrupts::default();
-    let Some(flag) = cancel else {
+    if cancels.iter().all(Option::is_none) {
         return f(&interrupts);
-    };
+    }
+    let set = || cancels.iter().flatten().any(|c| c.load(Ordering::SeqCst));
     let (done, ended) = bounded::<()>(0);
     let result = std::thread::scope(|s| {
-        s.spawn(|| watch(flag, &interrupts, &ended));
+        s.spawn(|| watch(&set, &interrupts, &ended));
         let result = f(&interrupts);
         // Disconnecting the channel ends the watcher.
         drop(done);
         result
     });
     match result {
-        Err(_) if flag.load(Ordering::SeqCst) => Err(ExportError::Cancelled),
+        Err(_) if set() => Err(ExportError::Cancelled),
         other => other,
     }
 }
 
-fn watch(flag: &AtomicBool, interrupts: &Interrupts, ended: &Receiver<()>) {
+fn watch(set: &(dyn Fn() -> bool + Sync), interrupts: &Interrupts, ended: &Receiver<()>) {
     let mut last_round: Option<Instant> = None;
     while let Err(RecvTimeoutError::Timeout) = ended.recv_timeout(POLL) {
-        if flag.load(Ordering::SeqCst) && last_round.is_none_or(|t| t.elapsed() >= RESEND) {
+        if set() && last_round.is_none_or(|t| t.elapsed() >= RESEND) {
             interrupts.cancel_all();
             last_round = Some(Instant::now());
         }

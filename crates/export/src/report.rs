@@ -45,17 +45,25 @@ pub struct Phases {
 pub struct GpuPhases {
     /// The GPU (in a sum over several GPUs: the last one's).
     pub device: usize,
+    /// Host time staging chunks into pinned memory.
     pub stage: f64,
+    /// Copies to the device.
     pub h2d: f64,
+    /// Finding rows and fields (framing), device time.
     pub parse: f64,
     /// Heap page kernels (pages to rows), device time.
     pub pages: f64,
+    /// Decode kernels, device time.
     pub decode: f64,
+    /// Copies back to the host.
     pub d2h: f64,
+    /// Host time decoding what the GPU left to the CPU.
     pub cpu_fallback: f64,
     /// Host time in `cuMemAlloc` for device-resident columns.
     pub device_alloc: f64,
+    /// Bytes copied to the device.
     pub h2d_bytes: u64,
+    /// Bytes copied back to the host.
     pub d2h_bytes: u64,
     /// Sum of each decoder thread's peak: an upper bound of device memory in use.
     pub device_memory_peak: u64,
@@ -85,6 +93,7 @@ impl From<&GpuStats> for GpuPhases {
 pub struct Resident {
     /// The GPUs holding the columns.
     pub devices: Vec<usize>,
+    /// Batches kept.
     pub batches: usize,
     /// Device bytes held by the columns.
     pub bytes: u64,
@@ -92,12 +101,16 @@ pub struct Resident {
     /// (what the device reports in use; at most the last block's rest more
     /// than `bytes`).
     pub allocations: usize,
+    /// Bytes of those allocations.
     pub allocated_bytes: u64,
 }
 
+/// A file an export wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputFile {
+    /// Where it is.
     pub path: PathBuf,
+    /// Its size.
     pub bytes: u64,
 }
 
@@ -105,7 +118,9 @@ pub struct OutputFile {
 /// summary prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportReport {
+    /// The table or query, as messages name it.
     pub target: String,
+    /// Rows exported.
     pub rows: u64,
     /// Protocol bytes received from the server.
     pub bytes_received: u64,
@@ -125,8 +140,10 @@ pub struct ExportReport {
     /// How the rows were read, or why COPY was used.
     pub source_detail: String,
     /// The heap path's pages and times (`source` "heap").
-    pub heap: Option<crate::heap_source::HeapReport>,
+    pub heap: Option<crate::HeapReport>,
+    /// Connections that ran COPY statements.
     pub connections: usize,
+    /// Decoder threads.
     pub workers: usize,
     /// COPY statements (page ranges) the table was split into.
     pub statements: usize,
@@ -134,18 +151,21 @@ pub struct ExportReport {
     pub serial_reason: Option<String>,
     /// Multi-dimensional array values flattened (see `--arrays`).
     pub flattened_arrays: u64,
+    /// Where the time went.
     pub phases: Phases,
     /// CPU seconds (user + system) the whole process used during the
     /// export, all threads together.
     pub cpu_seconds: f64,
     /// Full GPU decoder statistics (GPU engine only).
     pub gpu: Option<GpuStats>,
+    /// The files written (none for output kept in memory).
     pub files: Vec<OutputFile>,
     /// Device-resident output, when the export kept its columns on a GPU.
     pub resident: Option<Resident>,
 }
 
 impl ExportReport {
+    /// Rows a second over the whole export.
     pub fn rows_per_second(&self) -> f64 {
         self.rows as f64 / self.seconds.max(1e-9)
     }

@@ -9,6 +9,7 @@ use gpupg_export::{ExportRequest, Output, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, Connection};
 
+/// The connection settings of a test server's DSN.
 pub fn config(dsn: &str) -> ConnectConfig {
     ConnectConfig::resolve(Some(dsn)).expect("test DSN parses")
 }
@@ -45,10 +46,12 @@ pub fn request(
     }
 }
 
+/// A table target.
 pub fn table(name: &str) -> Target {
     Target::Table(name.to_string())
 }
 
+/// A file in `dir` and the output writing it.
 pub fn file(dir: &Path, name: &str) -> (PathBuf, Output) {
     let p = dir.join(name);
     (p.clone(), Output::File(p))
@@ -72,11 +75,13 @@ pub fn read_back(path: &Path) -> Vec<RecordBatch> {
     }
 }
 
+/// The rows of `sql`, as text.
 pub fn query(dsn: &str, sql: &str) -> Vec<Vec<Option<String>>> {
     let mut c = Connection::connect(&config(dsn)).expect("connect");
     c.simple_query(sql).expect("query")
 }
 
+/// Runs `sql`.
 pub fn exec(dsn: &str, sql: &str) {
     let mut c = Connection::connect(&config(dsn)).expect("connect");
     c.execute(sql).expect("execute");

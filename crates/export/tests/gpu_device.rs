@@ -124,8 +124,8 @@ fn device_export_equals_cpu_export() {
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 50_000, 4).expect("lineorder");
     // All-visible pages, so the heap path reads them from the files (the
     // jsonb column makes all_types' pages go through COPY all the same).
-    common::exec(&dsn, "CHECKPOINT");
-    common::exec(&dsn, "VACUUM (FREEZE) all_types, lineorder");
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "VACUUM (FREEZE) all_types, lineorder");
     for source in [Source::Copy, Source::Heap] {
         check_table(&dsn, "all_types", &["id"], source);
         check_table(&dsn, "lineorder", &["lo_orderkey", "lo_linenumber"], source);
@@ -144,9 +144,9 @@ fn device_export_equals_cpu_export() {
     // Pages the GPU leaves to the CPU converter: compressed values
     // (converted there) and TOAST pointers (read through COPY); dropped and
     // added columns, partitions with their own layouts.
-    common::create_heap_cases(&dsn);
-    common::exec(&dsn, "CHECKPOINT");
-    common::vacuum_all_visible(&dsn, &["toasty", "evolved", "parted"]);
+    create_heap_cases(&dsn);
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["toasty", "evolved", "parted"]);
     let r = check_table(&dsn, "toasty", &["id"], Source::Heap);
     let h = heap(&r);
     let flagged = r.gpu.as_ref().map_or(0, |g| g.pages_flagged);
@@ -183,9 +183,9 @@ fn cufile_heap_export_equals_cpu_export() {
     .expect("server");
     let dsn = server.dsn();
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 50_000, 4).expect("lineorder");
-    common::create_heap_cases(&dsn);
-    common::exec(&dsn, "CHECKPOINT");
-    common::vacuum_all_visible(&dsn, &["lineorder", "toasty", "evolved", "parted"]);
+    create_heap_cases(&dsn);
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["lineorder", "toasty", "evolved", "parted"]);
     let keys = ["lo_orderkey", "lo_linenumber"];
     let heap = |r: &gpupg_export::ExportReport| r.heap.clone().expect("heap report");
 
@@ -218,7 +218,7 @@ fn cufile_heap_export_equals_cpu_export() {
 
     // A corrupt block: its checksum fails in the kernels on both I/O paths
     // and it is read through COPY (the server's buffers hold it intact).
-    let rel = common::query(&dsn, "SELECT pg_relation_filepath('lineorder')");
+    let rel = query(&dsn, "SELECT pg_relation_filepath('lineorder')");
     let path = server
         .data_dir()
         .join(rel[0][0].as_deref().expect("relation path"));
@@ -248,8 +248,8 @@ fn every_gpu_export_equals_cpu_export() {
     let dsn = server.dsn();
     gpupg_datagen::create_all_types(&config(&dsn), 3000).expect("all_types");
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 200_000, 4).expect("lineorder");
-    common::exec(&dsn, "CHECKPOINT");
-    common::exec(&dsn, "VACUUM (FREEZE) all_types, lineorder");
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "VACUUM (FREEZE) all_types, lineorder");
     let all = gpupg_export::DeviceChoice::All
         .resolve_here()
         .expect("the GPUs");
@@ -263,4 +263,67 @@ fn every_gpu_export_equals_cpu_export() {
         }
     }
     println!("RESULT every_gpu {} GPU(s) {all:?}", all.len());
+}
+
+/// `stream_to_device` yields device batches holding exactly the CPU
+/// export's rows (COPY and heap), with its schema up front and a report at
+/// the end; dropping one after its first batch returns.
+#[test]
+#[ignore = "needs a GPU"]
+fn device_stream_equals_cpu_export() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 100_000, 4).expect("lineorder");
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    let keys = ["lo_orderkey", "lo_linenumber"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, out) = file(dir.path(), "cpu.arrow");
+    let req = request(&dsn, table("lineorder"), out, Format::Arrow);
+    export(&req, &NoProgress).expect("CPU export");
+    let cpu = sorted_by(&read_back(&path), &keys);
+    for source in [Source::Copy, Source::Heap] {
+        let mut req = request(
+            &dsn,
+            table("lineorder"),
+            gpupg_export::Output::Device,
+            Format::Arrow,
+        );
+        req.engine = Engine::Gpu;
+        req.source = source;
+        let mut s = gpupg_export::stream_to_device(req, NoProgress).expect("device stream");
+        assert_eq!(s.schema(), cpu.schema());
+        let mut host = Vec::new();
+        for b in &mut s {
+            host.push(b.expect("device batch").to_host().expect("copy back"));
+        }
+        let report = s.report().expect("report at the end");
+        assert_eq!(report.source, source_name(source));
+        let gpu = sorted_by(&host, &keys);
+        for (i, field) in cpu.schema().fields().iter().enumerate() {
+            assert_eq!(
+                cpu.column(i).to_data(),
+                gpu.column(i).to_data(),
+                "column {}",
+                field.name()
+            );
+        }
+        println!(
+            "RESULT device_stream_{} {} rows",
+            source_name(source),
+            report.rows
+        );
+    }
+    let mut req = request(
+        &dsn,
+        table("lineorder"),
+        gpupg_export::Output::Device,
+        Format::Arrow,
+    );
+    req.engine = Engine::Gpu;
+    let mut s = gpupg_export::stream_to_device(req, NoProgress).expect("device stream");
+    s.next().expect("a first batch").expect("batch");
+    let t = std::time::Instant::now();
+    drop(s);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
 }

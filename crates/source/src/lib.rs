@@ -21,7 +21,6 @@ pub mod conn;
 pub mod copy;
 pub mod dsn;
 pub mod error;
-pub mod heap;
 pub mod large_object;
 mod pgpass;
 pub mod plan;

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use gpupg_format::heap::{Align, AttributeDesc, ElementDesc, TupleLayout};
 use gpupg_format::PgType;
 
-use crate::catalog::{SelectColumn, TableInfo};
-use crate::conn::Connection;
-use crate::error::SourceError;
-use crate::sql::quote_ident;
+use gpupg_source::quote_ident;
+use gpupg_source::Connection;
+use gpupg_source::SourceError;
+use gpupg_source::{SelectColumn, TableInfo};
 
 /// A table readable from its files.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ pub fn heap_relation(
     // segment_size is shown with a unit ("1GB").
     let segment_bytes = get(4)
         .as_deref()
-        .and_then(|s| crate::size::parse_size(s).ok())
+        .and_then(|s| gpupg_source::parse_size(s).ok())
         .unwrap_or(0);
     if block_size == 0 || segment_bytes < block_size as u64 {
         return Err(unavailable(
@@ -317,7 +317,7 @@ fn missing_value(
          WHERE a.attrelid = {} AND a.attnum = {attnum})::{type_name}[])[1]) TO STDOUT (FORMAT binary)",
         table.oid
     );
-    let pool = crate::pool::BufferPool::new(1, 64 * 1024);
+    let pool = gpupg_source::BufferPool::new(1, 64 * 1024);
     let mut field: Option<Option<Vec<u8>>> = None;
     let result = conn.copy_out(&sql, &pool, 0, &mut |chunk| {
         if chunk.num_rows() > 0 && field.is_none() {

@@ -34,8 +34,8 @@ use gpupg_format::cluster::{ClusterFileError, ControlFile, PostmasterPid};
 
 use super::server::wal_insert_lsn;
 use super::{HeapRelation, RelationFiles};
-use crate::conn::Connection;
-use crate::error::SourceError;
+use gpupg_source::Connection;
+use gpupg_source::SourceError;
 
 /// How far the start time in `postmaster.pid` (`time(NULL)` at start) may be
 /// from the process's start in `/proc` (clock ticks since boot, and the boot

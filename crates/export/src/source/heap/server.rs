@@ -1,7 +1,7 @@
 //! Server calls of the heap path.
 
-use crate::conn::Connection;
-use crate::error::SourceError;
+use gpupg_source::Connection;
+use gpupg_source::SourceError;
 
 /// Runs `CHECKPOINT`, which writes every page that was dirty when it began,
 /// so that the data files hold at least every change made before. Needs

@@ -16,10 +16,10 @@
 
 use std::time::Duration;
 
+use super::files::RelationFiles;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use gpupg_format::heap::page::PAGE_HEADER_SIZE;
 use gpupg_gpu::{GdsBuffer, GdsDriver, GdsError, GdsFile, GpuError, PagesIn};
-use gpupg_source::heap::RelationFiles;
 
 /// The registered files and the device buffers of one export.
 pub(crate) struct GdsReads {

@@ -1,10 +1,22 @@
+//! The COPY source: the connections of one export, all on the snapshot
+//! the first one exported, each running COPY statements from a shared
+//! queue and sending the chunks of whole rows they receive to the decoders.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use gpupg_format::CopyChunk;
 use gpupg_source::{
     snapshot::{begin_exported_snapshot, begin_with_snapshot},
-    ConnectConfig, Connection,
+    ConnectConfig, Connection, SourceError,
 };
 
+use super::heap::pack::ChunkPacker;
+use super::Work;
 use crate::interrupt::Interrupts;
 use crate::plan::{plan_export, ExportPlan};
+use crate::state::{downstream, Shared};
 use crate::{ExportError, ExportRequest};
 
 /// The start of an export (or a ceiling measurement): the first connection
@@ -84,4 +96,52 @@ fn open_followers(
             })
             .collect()
     })
+}
+
+/// One connection's thread: runs the statements of `statements` until the
+/// queue closes, sending its chunks to `work` (on the heap path, small
+/// chunks packed into full ones: `pack`), then commits.
+pub(crate) fn read_copy(
+    mut conn: Connection,
+    partition: u32,
+    statements: Receiver<String>,
+    work: Sender<Work>,
+    pack: bool,
+    shared: &Shared<'_>,
+) -> Result<(), ExportError> {
+    let (pool, abort, counts) = (&shared.pool, &shared.abort, &shared.counts);
+    let mut packer = ChunkPacker::new(pool.capacity());
+    let send = |chunk: CopyChunk| -> Result<(), SourceError> {
+        if abort.stopped() {
+            return Err(downstream());
+        }
+        let t = Instant::now();
+        let sent = work.send(Work::Rows(chunk));
+        counts.send_wait.add(t.elapsed());
+        sent.map_err(|_| downstream())
+    };
+    for sql in statements.iter() {
+        if abort.stopped() {
+            break;
+        }
+        let mut on_chunk = |chunk: CopyChunk| -> Result<(), SourceError> {
+            if !pack {
+                return send(chunk);
+            }
+            packer.push(chunk, pool).into_iter().try_for_each(send)
+        };
+        let stats = conn.copy_out(&sql, pool, partition, &mut on_chunk)?;
+        counts
+            .wire_bytes
+            .fetch_add(stats.wire_bytes, Ordering::Relaxed);
+    }
+    if let Some(chunk) = packer.finish() {
+        send(chunk)?;
+    }
+    if !abort.stopped() {
+        conn.execute("COMMIT")?;
+    }
+    let mut wall = counts.copy_wall.lock().unwrap_or_else(|p| p.into_inner());
+    *wall = (*wall).max(shared.copy_started.elapsed());
+    Ok(())
 }
