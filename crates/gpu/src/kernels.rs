@@ -8,9 +8,9 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use serde::Serialize;
 
-use crate::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
-use crate::error::GpuError;
-use crate::nvrtc;
+use crate::runtime::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
+use crate::runtime::nvrtc;
 
 /// Value kinds understood by the kernels (`K_*` in kernels/decode.cu).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,7 +339,7 @@ impl Kernels {
     pub(crate) fn heap_pages(
         &self,
         s: &Stream,
-        args: &crate::heap::HeapArgs,
+        args: &crate::decode::heap::HeapArgs,
         sizes: bool,
     ) -> Result<(), GpuError> {
         let mut a = *args;
@@ -355,7 +355,7 @@ impl Kernels {
         self.launch_shared(
             f,
             (grid, 1),
-            crate::heap::PAGE_THREADS,
+            crate::decode::heap::PAGE_THREADS,
             args.block_size,
             s,
             &mut argv,
@@ -509,7 +509,7 @@ impl Drop for Kernels {
 }
 
 /// The gather kernels' source (`kernels/gather.cu`): a module of its own,
-/// so a [`crate::gather::Gatherer`] neither compiles nor loads the decode
+/// so a [`crate::store::gather::Gatherer`] neither compiles nor loads the decode
 /// kernels.
 pub(crate) const GATHER_SOURCE: &str = include_str!("../kernels/gather.cu");
 
@@ -564,8 +564,8 @@ fn load_module(
     let major = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
     let minor = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
     let sms = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-    let driver = crate::cuda::driver()?;
-    let nv = crate::cuda::nvrtc_version()?;
+    let driver = crate::runtime::cuda::driver()?;
+    let nv = crate::runtime::cuda::nvrtc_version()?;
     // A cubin from a newer NVRTC than the driver may use an ELF ABI the
     // driver cannot load; say so up front instead of failing obscurely.
     if nv.0 * 1000 > driver.version {
@@ -750,7 +750,7 @@ mod tests {
     /// GPU needed); otherwise says why it skipped.
     #[test]
     fn gather_kernels_compile_with_nvrtc_when_available() {
-        if let Err(e) = crate::cuda::nvrtc_lib() {
+        if let Err(e) = crate::runtime::cuda::nvrtc_lib() {
             eprintln!("skipped: {e}");
             return;
         }

@@ -53,32 +53,31 @@
 //! # first_pages(Path::new("/var/lib/postgresql/16/main/base/5/16384")).unwrap();
 //! ```
 
-pub mod arena;
-pub mod column;
-pub mod cuda;
-pub mod decoder;
-pub mod error;
-pub mod gather;
-pub mod gds;
-pub mod heap;
-pub mod ipc;
+pub mod decode;
+pub mod io;
 pub mod kernels;
-pub mod nvrtc;
-pub mod pinned;
-pub mod plan;
-pub mod probe;
+pub mod runtime;
+pub mod store;
 
-pub use arena::DeviceArena;
-pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
-pub use cuda::{AllocKind, DeviceBuffer};
-pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats, PagesDecoded, PagesIn};
-pub use error::GpuError;
-pub use gather::{gather_rows, gather_rows_host, GatherStats, Gatherer, RowRun};
-pub use gds::{
+// Old module paths, kept because other crates import through them
+// (`gpupg_gpu::probe::pci_locations`, `gpupg_gpu::ipc::allocation_of`).
+pub use runtime::probe;
+pub use store::ipc;
+
+pub use decode::decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats, PagesDecoded, PagesIn};
+pub use decode::heap::PageLayout;
+pub use io::gds::{
     gds_open, gpudirect_unavailable, GdsBuffer, GdsDriver, GdsError, GdsFile, GdsMode,
     GdsProperties, GDS_ALIGN,
 };
-pub use heap::PageLayout;
-pub use ipc::{IpcHandle, MappedRegion};
-pub use pinned::{HostRegistration, PinnedBuffer, PinnedPool};
-pub use probe::{check_gds, device_count, devices, info_report, DeviceHold, DeviceInfo, GdsStatus};
+pub use runtime::arena::DeviceArena;
+pub use runtime::column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
+pub use runtime::cuda::{AllocKind, DeviceBuffer};
+pub use runtime::error::GpuError;
+pub use runtime::pinned::{HostRegistration, PinnedBuffer, PinnedPool};
+pub use runtime::probe::{
+    check_gds, device_count, devices, info_report, pci_locations, DeviceHold, DeviceInfo,
+    GdsStatus,
+};
+pub use store::gather::{gather_rows, gather_rows_host, GatherStats, Gatherer, RowRun};
+pub use store::ipc::{allocation_of, export_allocation, ExportableBuffer, IpcHandle, MappedRegion};

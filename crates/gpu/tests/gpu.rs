@@ -108,15 +108,15 @@ fn a_info() {
         .split('.')
         .map(|x| x.parse().unwrap())
         .collect();
-    let c1 = gpupg_gpu::nvrtc::compile(
-        gpupg_gpu::nvrtc::KERNEL_SOURCE,
+    let c1 = gpupg_gpu::runtime::nvrtc::compile(
+        gpupg_gpu::runtime::nvrtc::KERNEL_SOURCE,
         (cc[0], cc[1]),
         Some(dir.path()),
     )
     .unwrap();
     let t2 = Instant::now();
-    let c2 = gpupg_gpu::nvrtc::compile(
-        gpupg_gpu::nvrtc::KERNEL_SOURCE,
+    let c2 = gpupg_gpu::runtime::nvrtc::compile(
+        gpupg_gpu::runtime::nvrtc::KERNEL_SOURCE,
         (cc[0], cc[1]),
         Some(dir.path()),
     )
@@ -1000,7 +1000,7 @@ fn gds_fs_of(dir: &std::path::Path) -> String {
 /// the pattern, and measures throughput. Returns a one-line summary, or the
 /// failure reason (whose form is asserted).
 fn gds_attempt(path: &std::path::Path, label: &str) -> Result<String, String> {
-    use gpupg_gpu::gds::cufile_error_name;
+    use gpupg_gpu::io::gds::cufile_error_name;
     use gpupg_gpu::{gds_open, GdsDriver, GdsError, GdsFile};
     let driver = match GdsDriver::open(0) {
         Ok(d) => d,
@@ -1285,11 +1285,11 @@ fn gds_round(place: &str, base: &std::path::Path, out: &mut Vec<(String, Result<
     );
 
     // 1. The machine's own configuration.
-    let cfg = gpupg_gpu::gds::cufile_config_path();
+    let cfg = gpupg_gpu::io::gds::cufile_config_path();
     println!(
         "{place}: native: configuration {} (allow_compat_mode: {:?})",
         cfg.display(),
-        gpupg_gpu::gds::cufile_config_compat_mode()
+        gpupg_gpu::io::gds::cufile_config_compat_mode()
     );
     let label = format!("{place}-native");
     let native = gds_attempt(&path, &label);

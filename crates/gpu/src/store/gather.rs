@@ -39,11 +39,11 @@ use arrow_schema::{ArrowError, DataType, SchemaRef};
 use cudarc::driver::sys;
 use serde::Serialize;
 
-use crate::column::{upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
-use crate::cuda::{check, AllocKind, Context, DeviceBuffer, Event, Stream};
-use crate::error::GpuError;
+use crate::runtime::column::{upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
+use crate::runtime::cuda::{check, AllocKind, Context, DeviceBuffer, Event, Stream};
+use crate::runtime::error::GpuError;
 use crate::kernels::{GatherKernel, GatherKernels};
-use crate::pinned::PinnedBuffer;
+use crate::runtime::pinned::PinnedBuffer;
 
 // Work units of the kernels: must match COPY_TILE, REBASE_TILE and
 // BITS_UNIT in kernels/gather.cu.
@@ -1616,7 +1616,7 @@ impl Exec for CudaExec<'_> {
 }
 
 #[cfg(test)]
-#[path = "gather_samples.rs"]
+#[path = "../../tests/common/gather_samples.rs"]
 mod samples;
 
 #[cfg(test)]

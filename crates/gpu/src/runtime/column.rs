@@ -12,10 +12,10 @@ use arrow_data::ArrayData;
 use arrow_schema::{DataType, SchemaRef};
 use cudarc::driver::sys;
 
-use crate::arena::DeviceArena;
-use crate::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
-use crate::error::GpuError;
-use crate::pinned::PinnedBuffer;
+use crate::runtime::arena::DeviceArena;
+use crate::runtime::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
+use crate::runtime::pinned::PinnedBuffer;
 
 /// One device buffer and the bytes of it that hold data.
 #[derive(Debug)]

@@ -8,8 +8,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use cudarc::driver::sys;
 
-use crate::cuda::{self, Context};
-use crate::error::GpuError;
+use crate::runtime::cuda::{self, Context};
+use crate::runtime::error::GpuError;
 
 /// `CU_MEMHOSTALLOC_PORTABLE`: pinned for every context, so one pool serves
 /// all devices. Deliberately *not* `CU_MEMHOSTALLOC_WRITECOMBINED` (what

@@ -33,14 +33,14 @@ use gpupg_decode::{CpuDecoder, DecodeError, DecodeStats, Decoder, OutputSchema};
 use gpupg_format::CopyChunk;
 use serde::Serialize;
 
-use crate::arena::DeviceArena;
-use crate::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
-use crate::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
-use crate::error::GpuError;
-use crate::heap::{slot_bases, slot_bases_of_headers, HeapArgs, PageLayout};
+use crate::runtime::arena::DeviceArena;
+use crate::runtime::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
+use crate::runtime::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
+use crate::runtime::error::GpuError;
+use crate::decode::heap::{slot_bases, slot_bases_of_headers, HeapArgs, PageLayout};
 use crate::kernels::{Kernels, Kind, Task, TaskKernel, FLAG_CPU, FLAG_ERROR};
-use crate::pinned::{is_pinned, PinnedBuffer};
-use crate::plan::{merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan};
+use crate::runtime::pinned::{is_pinned, PinnedBuffer};
+use crate::decode::column_plan::{merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan};
 
 /// Tunables of a [`GpuDecoder`].
 #[derive(Debug, Clone, Copy)]
@@ -370,7 +370,7 @@ impl GpuDecoder {
     }
 
     /// As [`Self::prefetch`], but when the chunk's bytes are page-locked
-    /// (a [`crate::pinned::HostRegistration`] or pinned buffer) they are
+    /// (a [`crate::runtime::pinned::HostRegistration`] or pinned buffer) they are
     /// copied straight from it, with no staging copy on the CPU.
     ///
     /// # Safety

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use serde::Serialize;
 
-use crate::cuda::{self, check, device_attr, Context};
-use crate::error::GpuError;
-use crate::gds::{self, GdsDriver, GdsError, GdsFile};
-use crate::pinned::PinnedBuffer;
+use crate::runtime::cuda::{self, check, device_attr, Context};
+use crate::runtime::error::GpuError;
+use crate::io::gds::{self, GdsDriver, GdsError, GdsFile};
+use crate::runtime::pinned::PinnedBuffer;
 
 /// Bytes of pinned memory `devices()` tries to allocate.
 pub const PINNED_PROBE_BYTES: usize = 64 << 20;
@@ -310,7 +310,7 @@ pub struct GdsStatus {
 
 /// Checks whether GPUDirect Storage can register a file under `dir`:
 /// loads cuFile, opens its driver, creates a temporary file, opens it with
-/// O_DIRECT and registers it (through [`crate::gds`]). Reports each step;
+/// O_DIRECT and registers it (through [`crate::io::gds`]). Reports each step;
 /// never fails.
 pub fn check_gds(dir: &Path) -> GdsStatus {
     let mut st = GdsStatus {

@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use cudarc::driver::sys;
 
-use crate::cuda::{check, describe, AllocKind, Context, DeviceBuffer, Stream};
-use crate::error::GpuError;
+use crate::runtime::cuda::{check, describe, AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
 
 /// Bytes of a CUDA IPC memory handle (`CUipcMemHandle`, the same as the
 /// runtime's `cudaIpcMemHandle_t`).

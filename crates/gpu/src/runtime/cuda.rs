@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::sys;
 
-use crate::error::GpuError;
+use crate::runtime::error::GpuError;
 
 /// Oldest driver this crate works with: stream-ordered allocation
 /// (`cuMemAllocAsync`) arrived in CUDA 11.2.

@@ -35,8 +35,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use thiserror::Error;
 
-use crate::cuda::{self, AllocKind, Context, DeviceBuffer, LoadedLib, Stream};
-use crate::error::GpuError;
+use crate::runtime::cuda::{self, AllocKind, Context, DeviceBuffer, LoadedLib, Stream};
+use crate::runtime::error::GpuError;
 
 /// Alignment, in bytes, of every file offset, length and device offset a
 /// [`GdsFile`] read accepts (`O_DIRECT`'s logical block size).

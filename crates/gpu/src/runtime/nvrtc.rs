@@ -15,13 +15,13 @@ use std::time::Instant;
 use cudarc::nvrtc::sys as nv;
 use serde::Serialize;
 
-use crate::cuda;
-use crate::error::GpuError;
+use crate::runtime::cuda;
+use crate::runtime::error::GpuError;
 
 /// The kernel sources, embedded in the binary.
 pub const KERNEL_SOURCE: &str = concat!(
-    include_str!("../kernels/decode.cu"),
-    include_str!("../kernels/heap.cu")
+    include_str!("../../kernels/decode.cu"),
+    include_str!("../../kernels/heap.cu")
 );
 
 /// What the compiled image is.
