@@ -20,11 +20,7 @@
 // copy needs, so it never leaves the page of a buffer byte (the bytes
 // beyond a buffer's end are discarded).
 
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 // Output bytes per unit of gather_copy (one warp).
 #define COPY_TILE 16384ull

@@ -18,6 +18,8 @@
 // a 0/1 row count; the host scans both; pass 2 (heap_write) writes the rows
 // at the scanned offsets.
 
+#include "common.cuh"
+
 #define HF_DROPPED 0
 #define HF_BOOL 1
 #define HF_SWAP2 2

@@ -64,7 +64,7 @@ pub mod store;
 pub use runtime::probe;
 pub use store::ipc;
 
-pub use decode::decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats, PagesDecoded, PagesIn};
+pub use decode::decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuPagesDecoded, GpuStats, PagesIn};
 pub use decode::heap::PageLayout;
 pub use io::gds::{
     gds_open, gpudirect_unavailable, GdsBuffer, GdsDriver, GdsError, GdsFile, GdsMode,
@@ -76,8 +76,7 @@ pub use runtime::cuda::{AllocKind, DeviceBuffer};
 pub use runtime::error::GpuError;
 pub use runtime::pinned::{HostRegistration, PinnedBuffer, PinnedPool};
 pub use runtime::probe::{
-    check_gds, device_count, devices, info_report, pci_locations, DeviceHold, DeviceInfo,
-    GdsStatus,
+    check_gds, device_count, devices, info_report, pci_locations, DeviceHold, DeviceInfo, GdsStatus,
 };
 pub use store::gather::{gather_rows, gather_rows_host, GatherStats, Gatherer, RowRun};
 pub use store::ipc::{allocation_of, export_allocation, ExportableBuffer, IpcHandle, MappedRegion};

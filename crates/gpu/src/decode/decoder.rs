@@ -33,14 +33,18 @@ use gpupg_decode::{CpuDecoder, DecodeError, DecodeStats, Decoder, OutputSchema};
 use gpupg_format::CopyChunk;
 use serde::Serialize;
 
-use crate::runtime::arena::DeviceArena;
-use crate::runtime::column::{copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice};
-use crate::runtime::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
-use crate::runtime::error::GpuError;
+use crate::decode::column_plan::{
+    merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan,
+};
 use crate::decode::heap::{slot_bases, slot_bases_of_headers, HeapArgs, PageLayout};
 use crate::kernels::{Kernels, Kind, Task, TaskKernel, FLAG_CPU, FLAG_ERROR};
+use crate::runtime::arena::DeviceArena;
+use crate::runtime::column::{
+    copy_columns_to_host, upload_array, DeviceBatch, DeviceColumn, DeviceSlice,
+};
+use crate::runtime::cuda::{self, check, AllocKind, Context, DeviceBuffer, Event, Stream};
+use crate::runtime::error::GpuError;
 use crate::runtime::pinned::{is_pinned, PinnedBuffer};
-use crate::decode::column_plan::{merged_options, plan_for, project_chunk, row_span, split_rows, ColPlan};
 
 /// Tunables of a [`GpuDecoder`].
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +120,7 @@ pub struct GpuStats {
 }
 
 mod pages;
-pub use pages::{PagesDecoded, PagesIn};
+pub use pages::{GpuPagesDecoded, PagesIn};
 
 static KERNELS: OnceLock<Mutex<HashMap<usize, Arc<Kernels>>>> = OnceLock::new();
 

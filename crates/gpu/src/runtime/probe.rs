@@ -11,9 +11,9 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use serde::Serialize;
 
+use crate::io::gds::{self, GdsDriver, GdsError, GdsFile};
 use crate::runtime::cuda::{self, check, device_attr, Context};
 use crate::runtime::error::GpuError;
-use crate::io::gds::{self, GdsDriver, GdsError, GdsFile};
 use crate::runtime::pinned::PinnedBuffer;
 
 /// Bytes of pinned memory `devices()` tries to allocate.

@@ -2,7 +2,7 @@
 //! pages' tuples as binary COPY rows into an input slot on the device, and
 //! the decode kernels take them from there exactly as they take uploaded
 //! COPY rows. Pages the kernels leave to the CPU converter come back as
-//! [`PagesDecoded::flagged`].
+//! [`GpuPagesDecoded::flagged`].
 
 use gpupg_format::heap::page::PAGE_HEADER_SIZE;
 
@@ -10,7 +10,7 @@ use super::*;
 
 /// What a batch of heap pages became.
 #[derive(Debug)]
-pub struct PagesDecoded<T> {
+pub struct GpuPagesDecoded<T> {
     /// The rows of the pages not flagged, in page and line pointer order;
     /// `None` when there are none.
     pub batch: Option<T>,
@@ -60,7 +60,7 @@ impl GpuDecoder {
         pages: &[u32],
         blocks: &[u32],
         layout: &PageLayout,
-    ) -> Result<PagesDecoded<DeviceBatch>, GpuError> {
+    ) -> Result<GpuPagesDecoded<DeviceBatch>, GpuError> {
         self.decode_pages_with(
             input,
             (pages, blocks),
@@ -77,7 +77,7 @@ impl GpuDecoder {
         pages: &[u32],
         blocks: &[u32],
         layout: &PageLayout,
-    ) -> Result<PagesDecoded<RecordBatch>, GpuError> {
+    ) -> Result<GpuPagesDecoded<RecordBatch>, GpuError> {
         self.decode_pages_with(
             input,
             (pages, blocks),
@@ -108,11 +108,11 @@ impl GpuDecoder {
         layout: &PageLayout,
         kind: AllocKind,
         finish: impl FnOnce(&mut Self, Outcome, usize, &mut HostRows<'_>) -> Result<T, GpuError>,
-    ) -> Result<PagesDecoded<T>, GpuError> {
+    ) -> Result<GpuPagesDecoded<T>, GpuError> {
         self.ctx.bind()?;
         let (up, flagged) = self.convert_pages(input, pages, blocks, layout)?;
         let Some(up) = up else {
-            return Ok(PagesDecoded {
+            return Ok(GpuPagesDecoded {
                 batch: None,
                 flagged,
             });
@@ -129,7 +129,7 @@ impl GpuDecoder {
                 copy: None,
             },
         )?;
-        Ok(PagesDecoded {
+        Ok(GpuPagesDecoded {
             batch: Some(batch),
             flagged,
         })
