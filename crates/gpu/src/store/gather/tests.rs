@@ -369,7 +369,7 @@ fn twin() -> Result<TwinFn, String> {
                 "-o",
             ])
             .arg(&lib)
-            .arg(&src)
+            .arg(src)
             .output()
             .map_err(|e| format!("cannot run {cxx}: {e}"))?;
         assert!(
