@@ -163,42 +163,11 @@ impl GpuDecoder {
         blocks: &[u32],
         layout: &PageLayout,
     ) -> Result<(Option<Uploaded>, Vec<u32>), GpuError> {
-        let ordinal = self.ctx.ordinal;
-        let bs = layout.block_size;
-        let bad = |what: String| GpuError::Layout {
-            column: "(heap pages)".into(),
-            what,
-        };
         let npages = pages.len();
         if npages == 0 {
             return Ok((None, Vec::new()));
         }
-        if layout.checksums && blocks.len() != npages {
-            return Err(bad(format!(
-                "{} block numbers for {npages} pages",
-                blocks.len()
-            )));
-        }
-        let span = (*pages.iter().max().unwrap_or(&0) as usize + 1) * bs;
-        if span > input.len() {
-            return Err(bad(format!(
-                "page index past the {} bytes given",
-                input.len()
-            )));
-        }
-        let bases = match input {
-            PagesIn::Host(data) => slot_bases(data, pages, bs),
-            PagesIn::Device { headers, .. } => {
-                if headers.len() < span / bs * PAGE_HEADER_SIZE {
-                    return Err(bad(format!(
-                        "{} bytes of page headers for {} pages",
-                        headers.len(),
-                        span / bs
-                    )));
-                }
-                slot_bases_of_headers(headers, PAGE_HEADER_SIZE, pages, bs)
-            }
-        };
+        let (span, bases) = page_bases(input, pages, blocks, layout)?;
         let nslots = *bases.last().unwrap_or(&0) as usize;
         if nslots == 0 {
             // No line pointers at all: no rows, nothing to flag.
@@ -229,52 +198,7 @@ impl GpuDecoder {
             }
         };
 
-        // --- layout tables (once per layout) and the page table ---
-        if !self.page_layouts.contains_key(&layout.id()) {
-            let (blob, at) = layout.blob();
-            let buf = self
-                .kernels
-                .upload_bytes(&self.compute, &blob, AllocKind::Plain)?;
-            self.page_layouts.insert(layout.id(), (buf, at));
-        }
-        let Some((tables, at)) = self.page_layouts.get(&layout.id()) else {
-            return Err(bad("layout tables not uploaded".into()));
-        };
-        let tables = tables.ptr();
-        let table_at = |k: usize| tables + at[k] as u64;
-        // Page indexes, slot bases and (with checksums) block numbers.
-        let checked: &[u32] = if layout.checksums { blocks } else { &[] };
-        let mut table = Vec::with_capacity(4 * (3 * npages + 1));
-        for v in pages.iter().chain(&bases).chain(checked) {
-            table.extend_from_slice(&v.to_ne_bytes());
-        }
-        let page_table = self
-            .kernels
-            .upload_bytes(&self.compute, &table, AllocKind::Pool)?;
-        let (natts, nout) = layout.counts();
-        let mut args = HeapArgs {
-            pages: pages_ptr,
-            page_at: page_table.ptr(),
-            slot_base: page_table.ptr() + 4 * npages as u64,
-            check_blocks: if layout.checksums {
-                page_table.ptr() + 4 * (2 * npages as u64 + 1)
-            } else {
-                0
-            },
-            attrs: table_at(0),
-            outputs: table_at(1),
-            missing: table_at(2),
-            enum_oids: table_at(3),
-            enum_off: table_at(4),
-            enum_blob: table_at(5),
-            npages: npages as u32,
-            nslots: nslots as u32,
-            block_size: bs as u32,
-            natts: natts as u32,
-            nout: nout as u32,
-            nenum: layout.enum_count() as u32,
-            ..HeapArgs::default()
-        };
+        let (mut args, page_table) = self.heap_args(pages_ptr, pages, blocks, &bases, layout)?;
 
         // --- pass 1: row sizes, scans, totals ---
         let ev0 = Event::new(&self.ctx)?;
@@ -303,33 +227,13 @@ impl GpuDecoder {
             ])?;
             (v[0], v[1] as usize, (v[2] & 0xffff_ffff) as usize)
         };
-        let mut flagged = vec![0u32; nflagged.min(npages)];
-        if !flagged.is_empty() {
-            let mut raw = vec![0u8; 4 * flagged.len()];
-            // SAFETY: the flag list has npages + 2 u32s; the compute stream
-            // was synchronized by read_u64s.
-            check(
-                unsafe {
-                    sys::cuMemcpyDtoH_v2(
-                        raw.as_mut_ptr() as *mut c_void,
-                        flagged_dev.ptr() + 4,
-                        raw.len(),
-                    )
-                },
-                "cuMemcpyDtoH",
-                ordinal,
-            )?;
-            for (f, b) in flagged.iter_mut().zip(raw.chunks_exact(4)) {
-                *f = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-            }
-            flagged.sort_unstable();
-        }
+        let flagged = self.read_flagged(&flagged_dev, nflagged.min(npages))?;
         self.stats.pages_flagged += flagged.len() as u64;
         if nrows == 0 {
             return Ok((None, flagged));
         }
         if bytes > u64::from(u32::MAX) - 16 {
-            return Err(bad(format!(
+            return Err(bad_pages(format!(
                 "{npages} pages make {bytes} bytes of rows, more than one batch can hold (4 GiB)"
             )));
         }
@@ -349,7 +253,7 @@ impl GpuDecoder {
         }
         slot.used = true;
         let Some(dev) = slot.dev.as_ref() else {
-            return Err(bad("no input slot".into()));
+            return Err(bad_pages("no input slot".into()));
         };
         args.out = dev.ptr();
         args.starts = dev.ptr() + data_pad as u64;
@@ -370,6 +274,96 @@ impl GpuDecoder {
             }),
             flagged,
         ))
+    }
+
+    /// The layout's tables on the device (uploaded once per layout) and
+    /// the page table (page indexes, slot bases and, with checksums, block
+    /// numbers), as the page kernels' arguments; the page table stays
+    /// alive with the returned buffer.
+    fn heap_args(
+        &mut self,
+        pages_ptr: u64,
+        pages: &[u32],
+        blocks: &[u32],
+        bases: &[u32],
+        layout: &PageLayout,
+    ) -> Result<(HeapArgs, DeviceBuffer), GpuError> {
+        let npages = pages.len();
+        let nslots = *bases.last().unwrap_or(&0) as usize;
+        let bs = layout.block_size;
+        if !self.page_layouts.contains_key(&layout.id()) {
+            let (blob, at) = layout.blob();
+            let buf = self
+                .kernels
+                .upload_bytes(&self.compute, &blob, AllocKind::Plain)?;
+            self.page_layouts.insert(layout.id(), (buf, at));
+        }
+        let Some((tables, at)) = self.page_layouts.get(&layout.id()) else {
+            return Err(bad_pages("layout tables not uploaded".into()));
+        };
+        let tables = tables.ptr();
+        let table_at = |k: usize| tables + at[k] as u64;
+        // Page indexes, slot bases and (with checksums) block numbers.
+        let checked: &[u32] = if layout.checksums { blocks } else { &[] };
+        let mut table = Vec::with_capacity(4 * (3 * npages + 1));
+        for v in pages.iter().chain(bases).chain(checked) {
+            table.extend_from_slice(&v.to_ne_bytes());
+        }
+        let page_table = self
+            .kernels
+            .upload_bytes(&self.compute, &table, AllocKind::Pool)?;
+        let (natts, nout) = layout.counts();
+        let args = HeapArgs {
+            pages: pages_ptr,
+            page_at: page_table.ptr(),
+            slot_base: page_table.ptr() + 4 * npages as u64,
+            check_blocks: if layout.checksums {
+                page_table.ptr() + 4 * (2 * npages as u64 + 1)
+            } else {
+                0
+            },
+            attrs: table_at(0),
+            outputs: table_at(1),
+            missing: table_at(2),
+            enum_oids: table_at(3),
+            enum_off: table_at(4),
+            enum_blob: table_at(5),
+            npages: npages as u32,
+            nslots: nslots as u32,
+            block_size: bs as u32,
+            natts: natts as u32,
+            nout: nout as u32,
+            nenum: layout.enum_count() as u32,
+            ..HeapArgs::default()
+        };
+        Ok((args, page_table))
+    }
+
+    /// The first `n` entries of the page kernels' list of flagged pages,
+    /// sorted (the compute stream is already synchronized).
+    fn read_flagged(&self, flagged_dev: &DeviceBuffer, n: usize) -> Result<Vec<u32>, GpuError> {
+        let mut flagged = vec![0u32; n];
+        if !flagged.is_empty() {
+            let mut raw = vec![0u8; 4 * flagged.len()];
+            // SAFETY: the flag list has npages + 2 u32s and n <= npages;
+            // the compute stream was synchronized by read_u64s.
+            check(
+                unsafe {
+                    sys::cuMemcpyDtoH_v2(
+                        raw.as_mut_ptr() as *mut c_void,
+                        flagged_dev.ptr() + 4,
+                        raw.len(),
+                    )
+                },
+                "cuMemcpyDtoH",
+                self.ctx.ordinal,
+            )?;
+            for (f, b) in flagged.iter_mut().zip(raw.chunks_exact(4)) {
+                *f = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            flagged.sort_unstable();
+        }
+        Ok(flagged)
     }
 
     /// Copies the first `span` bytes of `data` into the decoder's page
@@ -472,4 +466,52 @@ impl GpuDecoder {
             first_row: 0,
         })
     }
+}
+
+/// A malformed batch of heap pages.
+fn bad_pages(what: String) -> GpuError {
+    GpuError::Layout {
+        column: "(heap pages)".into(),
+        what,
+    }
+}
+
+/// Checks `pages` (and `blocks`, with checksums) against the input, and
+/// returns the bytes of pages the kernels read and each page's first row
+/// slot (a running sum of line pointers; the last entry is the total).
+fn page_bases(
+    input: PagesIn<'_>,
+    pages: &[u32],
+    blocks: &[u32],
+    layout: &PageLayout,
+) -> Result<(usize, Vec<u32>), GpuError> {
+    let bs = layout.block_size;
+    let npages = pages.len();
+    if layout.checksums && blocks.len() != npages {
+        return Err(bad_pages(format!(
+            "{} block numbers for {npages} pages",
+            blocks.len()
+        )));
+    }
+    let span = (*pages.iter().max().unwrap_or(&0) as usize + 1) * bs;
+    if span > input.len() {
+        return Err(bad_pages(format!(
+            "page index past the {} bytes given",
+            input.len()
+        )));
+    }
+    let bases = match input {
+        PagesIn::Host(data) => slot_bases(data, pages, bs),
+        PagesIn::Device { headers, .. } => {
+            if headers.len() < span / bs * PAGE_HEADER_SIZE {
+                return Err(bad_pages(format!(
+                    "{} bytes of page headers for {} pages",
+                    headers.len(),
+                    span / bs
+                )));
+            }
+            slot_bases_of_headers(headers, PAGE_HEADER_SIZE, pages, bs)
+        }
+    };
+    Ok((span, bases))
 }

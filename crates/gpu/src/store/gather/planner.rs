@@ -467,77 +467,91 @@ impl Planner {
                 self.nodes[p.node].children = children;
             }
             Shape::Dict { width, signed } => {
-                // The output dictionary: the dictionaries of the batches
-                // used, in order of first use; each batch's keys move by
-                // its dictionary's position there.
-                let mut base = vec![0u64; p.cols.len()];
-                let mut parts = Vec::with_capacity(used.len());
-                let mut size = 0u64;
-                for &b in &used {
-                    base[b] = size;
-                    let len = p.cols[b].children[0].len as u64;
-                    parts.push((b, 0, len));
-                    size += len;
-                }
-                let room: u128 = if signed {
-                    1u128 << (8 * width - 1)
-                } else {
-                    1u128 << (8 * width)
-                };
-                if u128::from(size) > room {
-                    return Err(bad(
-                        self.device,
-                        format!(
-                            "column {}: the gathered dictionaries hold {size} values, more than its {}-byte keys can index",
-                            p.name, width
-                        ),
-                    ));
-                }
-                let deltas: Vec<i64> = self.sets[p.set]
-                    .iter()
-                    .map(|r| base[r.batch as usize] as i64)
-                    .collect();
-                let at = self.carve(n * width);
-                let srcs = p.cols.iter().map(|c| c.buffers[0].addr).collect();
-                if deltas.iter().all(|&d| d == 0) {
-                    // One dictionary: the keys are copied as they are.
-                    self.specs.push(Spec {
-                        kernel: GatherKernel::Copy,
-                        set: p.set,
-                        srcs,
-                        aux: Aux::None,
-                        dst: at,
-                        total,
-                        tail: None,
-                        width: width as u64,
-                    });
-                } else {
-                    self.aligned(&p, p.set, &|c| c.buffers[0].addr, width)?;
-                    self.specs.push(Spec {
-                        kernel: GatherKernel::Rebase,
-                        set: p.set,
-                        srcs,
-                        aux: Aux::Deltas(deltas),
-                        dst: at,
-                        total,
-                        tail: None,
-                        width: width as u64,
-                    });
-                }
-                self.nodes[p.node].buffers = vec![(at, n * width)];
-                let mut dict = self.spare();
-                coalesce_into(parts, &mut dict);
-                let set = self.add_set(dict);
-                let node = self.add_node();
-                self.nodes[p.node].children = vec![node];
-                work.push(Pending {
-                    cols: p.cols.iter().map(|c| &c.children[0]).collect(),
-                    set,
-                    node,
-                    name: format!("{}.0", p.name),
-                });
+                self.expand_dict(p, &used, total, width, signed, work)?;
             }
         }
+        Ok(())
+    }
+
+    /// Plans a dictionary column: the output dictionary is the
+    /// dictionaries of the batches used, in order of first use; each
+    /// batch's keys move by its dictionary's position there.
+    fn expand_dict<'s, 'a>(
+        &mut self,
+        p: Pending<'s, 'a>,
+        used: &[usize],
+        total: u64,
+        width: usize,
+        signed: bool,
+        work: &mut Vec<Pending<'s, 'a>>,
+    ) -> Result<(), GpuError> {
+        let n = total as usize;
+        let mut base = vec![0u64; p.cols.len()];
+        let mut parts = Vec::with_capacity(used.len());
+        let mut size = 0u64;
+        for &b in used {
+            base[b] = size;
+            let len = p.cols[b].children[0].len as u64;
+            parts.push((b, 0, len));
+            size += len;
+        }
+        let room: u128 = if signed {
+            1u128 << (8 * width - 1)
+        } else {
+            1u128 << (8 * width)
+        };
+        if u128::from(size) > room {
+            return Err(bad(
+                self.device,
+                format!(
+                    "column {}: the gathered dictionaries hold {size} values, more than its {}-byte keys can index",
+                    p.name, width
+                ),
+            ));
+        }
+        let deltas: Vec<i64> = self.sets[p.set]
+            .iter()
+            .map(|r| base[r.batch as usize] as i64)
+            .collect();
+        let at = self.carve(n * width);
+        let srcs = p.cols.iter().map(|c| c.buffers[0].addr).collect();
+        if deltas.iter().all(|&d| d == 0) {
+            // One dictionary: the keys are copied as they are.
+            self.specs.push(Spec {
+                kernel: GatherKernel::Copy,
+                set: p.set,
+                srcs,
+                aux: Aux::None,
+                dst: at,
+                total,
+                tail: None,
+                width: width as u64,
+            });
+        } else {
+            self.aligned(&p, p.set, &|c| c.buffers[0].addr, width)?;
+            self.specs.push(Spec {
+                kernel: GatherKernel::Rebase,
+                set: p.set,
+                srcs,
+                aux: Aux::Deltas(deltas),
+                dst: at,
+                total,
+                tail: None,
+                width: width as u64,
+            });
+        }
+        self.nodes[p.node].buffers = vec![(at, n * width)];
+        let mut dict = self.spare();
+        coalesce_into(parts, &mut dict);
+        let set = self.add_set(dict);
+        let node = self.add_node();
+        self.nodes[p.node].children = vec![node];
+        work.push(Pending {
+            cols: p.cols.iter().map(|c| &c.children[0]).collect(),
+            set,
+            node,
+            name: format!("{}.0", p.name),
+        });
         Ok(())
     }
 
