@@ -1,8 +1,8 @@
 // gpupgparser GPU decode kernels: binary COPY tuples -> Arrow columns.
 //
-// Compiled at run time by NVRTC (see src/nvrtc.rs) to a cubin for the
-// device; launched only from src/kernels.rs, whose #[repr(C)] structs
-// mirror the ones here field for field.
+// Compiled at run time by NVRTC (see src/runtime/nvrtc.rs) to a cubin for
+// the device; launched only from src/kernels.rs, whose #[repr(C)] structs
+// mirror the ones here field for field. Shares kernels/common.cuh.
 //
 // Every kernel reproduces exactly what the CPU decoder (crates/decode)
 // produces for valid input. For invalid input a kernel only raises a flag

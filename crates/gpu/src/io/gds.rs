@@ -803,8 +803,8 @@ impl Drop for GdsFile {
 
 /// Whether `path` can be read with GPUDirect Storage on `device`: a ready
 /// [`GdsFile`], or why not in one line (CUDA, the library, the driver,
-/// `O_DIRECT` or the registration), for a reader that then says "via
-/// cuFile" or "via pread (cuFile: <reason>)".
+/// `O_DIRECT` or the registration), for a reader that then says `via
+/// cuFile` or `via pread (cuFile: <reason>)`.
 ///
 /// Without `allow_compat`, a driver that can only read through
 /// compatibility mode ([`GdsMode::Compat`]: nvidia-fs not loaded and no

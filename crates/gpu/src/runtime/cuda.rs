@@ -3,7 +3,7 @@
 //!
 //! cudarc is built with `dynamic-loading`: each of its functions resolves its
 //! symbol on first use and *panics* when the library cannot be opened. So
-//! nothing here calls into cudarc before [`driver`] (or [`nvrtc_lib`]) has
+//! nothing here calls into cudarc before `driver` (or `nvrtc_lib`) has
 //! found the library itself: it opens it by absolute path with
 //! `RTLD_GLOBAL` and keeps the handle for the life of the process. cudarc
 //! then opens the same library by its soname (`libcuda.so.1`,

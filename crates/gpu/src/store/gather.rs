@@ -25,7 +25,7 @@
 //! and list columns need their source offsets at the run boundaries to size
 //! the output: one small fetch round trip per nesting level (none for
 //! fixed-width columns). The output's buffers are carved from one plain
-//! allocation ([`output_slab`]), 256-byte aligned like the decoder's.
+//! allocation (`exec::output_slab`), 256-byte aligned like the decoder's.
 //!
 //! [`gather_rows_host`] is the CPU twin (arrow's `slice` + `concat`), the
 //! reference of the tests.
