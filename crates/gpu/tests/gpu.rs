@@ -925,7 +925,7 @@ fn i_page_cache_to_device() {
             })
             .collect();
         let next = AtomicUsize::new(0);
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         std::thread::scope(|s| {
             for (g, buf, _) in workers.iter_mut() {
                 let (next, f, gl, pages) = (&next, &f, &gl, &pages);

@@ -62,16 +62,22 @@ impl Default for GpuOptions {
 /// A column decoded on the CPU, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CpuColumn {
+    /// The column's name.
     pub name: String,
+    /// Why it is decoded on the CPU.
     pub reason: String,
 }
 
 /// Time per stage and memory, summed over the decoder's life.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GpuStats {
+    /// The CUDA ordinal.
     pub device: usize,
+    /// Chunks (and page batches) decoded.
     pub chunks: u64,
+    /// Pieces the kernels ran over (a chunk over the device budget is several).
     pub pieces: u64,
+    /// Rows decoded.
     pub rows: u64,
     /// Bytes copied host -> device (row bytes and offsets).
     pub h2d_bytes: u64,
@@ -94,6 +100,7 @@ pub struct GpuStats {
     /// Heap pages converted by the page kernels, and those they left to the
     /// CPU converter (values stored otherwise than inline and plain).
     pub pages: u64,
+    /// Of those, the pages left to the CPU converter.
     pub pages_flagged: u64,
     /// Page kernels, sizes to rows written (device events).
     pub page_convert_s: f64,
@@ -108,10 +115,13 @@ pub struct GpuStats {
     pub cpu_rechecks: u64,
     /// Chunks decoded on the CPU after a GPU failure (trait path only).
     pub gpu_failures: u64,
+    /// The text of the last of those failures.
     pub last_gpu_failure: Option<String>,
     /// Kernel build: milliseconds of NVRTC (0 when cached) and target.
     pub kernel_compile_ms: f64,
+    /// Whether the kernel image came from the disk cache.
     pub kernels_from_cache: bool,
+    /// The `sm_XY` the kernels were built for.
     pub arch: String,
 }
 

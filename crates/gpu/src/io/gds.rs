@@ -70,13 +70,16 @@ pub enum GdsError {
     /// The library lacks an entry point this crate needs.
     #[error("{library} lacks {symbol}")]
     MissingSymbol {
+        /// The library's path.
         library: String,
+        /// The missing entry point.
         symbol: &'static str,
     },
     /// A cuFile call failed: `step` names the call and its object, e.g.
     /// `cuFileHandleRegister on /data/base/5/16384`.
     #[error("{step}: {}", describe_cufile(*code, *cuda_code))]
     CuFile {
+        /// The call and its object.
         step: String,
         /// `CUfileOpError` (5001..).
         code: i32,
@@ -87,9 +90,12 @@ pub enum GdsError {
     /// errno).
     #[error("{step}: {source}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     Io {
+        /// The call and its object.
         step: String,
         #[source]
+        /// The system's error.
         source: std::io::Error,
+        /// What the error likely means here, e.g. no `O_DIRECT` support.
         hint: Option<&'static str>,
     },
     /// A read request that cannot be served: unaligned, out of the

@@ -32,14 +32,18 @@ pub const COMMON_HEADER: &str = include_str!("../../kernels/common.cuh");
 /// What the compiled image is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ImageKind {
+    /// Machine code for the device's own architecture.
     Cubin,
+    /// PTX, for a device newer than NVRTC (the driver JITs it).
     Ptx,
 }
 
 /// A compiled module image.
 #[derive(Debug, Clone)]
 pub struct Compiled {
+    /// The image's bytes.
     pub image: Vec<u8>,
+    /// Cubin or PTX.
     pub kind: ImageKind,
     /// `sm_XY` it was built for.
     pub arch: String,

@@ -189,7 +189,9 @@ impl HostRegistration {
         let p = buf.as_ptr() as *mut c_void;
         advise_huge_pages(buf);
         // CU_MEMHOSTREGISTER_PORTABLE, as for our own pinned buffers.
-        let r = sys::cuMemHostRegister_v2(p, buf.len().max(1), 0x01);
+        // SAFETY: `buf` is valid for its length, and stays allocated while
+        // the registration lives (the caller's contract).
+        let r = unsafe { sys::cuMemHostRegister_v2(p, buf.len().max(1), 0x01) };
         if r != sys::CUresult::CUDA_SUCCESS {
             return Err(GpuError::Pinned(format!(
                 "cuMemHostRegister of {} bytes: {}",

@@ -60,12 +60,16 @@ const ALIGN: usize = 256;
 /// Rows `start..start + len` of source batch `batch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RowRun {
+    /// Index of the source batch.
     pub batch: usize,
+    /// First row.
     pub start: usize,
+    /// Number of rows.
     pub len: usize,
 }
 
 impl RowRun {
+    /// Rows `start..start + len` of source batch `batch`.
     pub fn new(batch: usize, start: usize, len: usize) -> RowRun {
         RowRun { batch, start, len }
     }

@@ -32,8 +32,11 @@ pub enum PagesIn<'a> {
     /// [`PAGE_HEADER_SIZE`] bytes per page of the buffer in buffer order
     /// (the line pointer counts come from them).
     Device {
+        /// Device address of the first page.
         ptr: u64,
+        /// Bytes of pages at `ptr`.
         len: usize,
+        /// Each page's header, in buffer order.
         headers: &'a [u8],
     },
 }
@@ -345,9 +348,9 @@ impl GpuDecoder {
         let mut flagged = vec![0u32; n];
         if !flagged.is_empty() {
             let mut raw = vec![0u8; 4 * flagged.len()];
-            // SAFETY: the flag list has npages + 2 u32s and n <= npages;
-            // the compute stream was synchronized by read_u64s.
             check(
+                // SAFETY: the flag list has npages + 2 u32s and n <= npages;
+                // the compute stream was synchronized by read_u64s.
                 unsafe {
                     sys::cuMemcpyDtoH_v2(
                         raw.as_mut_ptr() as *mut c_void,
@@ -405,11 +408,11 @@ impl GpuDecoder {
             return Err(GpuError::Pinned("no page buffer".into()));
         };
         slot.h2d_start.record(&self.copy)?;
-        // SAFETY: `span` bytes at `src` (the caller's data or the staging
-        // buffer, both checked above) into a buffer of at least `span`; the
-        // copy is waited for (compute waits on h2d_done and is synchronized
-        // below) before this call returns.
         check(
+            // SAFETY: `span` bytes at `src` (the caller's data or the staging
+            // buffer, both checked above) into a buffer of at least `span`; the
+            // copy is waited for (compute waits on h2d_done and is synchronized
+            // below) before this call returns.
             unsafe {
                 sys::cuMemcpyHtoDAsync_v2(page_dev.ptr(), src as *const c_void, span, self.copy.raw)
             },
@@ -445,9 +448,9 @@ impl GpuDecoder {
             });
         };
         let mut raw = vec![0u8; data_pad + 8 * n];
-        // SAFETY: the slot holds data_pad + 8n bytes for this piece; the
-        // stream writing it was synchronized above.
         check(
+            // SAFETY: the slot holds data_pad + 8n bytes for this piece; the
+            // stream writing it was synchronized above.
             unsafe { sys::cuMemcpyDtoH_v2(raw.as_mut_ptr() as *mut c_void, dev.ptr(), raw.len()) },
             "cuMemcpyDtoH",
             ordinal,

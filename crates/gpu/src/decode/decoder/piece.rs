@@ -599,9 +599,9 @@ impl GpuDecoder {
         if self.ctrl_host.capacity() < 4 * ctrl_words {
             self.ctrl_host = PinnedBuffer::new(4 * ctrl_words)?;
         }
-        // SAFETY: the control buffer has ctrl_words u32s; the pinned host
-        // buffer has room (checked above).
         check(
+            // SAFETY: the control buffer has ctrl_words u32s; the pinned host
+            // buffer has room (checked above).
             unsafe {
                 sys::cuMemcpyDtoHAsync_v2(
                     self.ctrl_host.full_mut_ptr() as *mut c_void,

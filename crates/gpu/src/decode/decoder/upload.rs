@@ -166,8 +166,8 @@ impl GpuDecoder {
 
     pub(super) fn zeroed(&self, bytes: usize) -> Result<DeviceBuffer, GpuError> {
         let b = DeviceBuffer::alloc(&self.ctx, bytes, AllocKind::Pool, &self.compute)?;
-        // SAFETY: b has `bytes` bytes.
         check(
+            // SAFETY: b has `bytes` bytes.
             unsafe { sys::cuMemsetD8Async(b.ptr(), 0, bytes.max(1), self.compute.raw) },
             "cuMemsetD8Async",
             self.ctx.ordinal,
@@ -184,9 +184,9 @@ impl GpuDecoder {
         }
         let base = self.ctrl_host.full_mut_ptr();
         for (k, &a) in addrs.iter().enumerate() {
-            // SAFETY: 8 bytes at slot k of the pinned control buffer; the
-            // device address is the last element of a scan output.
             check(
+                // SAFETY: 8 bytes at slot k of the pinned control buffer; the
+                // device address is the last element of a scan output.
                 unsafe {
                     sys::cuMemcpyDtoHAsync_v2(
                         base.add(8 * k) as *mut c_void,

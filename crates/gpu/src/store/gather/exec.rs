@@ -91,11 +91,11 @@ impl CudaExec<'_> {
         let src = buf.full_mut_ptr();
         let dev = DeviceBuffer::alloc(ctx, bytes.len(), AllocKind::Pool, stream)?;
         if !bytes.is_empty() {
-            // SAFETY: the device buffer and the staging buffer both hold
-            // bytes.len() bytes; the staging buffer is written again only
-            // after this call's synchronization (every Exec call ends with
-            // one).
             check(
+                // SAFETY: the device buffer and the staging buffer both hold
+                // bytes.len() bytes; the staging buffer is written again only
+                // after this call's synchronization (every Exec call ends with
+                // one).
                 unsafe {
                     sys::cuMemcpyHtoDAsync_v2(
                         dev.ptr(),
@@ -127,10 +127,10 @@ impl CudaExec<'_> {
         let (buf, _) = self.staging(down_at, bytes)?;
         let dst = buf.full_mut_ptr();
         if bytes > 0 {
-            // SAFETY: the staging buffer has down_at + bytes bytes (sized
-            // above), the device buffer offset + bytes (the caller's
-            // layout); the stream is synchronized before the bytes are read.
             check(
+                // SAFETY: the staging buffer has down_at + bytes bytes (sized
+                // above), the device buffer offset + bytes (the caller's
+                // layout); the stream is synchronized before the bytes are read.
                 unsafe {
                     sys::cuMemcpyDtoHAsync_v2(
                         dst.add(down_at) as *mut c_void,
