@@ -16,6 +16,11 @@
 //!    error names the column, partition and row; a column the GPU cannot
 //!    convert bit-exactly in this chunk is decoded on the CPU for it.
 //!
+//! Step 1 is in `decoder/upload.rs`, steps 2 to 4 in `decoder/piece.rs`,
+//! heap pages (their own kernels writing rows into an input slot) in
+//! `decoder/pages.rs`; this file holds the decoder, its public calls and
+//! the CPU fallbacks.
+//!
 //! Columns whose type has no GPU kernel (enum as dictionary, arrays as
 //! struct) are decoded by the CPU decoder on a projection of the chunk and
 //! reported in [`GpuStats::cpu_columns`].
