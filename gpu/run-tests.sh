@@ -35,7 +35,7 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_compact", "gpu_device", "gpu_store", "gpu_lo"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_gds", "gpu_compact", "gpu_device", "gpu_store", "gpu_lo"):
         print(m["executable"])
 ' | while read -r exe; do
         name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
@@ -68,7 +68,7 @@ if [ -f .carry/pg15.tar.xz ] && [ ! -x /opt/pg/usr/lib/postgresql/15/bin/postgre
     mkdir -p /opt/pg && tar -C /opt/pg -xJf .carry/pg15.tar.xz && chmod -R a+rX /opt/pg
 fi
 id postgres >/dev/null 2>&1 || useradd -m postgres 2>/dev/null || true
-for bin in gpupg_gpu gpu gpu_compact gpu_device gpu_store gpu_lo; do
+for bin in gpupg_gpu gpu gpu_gds gpu_compact gpu_device gpu_store gpu_lo; do
     exe=$CARRY/$bin
     case "$bin" in gpu_store | gpu_lo) exe=$STORE_CARRY/$bin ;; esac
     [ -x "$exe" ] || continue

@@ -1,8 +1,8 @@
 // gpupgparser GPU decode kernels: binary COPY tuples -> Arrow columns.
 //
-// Compiled at run time by NVRTC (see src/nvrtc.rs) to a cubin for the
-// device; launched only from src/kernels.rs, whose #[repr(C)] structs
-// mirror the ones here field for field.
+// Compiled at run time by NVRTC (see src/runtime/nvrtc.rs) to a cubin for
+// the device; launched only from src/kernels.rs, whose #[repr(C)] structs
+// mirror the ones here field for field. Shares kernels/common.cuh.
 //
 // Every kernel reproduces exactly what the CPU decoder (crates/decode)
 // produces for valid input. For invalid input a kernel only raises a flag
@@ -21,16 +21,8 @@
 // - grid-stride loops run over n rounded up to a multiple of 32 so whole
 //   warps take part in every ballot; out-of-range lanes vote 0.
 
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef short i16;
-typedef unsigned int u32;
-typedef int i32;
-typedef unsigned long long u64;
-typedef long long i64;
-typedef unsigned __int128 u128;
+#include "common.cuh"
 
-#define FULL_MASK 0xffffffffu
 #define FLAG_ERROR 1u
 #define FLAG_CPU 2u
 

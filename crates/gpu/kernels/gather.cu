@@ -3,10 +3,11 @@
 // keeps the rows of unchanged heap pages this way).
 //
 // A module of its own (compiled by NVRTC like decode.cu, loaded by
-// `GatherKernels` in src/kernels.rs, planned by src/gather.rs, whose
-// `GRun`/`GTask` mirror the structs here field for field). The CPU twin in
-// src/gather.rs's tests compiles this file as C++ (GATHER_TWIN) and runs
-// every thread one after the other.
+// `GatherKernels` in src/kernels.rs, planned by src/store/gather/planner.rs,
+// whose `GRun`/`GTask` mirror the structs here field for field). The CPU
+// twin (tests/cpu_twin/gather_twin.cpp, driven by src/store/gather/tests.rs)
+// compiles this file as C++ (GATHER_TWIN) and runs every thread one after
+// the other.
 //
 // The host plans everything: per output buffer one task naming a run set
 // (`GRun`s sorted by output position, no empty runs except where a
@@ -20,11 +21,7 @@
 // copy needs, so it never leaves the page of a buffer byte (the bytes
 // beyond a buffer's end are discarded).
 
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 // Output bytes per unit of gather_copy (one warp).
 #define COPY_TILE 16384ull

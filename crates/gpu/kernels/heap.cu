@@ -18,6 +18,8 @@
 // a 0/1 row count; the host scans both; pass 2 (heap_write) writes the rows
 // at the scanned offsets.
 
+#include "common.cuh"
+
 #define HF_DROPPED 0
 #define HF_BOOL 1
 #define HF_SWAP2 2
@@ -46,7 +48,7 @@
 #endif
 #define TUPLE_HEADER 23
 
-// struct HeapAttr in src/heap.rs.
+// struct HeapAttr in src/decode/heap.rs.
 struct HeapAttr {
     i16 attlen;
     u8 align_mask;
@@ -56,7 +58,7 @@ struct HeapAttr {
     u32 pad;
 };
 
-// struct HeapArgs in src/heap.rs.
+// struct HeapArgs in src/decode/heap.rs.
 struct HeapArgs {
     const u8* pages;
     const u32* page_at;    // page p is at pages + page_at[p] * block_size

@@ -8,32 +8,51 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use serde::Serialize;
 
-use crate::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
-use crate::error::GpuError;
-use crate::nvrtc;
+use crate::runtime::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
+use crate::runtime::nvrtc;
 
 /// Value kinds understood by the kernels (`K_*` in kernels/decode.cu).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Kind {
+    /// `bool`, bit-packed.
     Bool = 0,
+    /// `int2`.
     Int2 = 1,
+    /// `int4`.
     Int4 = 2,
+    /// `int8`.
     Int8 = 3,
+    /// `float4`.
     Float4 = 4,
+    /// `float8`.
     Float8 = 5,
+    /// `oid`.
     Oid = 6,
+    /// `date` (days since the Unix epoch).
     Date = 7,
+    /// `time` (microseconds).
     Time = 8,
+    /// `timestamp`/`timestamptz` (microseconds since the Unix epoch).
     Timestamp = 9,
+    /// `uuid` (16 bytes).
     Uuid = 10,
+    /// `interval` as Arrow MonthDayNano.
     IntervalMdn = 11,
+    /// `interval` as a struct of months, days, microseconds.
     IntervalStruct = 12,
+    /// `numeric` as Decimal128.
     Decimal = 13,
+    /// `numeric` as float64 (exact fast path only).
     NumericF64 = 14,
+    /// `text`-like values, UTF-8 checked.
     Text = 20,
+    /// `jsonb` (its version byte dropped).
     Jsonb = 21,
+    /// `bytea`.
     Bytea = 22,
+    /// `numeric` as its text.
     NumericText = 23,
 }
 
@@ -58,28 +77,47 @@ impl Kind {
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
 pub struct Task {
+    /// `const u32*`: field offsets.
     pub off: u64,
+    /// `const i32*`: field lengths (-1: NULL).
     pub len: u64,
+    /// Values (fixed width) or i32 offsets (variable width).
     pub out0: u64,
+    /// Interval struct: days; variable width: value bytes.
     pub out1: u64,
+    /// Interval struct: microseconds.
     pub out2: u64,
+    /// `u32*`: validity words.
     pub valid: u64,
+    /// Variable width: `u32*` lengths.
     pub aux: u64,
+    /// Variable width: `u64*` inclusive sums of the lengths.
     pub aux2: u64,
+    /// `u32*`: FLAG_* bits the kernel raises.
     pub flag: u64,
+    /// `u32*`: NULL count.
     pub nulls: u64,
+    /// Values in the task.
     pub n: u32,
+    /// A [`Kind`].
     pub kind: u32,
+    /// 1 when the column may hold NULLs.
     pub nullable: u32,
+    /// Decimal precision.
     pub precision: i32,
+    /// Decimal scale.
     pub scale: i32,
+    /// 1: round values to the scale, half away from zero.
     pub round: u32,
+    /// Padding to the C struct's size.
     pub pad0: u32,
+    /// Padding to the C struct's size.
     pub pad1: u32,
 }
 
 /// Flag bits a kernel raises for a column (FLAG_* in the source).
 pub const FLAG_ERROR: u32 = 1;
+/// Decode this column of this chunk on the CPU.
 pub const FLAG_CPU: u32 = 2;
 
 /// Threads per block of the per-value kernels (a multiple of 32, for the
@@ -155,9 +193,13 @@ pub(crate) struct Kernels {
 /// How the module was obtained (for stats and `info`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleInfo {
+    /// The `sm_XY` (or `compute_XY` for PTX) it was built for.
     pub arch: String,
+    /// Milliseconds of NVRTC (0 when cached).
     pub compile_ms: f64,
+    /// Whether the image came from the disk cache.
     pub from_cache: bool,
+    /// Cubin, or PTX for the driver to JIT.
     pub image: nvrtc::ImageKind,
 }
 
@@ -174,8 +216,8 @@ impl Kernels {
         let (module, info, sms) = load_module(ctx, nvrtc::KERNEL_SOURCE)?;
         let get = |name: &std::ffi::CStr| -> Result<sys::CUfunction, GpuError> {
             let mut f = std::ptr::null_mut();
-            // SAFETY: module loaded; name is NUL-terminated.
             check(
+                // SAFETY: module loaded; name is NUL-terminated.
                 unsafe { sys::cuModuleGetFunction(&mut f, module, name.as_ptr()) },
                 "cuModuleGetFunction",
                 ctx.ordinal,
@@ -301,9 +343,8 @@ impl Kernels {
         tasks: &[Task],
     ) -> Result<DeviceBuffer, GpuError> {
         // SAFETY: Task is plain old data (#[repr(C)], integers only).
-        let bytes = unsafe {
-            std::slice::from_raw_parts(tasks.as_ptr() as *const u8, std::mem::size_of_val(tasks))
-        };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(tasks.as_ptr() as *const u8, size_of_val(tasks)) };
         self.upload_bytes(s, bytes, AllocKind::Pool)
     }
 
@@ -317,8 +358,8 @@ impl Kernels {
     ) -> Result<DeviceBuffer, GpuError> {
         let buf = DeviceBuffer::alloc(&self.ctx, bytes.len(), kind, s)?;
         if !bytes.is_empty() {
-            // SAFETY: buf has bytes.len() bytes.
             check(
+                // SAFETY: buf has bytes.len() bytes.
                 unsafe {
                     sys::cuMemcpyHtoDAsync_v2(
                         buf.ptr(),
@@ -339,7 +380,7 @@ impl Kernels {
     pub(crate) fn heap_pages(
         &self,
         s: &Stream,
-        args: &crate::heap::HeapArgs,
+        args: &crate::decode::heap::HeapArgs,
         sizes: bool,
     ) -> Result<(), GpuError> {
         let mut a = *args;
@@ -355,7 +396,7 @@ impl Kernels {
         self.launch_shared(
             f,
             (grid, 1),
-            crate::heap::PAGE_THREADS,
+            crate::decode::heap::PAGE_THREADS,
             args.block_size,
             s,
             &mut argv,
@@ -509,7 +550,7 @@ impl Drop for Kernels {
 }
 
 /// The gather kernels' source (`kernels/gather.cu`): a module of its own,
-/// so a [`crate::gather::Gatherer`] neither compiles nor loads the decode
+/// so a [`crate::store::gather::Gatherer`] neither compiles nor loads the decode
 /// kernels.
 pub(crate) const GATHER_SOURCE: &str = include_str!("../kernels/gather.cu");
 
@@ -564,8 +605,8 @@ fn load_module(
     let major = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
     let minor = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
     let sms = ctx.attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-    let driver = crate::cuda::driver()?;
-    let nv = crate::cuda::nvrtc_version()?;
+    let driver = crate::runtime::cuda::driver()?;
+    let nv = crate::runtime::cuda::nvrtc_version()?;
     // A cubin from a newer NVRTC than the driver may use an ELF ABI the
     // driver cannot load; say so up front instead of failing obscurely.
     if nv.0 * 1000 > driver.version {
@@ -627,8 +668,8 @@ impl GatherKernels {
         };
         let get = |name: &std::ffi::CStr| -> Result<sys::CUfunction, GpuError> {
             let mut f = std::ptr::null_mut();
-            // SAFETY: module loaded; name is NUL-terminated.
             check(
+                // SAFETY: module loaded; name is NUL-terminated.
                 unsafe { sys::cuModuleGetFunction(&mut f, module, name.as_ptr()) },
                 "cuModuleGetFunction",
                 ctx.ordinal,
@@ -641,9 +682,9 @@ impl GatherKernels {
         k.fetch = get(c"gather_fetch")?;
         for (i, f) in [k.copy, k.bits, k.rebase, k.fetch].into_iter().enumerate() {
             let mut n = 0i32;
-            // SAFETY: a function of the loaded module; out-pointer; no
-            // dynamic shared memory.
             check(
+                // SAFETY: a function of the loaded module; out-pointer; no
+                // dynamic shared memory.
                 unsafe {
                     sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, f, BLOCK as i32, 0)
                 },
@@ -732,8 +773,8 @@ mod tests {
     #[test]
     fn task_layout_matches_the_cuda_struct() {
         // 10 pointers + 8 32-bit fields, no padding: 112 bytes.
-        assert_eq!(std::mem::size_of::<Task>(), 112);
-        assert_eq!(std::mem::align_of::<Task>(), 8);
+        assert_eq!(size_of::<Task>(), 112);
+        assert_eq!(align_of::<Task>(), 8);
     }
 
     #[test]
@@ -750,7 +791,7 @@ mod tests {
     /// GPU needed); otherwise says why it skipped.
     #[test]
     fn gather_kernels_compile_with_nvrtc_when_available() {
-        if let Err(e) = crate::cuda::nvrtc_lib() {
+        if let Err(e) = crate::runtime::cuda::nvrtc_lib() {
             eprintln!("skipped: {e}");
             return;
         }

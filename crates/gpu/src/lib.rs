@@ -2,28 +2,34 @@
 //! on an NVIDIA GPU, kept on the device or copied back as record batches
 //! identical to the CPU decoder's.
 //!
-//! - [`cuda`]: finding the driver and NVRTC at run time (no CUDA needed to
-//!   build), RAII wrappers over the driver API.
-//! - [`probe`]: `devices()`, `check_gds()`, `info_report()` for
-//!   `gpupgparser info`.
-//! - [`gds`]: GPUDirect Storage (cuFile): files read straight into device
-//!   memory ([`GdsDriver`], [`GdsFile`], [`GdsBuffer`], [`gds_open`]).
-//! - [`nvrtc`]: kernel compilation to a cubin, with a disk cache.
-//! - [`pinned`]: page-locked host buffers and a bounded pool of them.
-//! - [`kernels`]: the only module launching kernels (`kernels/decode.cu`,
-//!   `kernels/heap.cu`, and `kernels/gather.cu` in a module of its own).
-//! - [`heap`]: a table's tuple layout as the heap page kernels read it.
-//! - [`plan`]: host-side planning (per-column kernels or CPU fallback,
-//!   chunk splitting, projections).
-//! - [`decoder`]: [`GpuDecoder`], implementing `gpupg_decode::Decoder`.
-//! - [`column`]: device-resident Arrow columns ([`DeviceBatch`]).
-//! - [`gather`]: runs of rows of device batches copied device to device
-//!   into a new batch ([`Gatherer`], [`gather_rows`]; CPU twin
-//!   [`gather_rows_host`]), for the table store's page-level refresh.
-//! - [`arena`]: few large allocations for columns kept on the device
-//!   ([`DeviceArena`]), with an optional byte limit.
-//! - [`ipc`]: CUDA IPC handles of those columns' allocations, and mapping
-//!   another process's allocation ([`MappedRegion`]).
+//! The crate is grouped by role; everything a caller needs is re-exported
+//! here at the root.
+//!
+//! - [`runtime`]: the CUDA runtime. [`runtime::cuda`] finds the driver and
+//!   NVRTC at run time (no CUDA needed to build) and wraps the driver API
+//!   in RAII types; [`runtime::nvrtc`] compiles the kernels to a cubin with
+//!   a disk cache; [`runtime::pinned`] page-locked host buffers and a pool;
+//!   [`runtime::arena`] few large allocations for columns kept on the
+//!   device ([`DeviceArena`]); [`runtime::column`] device-resident Arrow
+//!   columns ([`DeviceBatch`]); [`runtime::probe`] `devices()`,
+//!   `check_gds()`, `info_report()` for `gpupgparser info`;
+//!   [`runtime::error`] the crate's [`GpuError`].
+//! - [`decode`]: decoding. [`decode::decoder`] holds [`GpuDecoder`],
+//!   implementing `gpupg_decode::Decoder` (COPY chunks, and heap pages
+//!   through the page kernels); [`decode::column_plan`] per-column kernels
+//!   or CPU fallback, chunk splitting, projections; [`decode::heap`] a
+//!   table's tuple layout as the heap page kernels read it.
+//! - [`store`]: the table store's side. [`store::gather`] copies runs of
+//!   rows of device batches device to device into a new batch
+//!   ([`Gatherer`], [`gather_rows`]; CPU twin [`gather_rows_host`]);
+//!   [`store::ipc`] CUDA IPC handles of kept columns' allocations, and
+//!   mapping another process's allocation ([`MappedRegion`]).
+//! - [`io`]: GPUDirect Storage ([`io::gds`]): files read with cuFile
+//!   straight into device memory ([`GdsDriver`], [`GdsFile`],
+//!   [`GdsBuffer`], [`gds_open`]).
+//! - [`kernels`]: the only module that loads kernel modules and launches
+//!   kernels (`kernels/decode.cu` and `kernels/heap.cu` in one module,
+//!   `kernels/gather.cu` in its own; all include `kernels/common.cuh`).
 //!
 //! ## GPUDirect Storage
 //!
@@ -53,32 +59,31 @@
 //! # first_pages(Path::new("/var/lib/postgresql/16/main/base/5/16384")).unwrap();
 //! ```
 
-pub mod arena;
-pub mod column;
-pub mod cuda;
-pub mod decoder;
-pub mod error;
-pub mod gather;
-pub mod gds;
-pub mod heap;
-pub mod ipc;
+pub mod decode;
+pub mod io;
 pub mod kernels;
-pub mod nvrtc;
-pub mod pinned;
-pub mod plan;
-pub mod probe;
+pub mod runtime;
+pub mod store;
 
-pub use arena::DeviceArena;
-pub use column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
-pub use cuda::{AllocKind, DeviceBuffer};
-pub use decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuStats, PagesDecoded, PagesIn};
-pub use error::GpuError;
-pub use gather::{gather_rows, gather_rows_host, GatherStats, Gatherer, RowRun};
-pub use gds::{
+// The module paths before the split by role, kept because other crates
+// import through them (`gpupg_gpu::probe::pci_locations`,
+// `gpupg_gpu::ipc::allocation_of`); the same items are at the root too.
+pub use runtime::probe;
+pub use store::ipc;
+
+pub use decode::decoder::{CpuColumn, GpuDecoder, GpuOptions, GpuPagesDecoded, GpuStats, PagesIn};
+pub use decode::heap::PageLayout;
+pub use io::gds::{
     gds_open, gpudirect_unavailable, GdsBuffer, GdsDriver, GdsError, GdsFile, GdsMode,
     GdsProperties, GDS_ALIGN,
 };
-pub use heap::PageLayout;
-pub use ipc::{IpcHandle, MappedRegion};
-pub use pinned::{HostRegistration, PinnedBuffer, PinnedPool};
-pub use probe::{check_gds, device_count, devices, info_report, DeviceHold, DeviceInfo, GdsStatus};
+pub use runtime::arena::DeviceArena;
+pub use runtime::column::{DeviceBatch, DeviceColumn, DeviceSlice, DeviceTable};
+pub use runtime::cuda::{AllocKind, DeviceBuffer};
+pub use runtime::error::GpuError;
+pub use runtime::pinned::{HostRegistration, PinnedBuffer, PinnedPool};
+pub use runtime::probe::{
+    check_gds, device_count, devices, info_report, pci_locations, DeviceHold, DeviceInfo, GdsStatus,
+};
+pub use store::gather::{gather_rows, gather_rows_host, GatherStats, Gatherer, RowRun};
+pub use store::ipc::{allocation_of, export_allocation, ExportableBuffer, IpcHandle, MappedRegion};

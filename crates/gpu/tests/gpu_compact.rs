@@ -379,9 +379,9 @@ fn d_lineorder_throughput() {
 // ---------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------
-// Arrow batches of every layout (as src/gather.rs's unit tests make them).
+// Arrow batches of every layout (as src/store/gather.rs's unit tests make them).
 // ---------------------------------------------------------------------------
 
-#[path = "../src/gather_samples.rs"]
+#[path = "common/gather_samples.rs"]
 mod samples;
 use samples::{patterns, sample};

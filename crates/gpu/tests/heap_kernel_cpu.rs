@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use common::pages::{check_against_cpu, layouts, mutate, pages};
 use gpupg_format::heap::{set_page_checksum, TupleLayout};
 use gpupg_format::CopyChunk;
-use gpupg_gpu::heap::slot_bases;
+use gpupg_gpu::decode::heap::slot_bases;
 use gpupg_gpu::PageLayout;
 
 fn harness() -> &'static PathBuf {

@@ -15,26 +15,8 @@
 #include <cstring>
 #include <vector>
 
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(x)
-#define __shared__ static
-#define __restrict__
-struct uint4 { unsigned x, y, z, w; };
-struct Dim { unsigned x, y, z; };
-static Dim threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
-static inline void __syncthreads() {}
-static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p += v; return o; }
-
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef short i16;
-typedef unsigned int u32;
-typedef int i32;
-typedef unsigned long long u64;
-typedef long long i64;
-
+// The CUDA built-ins as C++ (kernels/common.cuh).
+#define GPUPG_CPU_TWIN 1
 #define HEAP_SMEM alignas(16) static u8 smem[32768]
 #include "../../kernels/heap.cu"
 

@@ -15,26 +15,35 @@ use std::time::Instant;
 use cudarc::nvrtc::sys as nv;
 use serde::Serialize;
 
-use crate::cuda;
-use crate::error::GpuError;
+use crate::runtime::cuda;
+use crate::runtime::error::GpuError;
 
 /// The kernel sources, embedded in the binary.
 pub const KERNEL_SOURCE: &str = concat!(
-    include_str!("../kernels/decode.cu"),
-    include_str!("../kernels/heap.cu")
+    include_str!("../../kernels/decode.cu"),
+    include_str!("../../kernels/heap.cu")
 );
+
+/// The header every kernel file includes (`#include "common.cuh"`): its
+/// typedefs and macros. Given to NVRTC as an in-memory header, and hashed
+/// into the cache key with the source.
+pub const COMMON_HEADER: &str = include_str!("../../kernels/common.cuh");
 
 /// What the compiled image is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ImageKind {
+    /// Machine code for the device's own architecture.
     Cubin,
+    /// PTX, for a device newer than NVRTC (the driver JITs it).
     Ptx,
 }
 
 /// A compiled module image.
 #[derive(Debug, Clone)]
 pub struct Compiled {
+    /// The image's bytes.
     pub image: Vec<u8>,
+    /// Cubin or PTX.
     pub kind: ImageKind,
     /// `sm_XY` it was built for.
     pub arch: String,
@@ -51,8 +60,13 @@ pub struct Compiled {
 /// FNV-1a, 64 bit: a stable hash (unlike `DefaultHasher`, which may change
 /// between Rust releases) for cache keys and file checksums.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_parts(&[bytes])
+}
+
+/// [`fnv1a`] of the concatenation of `parts`, without concatenating them.
+fn fnv1a_parts(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
+    for &b in parts.iter().flat_map(|p| p.iter()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -80,7 +94,7 @@ pub fn cache_file_name(source: &str, arch: &str, kind: ImageKind, nvrtc: (i32, i
         "decode-{arch}-nvrtc{}.{}-{:016x}.{ext}",
         nvrtc.0,
         nvrtc.1,
-        fnv1a(source.as_bytes())
+        fnv1a_parts(&[source.as_bytes(), COMMON_HEADER.as_bytes()])
     )
 }
 
@@ -228,16 +242,22 @@ fn compile_uncached(
         log: "kernel source contains a NUL byte".into(),
     })?;
     let name = c"decode.cu";
+    let header = CString::new(COMMON_HEADER).map_err(|_| GpuError::Nvrtc {
+        log: "kernels/common.cuh contains a NUL byte".into(),
+    })?;
+    let headers = [header.as_ptr()];
+    let include_names = [c"common.cuh".as_ptr()];
     let mut prog: nv::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: valid C strings; no headers.
+    // SAFETY: valid C strings; one header, its text and name arrays of
+    // length 1, all alive until the call returns (NVRTC copies them).
     let r = unsafe {
         nv::nvrtcCreateProgram(
             &mut prog,
             src.as_ptr(),
             name.as_ptr(),
-            0,
-            std::ptr::null(),
-            std::ptr::null(),
+            1,
+            headers.as_ptr(),
+            include_names.as_ptr(),
         )
     };
     if r != nv::nvrtcResult::NVRTC_SUCCESS {

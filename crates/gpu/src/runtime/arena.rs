@@ -28,8 +28,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::cuda::{AllocKind, Context, DeviceBuffer, Stream};
-use crate::error::GpuError;
+use crate::runtime::cuda::{AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
 
 /// Largest block, by default.
 pub const DEFAULT_BLOCK_BYTES: usize = 512 << 20;

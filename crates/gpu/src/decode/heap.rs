@@ -185,6 +185,7 @@ impl PageLayout {
         self.id
     }
 
+    /// Bytes per heap page (PostgreSQL's `BLCKSZ`).
     pub fn block_size(&self) -> usize {
         self.block_size
     }
@@ -287,9 +288,9 @@ mod tests {
 
     #[test]
     fn structs_match_the_cuda_ones() {
-        assert_eq!(std::mem::size_of::<HeapAttr>(), 16);
+        assert_eq!(size_of::<HeapAttr>(), 16);
         // 16 pointers and 6 u32s.
-        assert_eq!(std::mem::size_of::<HeapArgs>(), 16 * 8 + 6 * 4);
+        assert_eq!(size_of::<HeapArgs>(), 16 * 8 + 6 * 4);
     }
 
     #[test]

@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use cudarc::driver::sys;
 
-use crate::cuda::{check, describe, AllocKind, Context, DeviceBuffer, Stream};
-use crate::error::GpuError;
+use crate::runtime::cuda::{check, describe, AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
 
 /// Bytes of a CUDA IPC memory handle (`CUipcMemHandle`, the same as the
 /// runtime's `cudaIpcMemHandle_t`).
@@ -128,6 +128,7 @@ impl fmt::Debug for IpcHandle {
 /// The allocation (`cuMemAlloc`) a device buffer lies in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allocation {
+    /// The CUDA ordinal of the allocation's device.
     pub device: usize,
     /// Device address of the allocation's first byte.
     pub base: u64,
@@ -167,9 +168,9 @@ pub fn export_allocation(buf: &DeviceBuffer) -> Result<(IpcHandle, Allocation), 
     }
     let allocation = allocation_of(buf)?;
     let mut raw = IpcHandle([0; IPC_HANDLE_BYTES]).to_raw();
-    // SAFETY: the context is bound (allocation_of) and `base` is the start
-    // of a live cuMemAlloc allocation of that context; out-pointer.
     check(
+        // SAFETY: the context is bound (allocation_of) and `base` is the start
+        // of a live cuMemAlloc allocation of that context; out-pointer.
         unsafe { sys::cuIpcGetMemHandle(&mut raw, allocation.base) },
         "cuIpcGetMemHandle",
         allocation.device,
@@ -179,8 +180,8 @@ pub fn export_allocation(buf: &DeviceBuffer) -> Result<(IpcHandle, Allocation), 
 
 fn address_range(ctx: &Context, ptr: u64) -> Result<(u64, usize), GpuError> {
     let (mut base, mut size): (sys::CUdeviceptr, usize) = (0, 0);
-    // SAFETY: the context is bound by the caller; out-pointers.
     check(
+        // SAFETY: the context is bound by the caller; out-pointers.
         unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr) },
         "cuMemGetAddressRange",
         ctx.ordinal,
@@ -422,9 +423,9 @@ impl ExportableBuffer {
         }
         let ctx = self.buf.context();
         ctx.bind()?;
-        // SAFETY: bounds checked above; `src` has src.len() bytes and
-        // outlives the call, which returns once the bytes are staged.
         check(
+            // SAFETY: bounds checked above; `src` has src.len() bytes and
+            // outlives the call, which returns once the bytes are staged.
             unsafe { sys::cuMemcpyHtoD_v2(dst, src.as_ptr() as *const c_void, src.len()) },
             "cuMemcpyHtoD",
             ctx.ordinal,

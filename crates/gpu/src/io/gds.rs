@@ -31,12 +31,12 @@ use std::ffi::{c_int, c_void};
 use std::fmt::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
-use crate::cuda::{self, AllocKind, Context, DeviceBuffer, LoadedLib, Stream};
-use crate::error::GpuError;
+use crate::runtime::cuda::{AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
 
 /// Alignment, in bytes, of every file offset, length and device offset a
 /// [`GdsFile`] read accepts (`O_DIRECT`'s logical block size).
@@ -45,239 +45,13 @@ pub const GDS_ALIGN: u64 = 4096;
 /// Largest single `cuFileRead` request; longer reads are split.
 const MAX_READ_CALL: usize = 1 << 30;
 
-// ---------------------------------------------------------------------------
-// FFI: the cufile.h types and functions this crate uses.
+mod ffi;
 
-/// `CUfileDescr_t` (cufile.h): handle type, a union of fd (Linux) and
-/// pointer (Windows), file-system operations (NULL for a plain fd).
-#[repr(C)]
-pub(crate) struct CuFileDescr {
-    pub kind: u32,
-    pub handle: CuFileDescrHandle,
-    pub fs_ops: *const c_void,
-}
-
-/// The union in `CUfileDescr_t`.
-#[repr(C)]
-pub(crate) union CuFileDescrHandle {
-    pub fd: c_int,
-    pub handle: *mut c_void,
-}
-
-/// `CU_FILE_HANDLE_TYPE_OPAQUE_FD`.
-const HANDLE_TYPE_OPAQUE_FD: u32 = 1;
-
-/// `CUfileError_t`: the cuFile error and, for CUDA failures, the CUresult.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CuFileError {
-    pub err: i32,
-    pub cu_err: i32,
-}
-
-type VoidFn = unsafe extern "C" fn() -> CuFileError;
-type HandleRegisterFn = unsafe extern "C" fn(*mut *mut c_void, *mut CuFileDescr) -> CuFileError;
-type HandleDeregisterFn = unsafe extern "C" fn(*mut c_void);
-type BufRegisterFn = unsafe extern "C" fn(*const c_void, usize, c_int) -> CuFileError;
-type BufDeregisterFn = unsafe extern "C" fn(*const c_void) -> CuFileError;
-type ReadFn = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, i64, i64) -> isize;
-type GetPropsFn = unsafe extern "C" fn(*mut c_void) -> CuFileError;
-type GetVersionFn = unsafe extern "C" fn(*mut c_int) -> CuFileError;
-
-/// The cuFile entry points, resolved once per process.
-struct CuFileApi {
-    lib: LoadedLib,
-    driver_open: VoidFn,
-    driver_close: VoidFn,
-    handle_register: HandleRegisterFn,
-    handle_deregister: HandleDeregisterFn,
-    buf_register: BufRegisterFn,
-    buf_deregister: BufDeregisterFn,
-    read: ReadFn,
-    /// `cuFileDriverGetProperties` (all versions have it; optional anyway).
-    get_properties: Option<GetPropsFn>,
-    /// `cuFileGetVersion` (CUDA 12.3+).
-    get_version: Option<GetVersionFn>,
-}
-
-static API: OnceLock<Result<CuFileApi, GdsError>> = OnceLock::new();
-
-fn api() -> Result<&'static CuFileApi, GdsError> {
-    API.get_or_init(load_api)
-        .as_ref()
-        .map_err(GdsError::clone_init)
-}
-
-/// Where libcufile was loaded from, once it has been.
-pub(crate) fn loaded_library_path() -> Option<&'static str> {
-    match API.get() {
-        Some(Ok(a)) => Some(a.lib.path.as_str()),
-        _ => None,
-    }
-}
-
-fn load_api() -> Result<CuFileApi, GdsError> {
-    let lib = cuda::open_cufile().map_err(GdsError::NoLibrary)?;
-    let missing = |symbol: &'static str| GdsError::MissingSymbol {
-        library: lib.path.clone(),
-        symbol,
-    };
-    // SAFETY: each type is the exact signature of the symbol in cufile.h.
-    unsafe {
-        let driver_open = lib
-            .sym::<VoidFn>(b"cuFileDriverOpen\0")
-            .map_err(|_| missing("cuFileDriverOpen"))?;
-        let driver_close = lib
-            .sym::<VoidFn>(b"cuFileDriverClose_v2\0")
-            .or_else(|_| lib.sym::<VoidFn>(b"cuFileDriverClose\0"))
-            .map_err(|_| missing("cuFileDriverClose"))?;
-        let handle_register = lib
-            .sym::<HandleRegisterFn>(b"cuFileHandleRegister\0")
-            .map_err(|_| missing("cuFileHandleRegister"))?;
-        let handle_deregister = lib
-            .sym::<HandleDeregisterFn>(b"cuFileHandleDeregister\0")
-            .map_err(|_| missing("cuFileHandleDeregister"))?;
-        let buf_register = lib
-            .sym::<BufRegisterFn>(b"cuFileBufRegister\0")
-            .map_err(|_| missing("cuFileBufRegister"))?;
-        let buf_deregister = lib
-            .sym::<BufDeregisterFn>(b"cuFileBufDeregister\0")
-            .map_err(|_| missing("cuFileBufDeregister"))?;
-        let read = lib
-            .sym::<ReadFn>(b"cuFileRead\0")
-            .map_err(|_| missing("cuFileRead"))?;
-        let get_properties = lib.sym::<GetPropsFn>(b"cuFileDriverGetProperties\0").ok();
-        let get_version = lib.sym::<GetVersionFn>(b"cuFileGetVersion\0").ok();
-        Ok(CuFileApi {
-            driver_open,
-            driver_close,
-            handle_register,
-            handle_deregister,
-            buf_register,
-            buf_deregister,
-            read,
-            get_properties,
-            get_version,
-            lib,
-        })
-    }
-}
-
-/// cufile.h's name of a `CUfileOpError` value.
-pub fn cufile_error_name(code: i32) -> &'static str {
-    match code {
-        0 => "CU_FILE_SUCCESS",
-        5001 => "CU_FILE_DRIVER_NOT_INITIALIZED",
-        5002 => "CU_FILE_DRIVER_INVALID_PROPS",
-        5003 => "CU_FILE_DRIVER_UNSUPPORTED_LIMIT",
-        5004 => "CU_FILE_DRIVER_VERSION_MISMATCH",
-        5005 => "CU_FILE_DRIVER_VERSION_READ_ERROR",
-        5006 => "CU_FILE_DRIVER_CLOSING",
-        5007 => "CU_FILE_PLATFORM_NOT_SUPPORTED",
-        5008 => "CU_FILE_IO_NOT_SUPPORTED",
-        5009 => "CU_FILE_DEVICE_NOT_SUPPORTED",
-        5010 => "CU_FILE_NVFS_DRIVER_ERROR",
-        5011 => "CU_FILE_CUDA_DRIVER_ERROR",
-        5012 => "CU_FILE_CUDA_POINTER_INVALID",
-        5013 => "CU_FILE_CUDA_MEMORY_TYPE_INVALID",
-        5014 => "CU_FILE_CUDA_POINTER_RANGE_ERROR",
-        5015 => "CU_FILE_CUDA_CONTEXT_MISMATCH",
-        5016 => "CU_FILE_INVALID_MAPPING_SIZE",
-        5017 => "CU_FILE_INVALID_MAPPING_RANGE",
-        5018 => "CU_FILE_INVALID_FILE_TYPE",
-        5019 => "CU_FILE_INVALID_FILE_OPEN_FLAG",
-        5020 => "CU_FILE_DIO_NOT_SET",
-        5022 => "CU_FILE_INVALID_VALUE",
-        5023 => "CU_FILE_MEMORY_ALREADY_REGISTERED",
-        5024 => "CU_FILE_MEMORY_NOT_REGISTERED",
-        5025 => "CU_FILE_PERMISSION_DENIED",
-        5026 => "CU_FILE_DRIVER_ALREADY_OPEN",
-        5027 => "CU_FILE_HANDLE_NOT_REGISTERED",
-        5028 => "CU_FILE_HANDLE_ALREADY_REGISTERED",
-        5029 => "CU_FILE_DEVICE_NOT_FOUND",
-        5030 => "CU_FILE_INTERNAL_ERROR",
-        5031 => "CU_FILE_GETNEWFD_FAILED",
-        5033 => "CU_FILE_NVFS_SETUP_ERROR",
-        5034 => "CU_FILE_IO_DISABLED",
-        5035 => "CU_FILE_BATCH_SUBMIT_FAILED",
-        5036 => "CU_FILE_GPU_MEMORY_PINNING_FAILED",
-        5037 => "CU_FILE_BATCH_FULL",
-        5038 => "CU_FILE_ASYNC_NOT_SUPPORTED",
-        _ => "unknown cuFile error",
-    }
-}
-
-/// `NAME (code)`, plus the CUDA error when cuFile reports one.
-pub(crate) fn describe_cufile(code: i32, cuda_code: i32) -> String {
-    let mut s = format!("{} ({code})", cufile_error_name(code));
-    if cuda_code != 0 {
-        let _ = write!(s, ", CUDA error {cuda_code}");
-    }
-    s
-}
-
-/// `allow_compat_mode` in the text of a cuFile configuration (JSON with
-/// `//` comments): the first uncommented occurrence.
-pub(crate) fn compat_mode_in(text: &str) -> Option<bool> {
-    config_bool_in(text, "allow_compat_mode")
-}
-
-/// The boolean `key` in the text of a cuFile configuration: its first
-/// uncommented occurrence.
-fn config_bool_in(text: &str, key: &str) -> Option<bool> {
-    let quoted = format!("\"{key}\"");
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with("//") {
-            continue;
-        }
-        if let Some(rest) = l.strip_prefix(quoted.as_str()) {
-            let v = rest.trim_start_matches([' ', '\t', ':']).trim();
-            return Some(v.starts_with("true"));
-        }
-    }
-    None
-}
-
-/// Why cuFile could not read with GPUDirect on this host, as far as can be
-/// told without opening its driver (which costs about half a second): DMA
-/// from storage into GPU memory needs the nvidia-fs kernel module, or
-/// cuFile's PCI P2PDMA mode (`"use_pci_p2pdma": true` in its
-/// configuration). `None` when either is there: the driver then decides.
-pub fn gpudirect_unavailable() -> Option<String> {
-    let nvidia_fs = ["/sys/module/nvidia_fs", "/proc/driver/nvidia-fs"]
-        .iter()
-        .any(|p| Path::new(p).exists());
-    if nvidia_fs {
-        return None;
-    }
-    let config = cufile_config_path();
-    let p2pdma = std::fs::read_to_string(&config)
-        .ok()
-        .and_then(|t| config_bool_in(&t, "use_pci_p2pdma"));
-    if p2pdma == Some(true) {
-        return None;
-    }
-    Some(format!(
-        "nvidia-fs is not loaded and PCI P2PDMA is not enabled ({}): cuFile could only pread and copy",
-        config.display()
-    ))
-}
-
-/// The cuFile configuration file the driver reads when it opens:
-/// `$CUFILE_ENV_PATH_JSON`, else `/etc/cufile.json`.
-pub fn cufile_config_path() -> PathBuf {
-    std::env::var_os("CUFILE_ENV_PATH_JSON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/cufile.json"))
-}
-
-/// `properties.allow_compat_mode` of the cuFile configuration, when the
-/// file can be read and names it.
-pub fn cufile_config_compat_mode() -> Option<bool> {
-    let text = std::fs::read_to_string(cufile_config_path()).ok()?;
-    compat_mode_in(&text)
-}
+use ffi::{api, CuFileApi, CuFileDescr, CuFileDescrHandle, CuFileError, HANDLE_TYPE_OPAQUE_FD};
+pub use ffi::{
+    cufile_config_compat_mode, cufile_config_path, cufile_error_name, gpudirect_unavailable,
+};
+pub(crate) use ffi::{describe_cufile, loaded_library_path};
 
 // ---------------------------------------------------------------------------
 // Errors.
@@ -296,13 +70,16 @@ pub enum GdsError {
     /// The library lacks an entry point this crate needs.
     #[error("{library} lacks {symbol}")]
     MissingSymbol {
+        /// The library's path.
         library: String,
+        /// The missing entry point.
         symbol: &'static str,
     },
     /// A cuFile call failed: `step` names the call and its object, e.g.
     /// `cuFileHandleRegister on /data/base/5/16384`.
     #[error("{step}: {}", describe_cufile(*code, *cuda_code))]
     CuFile {
+        /// The call and its object.
         step: String,
         /// `CUfileOpError` (5001..).
         code: i32,
@@ -313,9 +90,12 @@ pub enum GdsError {
     /// errno).
     #[error("{step}: {source}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     Io {
+        /// The call and its object.
         step: String,
         #[source]
+        /// The system's error.
         source: std::io::Error,
+        /// What the error likely means here, e.g. no `O_DIRECT` support.
         hint: Option<&'static str>,
     },
     /// A read request that cannot be served: unaligned, out of the
@@ -1029,8 +809,8 @@ impl Drop for GdsFile {
 
 /// Whether `path` can be read with GPUDirect Storage on `device`: a ready
 /// [`GdsFile`], or why not in one line (CUDA, the library, the driver,
-/// `O_DIRECT` or the registration), for a reader that then says "via
-/// cuFile" or "via pread (cuFile: <reason>)".
+/// `O_DIRECT` or the registration), for a reader that then says `via
+/// cuFile` or `via pread (cuFile: <reason>)`.
 ///
 /// Without `allow_compat`, a driver that can only read through
 /// compatibility mode ([`GdsMode::Compat`]: nvidia-fs not loaded and no
@@ -1054,180 +834,4 @@ pub fn gds_open(device: usize, path: &Path, allow_compat: bool) -> Result<GdsFil
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alignment_is_checked() {
-        assert!(check_alignment(0, 0, 0).is_ok());
-        assert!(check_alignment(8192 * 5, 8192 * 16, 4096).is_ok());
-        let e = check_alignment(100, 4096, 0).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "cuFile read: file offset 100 is not a multiple of 4096 (O_DIRECT alignment)"
-        );
-        let e = check_alignment(4096, 4097, 0).unwrap_err().to_string();
-        assert!(e.contains("length 4097"), "{e}");
-        let e = check_alignment(4096, 4096, 512).unwrap_err().to_string();
-        assert!(e.contains("device offset 512"), "{e}");
-    }
-
-    #[test]
-    fn errors_name_step_and_code() {
-        let e = GdsError::cufile(
-            "cuFileHandleRegister on /data/16384",
-            CuFileError {
-                err: 5008,
-                cu_err: 0,
-            },
-        );
-        assert_eq!(
-            e.to_string(),
-            "cuFileHandleRegister on /data/16384: CU_FILE_IO_NOT_SUPPORTED (5008)"
-        );
-        assert_eq!(e.cufile_code(), Some(5008));
-        let e = GdsError::cufile(
-            "cuFileDriverOpen",
-            CuFileError {
-                err: 5011,
-                cu_err: 201,
-            },
-        );
-        assert_eq!(
-            e.to_string(),
-            "cuFileDriverOpen: CU_FILE_CUDA_DRIVER_ERROR (5011), CUDA error 201"
-        );
-        let e = GdsError::Io {
-            step: "open(/x, O_DIRECT)".into(),
-            source: std::io::Error::from_raw_os_error(libc::EINVAL),
-            hint: Some("the file system does not support direct I/O"),
-        };
-        let t = e.to_string();
-        assert!(
-            t.starts_with("open(/x, O_DIRECT): ")
-                && t.ends_with("(the file system does not support direct I/O)"),
-            "{t}"
-        );
-        assert_eq!(cufile_error_name(5020), "CU_FILE_DIO_NOT_SET");
-        assert_eq!(cufile_error_name(5025), "CU_FILE_PERMISSION_DENIED");
-        assert_eq!(cufile_error_name(42), "unknown cuFile error");
-        assert_eq!(describe_cufile(5030, 0), "CU_FILE_INTERNAL_ERROR (5030)");
-    }
-
-    #[test]
-    fn read_results() {
-        let step = || "cuFileRead of 4096 bytes at offset 0 of /f".to_string();
-        assert_eq!(read_result(4096, 4096, step).unwrap(), 4096);
-        assert_eq!(read_result(0, 4096, step).unwrap(), 0);
-        let e = read_result(-5008, 4096, step).unwrap_err();
-        assert_eq!(e.cufile_code(), Some(5008));
-        assert_eq!(
-            e.to_string(),
-            "cuFileRead of 4096 bytes at offset 0 of /f: CU_FILE_IO_NOT_SUPPORTED (5008)"
-        );
-        assert!(matches!(
-            read_result(-1, 4096, step).unwrap_err(),
-            GdsError::Io { .. }
-        ));
-        assert!(matches!(
-            read_result(8192, 4096, step).unwrap_err(),
-            GdsError::InvalidArgument(_)
-        ));
-        // No overflow on the most negative value.
-        assert!(read_result(isize::MIN, 4096, step).is_err());
-    }
-
-    #[test]
-    fn config_compat_mode() {
-        let text = r#"{
-            // "allow_compat_mode": false,
-            "properties": {
-                "max_direct_io_size_kb" : 16384,
-                "allow_compat_mode":	true,
-            }
-        }"#;
-        assert_eq!(compat_mode_in(text), Some(true));
-        assert_eq!(
-            compat_mode_in("\"allow_compat_mode\" : false,"),
-            Some(false)
-        );
-        assert_eq!(compat_mode_in("{}"), None);
-        let p2p = "{\n  // \"use_pci_p2pdma\": false,\n  \"use_pci_p2pdma\" : true\n}";
-        assert_eq!(config_bool_in(p2p, "use_pci_p2pdma"), Some(true));
-        assert_eq!(config_bool_in(p2p, "allow_compat_mode"), None);
-    }
-
-    #[test]
-    fn properties_parse() {
-        let mut raw = vec![0u8; 48];
-        raw[0..4].copy_from_slice(&2u32.to_ne_bytes());
-        raw[4..8].copy_from_slice(&17u32.to_ne_bytes());
-        raw[16..24].copy_from_slice(&(16u64 << 20).to_ne_bytes());
-        raw[24..28].copy_from_slice(&((1u32 << 4) | (1 << 11)).to_ne_bytes());
-        raw[28..32].copy_from_slice(&(1u32 << 1).to_ne_bytes());
-        let p = parse_properties(&raw).unwrap();
-        assert_eq!(p.nvfs_version, Some((2, 17)));
-        assert_eq!(p.supported, vec!["NVMe", "NVMe P2P"]);
-        assert!(p.compat_allowed && !p.posix_only);
-        assert_eq!(p.max_direct_io_size, 16 << 20);
-        assert_eq!(GdsMode::of(Some(&p)), GdsMode::Unknown);
-        let none = parse_properties(&[0u8; 48]).unwrap();
-        assert_eq!(none.nvfs_version, None);
-        assert!(none.supported.is_empty());
-        assert_eq!(GdsMode::of(Some(&none)), GdsMode::Direct);
-        let compat = GdsProperties {
-            compat_allowed: true,
-            ..none.clone()
-        };
-        assert_eq!(GdsMode::of(Some(&compat)), GdsMode::Compat);
-        assert_eq!(GdsMode::of(None), GdsMode::Unknown);
-        assert!(parse_properties(&[0u8; 20]).is_none());
-        assert_eq!(status_flag_names(1 << 10), Vec::<&str>::new());
-    }
-
-    /// Without CUDA (CI), every entry point returns a typed error naming
-    /// the step; with a GPU, the same calls either work or say why not.
-    #[test]
-    fn no_cuda_no_panic() {
-        match GdsDriver::open(0) {
-            Ok(d) => eprintln!("cuFile here: {}", d.describe()),
-            Err(e) => {
-                let t = e.to_string();
-                assert!(!t.is_empty() && !t.contains('\n'), "{t}");
-                assert!(
-                    matches!(
-                        e,
-                        GdsError::Cuda(_)
-                            | GdsError::NoLibrary(_)
-                            | GdsError::MissingSymbol { .. }
-                            | GdsError::CuFile { .. }
-                    ),
-                    "{e:?}"
-                );
-                if let GdsError::Cuda(g) = &e {
-                    assert!(t.starts_with("CUDA: "), "{t}");
-                    eprintln!("no CUDA here ({}): {t}", g.is_unavailable());
-                }
-                // Twice: failures are remembered, not retried into a panic.
-                assert_eq!(GdsDriver::open(0).unwrap_err().to_string(), t);
-                let why = gds_open(0, Path::new("/nonexistent/16384"), true).unwrap_err();
-                assert_eq!(why, t);
-            }
-        }
-    }
-
-    /// Loading the library alone (no CUDA needed): found, or an error that
-    /// says where it was looked for.
-    #[test]
-    fn library_missing_is_an_error() {
-        match api() {
-            Ok(a) => eprintln!("libcufile here: {}", a.lib.path),
-            Err(e) => {
-                let t = e.to_string();
-                assert!(t.contains("libcufile.so.0"), "{t}");
-                assert!(t.contains("/usr/local/cuda"), "{t}");
-                assert!(!t.contains('\n'));
-            }
-        }
-    }
-}
+mod tests;

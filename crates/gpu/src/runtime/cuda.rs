@@ -3,7 +3,7 @@
 //!
 //! cudarc is built with `dynamic-loading`: each of its functions resolves its
 //! symbol on first use and *panics* when the library cannot be opened. So
-//! nothing here calls into cudarc before [`driver`] (or [`nvrtc_lib`]) has
+//! nothing here calls into cudarc before `driver` (or `nvrtc_lib`) has
 //! found the library itself: it opens it by absolute path with
 //! `RTLD_GLOBAL` and keeps the handle for the life of the process. cudarc
 //! then opens the same library by its soname (`libcuda.so.1`,
@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::sys;
 
-use crate::error::GpuError;
+use crate::runtime::error::GpuError;
 
 /// Oldest driver this crate works with: stream-ordered allocation
 /// (`cuMemAllocAsync`) arrived in CUDA 11.2.
@@ -450,8 +450,10 @@ impl LoadedLib {
     /// # Safety
     /// `T` must be the exact function-pointer type of the symbol.
     pub(crate) unsafe fn sym<T: Copy>(&self, name: &[u8]) -> Result<T, String> {
-        self._lib
-            .get::<T>(name)
+        // SAFETY: the caller guarantees `T` is the symbol's type; the
+        // library outlives the returned pointer (it lives with `self`,
+        // which its users hold).
+        unsafe { self._lib.get::<T>(name) }
             .map(|s| *s)
             .map_err(|e| e.to_string())
     }
@@ -504,8 +506,8 @@ impl Context {
     pub(crate) fn new(ordinal: usize) -> Result<Arc<Context>, GpuError> {
         driver()?;
         let mut count = 0;
-        // SAFETY: driver initialized; out-pointer.
         check(
+            // SAFETY: driver initialized; out-pointer.
             unsafe { sys::cuDeviceGetCount(&mut count) },
             "cuDeviceGetCount",
             ordinal,
@@ -516,8 +518,8 @@ impl Context {
             ))));
         }
         let mut dev = 0;
-        // SAFETY: ordinal checked above.
         check(
+            // SAFETY: ordinal checked above.
             unsafe { sys::cuDeviceGet(&mut dev, ordinal as i32) },
             "cuDeviceGet",
             ordinal,
@@ -535,8 +537,8 @@ impl Context {
             )
         };
         let mut ctx = std::ptr::null_mut();
-        // SAFETY: valid device handle.
         check(
+            // SAFETY: valid device handle.
             unsafe { sys::cuDevicePrimaryCtxRetain(&mut ctx, dev) },
             "cuDevicePrimaryCtxRetain",
             ordinal,
@@ -575,8 +577,8 @@ pub(crate) fn device_attr(
     ordinal: usize,
 ) -> Result<i32, GpuError> {
     let mut v = 0;
-    // SAFETY: valid device handle, out-pointer.
     check(
+        // SAFETY: valid device handle, out-pointer.
         unsafe { sys::cuDeviceGetAttribute(&mut v, a, dev) },
         "cuDeviceGetAttribute",
         ordinal,
@@ -606,8 +608,8 @@ unsafe impl Send for Stream {}
 impl Stream {
     pub(crate) fn new(ctx: &Arc<Context>) -> Result<Stream, GpuError> {
         let mut raw = std::ptr::null_mut();
-        // SAFETY: context bound by the caller; out-pointer.
         check(
+            // SAFETY: context bound by the caller; out-pointer.
             unsafe {
                 sys::cuStreamCreate(&mut raw, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32)
             },
@@ -664,8 +666,8 @@ unsafe impl Send for Event {}
 impl Event {
     pub(crate) fn new(ctx: &Context) -> Result<Event, GpuError> {
         let mut raw = std::ptr::null_mut();
-        // SAFETY: context bound; out-pointer.
         check(
+            // SAFETY: context bound; out-pointer.
             unsafe { sys::cuEventCreate(&mut raw, sys::CUevent_flags::CU_EVENT_DEFAULT as u32) },
             "cuEventCreate",
             ctx.ordinal,
@@ -688,8 +690,8 @@ impl Event {
     /// Milliseconds from `start` to `self` (both completed).
     pub(crate) fn since(&self, start: &Event) -> Result<f64, GpuError> {
         let mut ms = 0f32;
-        // SAFETY: valid events.
         check(
+            // SAFETY: valid events.
             unsafe { sys::cuEventElapsedTime_v2(&mut ms, start.raw, self.raw) },
             "cuEventElapsedTime",
             self.ordinal,
@@ -942,8 +944,8 @@ impl Drop for DeviceBuffer {
 /// cost; the pool still never holds more than the largest chunk needed.
 pub(crate) fn keep_pool_memory(ctx: &Context) -> Result<(), GpuError> {
     let mut pool = std::ptr::null_mut();
-    // SAFETY: valid device; out-pointer.
     check(
+        // SAFETY: valid device; out-pointer.
         unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.dev) },
         "cuDeviceGetDefaultMemPool",
         ctx.ordinal,
@@ -978,8 +980,8 @@ pub(crate) fn trim_pool(ctx: &Context) {
 /// Free and total device memory of the current context's device.
 pub(crate) fn mem_info(ordinal: usize) -> Result<(usize, usize), GpuError> {
     let (mut free, mut total) = (0usize, 0usize);
-    // SAFETY: context bound by the caller; out-pointers.
     check(
+        // SAFETY: context bound by the caller; out-pointers.
         unsafe { sys::cuMemGetInfo_v2(&mut free, &mut total) },
         "cuMemGetInfo",
         ordinal,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use serde::Serialize;
 
-use crate::cuda::{self, check, device_attr, Context};
-use crate::error::GpuError;
-use crate::gds::{self, GdsDriver, GdsError, GdsFile};
-use crate::pinned::PinnedBuffer;
+use crate::io::gds::{self, GdsDriver, GdsError, GdsFile};
+use crate::runtime::cuda::{self, check, device_attr, Context};
+use crate::runtime::error::GpuError;
+use crate::runtime::pinned::PinnedBuffer;
 
 /// Bytes of pinned memory `devices()` tries to allocate.
 pub const PINNED_PROBE_BYTES: usize = 64 << 20;
@@ -22,33 +22,44 @@ pub const PINNED_PROBE_BYTES: usize = 64 << 20;
 /// One GPU.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceInfo {
+    /// The CUDA ordinal (after `CUDA_VISIBLE_DEVICES`).
     pub ordinal: usize,
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
     pub name: String,
     /// e.g. "9.0".
     pub compute_capability: String,
+    /// Streaming multiprocessors.
     pub multiprocessors: u32,
+    /// Device memory in bytes.
     pub total_memory: u64,
+    /// Free device memory in bytes, when probed.
     pub free_memory: u64,
     /// NVIDIA driver version from NVML (e.g. "580.159.04"), when available.
     pub driver_version: Option<String>,
     /// CUDA version the driver supports (e.g. "13.0").
     pub cuda_version: String,
+    /// Path of the `libcuda` loaded.
     pub driver_library: String,
     /// NVRTC version and library, or why it is missing.
     pub nvrtc_version: Option<String>,
+    /// Path of the NVRTC library loaded.
     pub nvrtc_library: Option<String>,
+    /// Why NVRTC could not be loaded.
     pub nvrtc_error: Option<String>,
+    /// Whether page-locked memory can be had.
     pub pinned: PinnedProbe,
 }
 
 /// Whether page-locked host memory can be had.
 #[derive(Debug, Clone, Serialize)]
 pub struct PinnedProbe {
+    /// Whether the test allocation succeeded.
     pub ok: bool,
     /// Bytes of the test allocation.
     pub tested_bytes: u64,
     /// `RLIMIT_MEMLOCK` soft limit (None: unlimited).
     pub memlock_limit: Option<u64>,
+    /// Why it failed.
     pub error: Option<String>,
 }
 
@@ -99,8 +110,8 @@ fn memlock_limit() -> Option<u64> {
 pub fn device_count() -> Result<usize, GpuError> {
     cuda::driver()?;
     let mut count = 0;
-    // SAFETY: driver initialized; out-pointer.
     check(
+        // SAFETY: driver initialized; out-pointer.
         unsafe { sys::cuDeviceGetCount(&mut count) },
         "cuDeviceGetCount",
         0,
@@ -138,6 +149,7 @@ impl DeviceHold {
         Ok(DeviceHold { ctx, name })
     }
 
+    /// The CUDA ordinal held.
     pub fn ordinal(&self) -> usize {
         self.ctx.ordinal
     }
@@ -151,8 +163,8 @@ impl DeviceHold {
 /// The name of the device of `ctx` ("NVIDIA H100 80GB HBM3").
 fn device_name(ctx: &Context) -> Result<String, GpuError> {
     let mut name = [0 as c_char; 256];
-    // SAFETY: buffer of the stated length.
     check(
+        // SAFETY: buffer of the stated length.
         unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, ctx.dev) },
         "cuDeviceGetName",
         ctx.ordinal,
@@ -168,8 +180,8 @@ fn device_name(ctx: &Context) -> Result<String, GpuError> {
 pub fn devices() -> Result<Vec<DeviceInfo>, GpuError> {
     let drv = cuda::driver()?.clone();
     let mut count = 0;
-    // SAFETY: driver initialized; out-pointer.
     check(
+        // SAFETY: driver initialized; out-pointer.
         unsafe { sys::cuDeviceGetCount(&mut count) },
         "cuDeviceGetCount",
         0,
@@ -233,7 +245,9 @@ pub fn devices() -> Result<Vec<DeviceInfo>, GpuError> {
 /// place it in the PCIe tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PciLocation {
+    /// The CUDA ordinal (after `CUDA_VISIBLE_DEVICES`).
     pub ordinal: usize,
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
     pub name: String,
     /// `cuDeviceGetPCIBusId`'s `DDDD:BB:DD.F` (upper-case hex, e.g.
     /// `0000:3B:00.0`). The ordinal is the one this process sees, after
@@ -252,15 +266,15 @@ pub fn pci_locations() -> Result<Vec<PciLocation>, GpuError> {
     let mut out = Vec::with_capacity(count);
     for ordinal in 0..count {
         let mut dev = 0;
-        // SAFETY: driver initialized (device_count), ordinal below the count.
         check(
+            // SAFETY: driver initialized (device_count), ordinal below the count.
             unsafe { sys::cuDeviceGet(&mut dev, ordinal as i32) },
             "cuDeviceGet",
             ordinal,
         )?;
         let mut name = [0 as c_char; 256];
-        // SAFETY: buffer of the stated length; valid device handle.
         check(
+            // SAFETY: buffer of the stated length; valid device handle.
             unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, dev) },
             "cuDeviceGetName",
             ordinal,
@@ -268,8 +282,8 @@ pub fn pci_locations() -> Result<Vec<PciLocation>, GpuError> {
         // "DDDD:BB:DD.F" needs 13 bytes; the driver NUL-terminates within
         // the length it is given.
         let mut bus = [0 as c_char; 64];
-        // SAFETY: buffer of the stated length; valid device handle.
         check(
+            // SAFETY: buffer of the stated length; valid device handle.
             unsafe { sys::cuDeviceGetPCIBusId(bus.as_mut_ptr(), bus.len() as i32, dev) },
             "cuDeviceGetPCIBusId",
             ordinal,
@@ -310,7 +324,7 @@ pub struct GdsStatus {
 
 /// Checks whether GPUDirect Storage can register a file under `dir`:
 /// loads cuFile, opens its driver, creates a temporary file, opens it with
-/// O_DIRECT and registers it (through [`crate::gds`]). Reports each step;
+/// O_DIRECT and registers it (through [`crate::io::gds`]). Reports each step;
 /// never fails.
 pub fn check_gds(dir: &Path) -> GdsStatus {
     let mut st = GdsStatus {
@@ -521,7 +535,7 @@ mod tests {
             PinnedBuffer::new(1),
             Err(GpuError::NoDriver { .. })
         ));
-        let schema = std::sync::Arc::new(
+        let schema = Arc::new(
             gpupg_decode::OutputSchema::new(&[], &gpupg_decode::TypeOptions::default()).unwrap(),
         );
         assert!(matches!(

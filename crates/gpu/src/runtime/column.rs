@@ -12,14 +12,15 @@ use arrow_data::ArrayData;
 use arrow_schema::{DataType, SchemaRef};
 use cudarc::driver::sys;
 
-use crate::arena::DeviceArena;
-use crate::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
-use crate::error::GpuError;
-use crate::pinned::PinnedBuffer;
+use crate::runtime::arena::DeviceArena;
+use crate::runtime::cuda::{check, AllocKind, Context, DeviceBuffer, Stream};
+use crate::runtime::error::GpuError;
+use crate::runtime::pinned::PinnedBuffer;
 
 /// One device buffer and the bytes of it that hold data.
 #[derive(Debug)]
 pub struct DeviceSlice {
+    /// The device allocation (or a view of one).
     pub buffer: DeviceBuffer,
     /// Bytes of the buffer that belong to the array (the allocation may be
     /// rounded up, e.g. validity words).
@@ -49,8 +50,11 @@ pub struct DeviceColumn {
 /// A decoded chunk resident on the device.
 #[derive(Debug)]
 pub struct DeviceBatch {
+    /// The Arrow schema.
     pub schema: SchemaRef,
+    /// Rows in the batch.
     pub num_rows: usize,
+    /// One column per schema field.
     pub columns: Vec<DeviceColumn>,
     /// Names of the columns this batch's values were decoded on the CPU
     /// (and uploaded), with the reason.
@@ -63,7 +67,9 @@ pub struct DeviceBatch {
 /// parallel reads, like the row groups of a Parquet export).
 #[derive(Debug)]
 pub struct DeviceTable {
+    /// The Arrow schema.
     pub schema: SchemaRef,
+    /// The batches, in decode order.
     pub batches: Vec<DeviceBatch>,
 }
 
@@ -263,9 +269,9 @@ pub(crate) fn upload_array(
             None => DeviceBuffer::alloc(ctx, bytes.len(), AllocKind::Plain, stream)?,
         };
         if !bytes.is_empty() {
-            // SAFETY: buf has bytes.len() bytes; synchronous copy from
-            // pageable memory.
             check(
+                // SAFETY: buf has bytes.len() bytes; synchronous copy from
+                // pageable memory.
                 unsafe {
                     sys::cuMemcpyHtoD_v2(buf.ptr(), bytes.as_ptr() as *const c_void, bytes.len())
                 },

@@ -20,27 +20,45 @@ pub enum GpuError {
     NoDevice(Option<String>),
     /// The driver is older than this build needs.
     #[error("CUDA driver too old: it supports CUDA {}, gpupgparser needs {}", fmt_ver(*.found), fmt_ver(*.need))]
-    DriverTooOld { found: i32, need: i32 },
+    DriverTooOld {
+        /// The CUDA version the driver supports (1000 * major + 10 * minor).
+        found: i32,
+        /// The CUDA version this build needs, encoded the same way.
+        need: i32,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA call {call} failed on device {device}: {code}")]
     Cuda {
+        /// The driver API function.
         call: &'static str,
         /// The driver's error name and text, e.g. `CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)`.
         code: String,
+        /// The CUDA ordinal.
         device: usize,
     },
     /// NVRTC is missing or failed to compile the kernels.
     #[error("NVRTC: {log}")]
-    Nvrtc { log: String },
+    Nvrtc {
+        /// NVRTC's log, or why NVRTC could not be loaded.
+        log: String,
+    },
     /// A device or pinned allocation did not fit.
     #[error("out of memory on device {device}: {bytes} bytes requested")]
-    OutOfMemory { device: usize, bytes: u64 },
+    OutOfMemory {
+        /// The CUDA ordinal.
+        device: usize,
+        /// Bytes requested.
+        bytes: u64,
+    },
     /// Outputs kept on the device would pass the limit they were given
     /// (the table store's `--memory-limit`).
     #[error("the memory limit of {limit} bytes on device {device} would be exceeded: {bytes} bytes needed")]
     MemoryLimit {
+        /// The CUDA ordinal.
         device: usize,
+        /// The limit, in bytes.
         limit: u64,
+        /// Bytes the outputs would need.
         bytes: u64,
     },
     /// Pinned (page-locked) host memory could not be allocated.
@@ -53,22 +71,44 @@ pub enum GpuError {
     /// A chunk does not fit the limits of the device path (offsets beyond
     /// u32, too many columns, ...).
     #[error("chunk cannot be decoded on device {device}: {what}")]
-    Unsupported { device: usize, what: String },
+    Unsupported {
+        /// The CUDA ordinal.
+        device: usize,
+        /// Which limit, in words.
+        what: String,
+    },
     /// A CUDA IPC memory handle that is malformed (bad hex, wrong length) or
     /// that the driver refuses to open (foreign, stale, from this process).
     #[error("invalid CUDA IPC handle: {0}")]
     IpcHandle(String),
     /// A read or write past the end of a mapped region.
     #[error("bytes {offset}..{} are outside the mapped region of {size} bytes", *.offset as u128 + *.len as u128)]
-    OutOfRange { offset: u64, len: u64, size: u64 },
+    OutOfRange {
+        /// First byte asked for.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// Bytes in the region.
+        size: u64,
+    },
     /// A buffer whose allocation CUDA IPC cannot export (stream-ordered pool
     /// memory).
     #[error("device {device}: the buffer cannot be exported through CUDA IPC: {what}")]
-    NotExportable { device: usize, what: String },
+    NotExportable {
+        /// The CUDA ordinal.
+        device: usize,
+        /// Why, in words.
+        what: String,
+    },
     /// Building the Arrow arrays from the decoded buffers failed (a bug: the
     /// kernels produced an inconsistent layout).
     #[error("column {column}: building the Arrow array failed: {what}")]
-    Layout { column: String, what: String },
+    Layout {
+        /// The column's name, or what was being built in parentheses.
+        column: String,
+        /// What went wrong.
+        what: String,
+    },
 }
 
 fn fmt_ver(v: i32) -> String {

@@ -2,7 +2,7 @@
 //! pages' tuples as binary COPY rows into an input slot on the device, and
 //! the decode kernels take them from there exactly as they take uploaded
 //! COPY rows. Pages the kernels leave to the CPU converter come back as
-//! [`PagesDecoded::flagged`].
+//! [`GpuPagesDecoded::flagged`].
 
 use gpupg_format::heap::page::PAGE_HEADER_SIZE;
 
@@ -10,7 +10,7 @@ use super::*;
 
 /// What a batch of heap pages became.
 #[derive(Debug)]
-pub struct PagesDecoded<T> {
+pub struct GpuPagesDecoded<T> {
     /// The rows of the pages not flagged, in page and line pointer order;
     /// `None` when there are none.
     pub batch: Option<T>,
@@ -32,8 +32,11 @@ pub enum PagesIn<'a> {
     /// [`PAGE_HEADER_SIZE`] bytes per page of the buffer in buffer order
     /// (the line pointer counts come from them).
     Device {
+        /// Device address of the first page.
         ptr: u64,
+        /// Bytes of pages at `ptr`.
         len: usize,
+        /// Each page's header, in buffer order.
         headers: &'a [u8],
     },
 }
@@ -60,7 +63,7 @@ impl GpuDecoder {
         pages: &[u32],
         blocks: &[u32],
         layout: &PageLayout,
-    ) -> Result<PagesDecoded<DeviceBatch>, GpuError> {
+    ) -> Result<GpuPagesDecoded<DeviceBatch>, GpuError> {
         self.decode_pages_with(
             input,
             (pages, blocks),
@@ -77,7 +80,7 @@ impl GpuDecoder {
         pages: &[u32],
         blocks: &[u32],
         layout: &PageLayout,
-    ) -> Result<PagesDecoded<RecordBatch>, GpuError> {
+    ) -> Result<GpuPagesDecoded<RecordBatch>, GpuError> {
         self.decode_pages_with(
             input,
             (pages, blocks),
@@ -108,11 +111,11 @@ impl GpuDecoder {
         layout: &PageLayout,
         kind: AllocKind,
         finish: impl FnOnce(&mut Self, Outcome, usize, &mut HostRows<'_>) -> Result<T, GpuError>,
-    ) -> Result<PagesDecoded<T>, GpuError> {
+    ) -> Result<GpuPagesDecoded<T>, GpuError> {
         self.ctx.bind()?;
         let (up, flagged) = self.convert_pages(input, pages, blocks, layout)?;
         let Some(up) = up else {
-            return Ok(PagesDecoded {
+            return Ok(GpuPagesDecoded {
                 batch: None,
                 flagged,
             });
@@ -129,7 +132,7 @@ impl GpuDecoder {
                 copy: None,
             },
         )?;
-        Ok(PagesDecoded {
+        Ok(GpuPagesDecoded {
             batch: Some(batch),
             flagged,
         })
@@ -163,42 +166,11 @@ impl GpuDecoder {
         blocks: &[u32],
         layout: &PageLayout,
     ) -> Result<(Option<Uploaded>, Vec<u32>), GpuError> {
-        let ordinal = self.ctx.ordinal;
-        let bs = layout.block_size;
-        let bad = |what: String| GpuError::Layout {
-            column: "(heap pages)".into(),
-            what,
-        };
         let npages = pages.len();
         if npages == 0 {
             return Ok((None, Vec::new()));
         }
-        if layout.checksums && blocks.len() != npages {
-            return Err(bad(format!(
-                "{} block numbers for {npages} pages",
-                blocks.len()
-            )));
-        }
-        let span = (*pages.iter().max().unwrap_or(&0) as usize + 1) * bs;
-        if span > input.len() {
-            return Err(bad(format!(
-                "page index past the {} bytes given",
-                input.len()
-            )));
-        }
-        let bases = match input {
-            PagesIn::Host(data) => slot_bases(data, pages, bs),
-            PagesIn::Device { headers, .. } => {
-                if headers.len() < span / bs * PAGE_HEADER_SIZE {
-                    return Err(bad(format!(
-                        "{} bytes of page headers for {} pages",
-                        headers.len(),
-                        span / bs
-                    )));
-                }
-                slot_bases_of_headers(headers, PAGE_HEADER_SIZE, pages, bs)
-            }
-        };
+        let (span, bases) = page_bases(input, pages, blocks, layout)?;
         let nslots = *bases.last().unwrap_or(&0) as usize;
         if nslots == 0 {
             // No line pointers at all: no rows, nothing to flag.
@@ -229,52 +201,7 @@ impl GpuDecoder {
             }
         };
 
-        // --- layout tables (once per layout) and the page table ---
-        if !self.page_layouts.contains_key(&layout.id()) {
-            let (blob, at) = layout.blob();
-            let buf = self
-                .kernels
-                .upload_bytes(&self.compute, &blob, AllocKind::Plain)?;
-            self.page_layouts.insert(layout.id(), (buf, at));
-        }
-        let Some((tables, at)) = self.page_layouts.get(&layout.id()) else {
-            return Err(bad("layout tables not uploaded".into()));
-        };
-        let tables = tables.ptr();
-        let table_at = |k: usize| tables + at[k] as u64;
-        // Page indexes, slot bases and (with checksums) block numbers.
-        let checked: &[u32] = if layout.checksums { blocks } else { &[] };
-        let mut table = Vec::with_capacity(4 * (3 * npages + 1));
-        for v in pages.iter().chain(&bases).chain(checked) {
-            table.extend_from_slice(&v.to_ne_bytes());
-        }
-        let page_table = self
-            .kernels
-            .upload_bytes(&self.compute, &table, AllocKind::Pool)?;
-        let (natts, nout) = layout.counts();
-        let mut args = HeapArgs {
-            pages: pages_ptr,
-            page_at: page_table.ptr(),
-            slot_base: page_table.ptr() + 4 * npages as u64,
-            check_blocks: if layout.checksums {
-                page_table.ptr() + 4 * (2 * npages as u64 + 1)
-            } else {
-                0
-            },
-            attrs: table_at(0),
-            outputs: table_at(1),
-            missing: table_at(2),
-            enum_oids: table_at(3),
-            enum_off: table_at(4),
-            enum_blob: table_at(5),
-            npages: npages as u32,
-            nslots: nslots as u32,
-            block_size: bs as u32,
-            natts: natts as u32,
-            nout: nout as u32,
-            nenum: layout.enum_count() as u32,
-            ..HeapArgs::default()
-        };
+        let (mut args, page_table) = self.heap_args(pages_ptr, pages, blocks, &bases, layout)?;
 
         // --- pass 1: row sizes, scans, totals ---
         let ev0 = Event::new(&self.ctx)?;
@@ -303,33 +230,13 @@ impl GpuDecoder {
             ])?;
             (v[0], v[1] as usize, (v[2] & 0xffff_ffff) as usize)
         };
-        let mut flagged = vec![0u32; nflagged.min(npages)];
-        if !flagged.is_empty() {
-            let mut raw = vec![0u8; 4 * flagged.len()];
-            // SAFETY: the flag list has npages + 2 u32s; the compute stream
-            // was synchronized by read_u64s.
-            check(
-                unsafe {
-                    sys::cuMemcpyDtoH_v2(
-                        raw.as_mut_ptr() as *mut c_void,
-                        flagged_dev.ptr() + 4,
-                        raw.len(),
-                    )
-                },
-                "cuMemcpyDtoH",
-                ordinal,
-            )?;
-            for (f, b) in flagged.iter_mut().zip(raw.chunks_exact(4)) {
-                *f = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-            }
-            flagged.sort_unstable();
-        }
+        let flagged = self.read_flagged(&flagged_dev, nflagged.min(npages))?;
         self.stats.pages_flagged += flagged.len() as u64;
         if nrows == 0 {
             return Ok((None, flagged));
         }
         if bytes > u64::from(u32::MAX) - 16 {
-            return Err(bad(format!(
+            return Err(bad_pages(format!(
                 "{npages} pages make {bytes} bytes of rows, more than one batch can hold (4 GiB)"
             )));
         }
@@ -349,7 +256,7 @@ impl GpuDecoder {
         }
         slot.used = true;
         let Some(dev) = slot.dev.as_ref() else {
-            return Err(bad("no input slot".into()));
+            return Err(bad_pages("no input slot".into()));
         };
         args.out = dev.ptr();
         args.starts = dev.ptr() + data_pad as u64;
@@ -370,6 +277,96 @@ impl GpuDecoder {
             }),
             flagged,
         ))
+    }
+
+    /// The layout's tables on the device (uploaded once per layout) and
+    /// the page table (page indexes, slot bases and, with checksums, block
+    /// numbers), as the page kernels' arguments; the page table stays
+    /// alive with the returned buffer.
+    fn heap_args(
+        &mut self,
+        pages_ptr: u64,
+        pages: &[u32],
+        blocks: &[u32],
+        bases: &[u32],
+        layout: &PageLayout,
+    ) -> Result<(HeapArgs, DeviceBuffer), GpuError> {
+        let npages = pages.len();
+        let nslots = *bases.last().unwrap_or(&0) as usize;
+        let bs = layout.block_size;
+        if !self.page_layouts.contains_key(&layout.id()) {
+            let (blob, at) = layout.blob();
+            let buf = self
+                .kernels
+                .upload_bytes(&self.compute, &blob, AllocKind::Plain)?;
+            self.page_layouts.insert(layout.id(), (buf, at));
+        }
+        let Some((tables, at)) = self.page_layouts.get(&layout.id()) else {
+            return Err(bad_pages("layout tables not uploaded".into()));
+        };
+        let tables = tables.ptr();
+        let table_at = |k: usize| tables + at[k] as u64;
+        // Page indexes, slot bases and (with checksums) block numbers.
+        let checked: &[u32] = if layout.checksums { blocks } else { &[] };
+        let mut table = Vec::with_capacity(4 * (3 * npages + 1));
+        for v in pages.iter().chain(bases).chain(checked) {
+            table.extend_from_slice(&v.to_ne_bytes());
+        }
+        let page_table = self
+            .kernels
+            .upload_bytes(&self.compute, &table, AllocKind::Pool)?;
+        let (natts, nout) = layout.counts();
+        let args = HeapArgs {
+            pages: pages_ptr,
+            page_at: page_table.ptr(),
+            slot_base: page_table.ptr() + 4 * npages as u64,
+            check_blocks: if layout.checksums {
+                page_table.ptr() + 4 * (2 * npages as u64 + 1)
+            } else {
+                0
+            },
+            attrs: table_at(0),
+            outputs: table_at(1),
+            missing: table_at(2),
+            enum_oids: table_at(3),
+            enum_off: table_at(4),
+            enum_blob: table_at(5),
+            npages: npages as u32,
+            nslots: nslots as u32,
+            block_size: bs as u32,
+            natts: natts as u32,
+            nout: nout as u32,
+            nenum: layout.enum_count() as u32,
+            ..HeapArgs::default()
+        };
+        Ok((args, page_table))
+    }
+
+    /// The first `n` entries of the page kernels' list of flagged pages,
+    /// sorted (the compute stream is already synchronized).
+    fn read_flagged(&self, flagged_dev: &DeviceBuffer, n: usize) -> Result<Vec<u32>, GpuError> {
+        let mut flagged = vec![0u32; n];
+        if !flagged.is_empty() {
+            let mut raw = vec![0u8; 4 * flagged.len()];
+            check(
+                // SAFETY: the flag list has npages + 2 u32s and n <= npages;
+                // the compute stream was synchronized by read_u64s.
+                unsafe {
+                    sys::cuMemcpyDtoH_v2(
+                        raw.as_mut_ptr() as *mut c_void,
+                        flagged_dev.ptr() + 4,
+                        raw.len(),
+                    )
+                },
+                "cuMemcpyDtoH",
+                self.ctx.ordinal,
+            )?;
+            for (f, b) in flagged.iter_mut().zip(raw.chunks_exact(4)) {
+                *f = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            flagged.sort_unstable();
+        }
+        Ok(flagged)
     }
 
     /// Copies the first `span` bytes of `data` into the decoder's page
@@ -411,11 +408,11 @@ impl GpuDecoder {
             return Err(GpuError::Pinned("no page buffer".into()));
         };
         slot.h2d_start.record(&self.copy)?;
-        // SAFETY: `span` bytes at `src` (the caller's data or the staging
-        // buffer, both checked above) into a buffer of at least `span`; the
-        // copy is waited for (compute waits on h2d_done and is synchronized
-        // below) before this call returns.
         check(
+            // SAFETY: `span` bytes at `src` (the caller's data or the staging
+            // buffer, both checked above) into a buffer of at least `span`; the
+            // copy is waited for (compute waits on h2d_done and is synchronized
+            // below) before this call returns.
             unsafe {
                 sys::cuMemcpyHtoDAsync_v2(page_dev.ptr(), src as *const c_void, span, self.copy.raw)
             },
@@ -451,9 +448,9 @@ impl GpuDecoder {
             });
         };
         let mut raw = vec![0u8; data_pad + 8 * n];
-        // SAFETY: the slot holds data_pad + 8n bytes for this piece; the
-        // stream writing it was synchronized above.
         check(
+            // SAFETY: the slot holds data_pad + 8n bytes for this piece; the
+            // stream writing it was synchronized above.
             unsafe { sys::cuMemcpyDtoH_v2(raw.as_mut_ptr() as *mut c_void, dev.ptr(), raw.len()) },
             "cuMemcpyDtoH",
             ordinal,
@@ -472,4 +469,52 @@ impl GpuDecoder {
             first_row: 0,
         })
     }
+}
+
+/// A malformed batch of heap pages.
+fn bad_pages(what: String) -> GpuError {
+    GpuError::Layout {
+        column: "(heap pages)".into(),
+        what,
+    }
+}
+
+/// Checks `pages` (and `blocks`, with checksums) against the input, and
+/// returns the bytes of pages the kernels read and each page's first row
+/// slot (a running sum of line pointers; the last entry is the total).
+fn page_bases(
+    input: PagesIn<'_>,
+    pages: &[u32],
+    blocks: &[u32],
+    layout: &PageLayout,
+) -> Result<(usize, Vec<u32>), GpuError> {
+    let bs = layout.block_size;
+    let npages = pages.len();
+    if layout.checksums && blocks.len() != npages {
+        return Err(bad_pages(format!(
+            "{} block numbers for {npages} pages",
+            blocks.len()
+        )));
+    }
+    let span = (*pages.iter().max().unwrap_or(&0) as usize + 1) * bs;
+    if span > input.len() {
+        return Err(bad_pages(format!(
+            "page index past the {} bytes given",
+            input.len()
+        )));
+    }
+    let bases = match input {
+        PagesIn::Host(data) => slot_bases(data, pages, bs),
+        PagesIn::Device { headers, .. } => {
+            if headers.len() < span / bs * PAGE_HEADER_SIZE {
+                return Err(bad_pages(format!(
+                    "{} bytes of page headers for {} pages",
+                    headers.len(),
+                    span / bs
+                )));
+            }
+            slot_bases_of_headers(headers, PAGE_HEADER_SIZE, pages, bs)
+        }
+    };
+    Ok((span, bases))
 }

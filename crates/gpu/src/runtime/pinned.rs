@@ -8,8 +8,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use cudarc::driver::sys;
 
-use crate::cuda::{self, Context};
-use crate::error::GpuError;
+use crate::runtime::cuda::{self, Context};
+use crate::runtime::error::GpuError;
 
 /// `CU_MEMHOSTALLOC_PORTABLE`: pinned for every context, so one pool serves
 /// all devices. Deliberately *not* `CU_MEMHOSTALLOC_WRITECOMBINED` (what
@@ -189,7 +189,9 @@ impl HostRegistration {
         let p = buf.as_ptr() as *mut c_void;
         advise_huge_pages(buf);
         // CU_MEMHOSTREGISTER_PORTABLE, as for our own pinned buffers.
-        let r = sys::cuMemHostRegister_v2(p, buf.len().max(1), 0x01);
+        // SAFETY: `buf` is valid for its length, and stays allocated while
+        // the registration lives (the caller's contract).
+        let r = unsafe { sys::cuMemHostRegister_v2(p, buf.len().max(1), 0x01) };
         if r != sys::CUresult::CUDA_SUCCESS {
             return Err(GpuError::Pinned(format!(
                 "cuMemHostRegister of {} bytes: {}",

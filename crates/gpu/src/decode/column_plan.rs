@@ -17,9 +17,14 @@ use crate::kernels::Kind;
 pub enum ColPlan {
     /// One fixed-size output value per row (`decode_fixed`).
     Fixed {
+        /// The kernels' value kind.
         kind: Kind,
+        /// Decimal precision (numeric(p,s) to Decimal128), else 0.
         precision: i32,
+        /// Decimal scale, else 0.
         scale: i32,
+        /// Round values to the scale, half away from zero (an unconstrained
+        /// numeric); a declared numeric(p, s) must hold its values exactly.
         round: bool,
     },
     /// Offsets and bytes (`var_lengths`, scan, `var_copy`).

@@ -1,0 +1,3 @@
+//! Reading files straight into device memory with GPUDirect Storage.
+
+pub mod gds;
