@@ -29,7 +29,7 @@ impl GpuThread {
         decode: impl FnOnce(
             &mut GpuDecoder,
             &gpupg_gpu::PageLayout,
-        ) -> Result<gpupg_gpu::PagesDecoded<T>, gpupg_gpu::GpuError>,
+        ) -> Result<gpupg_gpu::GpuPagesDecoded<T>, gpupg_gpu::GpuError>,
     ) -> Result<PagesOut<T>, ExportError> {
         // Pages the GPU does not convert go through the rows of
         // `transcode_page`.
