@@ -1,7 +1,7 @@
 //! Where a loaded table lives, behind one interface: [`GpuBackend`]
 //! (device memory, shared through CUDA IPC) and [`HostBackend`] (host
 //! memory; the same layouts and manifests without a GPU, for tests). The
-//! registry, protocol and manifest only see [`Resident`].
+//! registry, protocol and manifest only see [`LoadedTable`].
 //!
 //! [`GpuBackend`]: crate::GpuBackend
 //! [`HostBackend`]: crate::HostBackend
@@ -34,12 +34,12 @@ pub trait Backend: Send + Sync {
         &self,
         name: &str,
         req: &ExportRequest<'_>,
-        prior: Option<&Resident>,
-    ) -> Result<Resident, StoreError>;
+        prior: Option<&LoadedTable>,
+    ) -> Result<LoadedTable, StoreError>;
 }
 
 /// A loaded table: where each buffer lies, and the memory itself.
-pub struct Resident {
+pub struct LoadedTable {
     pub schema: SchemaRef,
     /// The first of the devices holding the table (each allocation names
     /// its own).
@@ -59,10 +59,10 @@ pub struct Resident {
     pub memory: Box<dyn Any + Send + Sync>,
 }
 
-impl Resident {
+impl LoadedTable {
     /// The memory of `prior` (the revision a refresh copies rows from), as
     /// the backend that loaded it keeps it.
-    pub(crate) fn memory_of<T: 'static>(prior: Option<&Resident>) -> Result<&T, StoreError> {
+    pub(crate) fn memory_of<T: 'static>(prior: Option<&LoadedTable>) -> Result<&T, StoreError> {
         prior
             .and_then(|p| p.memory.downcast_ref::<T>())
             .ok_or_else(|| {
@@ -108,7 +108,7 @@ pub struct ColumnLayout {
 }
 
 /// Where one buffer lies: an allocation (index into
-/// [`Resident::allocations`]), the offset from its base and the length.
+/// [`LoadedTable::allocations`]), the offset from its base and the length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferLayout {
     pub allocation: usize,

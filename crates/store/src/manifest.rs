@@ -26,7 +26,7 @@ use arrow::buffer::{Buffer, MutableBuffer};
 use arrow::datatypes::{DataType, Field, Fields, IntervalUnit, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BufferLayout, ColumnLayout, Resident};
+use crate::backend::{BufferLayout, ColumnLayout, LoadedTable};
 use crate::error::StoreError;
 use crate::protocol::RevisionInfo;
 
@@ -136,7 +136,7 @@ pub struct BufferInfo {
 
 impl Manifest {
     /// Describes `resident`, loaded as revision `info`.
-    pub fn describe(info: &RevisionInfo, resident: &Resident) -> Manifest {
+    pub fn describe(info: &RevisionInfo, resident: &LoadedTable) -> Manifest {
         let schema = resident.schema.as_ref();
         let columns = schema
             .fields()
