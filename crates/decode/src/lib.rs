@@ -14,6 +14,7 @@
 
 mod builder;
 mod decoder;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fuzz;
 mod schema;
 
