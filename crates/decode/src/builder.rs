@@ -33,6 +33,8 @@ use append::{
 };
 
 /// Why a value could not be appended.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum ValueFailure {
     #[error(transparent)]

@@ -32,9 +32,13 @@ use thiserror::Error;
 /// How values without one obvious Arrow type are represented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TypeOptions {
+    /// How `interval` columns are represented.
     pub interval: IntervalRepr,
+    /// How `numeric` without a usable precision and scale is represented.
     pub numeric: UnconstrainedNumeric,
+    /// How enum columns are represented.
     pub enums: EnumRepr,
+    /// How array columns are represented (whether a shape is kept).
     pub arrays: ArrayRepr,
 }
 
@@ -59,7 +63,10 @@ pub enum UnconstrainedNumeric {
     Text,
     /// `Decimal128(38, scale)`, rounded half away from zero to `scale`
     /// digits; NaN, ±Infinity and values of more than 38 digits are errors.
-    Decimal128 { scale: i8 },
+    Decimal128 {
+        /// Digits after the decimal point.
+        scale: i8,
+    },
     /// Float64, the nearest double; NaN and ±Infinity kept.
     Float64,
 }
@@ -109,6 +116,8 @@ pub trait Decoder: Send {
 /// about data name the column, its type and the row: a COPY row by its
 /// partition and index within it (the export then names it by the table's
 /// key or ctid), a heap tuple by its ctid.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Error)]
 pub enum DecodeError {
     #[error("column {column} ({type_name}) cannot be exported: {reason}")]

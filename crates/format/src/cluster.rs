@@ -20,6 +20,9 @@ pub struct ControlFile {
     pub checkpoint_lsn: u64,
 }
 
+/// What is wrong with `global/pg_control` or `postmaster.pid`.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ClusterFileError {
     #[error("pg_control is {0} bytes, too short")]
@@ -82,10 +85,13 @@ pub struct PostmasterPid {
     pub pid: u32,
     /// When the postmaster started, seconds since 1970.
     pub start_time: i64,
+    /// The port the postmaster listens on.
     pub port: u16,
 }
 
 impl PostmasterPid {
+    /// Parses `postmaster.pid`'s text: the PID on its first line, the start
+    /// time on the third and the port on the fourth.
     pub fn parse(text: &str) -> Result<PostmasterPid, ClusterFileError> {
         let lines: Vec<&str> = text.lines().collect();
         let line = |i: usize| lines.get(i).map(|l| l.trim()).unwrap_or("");

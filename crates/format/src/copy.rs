@@ -15,6 +15,8 @@ pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 const FLAG_HAS_OIDS: u32 = 1 << 16;
 
 /// Errors in the framing of a binary COPY stream.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FramingError {
     #[error("binary COPY header is truncated ({0} bytes)")]

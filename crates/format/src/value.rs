@@ -35,10 +35,15 @@ pub const ARRAY_MAX_ELEMENTS: u64 = 0x3fff_ffff / 8;
 
 /// Numeric sign words (PostgreSQL's numeric.c).
 pub mod numeric_sign {
+    /// Positive, finite.
     pub const POS: u16 = 0x0000;
+    /// Negative, finite.
     pub const NEG: u16 = 0x4000;
+    /// Not a number.
     pub const NAN: u16 = 0xC000;
+    /// Positive infinity (PostgreSQL 14+).
     pub const PINF: u16 = 0xD000;
+    /// Negative infinity (PostgreSQL 14+).
     pub const NINF: u16 = 0xF000;
 }
 
@@ -48,6 +53,8 @@ const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
 const NBASE: u16 = 10_000;
 
 /// What is wrong with one value.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValueError {
     #[error("value has {found} bytes, expected {expected}")]
@@ -205,8 +212,11 @@ pub fn timestamp_to_unix_micros(pg_micros: i64) -> Result<i64, ValueError> {
 /// (a month is not a fixed number of days, nor a day of microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Interval {
+    /// Microseconds of the time part.
     pub micros: i64,
+    /// Whole days.
     pub days: i32,
+    /// Whole months.
     pub months: i32,
 }
 
@@ -247,9 +257,13 @@ pub fn text(b: &[u8]) -> Result<&str, ValueError> {
 /// Which special value a numeric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NumericKind {
+    /// A number: sign, weight and digits apply.
     Finite,
+    /// `NaN`.
     NaN,
+    /// `Infinity` (PostgreSQL 14+).
     PosInf,
+    /// `-Infinity` (PostgreSQL 14+).
     NegInf,
 }
 
@@ -261,11 +275,14 @@ pub enum NumericKind {
 /// `dscale` are truncated away when converted (numeric_recv's `trunc_var`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Numeric<'a> {
+    /// Finite or which special value.
     pub kind: NumericKind,
+    /// The sign (never set for zero).
     pub negative: bool,
     /// Weight of the first digit; i32 because stripping leading zero digits
     /// can move it below i16::MIN.
     pub weight: i32,
+    /// Display scale: decimal digits shown after the point.
     pub dscale: u16,
     /// Base-10000 digits, big-endian u16 pairs, each checked < 10000; no
     /// leading or trailing zero digit.

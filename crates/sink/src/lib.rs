@@ -25,6 +25,7 @@ mod temp;
 /// The file format written by a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    /// Apache Parquet, columnar and compressed per column chunk.
     #[default]
     Parquet,
     /// The Arrow IPC *file* format (random access, with footer), a.k.a. Feather v2.
@@ -56,11 +57,15 @@ pub enum Compression {
     /// zstd at the given level (1..=22); level 1 is the default because it is several times
     /// faster than the higher levels for a few percent larger files.
     Zstd(i32),
+    /// Snappy: fast, light compression (Parquet only).
     Snappy,
     /// Parquet: LZ4_RAW (the Hadoop-framed LZ4 codec is deprecated); Arrow IPC: LZ4_FRAME.
     Lz4,
+    /// Gzip at its default level (Parquet only).
     Gzip,
+    /// Brotli at its default level (Parquet only).
     Brotli,
+    /// Uncompressed.
     None,
 }
 
@@ -138,7 +143,9 @@ impl FromStr for Compression {
 /// How a sink writes its file(s).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkOptions {
+    /// Parquet or Arrow IPC.
     pub format: Format,
+    /// The codec every column (Parquet) or buffer (Arrow IPC) is compressed with.
     pub compression: Compression,
     /// Replace existing output files; without it an existing file is refused.
     pub overwrite: bool,
@@ -165,6 +172,7 @@ impl Default for SinkOptions {
 pub struct OutputStats {
     /// Final path and size in bytes of each file written.
     pub files: Vec<(PathBuf, u64)>,
+    /// Rows written over all files.
     pub rows: u64,
     /// Time spent encoding and compressing, summed over the writing threads (they encode in
     /// parallel). Arrow IPC: includes mapping batch dictionaries to the file-wide ones.
@@ -188,6 +196,8 @@ pub trait Sink: Send + Sync {
 }
 
 /// Errors of the output stage; each displays as one line naming the file (and column).
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("{}: output file already exists (use overwrite to replace it)", path.display())]

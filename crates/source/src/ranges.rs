@@ -20,7 +20,9 @@ use crate::catalog::TableInfo;
 /// Pages `[start, end)`; `end == None` means up to the end of the relation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRange {
+    /// The first page.
     pub start: u64,
+    /// The page after the last, or `None` for the end of the relation.
     pub end: Option<u64>,
 }
 
@@ -126,11 +128,15 @@ pub fn copy_query_sql(sql: &str) -> String {
 pub struct ReadTask {
     /// Index of the task (the `partition` of its chunks).
     pub partition: u32,
+    /// The relation, columns and filter.
     pub spec: ReadSpec,
+    /// The pages it reads, or `None` for the whole relation without ctid
+    /// quals.
     pub range: Option<PageRange>,
 }
 
 impl ReadTask {
+    /// The `COPY` statement, as [`copy_sql`] writes it.
     pub fn sql(&self) -> String {
         copy_sql(&self.spec, self.range)
     }

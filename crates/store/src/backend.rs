@@ -40,10 +40,12 @@ pub trait Backend: Send + Sync {
 
 /// A loaded table: where each buffer lies, and the memory itself.
 pub struct LoadedTable {
+    /// The columns' Arrow schema.
     pub schema: SchemaRef,
     /// The first of the devices holding the table (each allocation names
     /// its own).
     pub device: usize,
+    /// Rows in the table as loaded.
     pub rows: u64,
     /// Every allocation the buffers lie in, with a handle another process
     /// opens it with.
@@ -80,7 +82,9 @@ impl LoadedTable {
 /// the host backend an id in the same form) and its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationLayout {
+    /// The handle, 128 hex digits.
     pub handle: String,
+    /// Its size in bytes.
     pub size: u64,
     /// The device it is on.
     pub device: usize,
@@ -89,15 +93,20 @@ pub struct AllocationLayout {
 /// A chunk of rows: every column's buffers for those rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkLayout {
+    /// Rows in the chunk.
     pub rows: usize,
+    /// One per schema field, in schema order.
     pub columns: Vec<ColumnLayout>,
 }
 
 /// One column of one chunk in Arrow's `ArrayData` layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnLayout {
+    /// The array's Arrow type.
     pub data_type: DataType,
+    /// Values in the array.
     pub len: usize,
+    /// How many of them are NULL.
     pub null_count: usize,
     /// Validity bitmap; absent when there are no NULLs.
     pub validity: Option<BufferLayout>,
@@ -111,7 +120,10 @@ pub struct ColumnLayout {
 /// [`LoadedTable::allocations`]), the offset from its base and the length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferLayout {
+    /// Index into [`LoadedTable::allocations`].
     pub allocation: usize,
+    /// Bytes from the allocation's base.
     pub offset: u64,
+    /// Bytes in the buffer.
     pub length: u64,
 }

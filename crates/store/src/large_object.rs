@@ -96,16 +96,14 @@ impl ByteRegion for MappedRegion {
 pub struct HostRegion(Vec<u8>);
 
 impl HostRegion {
+    /// A region holding `bytes` (its length is the region's).
     pub fn new(bytes: Vec<u8>) -> HostRegion {
         HostRegion(bytes)
     }
 
+    /// The region's bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.0
-    }
-
-    pub fn into_inner(self) -> Vec<u8> {
-        self.0
     }
 
     fn range(&self, offset: u64, len: usize) -> Result<std::ops::Range<usize>, GpuError> {
@@ -148,6 +146,8 @@ impl ByteRegion for HostRegion {
 
 /// What can go wrong moving bytes between a region and a large object.
 /// Each message is one line naming the object, the bytes and the place.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Error)]
 pub enum LoError {
     /// Opening the region: a malformed or unopenable IPC handle (foreign,

@@ -17,28 +17,41 @@ use crate::sysfs::Gpu;
 /// One cell of the distance matrix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DistanceCell {
+    /// The GPU's CUDA ordinal.
     pub gpu: usize,
+    /// The NVMe namespace's name.
     pub drive: String,
+    /// `None` when either could not be placed in the PCIe tree.
     pub distance: Option<Distance>,
 }
 
 /// Everything `gpupgparser info` shows about the topology.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The sysfs tree read (`/sys`, or a fake one in tests).
     pub sysfs_root: PathBuf,
+    /// The online NUMA nodes; `None` when sysfs does not say.
     pub numa_nodes_online: Option<Vec<u32>>,
+    /// The selection policy the choices below follow.
     pub policy: Policy,
+    /// The manual entries that override the policy, if any.
     pub manual: Option<ManualGpus>,
+    /// The GPUs CUDA reported, placed in the tree.
     pub gpus: Vec<Gpu>,
     /// Why there are no GPUs, as the caller knows it (the CUDA error).
     pub gpu_note: Option<String>,
+    /// NVIDIA functions no GPU above names (hidden from CUDA, or CUDA not
+    /// usable).
     pub other_nvidia: Vec<PciAddress>,
+    /// NVMe namespaces on PCIe.
     pub nvme: Vec<NvmeDrive>,
+    /// Every GPU's distance to every NVMe namespace.
     pub distances: Vec<DistanceCell>,
     /// The GPUs chosen for each NVMe namespace.
     pub drive_choices: Vec<DriveChoice>,
     /// The GPUs chosen for the paths asked about.
     pub selections: Vec<Selection>,
+    /// What could not be read or decided, one sentence each.
     pub notes: Vec<String>,
 }
 
@@ -129,6 +142,7 @@ impl Report {
         }
     }
 
+    /// The report as `gpupgparser info --json` prints it.
     pub fn to_json(&self) -> serde_json::Value {
         // Every field is plain data; serializing it cannot fail.
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)

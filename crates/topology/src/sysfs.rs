@@ -32,20 +32,27 @@ pub struct Sysfs {
 /// (`cuDeviceGetPCIBusId`, e.g. `0000:3B:00.0`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GpuId {
+    /// The CUDA device ordinal.
     pub ordinal: usize,
+    /// `cuDeviceGetPCIBusId`'s string.
     pub pci_bus_id: String,
+    /// The device's name, when CUDA gave one.
     pub name: Option<String>,
 }
 
 /// A GPU and its place in the PCIe tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Gpu {
+    /// The CUDA device ordinal.
     pub ordinal: usize,
+    /// The device's name, when CUDA gave one.
     pub name: Option<String>,
+    /// `cuDeviceGetPCIBusId`'s string.
     pub pci_bus_id: String,
     /// `None` when the bus id is not in sysfs (a container that hides
     /// devices) or not an address; `problem` says which.
     pub pci: Option<PciDevice>,
+    /// Why `pci` is `None`.
     pub problem: Option<String>,
 }
 
@@ -276,6 +283,7 @@ impl Sysfs {
         self
     }
 
+    /// The directory read as `/sys`.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -19,13 +19,16 @@ use super::varlena::{CompressionMethod, VARATT_SHORT_MAX, VARHDRSZ, VARTAG_ONDIS
 /// How one attribute is stored, for [`heap_fill_tuple`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillAttr {
+    /// `attlen`: a fixed size, or -1 for a varlena, -2 for a C string.
     pub attlen: i16,
+    /// `attalign`.
     pub align: Align,
     /// `attstorage = 'p'`: varlenas keep their 4-byte header.
     pub plain_storage: bool,
 }
 
 impl FillAttr {
+    /// An attribute of `attlen` and `align` with the default (not plain) storage.
     pub fn new(attlen: i16, align: Align) -> FillAttr {
         FillAttr {
             attlen,
@@ -334,6 +337,7 @@ impl PageBuilder {
         self.header.flags = flags;
     }
 
+    /// Sets `pd_lsn`, the WAL position of the page's last change.
     pub fn set_lsn(&mut self, lsn: u64) {
         self.header.lsn = lsn;
     }

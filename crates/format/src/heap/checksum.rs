@@ -26,6 +26,8 @@ const BASE_OFFSETS: [u32; N_SUMS] = [
 const ROW: usize = N_SUMS * 4;
 
 /// Why a checksum could not be computed or did not match.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ChecksumError {
     #[error("a page of {0} bytes cannot be checksummed (a multiple of 128 bytes is needed)")]

@@ -39,6 +39,8 @@ pub const fn maxalign(off: usize) -> usize {
 }
 
 /// What is wrong with a page.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PageError {
     #[error("block size {0} is not a power of two between 1 kB and 32 kB")]
@@ -252,6 +254,7 @@ pub struct ItemId {
     /// Offset of the tuple from the start of the page (the target offset
     /// number for a redirect).
     pub off: u16,
+    /// Unused, normal, redirect or dead.
     pub flags: LpFlags,
     /// Length of the tuple in bytes.
     pub len: u16,

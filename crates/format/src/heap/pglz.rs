@@ -21,6 +21,8 @@ const MAX_MATCH: usize = 273;
 const MAX_OFFSET: usize = 4095;
 
 /// Corrupt pglz data.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PglzError {
     #[error("pglz back reference at input byte {at} is truncated")]

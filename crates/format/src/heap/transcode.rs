@@ -45,8 +45,11 @@ use crate::value::{ARRAY_MAX_DIMS, ARRAY_MAX_ELEMENTS};
 /// of `pg_type` for `typelem`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElementDesc {
+    /// `typlen`: > 0 fixed size, -1 varlena.
     pub typlen: i16,
+    /// `typalign`.
     pub align: Align,
+    /// `typbyval`: passed by value (fixed sizes up to 8 bytes).
     pub byval: bool,
 }
 
@@ -113,6 +116,8 @@ impl AttributeDesc {
 }
 
 /// A layout that cannot work.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LayoutError {
     #[error("output column {index} names no attribute (the table has {natts})")]
@@ -348,6 +353,7 @@ impl TupleLayout {
         self
     }
 
+    /// The table's attributes, dropped ones included, in `attnum` order.
     pub fn attributes(&self) -> &[AttributeDesc] {
         &self.attributes
     }
@@ -357,10 +363,12 @@ impl TupleLayout {
         &self.output
     }
 
+    /// The relation's block size (`BLCKSZ`), 8192 unless built otherwise.
     pub fn block_size(&self) -> usize {
         self.block_size
     }
 
+    /// Whether [`with_checksums`](Self::with_checksums) turned verification on.
     pub fn verifies_checksums(&self) -> bool {
         self.verify_checksums
     }
@@ -426,6 +434,8 @@ pub enum SendForm {
 }
 
 /// What was wrong with a corrupt page.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Corruption {
     #[error(transparent)]
@@ -443,6 +453,8 @@ pub enum Corruption {
 }
 
 /// Why a page must be read through COPY instead.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FallbackReason {
     #[error("a value is stored out of line (TOAST pointer)")]
@@ -466,11 +478,13 @@ pub enum FallbackReason {
     .offnum.map(|o| format!(", line pointer {o}")).unwrap_or_default(),
     .attnum.map(|a| format!(", attribute {a}")).unwrap_or_default())]
 pub struct PageFallback {
+    /// The page's block number in the relation.
     pub blkno: u32,
     /// The tuple's offset number (1-based), when one tuple is the cause.
     pub offnum: Option<u16>,
     /// The attribute number (1-based), when one value is the cause.
     pub attnum: Option<u16>,
+    /// Why the page was not converted.
     pub reason: FallbackReason,
 }
 

@@ -44,7 +44,9 @@ pub const TOAST_POINTER_SIZE: usize = 16;
 /// How a compressed value is compressed (`ToastCompressionId`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CompressionMethod {
+    /// PostgreSQL's own LZ compressor, the default.
     Pglz,
+    /// LZ4 (`default_toast_compression = lz4`), which PostgreSQL 14+ can use.
     Lz4,
 }
 
@@ -59,6 +61,8 @@ impl CompressionMethod {
 }
 
 /// What is wrong with a varlena datum.
+// Each variant's #[error] message is its documentation.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum VarlenaError {
     #[error("varlena needs {needed} bytes, {available} available")]
@@ -109,6 +113,7 @@ pub enum Varlena<'a> {
     Plain(&'a [u8]),
     /// 4-byte header, compressed inline.
     Compressed {
+        /// The compressor used.
         method: CompressionMethod,
         /// Size of the decompressed payload.
         rawsize: usize,
