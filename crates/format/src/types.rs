@@ -133,22 +133,6 @@ impl PgType {
             _ => return None,
         })
     }
-
-    /// Size in bytes of the value on the wire when it is fixed, else `None`.
-    pub fn fixed_wire_len(&self) -> Option<usize> {
-        Some(match self {
-            PgType::Bool => 1,
-            PgType::Int2 => 2,
-            PgType::Int4 | PgType::Float4 | PgType::Oid | PgType::Date => 4,
-            PgType::Int8
-            | PgType::Float8
-            | PgType::Time
-            | PgType::Timestamp
-            | PgType::Timestamptz => 8,
-            PgType::Interval | PgType::Uuid => 16,
-            _ => return None,
-        })
-    }
 }
 
 impl fmt::Display for PgType {

@@ -96,11 +96,6 @@ impl Server {
         self.stop.clone()
     }
 
-    /// Where it listens.
-    pub fn socket_path(&self) -> &Path {
-        &self.path
-    }
-
     /// The tables it serves, for callers that load or inspect them in
     /// process.
     pub fn registry(&self) -> &Arc<Registry> {

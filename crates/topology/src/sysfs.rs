@@ -416,16 +416,6 @@ impl Sysfs {
             .collect()
     }
 
-    /// Every NVMe namespace in `block/` (`nvme0n1`, ...), resolved. Namespaces
-    /// that are not on PCIe (NVMe over fabrics) come back as
-    /// [`Storage::OtherBlock`], multipath ones as [`Storage::Stacked`].
-    pub fn nvme_namespaces(&self) -> Result<Vec<Storage>, TopologyError> {
-        self.nvme_namespace_names()?
-            .iter()
-            .map(|n| self.block_device(n))
-            .collect()
-    }
-
     /// The names of the NVMe namespaces in `block/`, sorted.
     pub fn nvme_namespace_names(&self) -> Result<Vec<String>, TopologyError> {
         Ok(list_dir(&self.root.join("block"))?

@@ -47,17 +47,6 @@ pub fn varlena_4b(payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// A varlena with a 1-byte header (payload of at most 126 bytes).
-pub fn varlena_short(payload: &[u8]) -> Vec<u8> {
-    assert!(
-        payload.len() < VARATT_SHORT_MAX,
-        "payload too long for a short varlena"
-    );
-    let mut v = vec![(((payload.len() + 1) << 1) | 1) as u8];
-    v.extend_from_slice(payload);
-    v
-}
-
 /// A compressed-inline varlena of already compressed `data` that
 /// decompresses to `rawsize` bytes.
 pub fn varlena_compressed(data: &[u8], rawsize: usize, method: CompressionMethod) -> Vec<u8> {

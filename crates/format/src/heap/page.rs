@@ -206,16 +206,6 @@ impl PageHeader {
         self.flags & PD_ALL_VISIBLE != 0
     }
 
-    /// `PD_HAS_FREE_LINES`.
-    pub fn has_free_lines(&self) -> bool {
-        self.flags & PD_HAS_FREE_LINES != 0
-    }
-
-    /// `PD_PAGE_FULL`.
-    pub fn page_full(&self) -> bool {
-        self.flags & PD_PAGE_FULL != 0
-    }
-
     /// Whether the page was never initialized (`PageIsNew`: `pd_upper == 0`).
     pub fn is_new(&self) -> bool {
         self.upper == 0

@@ -216,16 +216,6 @@ impl TupleHeader {
     pub fn has_nulls(&self) -> bool {
         self.infomask & HEAP_HASNULL != 0
     }
-
-    /// `HEAP_HASVARWIDTH`.
-    pub fn has_varwidth(&self) -> bool {
-        self.infomask & HEAP_HASVARWIDTH != 0
-    }
-
-    /// `HEAP_HASEXTERNAL`: some attribute is a TOAST pointer.
-    pub fn has_external(&self) -> bool {
-        self.infomask & HEAP_HASEXTERNAL != 0
-    }
 }
 
 /// `BITMAPLEN`: bytes of null bitmap for `natts` attributes.

@@ -124,16 +124,6 @@ pub enum Varlena<'a> {
     External(ToastPointer),
 }
 
-impl<'a> Varlena<'a> {
-    /// The payload when it is stored inline uncompressed.
-    pub fn inline_payload(&self) -> Option<&'a [u8]> {
-        match *self {
-            Varlena::Short(p) | Varlena::Plain(p) => Some(p),
-            _ => None,
-        }
-    }
-}
-
 /// `VARSIZE_ANY` of the datum starting at `b[0]`: its total size in bytes,
 /// header included, checked to lie within `b` and to be at least its
 /// header. TOAST pointers with a vartag other than `VARTAG_ONDISK` are
