@@ -164,7 +164,15 @@ impl Report {
         };
         let _ = writeln!(s, "PCIe topology ({}{nodes}):", self.sysfs_root.display());
 
-        // The tree: every GPU and NVMe controller under its host bridge.
+        self.write_tree(&mut s);
+        self.write_matrix(&mut s);
+        self.write_selection(&mut s);
+        s
+    }
+
+    /// Every GPU and NVMe controller under its host bridge, then what
+    /// could not be placed or found.
+    fn write_tree(&self, s: &mut String) {
         let mut roots: BTreeMap<String, (Node, Option<u32>)> = BTreeMap::new();
         for g in &self.gpus {
             if let Some(p) = &g.pci {
@@ -212,7 +220,7 @@ impl Report {
                 .map(|n| format!(" (NUMA node {n})"))
                 .unwrap_or_default();
             let _ = writeln!(s, "  [pci{host}]{numa}");
-            tree.render(&mut s, 0);
+            tree.render(s, 0);
         }
         for g in &self.gpus {
             if g.pci.is_none() {
@@ -244,8 +252,11 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "  note: {n}");
         }
+    }
 
-        // The matrix, when there is something on both sides.
+    /// The GPU-to-NVMe distance matrix, when there is something on both
+    /// sides.
+    fn write_matrix(&self, s: &mut String) {
         if !self.gpus.is_empty() && !self.nvme.is_empty() {
             let _ = writeln!(
                 s,
@@ -283,7 +294,10 @@ impl Report {
                 let _ = writeln!(s, "{}", line.trim_end());
             }
         }
+    }
 
+    /// The policy and what it chose, per drive or per path asked about.
+    fn write_selection(&self, s: &mut String) {
         let manual = self
             .manual
             .as_ref()
@@ -306,9 +320,8 @@ impl Report {
             }
         }
         for sel in &self.selections {
-            render_selection(&mut s, sel, 1);
+            render_selection(s, sel, 1);
         }
-        s
     }
 }
 
