@@ -21,16 +21,22 @@ pub struct ControlFile {
 }
 
 /// What is wrong with `global/pg_control` or `postmaster.pid`.
-// Each variant's #[error] message is its documentation.
-#[allow(missing_docs)]
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ClusterFileError {
+    /// `global/pg_control` is shorter than the fields read from it.
     #[error("pg_control is {0} bytes, too short")]
     ControlTooShort(usize),
+    /// `global/pg_control`'s CRC-32C does not match its contents.
     #[error("pg_control's CRC does not verify (damaged, or being written)")]
     ControlCrc,
+    /// A line of `postmaster.pid` that should hold a number does not.
     #[error("postmaster.pid line {line} ({what}) is missing or not a number")]
-    PidLine { line: usize, what: &'static str },
+    PidLine {
+        /// The line number (1-based).
+        line: usize,
+        /// What the line holds (PID, start time, port).
+        what: &'static str,
+    },
 }
 
 /// Offsets in `ControlFileData`, unchanged from PostgreSQL 11 (which removed

@@ -53,52 +53,101 @@ const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
 const NBASE: u16 = 10_000;
 
 /// What is wrong with one value.
-// Each variant's #[error] message is its documentation.
-#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValueError {
+    /// A fixed-size value of the wrong length.
     #[error("value has {found} bytes, expected {expected}")]
-    WrongLength { expected: usize, found: usize },
-    #[error("value is truncated: {what} needs {needed} bytes, {found} left")]
-    Truncated {
-        what: &'static str,
-        needed: usize,
+    WrongLength {
+        /// The type's size.
+        expected: usize,
+        /// The value's bytes.
         found: usize,
     },
+    /// A part of a variable-size value runs past its end.
+    #[error("value is truncated: {what} needs {needed} bytes, {found} left")]
+    Truncated {
+        /// The part being read (a header, the digits, an element).
+        what: &'static str,
+        /// Bytes it needs.
+        needed: usize,
+        /// Bytes left in the value.
+        found: usize,
+    },
+    /// Bytes left after a complete value.
     #[error("{0} trailing bytes after the value")]
     TrailingBytes(usize),
+    /// A numeric sign word that is none of positive, negative, NaN, ±Infinity.
     #[error("invalid numeric sign word {0:#06x}")]
     NumericSign(u16),
+    /// A numeric display scale outside its 14 bits.
     #[error("invalid numeric display scale {0:#06x}")]
     NumericDscale(u16),
+    /// A base-10000 digit of 10000 or more.
     #[error("invalid numeric digit {0} (base-10000 digits are 0..=9999)")]
     NumericDigit(u16),
+    /// NaN or ±Infinity where a decimal is wanted.
     #[error("numeric {0} has no decimal representation")]
     NumericNotFinite(&'static str),
+    /// A numeric with more integer digits than its Decimal128 type holds.
     #[error("numeric value does not fit numeric({precision},{scale})")]
-    NumericOverflow { precision: u8, scale: i8 },
+    NumericOverflow {
+        /// The decimal's precision.
+        precision: u8,
+        /// The decimal's scale.
+        scale: i8,
+    },
+    /// A numeric with digits below its declared scale, which the server
+    /// never sends for a column of that type.
     #[error(
         "numeric value has more than {scale} fractional digits, impossible for its declared scale"
     )]
-    NumericInexact { scale: i8 },
+    NumericInexact {
+        /// The declared scale.
+        scale: i8,
+    },
+    /// A `time` outside one day.
     #[error("time {0} µs is outside 00:00:00..=24:00:00")]
     TimeRange(i64),
+    /// A value that does not fit its Arrow type after the change of epoch or unit.
     #[error("{what} {value} is out of Arrow's range")]
-    OutOfRange { what: &'static str, value: i64 },
+    OutOfRange {
+        /// The quantity (days, microseconds...).
+        what: &'static str,
+        /// Its value before the conversion.
+        value: i64,
+    },
+    /// A jsonb version byte other than 1.
     #[error("unsupported jsonb format version {0} (only 1 exists)")]
     JsonbVersion(u8),
+    /// A jsonb value without even its version byte.
     #[error("jsonb value is empty (no version byte)")]
     JsonbEmpty,
+    /// An array with a negative number of dimensions or more than six.
     #[error("array has {0} dimensions (0..=6 allowed)")]
     ArrayDims(i32),
+    /// Array header flags other than "has nulls" (0 or 1).
     #[error("invalid array flags {0} (0 or 1 allowed)")]
     ArrayFlags(i32),
+    /// A negative dimension, or one whose upper bound overflows.
     #[error("invalid array dimension {dim} with lower bound {lower}")]
-    ArrayDim { dim: i32, lower: i32 },
+    ArrayDim {
+        /// The dimension's length.
+        dim: i32,
+        /// Its lower bound.
+        lower: i32,
+    },
+    /// More elements than PostgreSQL allows in one array.
     #[error("array has more than {ARRAY_MAX_ELEMENTS} elements")]
     ArrayTooLarge,
+    /// An element length below -1 (the NULL marker).
     #[error("array element {index} has invalid length {length}")]
-    ArrayElementLength { index: usize, length: i32 },
+    ArrayElementLength {
+        /// Index of the element (0-based).
+        index: usize,
+        /// Its length word.
+        length: i32,
+    },
+    /// Text that is not UTF-8.
     #[error("invalid UTF-8 at byte {0} of the value")]
     Utf8(usize),
 }

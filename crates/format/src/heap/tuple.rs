@@ -64,33 +64,65 @@ pub const HEAP_MOVED_OFF: u16 = 0x4000;
 pub const HEAP_MOVED_IN: u16 = 0x8000;
 
 /// What is wrong with a tuple.
-// Each variant's #[error] message is its documentation.
-#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TupleError {
+    /// Fewer bytes than the fixed tuple header.
     #[error("tuple of {0} bytes is shorter than a heap tuple header")]
     TooShort(usize),
+    /// `t_hoff` below the header, past the tuple or not MAXALIGNed.
     #[error("tuple header offset t_hoff {hoff} is invalid for a tuple of {len} bytes")]
-    BadHoff { hoff: u8, len: usize },
+    BadHoff {
+        /// `t_hoff`.
+        hoff: u8,
+        /// The tuple's bytes.
+        len: usize,
+    },
+    /// The null bitmap does not end before the data.
     #[error("tuple's null bitmap for {natts} attributes does not fit before t_hoff {hoff}")]
-    BitmapTooLong { natts: usize, hoff: u8 },
+    BitmapTooLong {
+        /// Attributes the tuple says it has.
+        natts: usize,
+        /// `t_hoff`.
+        hoff: u8,
+    },
+    /// An attribute runs past the end of the tuple.
     #[error("attribute {attnum} at data offset {offset} needs {needed} bytes, {available} left")]
     Truncated {
+        /// The attribute number (1-based).
         attnum: usize,
+        /// Where it starts, from `t_hoff`.
         offset: usize,
+        /// Bytes it needs.
         needed: usize,
+        /// Bytes left in the tuple.
         available: usize,
     },
+    /// A varlena attribute's header is invalid.
     #[error("attribute {attnum} at data offset {offset}: {source}")]
     Varlena {
+        /// The attribute number (1-based).
         attnum: usize,
+        /// Where it starts, from `t_hoff`.
         offset: usize,
+        /// What is wrong with it.
         source: VarlenaError,
     },
+    /// A cstring attribute (`attlen` -2) without its NUL.
     #[error("attribute {attnum} at data offset {offset}: cstring has no terminating NUL")]
-    UnterminatedCString { attnum: usize, offset: usize },
+    UnterminatedCString {
+        /// The attribute number (1-based).
+        attnum: usize,
+        /// Where it starts, from `t_hoff`.
+        offset: usize,
+    },
+    /// An `attlen` that is neither positive, -1 nor -2.
     #[error("attribute {attnum} has invalid attlen {attlen}")]
-    BadAttlen { attnum: usize, attlen: i16 },
+    BadAttlen {
+        /// The attribute number (1-based).
+        attnum: usize,
+        /// Its `attlen`.
+        attlen: i16,
+    },
 }
 
 /// `attalign` / `typalign`.

@@ -61,20 +61,37 @@ impl CompressionMethod {
 }
 
 /// What is wrong with a varlena datum.
-// Each variant's #[error] message is its documentation.
-#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum VarlenaError {
+    /// The datum's header or payload runs past the end of the tuple.
     #[error("varlena needs {needed} bytes, {available} available")]
-    Truncated { needed: usize, available: usize },
+    Truncated {
+        /// Bytes the header says the datum has (or the header itself).
+        needed: usize,
+        /// Bytes left in the tuple.
+        available: usize,
+    },
+    /// A size smaller than the header that holds it.
     #[error("varlena header gives size {size}, less than its own header")]
-    SizeTooSmall { size: usize },
+    SizeTooSmall {
+        /// The size in the header.
+        size: usize,
+    },
+    /// A TOAST pointer whose tag is not `VARTAG_ONDISK` (the others exist
+    /// only in memory).
     #[error("TOAST pointer has vartag {0}, which cannot be on disk")]
     VarTag(u8),
+    /// A compression method id other than pglz (0) and lz4 (1).
     #[error("compressed value has invalid compression method id {0}")]
     CompressionMethod(u8),
+    /// The size in the header differs from the datum's bytes.
     #[error("varlena header gives size {header}, the datum has {actual} bytes")]
-    LengthMismatch { header: usize, actual: usize },
+    LengthMismatch {
+        /// The size in the header.
+        header: usize,
+        /// The datum's bytes.
+        actual: usize,
+    },
 }
 
 /// An on-disk TOAST pointer (`varatt_external`).
