@@ -33,14 +33,15 @@ use append::{
 };
 
 /// Why a value could not be appended.
-// Each variant's #[error] message is its documentation.
-#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum ValueFailure {
+    /// The value's bytes are not a valid value of its type.
     #[error(transparent)]
     Value(ValueError),
+    /// NULL where the column may not hold one.
     #[error("NULL in a column declared NOT NULL")]
     Null,
+    /// The column's bytes in one batch pass Arrow's 32-bit offsets.
     #[error("the batch holds more than 2 GiB of this column, over an Arrow batch's limit; use smaller chunks")]
     TooLarge,
 }

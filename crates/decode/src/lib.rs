@@ -116,60 +116,95 @@ pub trait Decoder: Send {
 /// about data name the column, its type and the row: a COPY row by its
 /// partition and index within it (the export then names it by the table's
 /// key or ctid), a heap tuple by its ctid.
-// Each variant's #[error] message is its documentation.
-#[allow(missing_docs)]
 #[derive(Debug, Error)]
 pub enum DecodeError {
+    /// A column whose type has no Arrow mapping here.
     #[error("column {column} ({type_name}) cannot be exported: {reason}")]
     Unsupported {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// Why.
         reason: String,
     },
+    /// Options or a schema the decoder cannot take (a Decimal128 scale over
+    /// 38, more columns than a COPY tuple carries).
     #[error("invalid type options: {0}")]
     Options(String),
+    /// A chunk whose row offsets are inconsistent (a caller's bug).
     #[error("malformed chunk (partition {partition}, first row {first_row}): {reason}")]
     BadChunk {
+        /// The chunk's partition.
         partition: u32,
+        /// Index of its first row in that partition.
         first_row: u64,
+        /// What is inconsistent.
         reason: String,
     },
+    /// A row's binary COPY framing is broken.
     #[error("partition {partition}, row {row}: {source}")]
     Framing {
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
+        /// What is wrong with it.
         source: FramingError,
     },
+    /// A value cannot be decoded.
     #[error("column {column} ({type_name}), partition {partition}, row {row}: {source}")]
     Value {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
+        /// What is wrong with it.
         source: ValueError,
     },
+    /// NULL in a NOT NULL column (the schema said it cannot happen).
     #[error("column {column} ({type_name}), partition {partition}, row {row}: NULL in a column declared NOT NULL")]
     UnexpectedNull {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
     },
+    /// One chunk holds more of the column than Arrow's 32-bit offsets allow.
     #[error("column {column} ({type_name}), partition {partition}, row {row}: the chunk holds more than 2 GiB of this column, over an Arrow batch's limit; use smaller chunks")]
     TooLarge {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
     },
+    /// A value located in a heap page cannot be decoded.
     #[error("column {column} ({type_name}) of the row with ctid ({block},{offnum}): {failure}")]
     HeapValue {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The page's block number.
         block: u32,
+        /// The tuple's line pointer (1-based).
         offnum: u16,
+        /// What is wrong with the value.
         failure: ValueFailure,
     },
+    /// Arrow refused the batch built from the columns.
     #[error("building the Arrow batch: {0}")]
     Arrow(#[from] ArrowError),
 }

@@ -196,59 +196,100 @@ pub trait Sink: Send + Sync {
 }
 
 /// Errors of the output stage; each displays as one line naming the file (and column).
-// Each variant's #[error] message is its documentation.
-#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// The output file exists and overwriting was not asked for.
     #[error("{}: output file already exists (use overwrite to replace it)", path.display())]
-    Exists { path: PathBuf },
+    Exists {
+        /// The output file.
+        path: PathBuf,
+    },
 
+    /// Creating, writing, syncing or renaming a file failed.
     #[error("{}: I/O error while {during}: {source}", path.display())]
     Io {
+        /// The output file.
         path: PathBuf,
+        /// The step that failed.
         during: &'static str,
+        /// The system's error.
         source: std::io::Error,
     },
 
+    /// A type or option combination the format cannot write.
     #[error("unsupported: {what}")]
-    Unsupported { what: String },
+    Unsupported {
+        /// What is unsupported.
+        what: String,
+    },
 
+    /// A compression name or level that cannot be used.
     #[error("invalid compression {spec:?}: {reason}")]
-    InvalidCompression { spec: String, reason: String },
+    InvalidCompression {
+        /// The compression as given.
+        spec: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 
+    /// An argument no file can be written with (a bad file stem, two
+    /// columns of one name).
     #[error("invalid argument: {what}")]
-    InvalidArgument { what: String },
+    InvalidArgument {
+        /// What is wrong.
+        what: String,
+    },
 
+    /// A batch whose schema differs from the one the sink was created with.
     #[error("{}: batch does not match the sink schema at column {column:?}: {detail}", path.display())]
     SchemaMismatch {
+        /// The output file.
         path: PathBuf,
+        /// The first column that differs.
         column: String,
+        /// How it differs.
         detail: String,
     },
 
+    /// The Parquet writer could not encode a column.
     #[error("{}: cannot encode column {column:?} as Parquet: {source}", path.display())]
     Encode {
+        /// The output file.
         path: PathBuf,
+        /// The column.
         column: String,
+        /// The Parquet writer's error.
         source: ParquetError,
     },
 
+    /// The Parquet writer failed outside one column (footer, row group).
     #[error("{}: Parquet error while {during}: {source}", path.display())]
     Parquet {
+        /// The output file.
         path: PathBuf,
+        /// The step that failed.
         during: &'static str,
+        /// The Parquet writer's error.
         source: ParquetError,
     },
 
+    /// The Arrow IPC writer failed.
     #[error("{}: Arrow error while {during}: {source}", path.display())]
     Arrow {
+        /// The output file.
         path: PathBuf,
+        /// The step that failed.
         during: &'static str,
+        /// The Arrow writer's error.
         source: ArrowError,
     },
 
+    /// A write after an earlier one failed (the file is not finished).
     #[error("{}: the sink failed earlier and accepts no more data", path.display())]
-    Failed { path: PathBuf },
+    Failed {
+        /// The output file.
+        path: PathBuf,
+    },
 }
 
 /// Creates a sink writing one file at `path`. Refuses an existing file unless
