@@ -61,7 +61,6 @@ pub struct LoadSpec {
     /// Connection string, password included: it only travels over the
     /// owner-only socket and is never printed or listed.
     pub dsn: String,
-    /// The GPU's CUDA ordinal (when `devices` does not name several).
     #[serde(default)]
     pub device: usize,
     #[serde(default)]
