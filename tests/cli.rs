@@ -1,12 +1,9 @@
 //! The real binary, run as a user would run it.
 
-use std::process::Command;
-
 use gpupg_localpg::LocalServer;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gpupgparser"))
-}
+mod common;
+use common::bin;
 
 #[test]
 fn export_writes_the_file_and_the_report() {

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use gpupg_localpg::LocalServer;
 use gpupg_source::{ConnectConfig, Connection};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gpupgparser"))
-}
+mod common;
+use common::{bin, entries};
 
 fn connect(dsn: &str) -> Connection {
     Connection::connect(&ConnectConfig::resolve(Some(dsn)).expect("dsn")).expect("connect")
@@ -31,15 +30,6 @@ fn wait_for(conn: &mut Connection, sql: &str, what: &str) {
         assert!(t.elapsed() < Duration::from_secs(20), "never: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Sends `signal` to `child` and returns its exit code and stderr, failing

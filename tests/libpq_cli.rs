@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use gpupg_localpg::{LocalServer, LocalServerOptions, TEST_PASSWORD};
 
+mod common;
+
 /// `program` with none of the caller's connection settings and `home` as
 /// its home directory.
 fn clean(program: &Path, home: &Path) -> Command {
@@ -58,15 +60,9 @@ fn write(path: &Path, text: &str, mode: u32) {
 /// A server with password authentication and a table `t` that `gpu_pw`
 /// may read.
 fn password_server() -> LocalServer {
-    let server = LocalServer::start_with(LocalServerOptions {
-        password_auth: true,
-        ..Default::default()
-    })
-    .expect("server");
-    server
-        .psql("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 10) g; GRANT SELECT ON t TO gpu_pw;")
-        .expect("setup");
-    server
+    common::password_server(
+        "CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 10) g; GRANT SELECT ON t TO gpu_pw;",
+    )
 }
 
 #[test]

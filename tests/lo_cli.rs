@@ -3,38 +3,22 @@
 //! and without a GPU the commands say so (exit status 1, no panic). The
 //! round trips through real GPU memory are in crates/store/tests/gpu_lo.rs.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{bin, one_line_error};
 
 /// A server that is never reached: every case here fails before
 /// connecting.
 const NOWHERE: &str = "host=127.0.0.1 port=1 user=nobody dbname=nothing connect_timeout=2";
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpupgparser"))
+    bin()
         .args(args)
         .env_remove("GPUPGPARSER_PG_DSN")
         .env_remove("DATABASE_URL")
         .output()
         .expect("runs")
-}
-
-/// Exit status 1, nothing on stdout, one `error: ...` line on stderr
-/// (returned without the prefix).
-fn one_line_error(o: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "stderr: {stderr}");
-    assert!(
-        o.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    stderr
-        .trim_end()
-        .strip_prefix("error: ")
-        .unwrap_or_else(|| panic!("{stderr}"))
-        .to_string()
 }
 
 /// A usage error from the argument parser: exit status 2, no panic.

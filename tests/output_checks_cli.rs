@@ -3,12 +3,15 @@
 //! file written or replaced.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use gpupg_localpg::LocalServer;
 
+mod common;
+use common::{bin, entries, one_line_error};
+
 fn export(server: &LocalServer, args: &[&str], paths: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpupgparser"));
+    let mut cmd = bin();
     cmd.args(["export", "--dsn", &server.dsn(), "--quiet"])
         .args(args);
     for (flag, path) in paths {
@@ -17,21 +20,10 @@ fn export(server: &LocalServer, args: &[&str], paths: &[(&str, &Path)]) -> Outpu
     cmd.output().expect("runs")
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 /// Exit 1, one line saying `says`.
 fn refused(o: &Output, says: &str) {
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(says), "wanted {says:?}: {stderr}");
+    let error = one_line_error(o);
+    assert!(error.contains(says), "wanted {says:?}: {error}");
 }
 
 fn server_with_tables() -> LocalServer {
@@ -233,7 +225,7 @@ fn zero_rows_and_zero_memory_limit_are_usage_errors() {
         vec!["bench", "--rows", "0"],
         vec!["serve", "--memory-limit", "0", "--socket"],
     ] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpupgparser"));
+        let mut cmd = bin();
         cmd.args(&args);
         if args[0] == "serve" {
             cmd.arg(&socket);

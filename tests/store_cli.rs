@@ -6,14 +6,13 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gpupg_localpg::{LocalServer, LocalServerOptions, TEST_PASSWORD};
+use gpupg_localpg::{LocalServer, TEST_PASSWORD};
+
+mod common;
+use common::{bin, ok, one_line_error};
 
 #[path = "../crates/store/tests/common/impostor.rs"]
 mod impostor;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gpupgparser"))
-}
 
 fn store(socket: &Path, args: &[&str]) -> Output {
     bin()
@@ -23,15 +22,6 @@ fn store(socket: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn serve(socket: &Path) -> Child {
@@ -160,14 +150,9 @@ fn serve_and_store_commands_then_sigterm() {
 /// A server with password authentication and a table the password role
 /// `gpu_pw` may read.
 fn password_server() -> LocalServer {
-    let pg = LocalServer::start_with(LocalServerOptions {
-        password_auth: true,
-        ..Default::default()
-    })
-    .expect("server");
-    pg.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g; GRANT SELECT ON t TO gpu_pw;")
-        .expect("setup");
-    pg
+    common::password_server(
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g; GRANT SELECT ON t TO gpu_pw;",
+    )
 }
 
 /// The connection as `gpu_pw` without its password (PGPASSWORD gives it).
@@ -194,16 +179,6 @@ fn output_within(mut cmd: Command, secs: u64) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().expect("output")
-}
-
-fn one_line_error(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        e.starts_with("error: ") && e.ends_with('\n') && e.lines().count() == 1,
-        "{e:?}"
-    );
-    e
 }
 
 /// `store` commands, and the Python example's client, check who listens

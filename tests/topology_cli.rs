@@ -4,24 +4,12 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use gpupg_topology::fake::FakeSysfs;
 use gpupg_topology::DevNum;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gpupgparser"))
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "status {:?}, stderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{bin, ok};
 
 fn has_nvme(sys: &Path) -> bool {
     std::fs::read_dir(sys.join("block"))

@@ -51,6 +51,8 @@ pub struct PagesDecoded {
 }
 
 impl CpuDecoder {
+    /// A decoder producing batches of `schema`; its buffers are reused from
+    /// one chunk to the next.
     pub fn new(schema: Arc<OutputSchema>) -> Self {
         let arrow = schema.arrow_schema();
         let cols = schema

@@ -14,6 +14,7 @@
 
 mod builder;
 mod decoder;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fuzz;
 mod schema;
 
@@ -31,9 +32,13 @@ use thiserror::Error;
 /// How values without one obvious Arrow type are represented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TypeOptions {
+    /// How `interval` columns are represented.
     pub interval: IntervalRepr,
+    /// How `numeric` without a usable precision and scale is represented.
     pub numeric: UnconstrainedNumeric,
+    /// How enum columns are represented.
     pub enums: EnumRepr,
+    /// How array columns are represented (whether a shape is kept).
     pub arrays: ArrayRepr,
 }
 
@@ -58,7 +63,10 @@ pub enum UnconstrainedNumeric {
     Text,
     /// `Decimal128(38, scale)`, rounded half away from zero to `scale`
     /// digits; NaN, ±Infinity and values of more than 38 digits are errors.
-    Decimal128 { scale: i8 },
+    Decimal128 {
+        /// Digits after the decimal point.
+        scale: i8,
+    },
     /// Float64, the nearest double; NaN and ±Infinity kept.
     Float64,
 }
@@ -110,56 +118,93 @@ pub trait Decoder: Send {
 /// key or ctid), a heap tuple by its ctid.
 #[derive(Debug, Error)]
 pub enum DecodeError {
+    /// A column whose type has no Arrow mapping here.
     #[error("column {column} ({type_name}) cannot be exported: {reason}")]
     Unsupported {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// Why.
         reason: String,
     },
+    /// Options or a schema the decoder cannot take (a Decimal128 scale over
+    /// 38, more columns than a COPY tuple carries).
     #[error("invalid type options: {0}")]
     Options(String),
+    /// A chunk whose row offsets are inconsistent (a caller's bug).
     #[error("malformed chunk (partition {partition}, first row {first_row}): {reason}")]
     BadChunk {
+        /// The chunk's partition.
         partition: u32,
+        /// Index of its first row in that partition.
         first_row: u64,
+        /// What is inconsistent.
         reason: String,
     },
+    /// A row's binary COPY framing is broken.
     #[error("partition {partition}, row {row}: {source}")]
     Framing {
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
+        /// What is wrong with it.
         source: FramingError,
     },
+    /// A value cannot be decoded.
     #[error("column {column} ({type_name}), partition {partition}, row {row}: {source}")]
     Value {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
+        /// What is wrong with it.
         source: ValueError,
     },
+    /// NULL in a NOT NULL column (the schema said it cannot happen).
     #[error("column {column} ({type_name}), partition {partition}, row {row}: NULL in a column declared NOT NULL")]
     UnexpectedNull {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
     },
+    /// One chunk holds more of the column than Arrow's 32-bit offsets allow.
     #[error("column {column} ({type_name}), partition {partition}, row {row}: the chunk holds more than 2 GiB of this column, over an Arrow batch's limit; use smaller chunks")]
     TooLarge {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The chunk's partition (the COPY it came from).
         partition: u32,
+        /// The row's index in that partition.
         row: u64,
     },
+    /// A value located in a heap page cannot be decoded.
     #[error("column {column} ({type_name}) of the row with ctid ({block},{offnum}): {failure}")]
     HeapValue {
+        /// The column's name.
         column: String,
+        /// Its PostgreSQL type, as the catalog prints it.
         type_name: String,
+        /// The page's block number.
         block: u32,
+        /// The tuple's line pointer (1-based).
         offnum: u16,
+        /// What is wrong with the value.
         failure: ValueFailure,
     },
+    /// Arrow refused the batch built from the columns.
     #[error("building the Arrow batch: {0}")]
     Arrow(#[from] ArrowError),
 }

@@ -4,7 +4,7 @@
 
 use gpupg_source::{
     catalog::{self, SelectColumn},
-    plan::{copy_query_sql, copy_sql, plan_table_reads, ReadSpec, TID_RANGE_SCAN_VERSION},
+    ranges::{copy_query_sql, copy_sql, plan_table_reads, ReadSpec, TID_RANGE_SCAN_VERSION},
     Connection, SourceError,
 };
 

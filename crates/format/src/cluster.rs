@@ -20,14 +20,23 @@ pub struct ControlFile {
     pub checkpoint_lsn: u64,
 }
 
+/// What is wrong with `global/pg_control` or `postmaster.pid`.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ClusterFileError {
+    /// `global/pg_control` is shorter than the fields read from it.
     #[error("pg_control is {0} bytes, too short")]
     ControlTooShort(usize),
+    /// `global/pg_control`'s CRC-32C does not match its contents.
     #[error("pg_control's CRC does not verify (damaged, or being written)")]
     ControlCrc,
+    /// A line of `postmaster.pid` that should hold a number does not.
     #[error("postmaster.pid line {line} ({what}) is missing or not a number")]
-    PidLine { line: usize, what: &'static str },
+    PidLine {
+        /// The line number (1-based).
+        line: usize,
+        /// What the line holds (PID, start time, port).
+        what: &'static str,
+    },
 }
 
 /// Offsets in `ControlFileData`, unchanged from PostgreSQL 11 (which removed
@@ -82,10 +91,13 @@ pub struct PostmasterPid {
     pub pid: u32,
     /// When the postmaster started, seconds since 1970.
     pub start_time: i64,
+    /// The port the postmaster listens on.
     pub port: u16,
 }
 
 impl PostmasterPid {
+    /// Parses `postmaster.pid`'s text: the PID on its first line, the start
+    /// time on the third and the port on the fourth.
     pub fn parse(text: &str) -> Result<PostmasterPid, ClusterFileError> {
         let lines: Vec<&str> = text.lines().collect();
         let line = |i: usize| lines.get(i).map(|l| l.trim()).unwrap_or("");

@@ -17,29 +17,57 @@ const FLAG_HAS_OIDS: u32 = 1 << 16;
 /// Errors in the framing of a binary COPY stream.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FramingError {
+    /// Fewer bytes than the header: 19, plus the extension area it announces.
     #[error("binary COPY header is truncated ({0} bytes)")]
     TruncatedHeader(usize),
+    /// The stream does not start with `PGCOPY\n\377\r\n\0`.
     #[error("binary COPY signature is wrong (not a binary COPY stream)")]
     BadSignature,
+    /// The header's OID flag is set (`WITH OIDS`, before PostgreSQL 12).
     #[error("binary COPY stream has OIDs in its rows, which is not supported")]
     HasOids,
+    /// Flags in the critical half of the header that this reader does not know.
     #[error("binary COPY header has unknown critical flags {0:#x}")]
     UnknownCriticalFlags(u32),
+    /// A tuple's field count differs from the number of columns.
     #[error("tuple has {found} fields, expected {expected}")]
-    FieldCount { expected: usize, found: i64 },
+    FieldCount {
+        /// Columns of the result.
+        expected: usize,
+        /// The count the tuple starts with.
+        found: i64,
+    },
+    /// A field runs past the end of its row.
     #[error("tuple is truncated: field {field} needs {needed} bytes at offset {offset}, the row has {len}")]
     Truncated {
+        /// Index of the field (0-based).
         field: usize,
+        /// Where in the row its length word or value starts.
         offset: usize,
+        /// Bytes it needs from there.
         needed: usize,
+        /// Bytes in the row.
         len: usize,
     },
+    /// A field length below -1 (the NULL marker).
     #[error("field {field} has invalid length {length}")]
-    BadLength { field: usize, length: i32 },
+    BadLength {
+        /// Index of the field (0-based).
+        field: usize,
+        /// The length word.
+        length: i32,
+    },
+    /// Bytes left in the row after its last field.
     #[error("tuple has {0} trailing bytes after its last field")]
     TrailingBytes(usize),
+    /// The caller's slice of field positions has fewer entries than columns.
     #[error("output has room for {room} fields, the tuple needs {needed}")]
-    OutputTooSmall { room: usize, needed: usize },
+    OutputTooSmall {
+        /// Entries the caller gave.
+        room: usize,
+        /// Columns expected.
+        needed: usize,
+    },
 }
 
 /// Parses the binary COPY header at the start of `buf` and returns its length

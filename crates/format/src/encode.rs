@@ -11,13 +11,21 @@ use crate::types::oid;
 /// units as on the wire).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// SQL NULL: a field of length -1.
     Null,
+    /// `boolean`.
     Bool(bool),
+    /// `smallint`.
     Int2(i16),
+    /// `integer`.
     Int4(i32),
+    /// `bigint`.
     Int8(i64),
+    /// `real`.
     Float4(f32),
+    /// `double precision`.
     Float8(f64),
+    /// `oid`.
     Oid(u32),
     /// A decimal string as `numeric_in` accepts it ("-1.50", "1e-5", "NaN",
     /// "Infinity", "-Infinity"); encoded by [`numeric_from_str`].
@@ -34,19 +42,27 @@ pub enum Value {
     Time(i64),
     /// Microseconds since 2000-01-01 (timestamp and timestamptz).
     Timestamp(i64),
+    /// `interval`, its three parts as PostgreSQL keeps them.
     Interval {
+        /// Microseconds of the time part.
         micros: i64,
+        /// Whole days.
         days: i32,
+        /// Whole months.
         months: i32,
     },
+    /// `uuid`.
     Uuid([u8; 16]),
     /// JSON text; sent with the jsonb version byte 1 in front.
     Jsonb(String),
     /// An array: element type OID, `(length, lower bound)` per dimension,
     /// elements in row-major order.
     Array {
+        /// OID of the element type, written in the array header.
         element_oid: u32,
+        /// `(length, lower bound)` per dimension.
         dims: Vec<(i32, i32)>,
+        /// The elements in row-major order.
         elements: Vec<Value>,
     },
 }

@@ -11,7 +11,8 @@
 //!   their offsets, the unit every decoder consumes.
 //! - [`copy`]: the binary COPY file header and tuple framing.
 //! - [`value`]: decoding of single values from their binary send format.
-//! - [`encode`]: the inverse, building tuples from typed values (for tests).
+//! - `encode`: the inverse, building tuples from typed values (for tests,
+//!   behind the `test-utils` feature).
 //! - [`cluster`]: `global/pg_control` and `postmaster.pid`, which tell whose
 //!   a data directory is.
 //! - [`heap`]: PostgreSQL heap pages (page and tuple layout, checksums, the
@@ -21,6 +22,7 @@
 pub mod chunk;
 pub mod cluster;
 pub mod copy;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod encode;
 pub mod heap;
 pub mod types;

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-/// Built-in type OIDs (from PostgreSQL's `pg_type.dat`).
+/// Built-in type OIDs (from PostgreSQL's `pg_type.dat`), each named as
+/// the type's `typname` in capitals.
+#[allow(missing_docs)] // The name is the type; a doc line would repeat it.
 pub mod oid {
     pub const BOOL: u32 = 16;
     pub const BYTEA: u32 = 17;
@@ -34,11 +36,17 @@ pub mod oid {
 /// their binary send format is the same (the raw UTF-8 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PgType {
+    /// `boolean`.
     Bool,
+    /// `smallint`.
     Int2,
+    /// `integer`.
     Int4,
+    /// `bigint`.
     Int8,
+    /// `real`.
     Float4,
+    /// `double precision`.
     Float8,
     /// `oid`, an unsigned 32-bit integer.
     Oid,
@@ -46,13 +54,21 @@ pub enum PgType {
     Numeric(Option<NumericTypmod>),
     /// text, varchar, name, bpchar (padding kept).
     Text,
+    /// `bytea`, raw bytes.
     Bytea,
+    /// `date`: days since 2000-01-01 on the wire.
     Date,
+    /// `time without time zone`: microseconds since midnight.
     Time,
+    /// `timestamp without time zone`: microseconds since 2000-01-01.
     Timestamp,
+    /// `timestamp with time zone`: microseconds since 2000-01-01 UTC.
     Timestamptz,
+    /// `interval`: microseconds, days and months, kept apart.
     Interval,
+    /// `uuid`, 16 bytes.
     Uuid,
+    /// `json`, sent as its text.
     Json,
     /// jsonb: the send format prefixes the JSON text with a version byte (1).
     Jsonb,
@@ -65,7 +81,9 @@ pub enum PgType {
 /// Precision and scale of a declared `numeric(p, s)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NumericTypmod {
+    /// Total significant digits, 1 to 1000.
     pub precision: u16,
+    /// Digits after the decimal point; negative (round to tens, hundreds) since PostgreSQL 15.
     pub scale: i16,
 }
 
@@ -112,22 +130,6 @@ impl PgType {
             UUID => PgType::Uuid,
             JSON => PgType::Json,
             JSONB => PgType::Jsonb,
-            _ => return None,
-        })
-    }
-
-    /// Size in bytes of the value on the wire when it is fixed, else `None`.
-    pub fn fixed_wire_len(&self) -> Option<usize> {
-        Some(match self {
-            PgType::Bool => 1,
-            PgType::Int2 => 2,
-            PgType::Int4 | PgType::Float4 | PgType::Oid | PgType::Date => 4,
-            PgType::Int8
-            | PgType::Float8
-            | PgType::Time
-            | PgType::Timestamp
-            | PgType::Timestamptz => 8,
-            PgType::Interval | PgType::Uuid => 16,
             _ => return None,
         })
     }

@@ -64,6 +64,8 @@ impl LocalServer {
         Self::start_with(LocalServerOptions::default())
     }
 
+    /// A server set up as `opts` asks (password roles, TLS); its directory
+    /// is removed again if it fails to start.
     pub fn start_with(opts: LocalServerOptions) -> Result<LocalServer, LocalPgError> {
         let bin_dir = find_bin_dir()?;
         let run_as = RunAs::detect()?;
@@ -100,14 +102,17 @@ impl LocalServer {
         )
     }
 
+    /// The TCP port it listens on (on 127.0.0.1), picked when it started.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// Its data directory, for tests that read the table files.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
+    /// The PostgreSQL installation's `bin` directory (`psql` and the server).
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }

@@ -54,6 +54,8 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let cname = CString::new(name).ok()?;
     // getpwnam_r with a caller-owned buffer: getpwnam's static result would
     // race with other threads starting servers at the same time.
+    // SAFETY: passwd is a plain C struct of integers and pointers, for
+    // which all zeros is a valid (null-pointer) value.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();

@@ -25,6 +25,7 @@ mod temp;
 /// The file format written by a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    /// Apache Parquet, columnar and compressed per column chunk.
     #[default]
     Parquet,
     /// The Arrow IPC *file* format (random access, with footer), a.k.a. Feather v2.
@@ -56,11 +57,15 @@ pub enum Compression {
     /// zstd at the given level (1..=22); level 1 is the default because it is several times
     /// faster than the higher levels for a few percent larger files.
     Zstd(i32),
+    /// Snappy: fast, light compression (Parquet only).
     Snappy,
     /// Parquet: LZ4_RAW (the Hadoop-framed LZ4 codec is deprecated); Arrow IPC: LZ4_FRAME.
     Lz4,
+    /// Gzip at its default level (Parquet only).
     Gzip,
+    /// Brotli at its default level (Parquet only).
     Brotli,
+    /// Uncompressed.
     None,
 }
 
@@ -138,7 +143,9 @@ impl FromStr for Compression {
 /// How a sink writes its file(s).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkOptions {
+    /// Parquet or Arrow IPC.
     pub format: Format,
+    /// The codec every column (Parquet) or buffer (Arrow IPC) is compressed with.
     pub compression: Compression,
     /// Replace existing output files; without it an existing file is refused.
     pub overwrite: bool,
@@ -165,6 +172,7 @@ impl Default for SinkOptions {
 pub struct OutputStats {
     /// Final path and size in bytes of each file written.
     pub files: Vec<(PathBuf, u64)>,
+    /// Rows written over all files.
     pub rows: u64,
     /// Time spent encoding and compressing, summed over the writing threads (they encode in
     /// parallel). Arrow IPC: includes mapping batch dictionaries to the file-wide ones.
@@ -190,55 +198,98 @@ pub trait Sink: Send + Sync {
 /// Errors of the output stage; each displays as one line naming the file (and column).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// The output file exists and overwriting was not asked for.
     #[error("{}: output file already exists (use overwrite to replace it)", path.display())]
-    Exists { path: PathBuf },
+    Exists {
+        /// The output file.
+        path: PathBuf,
+    },
 
+    /// Creating, writing, syncing or renaming a file failed.
     #[error("{}: I/O error while {during}: {source}", path.display())]
     Io {
+        /// The output file.
         path: PathBuf,
+        /// The step that failed.
         during: &'static str,
+        /// The system's error.
         source: std::io::Error,
     },
 
+    /// A type or option combination the format cannot write.
     #[error("unsupported: {what}")]
-    Unsupported { what: String },
+    Unsupported {
+        /// What is unsupported.
+        what: String,
+    },
 
+    /// A compression name or level that cannot be used.
     #[error("invalid compression {spec:?}: {reason}")]
-    InvalidCompression { spec: String, reason: String },
+    InvalidCompression {
+        /// The compression as given.
+        spec: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 
+    /// An argument no file can be written with (a bad file stem, two
+    /// columns of one name).
     #[error("invalid argument: {what}")]
-    InvalidArgument { what: String },
+    InvalidArgument {
+        /// What is wrong.
+        what: String,
+    },
 
+    /// A batch whose schema differs from the one the sink was created with.
     #[error("{}: batch does not match the sink schema at column {column:?}: {detail}", path.display())]
     SchemaMismatch {
+        /// The output file.
         path: PathBuf,
+        /// The first column that differs.
         column: String,
+        /// How it differs.
         detail: String,
     },
 
+    /// The Parquet writer could not encode a column.
     #[error("{}: cannot encode column {column:?} as Parquet: {source}", path.display())]
     Encode {
+        /// The output file.
         path: PathBuf,
+        /// The column.
         column: String,
+        /// The Parquet writer's error.
         source: ParquetError,
     },
 
+    /// The Parquet writer failed outside one column (footer, row group).
     #[error("{}: Parquet error while {during}: {source}", path.display())]
     Parquet {
+        /// The output file.
         path: PathBuf,
+        /// The step that failed.
         during: &'static str,
+        /// The Parquet writer's error.
         source: ParquetError,
     },
 
+    /// The Arrow IPC writer failed.
     #[error("{}: Arrow error while {during}: {source}", path.display())]
     Arrow {
+        /// The output file.
         path: PathBuf,
+        /// The step that failed.
         during: &'static str,
+        /// The Arrow writer's error.
         source: ArrowError,
     },
 
+    /// A write after an earlier one failed (the file is not finished).
     #[error("{}: the sink failed earlier and accepts no more data", path.display())]
-    Failed { path: PathBuf },
+    Failed {
+        /// The output file.
+        path: PathBuf,
+    },
 }
 
 /// Creates a sink writing one file at `path`. Refuses an existing file unless

@@ -10,7 +10,7 @@ use arrow::compute::{cast, concat_batches};
 use arrow::ipc::reader::{FileReader, StreamReader};
 use arrow_array::builder::{Int32Builder, StringDictionaryBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::types::{Int16Type, Int32Type, Int64Type};
 use arrow_array::*;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -751,7 +751,7 @@ fn arrow_ipc_nested_dictionaries_are_written_under_the_lock() {
             Arc::new(DictionaryArray::new(keys, tag_values.clone())),
             None,
         );
-        let short = DictionaryArray::<arrow_array::types::Int16Type>::new(
+        let short = DictionaryArray::<Int16Type>::new(
             Int16Array::from_iter_values((0..20).map(|r| r % 2)),
             Arc::new(StringArray::from(vec!["no", "yes"])),
         );

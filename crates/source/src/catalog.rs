@@ -13,8 +13,11 @@ use crate::sql::quote_ident;
 /// A relation to export.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableInfo {
+    /// `pg_class.oid`.
     pub oid: u32,
+    /// The schema it is in, unquoted.
     pub schema: String,
+    /// Its name, unquoted.
     pub name: String,
     /// `pg_class.relkind`: 'r' table, 'p' partitioned table, 'v' view,
     /// 'm' materialized view, 'f' foreign table, ...
@@ -22,6 +25,7 @@ pub struct TableInfo {
     /// Current size in pages (`pg_relation_size / block_size`); 0 for
     /// relations without storage.
     pub relpages: u64,
+    /// The server's block size (`block_size`), 8192 unless built otherwise.
     pub block_size: u32,
     /// Current size in bytes (summed over partitions for a partitioned
     /// table).
@@ -44,6 +48,7 @@ impl TableInfo {
         matches!(self.relkind, 'r' | 'm' | 't')
     }
 
+    /// Whether it is a partitioned table, read through its leaf partitions.
     pub fn is_partitioned(&self) -> bool {
         self.relkind == 'p'
     }
@@ -62,6 +67,7 @@ pub enum UnsupportedTypes {
 /// One column of the SELECT list of the COPY.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectColumn {
+    /// Name, type and nullability as the decoders see the column.
     pub desc: ColumnDesc,
     /// The quoted identifier, or `"ident"::text` when cast to text.
     pub select_expr: String,

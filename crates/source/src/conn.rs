@@ -122,15 +122,20 @@ pub type BinaryRows = Vec<Vec<Option<Vec<u8>>>>;
 /// in the type's binary format (`None` sends NULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param<'a> {
+    /// The parameter's type, or 0 to let the server infer it.
     pub type_oid: u32,
+    /// The value in binary format, or `None` for NULL.
     pub value: Option<Cow<'a, [u8]>>,
 }
 
 impl<'a> Param<'a> {
-    /// Type OIDs of the constructors below.
+    /// `bytea`'s type OID (these four are the types of the constructors below).
     pub const BYTEA: u32 = 17;
+    /// `bigint`'s type OID.
     pub const INT8: u32 = 20;
+    /// `integer`'s type OID.
     pub const INT4: u32 = 23;
+    /// `oid`'s type OID.
     pub const OID: u32 = 26;
 
     /// A value whose type the server infers from the statement (type OID

@@ -37,6 +37,47 @@ struct Framer {
     trailer_seen: bool,
 }
 
+/// The rows framed in the current buffer, not yet handed on.
+struct PendingRows {
+    starts: Vec<u32>,
+    ends: Vec<u32>,
+    /// Index of the first of them in the whole COPY.
+    first_row: u64,
+}
+
+impl PendingRows {
+    /// Rows framed so far, handed on or not.
+    fn count(&self) -> u64 {
+        self.first_row + self.starts.len() as u64
+    }
+
+    /// The pending rows as a chunk of `data`; the next chunk's row vectors
+    /// start with the same capacity.
+    fn take_chunk(&mut self, data: Vec<u8>, partition: u32) -> CopyChunk {
+        let nrows = self.starts.len();
+        let chunk = CopyChunk {
+            data,
+            row_starts: std::mem::replace(&mut self.starts, Vec::with_capacity(nrows)),
+            row_ends: std::mem::replace(&mut self.ends, Vec::with_capacity(nrows)),
+            partition,
+            first_row: self.first_row,
+        };
+        self.first_row += nrows as u64;
+        chunk
+    }
+
+    /// The last chunk of the COPY: the pending rows as a chunk of `data`.
+    fn into_chunk(self, data: Vec<u8>, partition: u32) -> CopyChunk {
+        CopyChunk {
+            data,
+            row_starts: self.starts,
+            row_ends: self.ends,
+            partition,
+            first_row: self.first_row,
+        }
+    }
+}
+
 impl Connection {
     /// Runs `sql`, which must be a `COPY ... TO STDOUT (FORMAT binary)`,
     /// and hands its rows to `on_chunk` in chunks of pool buffers.
@@ -137,9 +178,11 @@ impl Connection {
         stats.wire_bytes += pending as u64;
         let mut filled = pending;
         let mut pos = 0usize;
-        let mut starts: Vec<u32> = Vec::new();
-        let mut ends: Vec<u32> = Vec::new();
-        let mut first_row = 0u64;
+        let mut rows = PendingRows {
+            starts: Vec::new(),
+            ends: Vec::new(),
+            first_row: 0,
+        };
         // Holds the partial message of a full buffer while that buffer is
         // handed on, so this reader never holds two pool buffers at once.
         let mut carry: Vec<u8> = Vec::new();
@@ -162,8 +205,8 @@ impl Connection {
                         if let Some(start) =
                             self.frame_copy_data(&buf, body, end, &mut framer, context)?
                         {
-                            starts.push(start as u32);
-                            ends.push(end as u32);
+                            rows.starts.push(start as u32);
+                            rows.ends.push(end as u32);
                             stats.row_bytes += (end - start) as u64;
                         }
                     }
@@ -173,16 +216,7 @@ impl Connection {
                         break;
                     }
                     tag::ERROR_RESPONSE => {
-                        let f = protocol::parse_error(&buf[body..end])
-                            .map_err(|v| self.violation(context, v))?;
-                        let after = buf[end..filled].to_vec();
-                        pool.give(buf);
-                        let err = self.server_error(f, context.to_string());
-                        if !self.broken {
-                            self.unread(&after);
-                            self.wait_ready(context)?;
-                        }
-                        return Err(err);
+                        return Err(self.copy_failed(pool, buf, body..end, filled, context)?);
                     }
                     tag::PARAMETER_STATUS => {
                         self.record_parameter_status(&buf[body..end], context)?;
@@ -205,22 +239,13 @@ impl Connection {
             }
 
             if filled == buf.len() {
-                if !starts.is_empty() {
+                if !rows.starts.is_empty() {
                     // Full: hand the rows on, continue in a fresh buffer
                     // with the partial message at its start.
                     carry.clear();
                     carry.extend_from_slice(&buf[pos..filled]);
                     buf.truncate(pos);
-                    let nrows = starts.len();
-                    let chunk = CopyChunk {
-                        data: buf,
-                        row_starts: std::mem::replace(&mut starts, Vec::with_capacity(nrows)),
-                        row_ends: std::mem::replace(&mut ends, Vec::with_capacity(nrows)),
-                        partition,
-                        first_row,
-                    };
-                    first_row += nrows as u64;
-                    if let Err(e) = on_chunk(chunk) {
+                    if let Err(e) = on_chunk(rows.take_chunk(buf, partition)) {
                         self.broken = true;
                         return Err(e);
                     }
@@ -237,44 +262,17 @@ impl Connection {
                     pos = 0;
                 }
                 if filled == buf.len() {
-                    // One message larger than the whole buffer (rows go up
-                    // to 1 GB): grow this buffer to hold it.
-                    let need = if filled >= HEADER_LEN {
-                        let (_, len) = protocol::header(&buf[..HEADER_LEN])
-                            .map_err(|v| self.violation(context, v))?;
-                        HEADER_LEN + len
-                    } else {
-                        HEADER_LEN
-                    };
-                    pool.ensure_len(&mut buf, need.max(filled + 1), filled);
+                    self.grow_for_message(pool, &mut buf, filled, context)?;
                 }
             }
 
-            let n = loop {
-                match std::io::Read::read(&mut self.stream, &mut buf[filled..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.broken = true;
-                        pool.give(buf);
-                        return Err(self.lost(
-                            &format!("{context} (after {} rows)", first_row + starts.len() as u64),
-                            e,
-                        ));
-                    }
+            let n = match self.read_more(&mut buf[filled..], context, rows.count()) {
+                Ok(n) => n,
+                Err(e) => {
+                    pool.give(buf);
+                    return Err(e);
                 }
             };
-            if n == 0 {
-                self.broken = true;
-                pool.give(buf);
-                return Err(self.lost(
-                    &format!("{context} (after {} rows)", first_row + starts.len() as u64),
-                    std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "server closed the connection",
-                    ),
-                ));
-            }
             filled += n;
             stats.wire_bytes += n as u64;
         }
@@ -283,23 +281,16 @@ impl Connection {
         // back to the message reader.
         self.unread(&buf[pos..filled]);
         buf.truncate(pos);
-        stats.rows = first_row + starts.len() as u64;
+        stats.rows = rows.count();
         if !framer.trailer_seen {
             self.broken = true;
             pool.give(buf);
             return Err(self.protocol_error(context, "the COPY ended without the binary trailer"));
         }
-        if starts.is_empty() {
+        if rows.starts.is_empty() {
             pool.give(buf);
         } else {
-            let chunk = CopyChunk {
-                data: buf,
-                row_starts: starts,
-                row_ends: ends,
-                partition,
-                first_row,
-            };
-            if let Err(e) = on_chunk(chunk) {
+            if let Err(e) = on_chunk(rows.into_chunk(buf, partition)) {
                 // The server side of the COPY is finished; drain its last
                 // messages so the session stays usable.
                 self.finish_copy(context)?;
@@ -307,6 +298,76 @@ impl Connection {
             }
         }
         Ok(stats)
+    }
+
+    /// Grows `buf`, full with the start of one message at its front, to
+    /// hold that whole message (rows go up to 1 GB).
+    fn grow_for_message(
+        &self,
+        pool: &BufferPool,
+        buf: &mut Vec<u8>,
+        filled: usize,
+        context: &str,
+    ) -> Result<(), SourceError> {
+        let need = if filled >= HEADER_LEN {
+            let (_, len) =
+                protocol::header(&buf[..HEADER_LEN]).map_err(|v| self.violation(context, v))?;
+            HEADER_LEN + len
+        } else {
+            HEADER_LEN
+        };
+        pool.ensure_len(buf, need.max(filled + 1), filled);
+        Ok(())
+    }
+
+    /// Reads at least one byte of the stream into `into`; a lost
+    /// connection, or one the server closed, is an error naming how many
+    /// rows had come.
+    fn read_more(
+        &mut self,
+        into: &mut [u8],
+        context: &str,
+        rows: u64,
+    ) -> Result<usize, SourceError> {
+        let result = loop {
+            match std::io::Read::read(&mut self.stream, into) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(0) => {
+                    break Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "server closed the connection",
+                    ))
+                }
+                other => break other,
+            }
+        };
+        result.map_err(|e| {
+            self.broken = true;
+            self.lost(&format!("{context} (after {rows} rows)"), e)
+        })
+    }
+
+    /// The error of an ErrorResponse at `body` in `buf`, which goes back to
+    /// `pool`; the session is brought back to ReadyForQuery (through the
+    /// bytes after the message, up to `filled`) unless it is broken.
+    fn copy_failed(
+        &mut self,
+        pool: &BufferPool,
+        buf: Vec<u8>,
+        body: std::ops::Range<usize>,
+        filled: usize,
+        context: &str,
+    ) -> Result<SourceError, SourceError> {
+        let end = body.end;
+        let f = protocol::parse_error(&buf[body]).map_err(|v| self.violation(context, v))?;
+        let after = buf[end..filled].to_vec();
+        pool.give(buf);
+        let err = self.server_error(f, context.to_string());
+        if !self.broken {
+            self.unread(&after);
+            self.wait_ready(context)?;
+        }
+        Ok(err)
     }
 
     /// The start of the row in the CopyData body `buf[body..end]`, or `None`

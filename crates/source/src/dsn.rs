@@ -64,6 +64,7 @@ impl SslMode {
         })
     }
 
+    /// The mode as written in a connection string.
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
@@ -80,17 +81,27 @@ impl SslMode {
 /// password; use [`ConnectConfig::redacted`] in messages.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectConfig {
+    /// The server's host name, address or socket directory.
     pub host: Host,
     /// An IP address to connect to instead of resolving `host` (which is
     /// still used for TLS host-name verification).
     pub hostaddr: Option<IpAddr>,
+    /// TCP port, or the number in the Unix socket's name.
     pub port: u16,
+    /// The role to log in as.
     pub user: String,
+    /// The password, when given in the string or `PGPASSWORD`.
     pub password: Option<String>,
+    /// The database to connect to.
     pub dbname: String,
+    /// Whether and how TLS is used.
     pub sslmode: SslMode,
+    /// Root certificates for verify-ca and verify-full (libpq's
+    /// `sslrootcert`); `None` for the default roots.
     pub sslrootcert: Option<PathBuf>,
+    /// Shown in `pg_stat_activity`, so the export's sessions can be found.
     pub application_name: String,
+    /// How long connecting may take; `None` waits as long as the system does.
     pub connect_timeout: Option<Duration>,
     /// Command-line options sent to the server (e.g. `-c work_mem=1GB`).
     pub options: Option<String>,

@@ -12,7 +12,7 @@
 //!   [`auth`] beneath it.
 //! - [`copy`]: the COPY reader (the hot path); [`pool`]: its buffers.
 //! - [`cancel`]: CancelRequest, to stop another connection's statement.
-//! - [`catalog`], [`snapshot`], [`plan`], [`sql`]: what to read and how.
+//! - [`catalog`], [`snapshot`], [`ranges`], [`sql`]: what to read and how.
 
 mod auth;
 pub mod cancel;
@@ -23,9 +23,9 @@ pub mod dsn;
 pub mod error;
 pub mod large_object;
 mod pgpass;
-pub mod plan;
 pub mod pool;
 pub mod protocol;
+pub mod ranges;
 mod service;
 pub mod size;
 pub mod snapshot;
@@ -41,11 +41,11 @@ pub use conn::{BinaryRows, Connection, DescribedColumn, Param};
 pub use copy::CopyOutStats;
 pub use dsn::{ConnectConfig, Host, SslMode};
 pub use error::SourceError;
-pub use plan::{
-    copy_query_sql, copy_sql, copy_sql_blocks, plan_ranges, plan_table_reads, PageRange,
-    RangeQueue, ReadSpec, ReadTask,
-};
 pub use pool::BufferPool;
+pub use ranges::{
+    copy_query_sql, copy_sql, copy_sql_blocks, plan_ranges, plan_table_reads, PageRange, ReadSpec,
+    ReadTask,
+};
 pub use size::parse_size;
 pub use snapshot::{begin_exported_snapshot, begin_with_snapshot};
 pub use sql::{quote_ident, quote_literal};

@@ -89,10 +89,12 @@ impl BufferPool {
         pool
     }
 
+    /// Bytes each of the pool's buffers holds.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
+    /// How many buffers the pool may make.
     pub fn buffers(&self) -> usize {
         self.buffers
     }

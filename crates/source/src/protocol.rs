@@ -6,7 +6,9 @@
 //! own buffers with [`header`]; everything else goes through the connection's
 //! message reader and the `parse_*` functions here.
 
-/// Backend message type bytes.
+/// Backend message type bytes, each named after its message in the
+/// protocol documentation ("Message Formats").
+#[allow(missing_docs)] // The name is the message; a doc line would repeat it.
 pub mod tag {
     pub const AUTHENTICATION: u8 = b'R';
     pub const BACKEND_KEY_DATA: u8 = b'K';
@@ -134,7 +136,9 @@ pub fn parse_describe_sync(sql: &str) -> Vec<u8> {
 
 /// Wire format codes of parameters and result columns.
 pub mod format {
+    /// Text, as `*_out` functions print values.
     pub const TEXT: i16 = 0;
+    /// Binary, as `*_send` functions write values.
     pub const BINARY: i16 = 1;
 }
 
@@ -354,20 +358,29 @@ impl<'a> Body<'a> {
 /// An Authentication request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthRequest {
+    /// Authenticated.
     Ok,
+    /// Send the password as it is.
     Cleartext,
+    /// Send `md5(md5(password || user) || salt)`.
     Md5 {
+        /// The server's random salt.
         salt: [u8; 4],
     },
+    /// Start SASL with one of these mechanisms (SCRAM-SHA-256).
     Sasl {
+        /// Mechanism names, most preferred first.
         mechanisms: Vec<String>,
     },
+    /// The server's next SASL message.
     SaslContinue(Vec<u8>),
+    /// The server's last SASL message, with its proof.
     SaslFinal(Vec<u8>),
     /// Kerberos, GSSAPI, SSPI...: not supported.
     Other(i32),
 }
 
+/// Decodes an Authentication message's body.
 pub fn parse_auth(body: &[u8]) -> Result<AuthRequest, ProtocolViolation> {
     let mut b = Body {
         buf: body,
@@ -402,13 +415,21 @@ pub fn parse_auth(body: &[u8]) -> Result<AuthRequest, ProtocolViolation> {
 /// The fields of an ErrorResponse or NoticeResponse that we report.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ErrorFields {
+    /// `V` (untranslated, 9.6+) or `S`: ERROR, FATAL, PANIC, or for notices
+    /// WARNING, NOTICE...
     pub severity: String,
+    /// `C`: the SQLSTATE code.
     pub code: String,
+    /// `M`: the primary message.
     pub message: String,
+    /// `D`: the optional detail.
     pub detail: Option<String>,
+    /// `H`: the optional hint.
     pub hint: Option<String>,
 }
 
+/// Decodes an ErrorResponse or NoticeResponse body (the fields above; the
+/// others are skipped).
 pub fn parse_error(body: &[u8]) -> Result<ErrorFields, ProtocolViolation> {
     let mut b = Body {
         buf: body,
@@ -456,15 +477,23 @@ pub fn parse_backend_key(body: &[u8]) -> Result<(i32, i32), ProtocolViolation> {
 /// One field of a RowDescription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldDescription {
+    /// The column's name as the query labels it.
     pub name: String,
+    /// The table it comes from, or 0 for an expression.
     pub table_oid: u32,
+    /// Its attribute number in that table, or 0.
     pub column_attnum: i16,
+    /// OID of its type.
     pub type_oid: u32,
+    /// `typlen` of the type (negative for variable width).
     pub type_size: i16,
+    /// The type modifier (e.g. numeric precision and scale), or -1.
     pub typmod: i32,
+    /// Format code of the values: [`format::TEXT`] or [`format::BINARY`].
     pub format: i16,
 }
 
+/// Decodes a RowDescription body.
 pub fn parse_row_description(body: &[u8]) -> Result<Vec<FieldDescription>, ProtocolViolation> {
     let mut b = Body {
         buf: body,

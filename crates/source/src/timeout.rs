@@ -35,7 +35,7 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     /// Watches `socket` (a clone of the connection's) until `deadline`.
-    pub(crate) fn arm(socket: Socket, deadline: Instant) -> std::io::Result<Watchdog> {
+    pub(crate) fn arm(socket: Socket, deadline: Instant) -> io::Result<Watchdog> {
         let phase = Arc::new(Mutex::new(Phase::Armed));
         let (wake, woken) = mpsc::channel::<()>();
         let watched = Arc::clone(&phase);
@@ -100,7 +100,7 @@ pub(crate) fn connect_unix(path: &Path, deadline: Instant) -> io::Result<UnixStr
             libc::connect(
                 stream.as_raw_fd(),
                 (&addr as *const libc::sockaddr_un).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                size_of::<libc::sockaddr_un>() as libc::socklen_t,
             )
         };
         if rc == 0 {

@@ -8,7 +8,7 @@ use common::{be_i32, connect, copy_rows, fields};
 use gpupg_localpg::LocalServer;
 use gpupg_source::{
     begin_exported_snapshot, begin_with_snapshot, copy_query_sql, copy_sql, plan_table_reads,
-    resolve_table, table_columns, BufferPool, RangeQueue, ReadSpec, SourceError, UnsupportedTypes,
+    resolve_table, table_columns, BufferPool, ReadSpec, SourceError, UnsupportedTypes,
 };
 
 fn sorted(mut rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -46,7 +46,8 @@ fn ranges_over_partitions_equal_one_whole_copy() {
     assert!(tasks.iter().any(|t| t.sql().contains("ctid <")));
 
     // Three workers on their own connections with the shared snapshot.
-    let queue = RangeQueue::new(tasks);
+    // The workers take tasks from one shared list, as the export does.
+    let queue = std::sync::Mutex::new(tasks.into_iter());
     let pool = BufferPool::new(8, 32 * 1024);
     let parts: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..3)
@@ -56,7 +57,10 @@ fn ranges_over_partitions_equal_one_whole_copy() {
                     let mut w = common::connect_dsn(&dsn);
                     begin_with_snapshot(&mut w, &snapshot).unwrap();
                     let mut rows = Vec::new();
-                    while let Some((_, task)) = queue.next() {
+                    loop {
+                        let Some(task) = queue.lock().unwrap().next() else {
+                            break;
+                        };
                         rows.extend(copy_rows(&mut w, &task.sql(), pool).unwrap().0);
                     }
                     rows

@@ -1,7 +1,7 @@
 //! Where a loaded table lives, behind one interface: [`GpuBackend`]
 //! (device memory, shared through CUDA IPC) and [`HostBackend`] (host
 //! memory; the same layouts and manifests without a GPU, for tests). The
-//! registry, protocol and manifest only see [`Resident`].
+//! registry, protocol and manifest only see [`LoadedTable`].
 //!
 //! [`GpuBackend`]: crate::GpuBackend
 //! [`HostBackend`]: crate::HostBackend
@@ -34,16 +34,18 @@ pub trait Backend: Send + Sync {
         &self,
         name: &str,
         req: &ExportRequest<'_>,
-        prior: Option<&Resident>,
-    ) -> Result<Resident, StoreError>;
+        prior: Option<&LoadedTable>,
+    ) -> Result<LoadedTable, StoreError>;
 }
 
 /// A loaded table: where each buffer lies, and the memory itself.
-pub struct Resident {
+pub struct LoadedTable {
+    /// The columns' Arrow schema.
     pub schema: SchemaRef,
     /// The first of the devices holding the table (each allocation names
     /// its own).
     pub device: usize,
+    /// Rows in the table as loaded.
     pub rows: u64,
     /// Every allocation the buffers lie in, with a handle another process
     /// opens it with.
@@ -59,10 +61,10 @@ pub struct Resident {
     pub memory: Box<dyn Any + Send + Sync>,
 }
 
-impl Resident {
+impl LoadedTable {
     /// The memory of `prior` (the revision a refresh copies rows from), as
     /// the backend that loaded it keeps it.
-    pub(crate) fn memory_of<T: 'static>(prior: Option<&Resident>) -> Result<&T, StoreError> {
+    pub(crate) fn memory_of<T: 'static>(prior: Option<&LoadedTable>) -> Result<&T, StoreError> {
         prior
             .and_then(|p| p.memory.downcast_ref::<T>())
             .ok_or_else(|| {
@@ -80,7 +82,9 @@ impl Resident {
 /// the host backend an id in the same form) and its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationLayout {
+    /// The handle, 128 hex digits.
     pub handle: String,
+    /// Its size in bytes.
     pub size: u64,
     /// The device it is on.
     pub device: usize,
@@ -89,15 +93,20 @@ pub struct AllocationLayout {
 /// A chunk of rows: every column's buffers for those rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkLayout {
+    /// Rows in the chunk.
     pub rows: usize,
+    /// One per schema field, in schema order.
     pub columns: Vec<ColumnLayout>,
 }
 
 /// One column of one chunk in Arrow's `ArrayData` layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnLayout {
+    /// The array's Arrow type.
     pub data_type: DataType,
+    /// Values in the array.
     pub len: usize,
+    /// How many of them are NULL.
     pub null_count: usize,
     /// Validity bitmap; absent when there are no NULLs.
     pub validity: Option<BufferLayout>,
@@ -108,10 +117,13 @@ pub struct ColumnLayout {
 }
 
 /// Where one buffer lies: an allocation (index into
-/// [`Resident::allocations`]), the offset from its base and the length.
+/// [`LoadedTable::allocations`]), the offset from its base and the length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferLayout {
+    /// Index into [`LoadedTable::allocations`].
     pub allocation: usize,
+    /// Bytes from the allocation's base.
     pub offset: u64,
+    /// Bytes in the buffer.
     pub length: u64,
 }

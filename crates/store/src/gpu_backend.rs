@@ -15,7 +15,7 @@ use gpupg_gpu::{
 };
 
 use crate::backend::{
-    AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, Resident,
+    AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, LoadedTable,
 };
 use crate::error::StoreError;
 
@@ -84,13 +84,13 @@ impl Backend for GpuBackend {
         &self,
         name: &str,
         req: &ExportRequest<'_>,
-        prior: Option<&Resident>,
-    ) -> Result<Resident, StoreError> {
+        prior: Option<&LoadedTable>,
+    ) -> Result<LoadedTable, StoreError> {
         let mut loaded = export_to_device(req, &NoProgress).map_err(|e| load_error(name, e))?;
         // A refresh: the rows of unchanged pages are copied out of the
         // previous revision on the device.
         if loaded.carries_rows() {
-            let old = Resident::memory_of::<DeviceTable>(prior)?;
+            let old = LoadedTable::memory_of::<DeviceTable>(prior)?;
             let mut gatherers = Gatherers::default();
             loaded
                 .append_carried(
@@ -108,7 +108,7 @@ impl Backend for GpuBackend {
             batches: loaded.batches,
         };
         let (allocations, chunks) = describe(&table)?;
-        Ok(Resident {
+        Ok(LoadedTable {
             schema: table.schema.clone(),
             device: req.devices.first().copied().unwrap_or(0),
             rows: table.num_rows() as u64,

@@ -14,7 +14,7 @@ use gpupg_export::{export_to_host, BatchSize, Engine, ExportRequest, NoProgress,
 use gpupg_gpu::{gather_rows_host, IpcHandle};
 
 use crate::backend::{
-    AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, Resident,
+    AllocationLayout, Backend, BufferLayout, ChunkLayout, ColumnLayout, LoadedTable,
 };
 use crate::error::StoreError;
 
@@ -128,8 +128,8 @@ impl Backend for HostBackend {
         &self,
         name: &str,
         req: &ExportRequest<'_>,
-        prior: Option<&Resident>,
-    ) -> Result<Resident, StoreError> {
+        prior: Option<&LoadedTable>,
+    ) -> Result<LoadedTable, StoreError> {
         let load_error = |source| StoreError::Load {
             name: name.to_string(),
             source: Box::new(source),
@@ -142,7 +142,7 @@ impl Backend for HostBackend {
         // A refresh: the rows of unchanged pages are copied out of the
         // previous revision, as the GPU backend does on the device.
         if loaded.carries_rows() {
-            let old = Resident::memory_of::<HostTable>(prior)?;
+            let old = LoadedTable::memory_of::<HostTable>(prior)?;
             loaded
                 .append_carried(
                     |c| gather_rows_host(&old.batches, &c.runs),
@@ -188,7 +188,7 @@ impl Backend for HostBackend {
                 columns,
             });
         }
-        Ok(Resident {
+        Ok(LoadedTable {
             schema: loaded.schema,
             device: req.devices.first().copied().unwrap_or(0),
             rows: loaded.batches.iter().map(|b| b.num_rows() as u64).sum(),

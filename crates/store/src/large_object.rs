@@ -96,16 +96,14 @@ impl ByteRegion for MappedRegion {
 pub struct HostRegion(Vec<u8>);
 
 impl HostRegion {
+    /// A region holding `bytes` (its length is the region's).
     pub fn new(bytes: Vec<u8>) -> HostRegion {
         HostRegion(bytes)
     }
 
+    /// The region's bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.0
-    }
-
-    pub fn into_inner(self) -> Vec<u8> {
-        self.0
     }
 
     fn range(&self, offset: u64, len: usize) -> Result<std::ops::Range<usize>, GpuError> {
@@ -162,35 +160,61 @@ pub enum LoError {
 
     /// `offset + length` does not fit in 64 bits.
     #[error("offset {offset} plus length {length} is past the largest possible address")]
-    Overflow { offset: u64, length: u64 },
+    Overflow {
+        /// The span's start.
+        offset: u64,
+        /// The span's length.
+        length: u64,
+    },
 
     /// The span is not inside the region. Checked before any SQL runs.
     #[error("bytes {offset}..{end} (offset {offset}, length {length}) are outside {region} of {size} bytes", end = *.offset as u128 + *.length as u128)]
     OutOfRange {
+        /// The span's start.
         offset: u64,
+        /// The span's length.
         length: u64,
+        /// The region's size.
         size: u64,
+        /// The region, in words.
         region: String,
     },
 
     /// More bytes than a large object holds.
     #[error("a large object holds at most {max} bytes; length {length} is more")]
-    TooLarge { length: u64, max: u64 },
+    TooLarge {
+        /// The length asked for.
+        length: u64,
+        /// The most a large object holds.
+        max: u64,
+    },
 
     /// The large object to export does not exist.
     #[error("large object {oid} does not exist")]
-    NoSuchObject { oid: u32 },
+    NoSuchObject {
+        /// The object's OID.
+        oid: u32,
+    },
 
     /// The large object does not fit the span it is exported into; nothing
     /// was written.
     #[error("large object {oid} is {size} bytes, longer than the {length} bytes to export it into (nothing was written)")]
-    TooLong { oid: u32, size: u64, length: u64 },
+    TooLong {
+        /// The object's OID.
+        oid: u32,
+        /// Its size.
+        size: u64,
+        /// The span's length.
+        length: u64,
+    },
 
     /// The server refused or failed (its message, e.g. "permission denied
     /// for large object 16385", passed through).
     #[error("{during}: {source}")]
     Sql {
+        /// The step, naming the object.
         during: String,
+        /// The server's error.
         #[source]
         source: Box<SourceError>,
     },
@@ -198,7 +222,9 @@ pub enum LoError {
     /// Reading or writing the region failed.
     #[error("{during}: {source}")]
     Region {
+        /// The step, naming the bytes.
         during: String,
+        /// The GPU's error.
         #[source]
         source: Box<GpuError>,
     },
@@ -206,9 +232,13 @@ pub enum LoError {
     /// `lo_get` returned fewer bytes than the object's size promised.
     #[error("large object {oid}: expected {expected} bytes at offset {offset}, the server returned {got}")]
     ShortRead {
+        /// The object's OID.
         oid: u32,
+        /// Where the read started.
         offset: u64,
+        /// Bytes asked for.
         expected: usize,
+        /// Bytes returned.
         got: usize,
     },
 }

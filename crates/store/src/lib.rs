@@ -49,7 +49,7 @@ pub mod server;
 pub mod signals;
 mod socket;
 
-pub use backend::{Backend, Resident};
+pub use backend::{Backend, LoadedTable};
 pub use client::Client;
 pub use error::{ErrorKind, StoreError};
 pub use gpu_backend::GpuBackend;

@@ -26,7 +26,7 @@ use arrow::buffer::{Buffer, MutableBuffer};
 use arrow::datatypes::{DataType, Field, Fields, IntervalUnit, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BufferLayout, ColumnLayout, Resident};
+use crate::backend::{BufferLayout, ColumnLayout, LoadedTable};
 use crate::error::StoreError;
 use crate::protocol::RevisionInfo;
 
@@ -43,21 +43,31 @@ pub type ReadBytes<'a> = dyn FnMut(&AllocationInfo, u64, &mut [u8]) -> Result<()
 /// One revision's columns, as `store export` prints them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`], so a reader knows what it holds.
     pub format: String,
+    /// [`MANIFEST_VERSION`] of the writer.
     pub version: u32,
+    /// The table's name in the store.
     pub name: String,
+    /// The table as given at load.
     pub table: String,
+    /// The revision described (see `RevisionInfo::revision`).
     pub revision: u64,
     /// `gpu`: handles are CUDA IPC handles; `host`: ids of host memory (the
     /// test backend), in the same form.
     pub backend: String,
+    /// The first of the devices holding the table (each allocation names
+    /// its own).
     pub device: usize,
+    /// Rows in the revision.
     pub rows: u64,
     /// Bytes of all allocations.
     pub device_bytes: u64,
     /// WAL position of the load (see `RevisionInfo::lsn`).
     pub lsn: String,
+    /// The Arrow schema of the columns.
     pub schema: Vec<FieldInfo>,
+    /// The allocations the buffers lie in, to be opened by their handles.
     pub allocations: Vec<AllocationInfo>,
     /// One per schema field, in schema order.
     pub columns: Vec<ColumnInfo>,
@@ -66,12 +76,14 @@ pub struct Manifest {
 /// A field of the Arrow schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldInfo {
+    /// The column's name.
     pub name: String,
     /// Arrow's own spelling of the type (`Int64`, `Utf8`,
     /// `Timestamp(µs, "UTC")`, `List(Int32)`, ...), which
     /// `arrow_schema::DataType::from_str` reads back.
     #[serde(rename = "type")]
     pub data_type: String,
+    /// Whether the column may hold NULLs.
     pub nullable: bool,
     /// Field metadata, e.g. `ARROW:extension:name` = `arrow.json`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -81,11 +93,14 @@ pub struct FieldInfo {
 /// One allocation holding buffers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AllocationInfo {
+    /// Its index, which [`BufferInfo`]s refer to.
     pub id: usize,
+    /// The CUDA ordinal of the GPU it is on.
     pub device: usize,
     /// 64 bytes as 128 hex digits: `cuIpcOpenMemHandle` /
     /// `cupy.cuda.runtime.ipcOpenMemHandle(bytes.fromhex(...))`.
     pub ipc_handle: String,
+    /// Its size in bytes.
     pub size: u64,
 }
 
@@ -93,9 +108,12 @@ pub struct AllocationInfo {
 /// rows).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnInfo {
+    /// The column's name.
     pub name: String,
+    /// Its Arrow type, spelled as in [`FieldInfo`].
     #[serde(rename = "type")]
     pub data_type: String,
+    /// Its chunks, in the export's order.
     pub chunks: Vec<ArrayInfo>,
 }
 
@@ -104,6 +122,7 @@ pub struct ColumnInfo {
 pub struct ArrayInfo {
     /// Values in the array: the chunk's rows (a List's child: its items).
     pub rows: usize,
+    /// How many of them are NULL.
     pub null_count: usize,
     /// The validity bitmap first when there is one, then the array's
     /// buffers in Arrow order.
@@ -136,7 +155,7 @@ pub struct BufferInfo {
 
 impl Manifest {
     /// Describes `resident`, loaded as revision `info`.
-    pub fn describe(info: &RevisionInfo, resident: &Resident) -> Manifest {
+    pub fn describe(info: &RevisionInfo, resident: &LoadedTable) -> Manifest {
         let schema = resident.schema.as_ref();
         let columns = schema
             .fields()

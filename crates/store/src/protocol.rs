@@ -149,26 +149,47 @@ impl fmt::Debug for LoadSpec {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Load a table under a new name: answers [`RevisionInfo`].
-    Load { spec: Box<LoadSpec> },
+    Load {
+        /// The table, connection and options.
+        spec: Box<LoadSpec>,
+    },
     /// Rebuild when the table has changed: answers [`RefreshOutcome`].
-    Refresh { name: String },
+    Refresh {
+        /// The table's name in the store.
+        name: String,
+    },
     /// Remove a table: answers [`DropOutcome`].
-    Drop { name: String },
+    Drop {
+        /// The table's name in the store.
+        name: String,
+    },
     /// Every table and held revision: answers [`ListReport`]. `stale`
     /// (default true) checks each table against PostgreSQL.
     List {
+        /// Whether to ask PostgreSQL if each table changed.
         #[serde(default = "yes")]
         stale: bool,
     },
     /// The current revision's manifest, not held: valid until the next
     /// refresh or drop.
-    Export { name: String },
+    Export {
+        /// The table's name in the store.
+        name: String,
+    },
     /// The current revision's manifest, held for this connection until
     /// `release` or disconnect.
-    Attach { name: String },
+    Attach {
+        /// The table's name in the store.
+        name: String,
+    },
     /// Give back one attachment of this connection: answers
     /// `{"released": true}`.
-    Release { name: String, revision: u64 },
+    Release {
+        /// The table's name in the store.
+        name: String,
+        /// The revision attached.
+        revision: u64,
+    },
     /// Stop the server (frees everything, removes the socket).
     Shutdown,
 }
@@ -188,7 +209,9 @@ struct RequestLine<'a> {
 /// The error object of a failed response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireError {
+    /// What kind of failure, for programs to act on.
     pub kind: ErrorKind,
+    /// The error in words, one line.
     pub message: String,
 }
 
@@ -206,21 +229,26 @@ struct ResponseLine {
 /// One revision of a table, as `load`, `refresh` and `list` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevisionInfo {
+    /// The table's name in the store.
     pub name: String,
     /// The table as given at load.
     pub table: String,
+    /// Counts up from 1 with each rebuild of the table.
     pub revision: u64,
     /// Whether this is the table's current revision (false: an older one
     /// kept while clients are attached, or one of a dropped table).
     pub current: bool,
     /// `gpu` (device memory, CUDA IPC) or `host` (host memory; tests).
     pub backend: String,
+    /// The first of the devices holding it.
     pub device: usize,
     /// How the rows were read: `copy` or `heap`.
     pub source: String,
+    /// Rows in the revision.
     pub rows: u64,
     /// Bytes of the revision's allocations on the device.
     pub device_bytes: u64,
+    /// How long the load (or rebuild) took.
     pub load_seconds: f64,
     /// Unix time (seconds) the load finished.
     pub loaded_at: u64,
@@ -236,10 +264,13 @@ pub struct RevisionInfo {
     /// from it on the device instead of being read (with their rows).
     #[serde(default)]
     pub pages_read: u64,
+    /// Heap path: pages read through COPY (see `pages_read`).
     #[serde(default)]
     pub pages_copied: u64,
+    /// Refresh: pages unchanged since the previous revision (see `pages_read`).
     #[serde(default)]
     pub pages_kept: u64,
+    /// Refresh: the rows of `pages_kept`, copied on the device.
     #[serde(default)]
     pub rows_kept: u64,
     /// Clients attached to this revision.
@@ -247,8 +278,10 @@ pub struct RevisionInfo {
     /// Whether the table changed since the load (`None`: not checked, or
     /// the check failed: see `stale_detail`).
     pub stale: Option<bool>,
+    /// Why `stale` is `None`, when the check failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_detail: Option<String>,
+    /// How often the table is checked and rebuilt in the background, if it is.
     pub auto_refresh_seconds: Option<u64>,
     /// The last background refresh's error, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,12 +293,14 @@ pub struct RevisionInfo {
 pub struct RefreshOutcome {
     /// False when the table had not changed: the same revision is kept.
     pub rebuilt: bool,
+    /// The table's current revision after the refresh.
     pub info: RevisionInfo,
 }
 
 /// What `drop` did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DropOutcome {
+    /// The table's name in the store.
     pub name: String,
     /// Device bytes freed at once.
     pub freed_bytes: u64,
@@ -276,6 +311,7 @@ pub struct DropOutcome {
 /// What `list` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListReport {
+    /// `gpu` or `host`, as in each revision.
     pub backend: String,
     /// Current revisions first (by name), then older revisions still held.
     pub revisions: Vec<RevisionInfo>,
@@ -283,6 +319,7 @@ pub struct ListReport {
     pub loading: Vec<String>,
     /// Device bytes of every revision alive (held ones included).
     pub used_bytes: u64,
+    /// The server's `--memory-limit` in bytes, if it has one.
     pub memory_limit: Option<u64>,
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use gpupg_export::DeviceChoice;
 use gpupg_source::ConnectConfig;
 
-use crate::backend::{Backend, Resident};
+use crate::backend::{Backend, LoadedTable};
 use crate::error::StoreError;
 use crate::freshness::{self, Fingerprint, Observation};
 use crate::manifest::Manifest;
@@ -90,7 +90,7 @@ pub struct Revision {
     /// is dropped.
     counted_in: OnceLock<Arc<Accounting>>,
     // Last: the memory is freed after the accounting above is settled.
-    resident: Resident,
+    resident: LoadedTable,
 }
 
 impl Revision {

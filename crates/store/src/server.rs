@@ -96,10 +96,8 @@ impl Server {
         self.stop.clone()
     }
 
-    pub fn socket_path(&self) -> &Path {
-        &self.path
-    }
-
+    /// The tables it serves, for callers that load or inspect them in
+    /// process.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }

@@ -108,7 +108,7 @@ pub(crate) fn peer_credentials(stream: &UnixStream) -> std::io::Result<libc::ucr
         uid: u32::MAX,
         gid: u32::MAX,
     };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: SO_PEERCRED fills a ucred of the given length on a valid
     // socket descriptor.
     let r = unsafe {

@@ -13,11 +13,14 @@ use crate::pci::PciDevice;
 /// A block device number, `major:minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DevNum {
+    /// The driver's number.
     pub major: u32,
+    /// The device's number within the driver.
     pub minor: u32,
 }
 
 impl DevNum {
+    /// `major:minor`.
     pub fn new(major: u32, minor: u32) -> Self {
         DevNum { major, minor }
     }
@@ -73,6 +76,7 @@ pub struct NvmeDrive {
     /// The controller (`nvme0`), the name PG-Strom's log and
     /// `--manual-optimal-gpus` use.
     pub controller: String,
+    /// Its device number, when sysfs gives one.
     pub dev: Option<DevNum>,
     /// Set when the path was on a partition of this namespace.
     pub partition: Option<String>,
@@ -100,12 +104,17 @@ pub enum StackKind {
 /// A block device over other block devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StackedDevice {
+    /// Its block device name (`md0`, `dm-1`).
     pub name: String,
+    /// Its device number, when sysfs gives one.
     pub dev: Option<DevNum>,
+    /// RAID, multipath, device mapper or other.
     pub kind: StackKind,
     /// `md/level` (`raid0`, `raid1`, ...) or the dm name.
     pub level: Option<String>,
+    /// Set when the path was on a partition of this device.
     pub partition: Option<String>,
+    /// The devices it is built on, each resolved the same way.
     pub members: Vec<Storage>,
 }
 
@@ -113,10 +122,13 @@ pub struct StackedDevice {
 /// over fabrics).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OtherBlock {
+    /// Its block device name (`vda`, `sda`, `loop0`).
     pub name: String,
+    /// Its device number, when sysfs gives one.
     pub dev: Option<DevNum>,
     /// What it is, in words (`virtio`, `SCSI/SATA`, `NVMe over fabrics (tcp)`).
     pub what: String,
+    /// Set when the path was on a partition of this device.
     pub partition: Option<String>,
     /// Its PCI function, when it has one.
     pub pci: Option<PciDevice>,
@@ -126,10 +138,13 @@ pub struct OtherBlock {
 /// tmpfs, overlay, and btrfs, whose files carry an anonymous device number).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NoBlockDevice {
+    /// The file system's device number (`st_dev`).
     pub dev: DevNum,
     /// From the mount table, when it was readable.
     pub fs_type: Option<String>,
+    /// What was mounted (a server's export, `tmpfs`, ...), from the mount table.
     pub source: Option<String>,
+    /// Where it is mounted, from the mount table.
     pub mount_point: Option<PathBuf>,
 }
 
@@ -137,9 +152,13 @@ pub struct NoBlockDevice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Storage {
+    /// An NVMe namespace on PCIe, the kind GPUDirect Storage reads from.
     Nvme(NvmeDrive),
+    /// RAID, multipath or device mapper over other devices.
     Stacked(StackedDevice),
+    /// Any other block device.
     OtherBlock(OtherBlock),
+    /// A file system without a block device.
     NoBlockDevice(NoBlockDevice),
 }
 

@@ -58,6 +58,7 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
+    /// The kind in words, as `gpupgparser info` prints it.
     pub fn as_str(self) -> &'static str {
         match self {
             LinkKind::Same => "same",
@@ -72,7 +73,9 @@ impl LinkKind {
 /// A distance and where the path turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Distance {
+    /// PG-Strom's distance (smaller is nearer; see the module documentation).
     pub value: u32,
+    /// Where the path between the two turns.
     pub kind: LinkKind,
 }
 

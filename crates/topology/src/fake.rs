@@ -34,10 +34,6 @@ impl FakeSysfs {
         Ok(FakeSysfs { root })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// A reader of this tree.
     pub fn sysfs(&self) -> Sysfs {
         Sysfs::new(&self.root)

@@ -15,12 +15,16 @@ use crate::error::TopologyError;
 pub struct PciAddress {
     /// 16 bits on most machines; VMD domains have 5 hex digits (10000).
     pub domain: u32,
+    /// Bus number within the domain.
     pub bus: u8,
+    /// Device (slot) number on the bus, 0 to 31.
     pub device: u8,
+    /// Function number of the device, 0 to 7.
     pub function: u8,
 }
 
 impl PciAddress {
+    /// `domain:bus:device.function`.
     pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> Self {
         PciAddress {
             domain,
@@ -112,6 +116,7 @@ pub(crate) fn component_host_bridge(name: &str) -> Option<String> {
 /// A PCI function and its place in the PCIe tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PciDevice {
+    /// Its address.
     pub address: PciAddress,
     /// The root complex it hangs under, as `DDDD:BB` of `/sys/devices/pciDDDD:BB`.
     pub host_bridge: String,

@@ -36,6 +36,7 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// The policy's name as the command line takes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Optimal => "optimal",
@@ -80,6 +81,7 @@ pub enum ManualTarget {
 /// One `TARGET=GPUS` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ManualEntry {
+    /// The drive or path the entry is for.
     pub target: ManualTarget,
     /// Sorted CUDA ordinals; empty for `none`.
     pub gpus: Vec<usize>,
@@ -111,6 +113,7 @@ impl fmt::Display for ManualEntry {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ManualGpus {
+    /// The entries in the order given.
     pub entries: Vec<ManualEntry>,
 }
 
@@ -271,6 +274,7 @@ impl ManualGpus {
 /// A GPU's distance to a drive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GpuDistance {
+    /// The GPU's CUDA ordinal.
     pub gpu: usize,
     /// `None` when the GPU could not be placed in the tree.
     pub distance: Option<Distance>,
@@ -279,13 +283,17 @@ pub struct GpuDistance {
 /// The GPUs chosen for one NVMe namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DriveChoice {
+    /// The namespace's block device name (`nvme0n1`).
     pub drive: String,
+    /// Its controller (`nvme0`).
     pub controller: String,
+    /// CUDA ordinals of the GPUs chosen, sorted.
     pub gpus: Vec<usize>,
     /// Why `gpus` is empty.
     pub reason: Option<String>,
     /// The manual entry that set `gpus`, if one did.
     pub manual: Option<String>,
+    /// Every GPU's distance to the drive.
     pub distances: Vec<GpuDistance>,
 }
 
@@ -294,6 +302,7 @@ pub struct DriveChoice {
 pub struct Selection {
     /// The path or device name asked about.
     pub target: String,
+    /// The policy that chose (a manual entry may have overridden it).
     pub policy: Policy,
     /// CUDA ordinals, sorted. Empty: no GPU-Direct there.
     pub gpus: Vec<usize>,
@@ -356,6 +365,7 @@ pub struct Selector<'a> {
 }
 
 impl<'a> Selector<'a> {
+    /// A selector following `policy`, overridden by `manual`'s entries.
     pub fn new(topology: &'a Topology, policy: Policy, manual: Option<&'a ManualGpus>) -> Self {
         Selector {
             topology,
@@ -364,14 +374,17 @@ impl<'a> Selector<'a> {
         }
     }
 
+    /// The topology it selects from.
     pub fn topology(&self) -> &'a Topology {
         self.topology
     }
 
+    /// The policy it follows.
     pub fn policy(&self) -> Policy {
         self.policy
     }
 
+    /// The manual entries, if any.
     pub fn manual(&self) -> Option<&'a ManualGpus> {
         self.manual
     }

@@ -17,28 +17,41 @@ use crate::sysfs::Gpu;
 /// One cell of the distance matrix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DistanceCell {
+    /// The GPU's CUDA ordinal.
     pub gpu: usize,
+    /// The NVMe namespace's name.
     pub drive: String,
+    /// `None` when either could not be placed in the PCIe tree.
     pub distance: Option<Distance>,
 }
 
 /// Everything `gpupgparser info` shows about the topology.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The sysfs tree read (`/sys`, or a fake one in tests).
     pub sysfs_root: PathBuf,
+    /// The online NUMA nodes; `None` when sysfs does not say.
     pub numa_nodes_online: Option<Vec<u32>>,
+    /// The selection policy the choices below follow.
     pub policy: Policy,
+    /// The manual entries that override the policy, if any.
     pub manual: Option<ManualGpus>,
+    /// The GPUs CUDA reported, placed in the tree.
     pub gpus: Vec<Gpu>,
     /// Why there are no GPUs, as the caller knows it (the CUDA error).
     pub gpu_note: Option<String>,
+    /// NVIDIA functions no GPU above names (hidden from CUDA, or CUDA not
+    /// usable).
     pub other_nvidia: Vec<PciAddress>,
+    /// NVMe namespaces on PCIe.
     pub nvme: Vec<NvmeDrive>,
+    /// Every GPU's distance to every NVMe namespace.
     pub distances: Vec<DistanceCell>,
     /// The GPUs chosen for each NVMe namespace.
     pub drive_choices: Vec<DriveChoice>,
     /// The GPUs chosen for the paths asked about.
     pub selections: Vec<Selection>,
+    /// What could not be read or decided, one sentence each.
     pub notes: Vec<String>,
 }
 
@@ -129,6 +142,7 @@ impl Report {
         }
     }
 
+    /// The report as `gpupgparser info --json` prints it.
     pub fn to_json(&self) -> serde_json::Value {
         // Every field is plain data; serializing it cannot fail.
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
@@ -150,7 +164,15 @@ impl Report {
         };
         let _ = writeln!(s, "PCIe topology ({}{nodes}):", self.sysfs_root.display());
 
-        // The tree: every GPU and NVMe controller under its host bridge.
+        self.write_tree(&mut s);
+        self.write_matrix(&mut s);
+        self.write_selection(&mut s);
+        s
+    }
+
+    /// Every GPU and NVMe controller under its host bridge, then what
+    /// could not be placed or found.
+    fn write_tree(&self, s: &mut String) {
         let mut roots: BTreeMap<String, (Node, Option<u32>)> = BTreeMap::new();
         for g in &self.gpus {
             if let Some(p) = &g.pci {
@@ -198,7 +220,7 @@ impl Report {
                 .map(|n| format!(" (NUMA node {n})"))
                 .unwrap_or_default();
             let _ = writeln!(s, "  [pci{host}]{numa}");
-            tree.render(&mut s, 0);
+            tree.render(s, 0);
         }
         for g in &self.gpus {
             if g.pci.is_none() {
@@ -230,8 +252,11 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "  note: {n}");
         }
+    }
 
-        // The matrix, when there is something on both sides.
+    /// The GPU-to-NVMe distance matrix, when there is something on both
+    /// sides.
+    fn write_matrix(&self, s: &mut String) {
         if !self.gpus.is_empty() && !self.nvme.is_empty() {
             let _ = writeln!(
                 s,
@@ -269,7 +294,10 @@ impl Report {
                 let _ = writeln!(s, "{}", line.trim_end());
             }
         }
+    }
 
+    /// The policy and what it chose, per drive or per path asked about.
+    fn write_selection(&self, s: &mut String) {
         let manual = self
             .manual
             .as_ref()
@@ -292,9 +320,8 @@ impl Report {
             }
         }
         for sel in &self.selections {
-            render_selection(&mut s, sel, 1);
+            render_selection(s, sel, 1);
         }
-        s
     }
 }
 

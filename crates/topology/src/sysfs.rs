@@ -32,20 +32,27 @@ pub struct Sysfs {
 /// (`cuDeviceGetPCIBusId`, e.g. `0000:3B:00.0`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GpuId {
+    /// The CUDA device ordinal.
     pub ordinal: usize,
+    /// `cuDeviceGetPCIBusId`'s string.
     pub pci_bus_id: String,
+    /// The device's name, when CUDA gave one.
     pub name: Option<String>,
 }
 
 /// A GPU and its place in the PCIe tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Gpu {
+    /// The CUDA device ordinal.
     pub ordinal: usize,
+    /// The device's name, when CUDA gave one.
     pub name: Option<String>,
+    /// `cuDeviceGetPCIBusId`'s string.
     pub pci_bus_id: String,
     /// `None` when the bus id is not in sysfs (a container that hides
     /// devices) or not an address; `problem` says which.
     pub pci: Option<PciDevice>,
+    /// Why `pci` is `None`.
     pub problem: Option<String>,
 }
 
@@ -276,6 +283,7 @@ impl Sysfs {
         self
     }
 
+    /// The directory read as `/sys`.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -405,16 +413,6 @@ impl Sysfs {
                     problem,
                 }
             })
-            .collect()
-    }
-
-    /// Every NVMe namespace in `block/` (`nvme0n1`, ...), resolved. Namespaces
-    /// that are not on PCIe (NVMe over fabrics) come back as
-    /// [`Storage::OtherBlock`], multipath ones as [`Storage::Stacked`].
-    pub fn nvme_namespaces(&self) -> Result<Vec<Storage>, TopologyError> {
-        self.nvme_namespace_names()?
-            .iter()
-            .map(|n| self.block_device(n))
             .collect()
     }
 

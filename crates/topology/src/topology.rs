@@ -16,8 +16,11 @@ use crate::sysfs::{Gpu, GpuId, Sysfs};
 pub struct Topology {
     #[serde(skip)]
     sysfs: Sysfs,
+    /// The sysfs tree read (`/sys`, or a fake one in tests).
     pub sysfs_root: PathBuf,
+    /// The online NUMA nodes.
     pub numa: NumaNodes,
+    /// The GPUs the caller gave, placed in the tree.
     pub gpus: Vec<Gpu>,
     /// NVMe namespaces on PCIe (each path of a multipath namespace).
     pub nvme: Vec<NvmeDrive>,
@@ -86,6 +89,7 @@ impl Topology {
         &self.sysfs
     }
 
+    /// The GPU with CUDA ordinal `ordinal`, if it was given.
     pub fn gpu(&self, ordinal: usize) -> Option<&Gpu> {
         self.gpus.iter().find(|g| g.ordinal == ordinal)
     }

@@ -19,13 +19,16 @@ use super::varlena::{CompressionMethod, VARATT_SHORT_MAX, VARHDRSZ, VARTAG_ONDIS
 /// How one attribute is stored, for [`heap_fill_tuple`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillAttr {
+    /// `attlen`: a fixed size, or -1 for a varlena, -2 for a C string.
     pub attlen: i16,
+    /// `attalign`.
     pub align: Align,
     /// `attstorage = 'p'`: varlenas keep their 4-byte header.
     pub plain_storage: bool,
 }
 
 impl FillAttr {
+    /// An attribute of `attlen` and `align` with the default (not plain) storage.
     pub fn new(attlen: i16, align: Align) -> FillAttr {
         FillAttr {
             attlen,
@@ -40,17 +43,6 @@ pub fn varlena_4b(payload: &[u8]) -> Vec<u8> {
     let size = (payload.len() + VARHDRSZ) as u32;
     assert!(size <= 0x3fff_ffff, "varlena too large");
     let mut v = (size << 2).to_le_bytes().to_vec();
-    v.extend_from_slice(payload);
-    v
-}
-
-/// A varlena with a 1-byte header (payload of at most 126 bytes).
-pub fn varlena_short(payload: &[u8]) -> Vec<u8> {
-    assert!(
-        payload.len() < VARATT_SHORT_MAX,
-        "payload too long for a short varlena"
-    );
-    let mut v = vec![(((payload.len() + 1) << 1) | 1) as u8];
     v.extend_from_slice(payload);
     v
 }
@@ -334,6 +326,7 @@ impl PageBuilder {
         self.header.flags = flags;
     }
 
+    /// Sets `pd_lsn`, the WAL position of the page's last change.
     pub fn set_lsn(&mut self, lsn: u64) {
         self.header.lsn = lsn;
     }

@@ -28,10 +28,17 @@ const ROW: usize = N_SUMS * 4;
 /// Why a checksum could not be computed or did not match.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ChecksumError {
+    /// The page length is not a multiple of 128 bytes.
     #[error("a page of {0} bytes cannot be checksummed (a multiple of 128 bytes is needed)")]
     BadLength(usize),
+    /// `pd_checksum` differs from the checksum of the page's bytes.
     #[error("page checksum mismatch: stored {stored:#06x}, computed {computed:#06x}")]
-    Mismatch { stored: u16, computed: u16 },
+    Mismatch {
+        /// `pd_checksum` as stored.
+        stored: u16,
+        /// The checksum computed from the page.
+        computed: u16,
+    },
 }
 
 #[inline(always)]

@@ -46,6 +46,7 @@ pub enum ValueForm {
 /// The located values of one output column.
 #[derive(Debug, Clone)]
 pub struct ColumnValues {
+    /// Whether the values are as stored in the page or in send format.
     pub form: ValueForm,
     /// Per row: where the value starts, in the page buffer given to
     /// [`PageColumns::add_page`] (stored) or in `sent` (sent).

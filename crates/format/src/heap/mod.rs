@@ -25,9 +25,12 @@
 //! - [`PageColumns`]: the other way to read pages, for the CPU decoder:
 //!   each tuple's output values located column by column, stored values
 //!   left in the page (`transcode.rs` includes `columns.rs`).
-//! - [`sample`]: pages of a table with every form, for page readers' tests.
-//! - [`build`]: the inverse, writing tuples and pages as PostgreSQL does
+//! - `sample`: pages of a table with every form, for page readers' tests.
+//! - `build`: the inverse, writing tuples and pages as PostgreSQL does
 //!   (`heap_fill_tuple`), for tests.
+//!
+//! `sample` and `build` exist only with the `test-utils` feature (and in
+//! this crate's own tests).
 //!
 //! Converted: boolean, smallint, integer, bigint, real, double precision,
 //! oid, date, time, timestamp, timestamptz, interval, uuid, text, varchar,
@@ -46,10 +49,12 @@
 //! after the snapshot that the rest of the export uses) hold exactly the
 //! rows a snapshot sees. Nothing here does I/O.
 
+#[cfg(any(test, feature = "test-utils"))]
 pub mod build;
 pub mod checksum;
 pub mod page;
 pub mod pglz;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod sample;
 pub mod transcode;
 pub mod tuple;

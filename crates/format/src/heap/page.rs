@@ -41,34 +41,59 @@ pub const fn maxalign(off: usize) -> usize {
 /// What is wrong with a page.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PageError {
+    /// A block size PostgreSQL cannot be built with.
     #[error("block size {0} is not a power of two between 1 kB and 32 kB")]
     BadBlockSize(usize),
+    /// A page buffer whose length is not the block size.
     #[error("page has {found} bytes, the block size is {expected}")]
-    WrongSize { expected: usize, found: usize },
+    WrongSize {
+        /// The block size.
+        expected: usize,
+        /// The buffer's length.
+        found: usize,
+    },
+    /// `pd_upper` is 0 (never initialized) but the page holds data.
     #[error("page header says it is new (pd_upper = 0) but the page is not all zeros")]
     NewPageNotZero,
+    /// `pd_pagesize_version`'s size differs from the block size.
     #[error("page header has page size {found}, the block size is {expected}")]
-    PageSize { expected: usize, found: usize },
+    PageSize {
+        /// The block size.
+        expected: usize,
+        /// The size in the header.
+        found: usize,
+    },
+    /// A page layout version other than 4 (PostgreSQL 8.3 and later).
     #[error("page layout version {0} (only version 4 is known)")]
     LayoutVersion(u8),
+    /// `pd_flags` bits PostgreSQL does not define.
     #[error("page header has unknown flag bits {0:#06x}")]
     Flags(u16),
+    /// `pd_lower`, `pd_upper` and `pd_special` out of order or past the page.
     #[error(
         "page header bounds are inconsistent: pd_lower {lower}, pd_upper {upper}, pd_special {special}"
     )]
     Bounds {
+        /// `pd_lower`: end of the line pointer array.
         lower: u16,
+        /// `pd_upper`: start of the tuples.
         upper: u16,
+        /// `pd_special`: start of the special space.
         special: u16,
     },
+    /// A line pointer whose tuple lies outside the tuple space.
     #[error("line pointer {offnum} (lp_off {off}, lp_len {len}) is invalid: {reason}")]
     LinePointer {
         /// 1-based offset number, as in a ctid.
         offnum: u16,
+        /// `lp_off`.
         off: u16,
+        /// `lp_len`.
         len: u16,
+        /// What is wrong.
         reason: &'static str,
     },
+    /// An offset number past the line pointer array.
     #[error("line pointer {0} does not exist")]
     NoSuchLinePointer(usize),
 }
@@ -204,16 +229,6 @@ impl PageHeader {
         self.flags & PD_ALL_VISIBLE != 0
     }
 
-    /// `PD_HAS_FREE_LINES`.
-    pub fn has_free_lines(&self) -> bool {
-        self.flags & PD_HAS_FREE_LINES != 0
-    }
-
-    /// `PD_PAGE_FULL`.
-    pub fn page_full(&self) -> bool {
-        self.flags & PD_PAGE_FULL != 0
-    }
-
     /// Whether the page was never initialized (`PageIsNew`: `pd_upper == 0`).
     pub fn is_new(&self) -> bool {
         self.upper == 0
@@ -252,6 +267,7 @@ pub struct ItemId {
     /// Offset of the tuple from the start of the page (the target offset
     /// number for a redirect).
     pub off: u16,
+    /// Unused, normal, redirect or dead.
     pub flags: LpFlags,
     /// Length of the tuple in bytes.
     pub len: u16,

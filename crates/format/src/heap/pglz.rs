@@ -23,22 +23,43 @@ const MAX_OFFSET: usize = 4095;
 /// Corrupt pglz data.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PglzError {
+    /// A back reference's tag runs past the end of the input.
     #[error("pglz back reference at input byte {at} is truncated")]
-    TruncatedTag { at: usize },
+    TruncatedTag {
+        /// Where the tag starts in the input.
+        at: usize,
+    },
+    /// A back reference points before the start of the output.
     #[error(
         "pglz back reference at input byte {at} has offset {offset} with {written} bytes written"
     )]
     BadOffset {
+        /// Where the tag starts in the input.
         at: usize,
+        /// How far back it points.
         offset: usize,
+        /// Bytes of output so far.
         written: usize,
     },
+    /// The output's size differs from the raw size in the varlena header.
     #[error("pglz data decompresses to {produced} bytes, the header says {expected}")]
-    WrongSize { produced: usize, expected: usize },
+    WrongSize {
+        /// Bytes the input produced.
+        produced: usize,
+        /// The raw size the varlena header gives.
+        expected: usize,
+    },
+    /// Input is left when the output has its full size.
     #[error("pglz data has {0} bytes left over after the output was complete")]
     TrailingInput(usize),
+    /// A raw size that no pglz stream of this length can produce.
     #[error("pglz raw size {rawsize} is impossible for {compressed} compressed bytes")]
-    ImplausibleSize { rawsize: usize, compressed: usize },
+    ImplausibleSize {
+        /// The raw size the varlena header gives.
+        rawsize: usize,
+        /// Bytes of compressed input.
+        compressed: usize,
+    },
 }
 
 /// The largest output `compressed` bytes of pglz can possibly produce: a

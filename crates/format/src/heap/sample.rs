@@ -17,9 +17,11 @@ use crate::{ColumnDesc, CopyChunk, PgType};
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose sequence is fixed by `seed` (0 is allowed).
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
@@ -28,14 +30,17 @@ impl Rng {
         self.0 = x;
         x
     }
+    /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
+    /// True `percent` times in 100.
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }
 
+/// The sample enum type's labels with their OIDs (`pg_enum.oid`, what a heap page stores).
 pub const LABELS: [(u32, &str); 3] = [(16384, "red"), (16385, "green"), (16390, "blue-ish")];
 
 /// The table: (attribute, storage for the builder).

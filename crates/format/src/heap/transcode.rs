@@ -45,8 +45,11 @@ use crate::value::{ARRAY_MAX_DIMS, ARRAY_MAX_ELEMENTS};
 /// of `pg_type` for `typelem`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElementDesc {
+    /// `typlen`: > 0 fixed size, -1 varlena.
     pub typlen: i16,
+    /// `typalign`.
     pub align: Align,
+    /// `typbyval`: passed by value (fixed sizes up to 8 bytes).
     pub byval: bool,
 }
 
@@ -115,28 +118,63 @@ impl AttributeDesc {
 /// A layout that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LayoutError {
+    /// An output column's index is past the table's attributes.
     #[error("output column {index} names no attribute (the table has {natts})")]
-    NoSuchAttribute { index: usize, natts: usize },
+    NoSuchAttribute {
+        /// The output's attribute index (0-based).
+        index: usize,
+        /// Attributes of the table.
+        natts: usize,
+    },
+    /// An output column is a dropped attribute.
     #[error("output column names dropped attribute {attnum}")]
-    DroppedOutput { attnum: usize },
+    DroppedOutput {
+        /// The attribute number (1-based).
+        attnum: usize,
+    },
+    /// An output column's type is not known to the converter.
     #[error("output attribute {attnum} has no type the heap path can convert")]
-    NoType { attnum: usize },
+    NoType {
+        /// The attribute number (1-based).
+        attnum: usize,
+    },
+    /// A type stored with a size it cannot have (a catalog mismatch).
     #[error("attribute {attnum} of type {pg_type} cannot have attlen {attlen}")]
     TypeLength {
+        /// The attribute number (1-based).
         attnum: usize,
+        /// The type's name.
         pg_type: String,
+        /// The catalog's `attlen`.
         attlen: i16,
     },
+    /// An `attlen` that is neither positive, -1 nor -2.
     #[error("attribute {attnum} has invalid attlen {attlen}")]
-    BadAttlen { attnum: usize, attlen: i16 },
+    BadAttlen {
+        /// The attribute number (1-based).
+        attnum: usize,
+        /// Its `attlen`.
+        attlen: i16,
+    },
+    /// An array output column without its [`ElementDesc`].
     #[error("array attribute {attnum} needs its element type's storage")]
-    NoElement { attnum: usize },
+    NoElement {
+        /// The attribute number (1-based).
+        attnum: usize,
+    },
+    /// An array type whose element is itself an array.
     #[error("attribute {attnum}: arrays of arrays do not exist")]
-    NestedArray { attnum: usize },
+    NestedArray {
+        /// The attribute number (1-based).
+        attnum: usize,
+    },
+    /// More attributes than a tuple can have (`MaxTupleAttributeNumber`).
     #[error("{0} attributes is more than a heap tuple can have")]
     TooManyAttributes(usize),
+    /// More output columns than a COPY row's int16 field count holds.
     #[error("{0} output columns is more than a COPY row can have")]
     TooManyOutputs(usize),
+    /// A block size PostgreSQL cannot be built with.
     #[error(transparent)]
     BlockSize(#[from] PageError),
 }
@@ -348,6 +386,7 @@ impl TupleLayout {
         self
     }
 
+    /// The table's attributes, dropped ones included, in `attnum` order.
     pub fn attributes(&self) -> &[AttributeDesc] {
         &self.attributes
     }
@@ -357,10 +396,12 @@ impl TupleLayout {
         &self.output
     }
 
+    /// The relation's block size (`BLCKSZ`), 8192 unless built otherwise.
     pub fn block_size(&self) -> usize {
         self.block_size
     }
 
+    /// Whether [`with_checksums`](Self::with_checksums) turned verification on.
     pub fn verifies_checksums(&self) -> bool {
         self.verify_checksums
     }
@@ -428,16 +469,22 @@ pub enum SendForm {
 /// What was wrong with a corrupt page.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Corruption {
+    /// The page header or a line pointer.
     #[error(transparent)]
     Page(#[from] PageError),
+    /// The page checksum (when verified).
     #[error(transparent)]
     Checksum(#[from] ChecksumError),
+    /// A tuple's header or attributes.
     #[error(transparent)]
     Tuple(#[from] TupleError),
+    /// A varlena header.
     #[error(transparent)]
     Varlena(#[from] VarlenaError),
+    /// A pglz-compressed value.
     #[error(transparent)]
     Pglz(#[from] PglzError),
+    /// A value's own structure (a numeric, an array header...), named.
     #[error("invalid {0}")]
     Value(&'static str),
 }
@@ -445,16 +492,23 @@ pub enum Corruption {
 /// Why a page must be read through COPY instead.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FallbackReason {
+    /// A TOAST pointer: the value lives in the TOAST table, which the heap
+    /// path does not read.
     #[error("a value is stored out of line (TOAST pointer)")]
     ExternalToast,
+    /// An lz4-compressed inline value (only pglz is decompressed here).
     #[error("a value is compressed with lz4")]
     Lz4Compressed,
+    /// A type the layout knows but the converter does not (jsonb...).
     #[error("type {0} has no heap converter")]
     UnsupportedType(String),
+    /// An enum OID missing from the layout's labels (added after it was read).
     #[error("enum value OID {0} has no label in the layout")]
     UnknownEnumValue(u32),
+    /// The chunk's offsets (u32) cannot hold this page's rows.
     #[error("the chunk would exceed 4 GiB")]
     ChunkFull,
+    /// Something on the page is not what PostgreSQL writes.
     #[error("corrupt page: {0}")]
     Corrupt(#[from] Corruption),
 }
@@ -466,11 +520,13 @@ pub enum FallbackReason {
     .offnum.map(|o| format!(", line pointer {o}")).unwrap_or_default(),
     .attnum.map(|a| format!(", attribute {a}")).unwrap_or_default())]
 pub struct PageFallback {
+    /// The page's block number in the relation.
     pub blkno: u32,
     /// The tuple's offset number (1-based), when one tuple is the cause.
     pub offnum: Option<u16>,
     /// The attribute number (1-based), when one value is the cause.
     pub attnum: Option<u16>,
+    /// Why the page was not converted.
     pub reason: FallbackReason,
 }
 

@@ -947,7 +947,7 @@ fn assert_same(page: &[u8], layout: &TupleLayout) -> Result<(), TestCaseError> {
     } else if let Ok(parsed) = Page::parse(page, layout.block_size()) {
         // A page the reference converts, the fast path converts by itself.
         let mut chunk = CopyChunk::default();
-        prop_assert!(super::fast::append_rows(&parsed, layout, &mut chunk).is_some());
+        prop_assert!(fast::append_rows(&parsed, layout, &mut chunk).is_some());
         prop_assert_eq!(&chunk.data[..], &rc.data[2..]);
     }
     Ok(())

@@ -36,47 +36,93 @@ pub const HEAP_HASVARWIDTH: u16 = 0x0002;
 pub const HEAP_HASEXTERNAL: u16 = 0x0004;
 /// `t_infomask`: has an OID field (before PostgreSQL 12).
 pub const HEAP_HASOID_OLD: u16 = 0x0008;
+/// `t_infomask`: xmax is a key-share locker.
 pub const HEAP_XMAX_KEYSHR_LOCK: u16 = 0x0010;
+/// `t_infomask`: `t_cid` is a combo CID.
 pub const HEAP_COMBOCID: u16 = 0x0020;
+/// `t_infomask`: xmax is an exclusive locker.
 pub const HEAP_XMAX_EXCL_LOCK: u16 = 0x0040;
+/// `t_infomask`: xmax, if valid, only locked the tuple.
 pub const HEAP_XMAX_LOCK_ONLY: u16 = 0x0080;
+/// `t_infomask`: xmin is known committed.
 pub const HEAP_XMIN_COMMITTED: u16 = 0x0100;
+/// `t_infomask`: xmin is known invalid (aborted).
 pub const HEAP_XMIN_INVALID: u16 = 0x0200;
 /// Both xmin bits: xmin frozen.
 pub const HEAP_XMIN_FROZEN: u16 = HEAP_XMIN_COMMITTED | HEAP_XMIN_INVALID;
+/// `t_infomask`: xmax is known committed.
 pub const HEAP_XMAX_COMMITTED: u16 = 0x0400;
+/// `t_infomask`: xmax is known invalid (aborted), or there is none.
 pub const HEAP_XMAX_INVALID: u16 = 0x0800;
+/// `t_infomask`: xmax is a MultiXactId.
 pub const HEAP_XMAX_IS_MULTI: u16 = 0x1000;
+/// `t_infomask`: this is the UPDATEd version of a row.
 pub const HEAP_UPDATED: u16 = 0x2000;
+/// `t_infomask`: moved away by a pre-9.0 VACUUM FULL.
 pub const HEAP_MOVED_OFF: u16 = 0x4000;
+/// `t_infomask`: moved here by a pre-9.0 VACUUM FULL.
 pub const HEAP_MOVED_IN: u16 = 0x8000;
 
 /// What is wrong with a tuple.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TupleError {
+    /// Fewer bytes than the fixed tuple header.
     #[error("tuple of {0} bytes is shorter than a heap tuple header")]
     TooShort(usize),
+    /// `t_hoff` below the header, past the tuple or not MAXALIGNed.
     #[error("tuple header offset t_hoff {hoff} is invalid for a tuple of {len} bytes")]
-    BadHoff { hoff: u8, len: usize },
+    BadHoff {
+        /// `t_hoff`.
+        hoff: u8,
+        /// The tuple's bytes.
+        len: usize,
+    },
+    /// The null bitmap does not end before the data.
     #[error("tuple's null bitmap for {natts} attributes does not fit before t_hoff {hoff}")]
-    BitmapTooLong { natts: usize, hoff: u8 },
+    BitmapTooLong {
+        /// Attributes the tuple says it has.
+        natts: usize,
+        /// `t_hoff`.
+        hoff: u8,
+    },
+    /// An attribute runs past the end of the tuple.
     #[error("attribute {attnum} at data offset {offset} needs {needed} bytes, {available} left")]
     Truncated {
+        /// The attribute number (1-based).
         attnum: usize,
+        /// Where it starts, from `t_hoff`.
         offset: usize,
+        /// Bytes it needs.
         needed: usize,
+        /// Bytes left in the tuple.
         available: usize,
     },
+    /// A varlena attribute's header is invalid.
     #[error("attribute {attnum} at data offset {offset}: {source}")]
     Varlena {
+        /// The attribute number (1-based).
         attnum: usize,
+        /// Where it starts, from `t_hoff`.
         offset: usize,
+        /// What is wrong with it.
         source: VarlenaError,
     },
+    /// A cstring attribute (`attlen` -2) without its NUL.
     #[error("attribute {attnum} at data offset {offset}: cstring has no terminating NUL")]
-    UnterminatedCString { attnum: usize, offset: usize },
+    UnterminatedCString {
+        /// The attribute number (1-based).
+        attnum: usize,
+        /// Where it starts, from `t_hoff`.
+        offset: usize,
+    },
+    /// An `attlen` that is neither positive, -1 nor -2.
     #[error("attribute {attnum} has invalid attlen {attlen}")]
-    BadAttlen { attnum: usize, attlen: i16 },
+    BadAttlen {
+        /// The attribute number (1-based).
+        attnum: usize,
+        /// Its `attlen`.
+        attlen: i16,
+    },
 }
 
 /// `attalign` / `typalign`.
@@ -137,13 +183,16 @@ impl Align {
 pub struct AttrStorage {
     /// `attlen`: > 0 fixed size, -1 varlena, -2 NUL-terminated cstring.
     pub attlen: i16,
+    /// `attalign`: where the value starts.
     pub align: Align,
 }
 
 /// `HeapTupleHeaderData` (without the null bitmap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TupleHeader {
+    /// `t_xmin`: the inserting transaction.
     pub xmin: u32,
+    /// `t_xmax`: the deleting or locking transaction, or 0.
     pub xmax: u32,
     /// `t_cid` or `t_xvac` (`t_field3`).
     pub cid: u32,
@@ -151,7 +200,9 @@ pub struct TupleHeader {
     pub ctid_block: u32,
     /// `t_ctid`: offset number.
     pub ctid_offset: u16,
+    /// `t_infomask2`: the attribute count and HOT flags.
     pub infomask2: u16,
+    /// `t_infomask`: the `HEAP_*` flags above.
     pub infomask: u16,
     /// `t_hoff`: offset of the data from the start of the tuple.
     pub hoff: u8,
@@ -197,16 +248,6 @@ impl TupleHeader {
     pub fn has_nulls(&self) -> bool {
         self.infomask & HEAP_HASNULL != 0
     }
-
-    /// `HEAP_HASVARWIDTH`.
-    pub fn has_varwidth(&self) -> bool {
-        self.infomask & HEAP_HASVARWIDTH != 0
-    }
-
-    /// `HEAP_HASEXTERNAL`: some attribute is a TOAST pointer.
-    pub fn has_external(&self) -> bool {
-        self.infomask & HEAP_HASEXTERNAL != 0
-    }
 }
 
 /// `BITMAPLEN`: bytes of null bitmap for `natts` attributes.
@@ -248,6 +289,7 @@ impl<'a> HeapTuple<'a> {
         self.bytes
     }
 
+    /// The tuple's header fields.
     pub fn header(&self) -> &TupleHeader {
         &self.header
     }
@@ -286,7 +328,12 @@ pub enum Datum {
     Missing,
     /// The datum's bytes, as a range of the tuple (header included for a
     /// varlena, the terminating NUL included for a cstring).
-    Bytes { start: u32, end: u32 },
+    Bytes {
+        /// Offset of the first byte in the tuple.
+        start: u32,
+        /// Offset just past the last byte.
+        end: u32,
+    },
 }
 
 /// Deforms `tuple` into `out`: one entry per attribute for the first

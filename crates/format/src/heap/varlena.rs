@@ -44,7 +44,9 @@ pub const TOAST_POINTER_SIZE: usize = 16;
 /// How a compressed value is compressed (`ToastCompressionId`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CompressionMethod {
+    /// PostgreSQL's own LZ compressor, the default.
     Pglz,
+    /// LZ4 (`default_toast_compression = lz4`), which PostgreSQL 14+ can use.
     Lz4,
 }
 
@@ -61,16 +63,35 @@ impl CompressionMethod {
 /// What is wrong with a varlena datum.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum VarlenaError {
+    /// The datum's header or payload runs past the end of the tuple.
     #[error("varlena needs {needed} bytes, {available} available")]
-    Truncated { needed: usize, available: usize },
+    Truncated {
+        /// Bytes the header says the datum has (or the header itself).
+        needed: usize,
+        /// Bytes left in the tuple.
+        available: usize,
+    },
+    /// A size smaller than the header that holds it.
     #[error("varlena header gives size {size}, less than its own header")]
-    SizeTooSmall { size: usize },
+    SizeTooSmall {
+        /// The size in the header.
+        size: usize,
+    },
+    /// A TOAST pointer whose tag is not `VARTAG_ONDISK` (the others exist
+    /// only in memory).
     #[error("TOAST pointer has vartag {0}, which cannot be on disk")]
     VarTag(u8),
+    /// A compression method id other than pglz (0) and lz4 (1).
     #[error("compressed value has invalid compression method id {0}")]
     CompressionMethod(u8),
+    /// The size in the header differs from the datum's bytes.
     #[error("varlena header gives size {header}, the datum has {actual} bytes")]
-    LengthMismatch { header: usize, actual: usize },
+    LengthMismatch {
+        /// The size in the header.
+        header: usize,
+        /// The datum's bytes.
+        actual: usize,
+    },
 }
 
 /// An on-disk TOAST pointer (`varatt_external`).
@@ -109,6 +130,7 @@ pub enum Varlena<'a> {
     Plain(&'a [u8]),
     /// 4-byte header, compressed inline.
     Compressed {
+        /// The compressor used.
         method: CompressionMethod,
         /// Size of the decompressed payload.
         rawsize: usize,
@@ -117,16 +139,6 @@ pub enum Varlena<'a> {
     },
     /// A TOAST pointer: the value lives in the TOAST table.
     External(ToastPointer),
-}
-
-impl<'a> Varlena<'a> {
-    /// The payload when it is stored inline uncompressed.
-    pub fn inline_payload(&self) -> Option<&'a [u8]> {
-        match *self {
-            Varlena::Short(p) | Varlena::Plain(p) => Some(p),
-            _ => None,
-        }
-    }
 }
 
 /// `VARSIZE_ANY` of the datum starting at `b[0]`: its total size in bytes,

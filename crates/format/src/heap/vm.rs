@@ -28,8 +28,11 @@ pub struct VmBits {
 /// Where one heap block's bits are: VM block, byte in its map, bit shift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmLocation {
+    /// Block of the visibility map fork.
     pub vm_block: u32,
+    /// Byte within that block's map (after the page header).
     pub map_byte: usize,
+    /// Bit shift of the block's two bits within that byte.
     pub shift: u32,
 }
 

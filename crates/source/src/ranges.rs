@@ -2,9 +2,9 @@
 //!
 //! A heap relation is split into ranges of pages read with ctid quals,
 //! which PostgreSQL 14+ executes as a TID Range Scan that reads only those
-//! pages. There are several ranges per worker, handed out dynamically by a
-//! [`RangeQueue`], so a worker that hits a slow range does not hold up the
-//! others.
+//! pages. There are several ranges per worker, handed out dynamically (by
+//! the export's task list), so a worker that hits a slow range does not hold
+//! up the others.
 //!
 //! - `relpages` is only a snapshot of the size: rows may be added at the end
 //!   meanwhile, so the last range of each relation is open-ended.
@@ -15,14 +15,14 @@
 //! - Partitioned tables are read per leaf partition, each split by its own
 //!   size.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use crate::catalog::TableInfo;
 
 /// Pages `[start, end)`; `end == None` means up to the end of the relation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRange {
+    /// The first page.
     pub start: u64,
+    /// The page after the last, or `None` for the end of the relation.
     pub end: Option<u64>,
 }
 
@@ -47,36 +47,6 @@ pub fn plan_ranges(relpages: u64, workers: usize, min_pages: u64) -> Vec<PageRan
             end: (i + 1 < count).then(|| (i + 1) * size),
         })
         .collect()
-}
-
-/// Hands items (ranges, read tasks) to workers, each exactly once, in order.
-#[derive(Debug)]
-pub struct RangeQueue<T = PageRange> {
-    items: Vec<T>,
-    next: AtomicUsize,
-}
-
-impl<T> RangeQueue<T> {
-    pub fn new(items: Vec<T>) -> Self {
-        RangeQueue {
-            items,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The next item and its index, or `None` when all are handed out.
-    pub fn next(&self) -> Option<(usize, &T)> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.items.get(i).map(|item| (i, item))
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
 }
 
 /// What one COPY reads.
@@ -158,11 +128,15 @@ pub fn copy_query_sql(sql: &str) -> String {
 pub struct ReadTask {
     /// Index of the task (the `partition` of its chunks).
     pub partition: u32,
+    /// The relation, columns and filter.
     pub spec: ReadSpec,
+    /// The pages it reads, or `None` for the whole relation without ctid
+    /// quals.
     pub range: Option<PageRange>,
 }
 
 impl ReadTask {
+    /// The `COPY` statement, as [`copy_sql`] writes it.
     pub fn sql(&self) -> String {
         copy_sql(&self.spec, self.range)
     }
@@ -266,25 +240,6 @@ mod tests {
                 end: None
             }]
         );
-    }
-
-    #[test]
-    fn queue_hands_each_item_out_once_across_threads() {
-        let q = RangeQueue::new((0..1000).collect::<Vec<u32>>());
-        let seen = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    while let Some((i, v)) = q.next() {
-                        assert_eq!(i as u32, *v);
-                        seen.lock().unwrap().push(*v);
-                    }
-                });
-            }
-        });
-        let mut seen = seen.into_inner().unwrap();
-        seen.sort();
-        assert_eq!(seen, (0..1000).collect::<Vec<u32>>());
     }
 
     #[test]
