@@ -91,7 +91,7 @@ pub fn spec(dsn: &str, table: &str, name: &str) -> LoadSpec {
     s.name = Some(name.to_string());
     s.parallel = Some(3);
     s.chunk_mib = Some(1);
-    s.source = gpupg_store::Source::Copy;
+    s.source = Source::Copy;
     s
 }
 
