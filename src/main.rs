@@ -116,6 +116,20 @@ fn in_cli_words(e: &(dyn std::error::Error + 'static)) -> String {
     }
     match (e.downcast_ref::<ExportError>(), source_error) {
         (Some(ExportError::Gpu(_)), _) => "--engine gpu".into(),
+        (Some(ExportError::HeapRefused(why)), _) => {
+            format!("invalid request: --source heap: {why}")
+        }
+        (
+            Some(ExportError::FilterNotACondition {
+                filter,
+                table,
+                message,
+            }),
+            _,
+        ) => format!(
+            "invalid request: --where {filter:?} is not one condition on table {table}: \
+             {message} (give a boolean SQL expression on its columns, e.g. --where \"id > 100\")"
+        ),
         (
             _,
             Some(SourceError::UnsupportedType {

@@ -24,10 +24,7 @@ fn has_nvme(sys: &Path) -> bool {
 fn info_shows_this_machines_topology() {
     let out = ok(&bin().arg("info").output().expect("runs"));
     assert!(out.contains("PCIe topology (/sys"), "{out}");
-    assert!(
-        out.contains("GPU selection (--gpu-selection optimal):"),
-        "{out}"
-    );
+    assert!(out.contains("GPU selection (optimal):"), "{out}");
     if !has_nvme(Path::new("/sys")) {
         assert!(out.contains("\n  no NVMe drives\n"), "{out}");
     }
@@ -45,10 +42,7 @@ fn info_shows_this_machines_topology() {
             .arg(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("runs"));
-        assert!(
-            out.contains(&format!("GPU selection (--gpu-selection {policy}):")),
-            "{out}"
-        );
+        assert!(out.contains(&format!("GPU selection ({policy}):")), "{out}");
         assert!(
             out.contains(&format!("  {} --> ", env!("CARGO_MANIFEST_DIR"))),
             "{out}"

@@ -45,6 +45,24 @@ pub enum ExportError {
     /// message says why.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The heap files were required ([`crate::Source::Heap`]) and this
+    /// table cannot be read from them; the message says why.
+    #[error("invalid request: reading the heap files: {0}")]
+    HeapRefused(String),
+    /// The row filter is not one condition on the table's columns: the
+    /// server's reason.
+    #[error(
+        "invalid request: the row filter {filter:?} is not one condition on table {table}: \
+         {message} (give a boolean SQL expression on its columns, e.g. \"id > 100\")"
+    )]
+    FilterNotACondition {
+        /// The filter as given.
+        filter: String,
+        /// The table, as the statement names it.
+        table: String,
+        /// The server's message.
+        message: String,
+    },
     /// The request's cancel flag was set.
     #[error("export interrupted; no output was left behind")]
     Cancelled,

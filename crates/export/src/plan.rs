@@ -8,7 +8,7 @@ use gpupg_source::{
     Connection, SourceError,
 };
 
-use crate::{ExportError, ExportRequest, Target};
+use crate::{ExportError, ExportRequest, RequestError, Target};
 
 /// Ranges planned per connection (see `plan_table_reads`).
 const RANGES_PER_CONNECTION: usize = 4;
@@ -38,14 +38,10 @@ pub(crate) fn plan_export(
     match &req.target {
         Target::Query(sql) => {
             if req.filter.is_some() {
-                return Err(ExportError::Invalid(
-                    "--where applies to --table; put the condition into the --query".into(),
-                ));
+                return Err(RequestError::FilterOnQuery.into());
             }
             if req.columns.is_some() {
-                return Err(ExportError::Invalid(
-                    "--columns applies to --table; select the columns in the --query".into(),
-                ));
+                return Err(RequestError::ColumnsOnQuery.into());
             }
             let columns = catalog::query_columns(conn, sql, req.unsupported)?;
             let select = columns
@@ -140,10 +136,11 @@ pub(crate) fn plan_export(
 fn check_filter(conn: &mut Connection, relation: &str, filter: &str) -> Result<(), ExportError> {
     match conn.describe(&format!("SELECT FROM ONLY {relation} WHERE ({filter}\n)")) {
         Ok(_) => Ok(()),
-        Err(SourceError::Server { message, .. }) => Err(ExportError::Invalid(format!(
-            "--where {filter:?} is not one condition on table {relation}: {message} \
-             (give a boolean SQL expression on its columns, e.g. --where \"id > 100\")"
-        ))),
+        Err(SourceError::Server { message, .. }) => Err(ExportError::FilterNotACondition {
+            filter: filter.to_string(),
+            table: relation.to_string(),
+            message,
+        }),
         Err(e) => Err(e.into()),
     }
 }

@@ -330,7 +330,7 @@ impl ExportReport {
         if self.flattened_arrays > 0 {
             let _ = write!(
                 s,
-                "\nwarning: {} multi-dimensional array value(s) were flattened; --arrays struct keeps their dimensions",
+                "\nwarning: {} multi-dimensional array value(s) were flattened; arrays written as structs keep their dimensions",
                 self.flattened_arrays
             );
         }

@@ -143,7 +143,7 @@ fn source_detail(
                 "pages converted to rows on the CPU".to_string()
             },
             if req.source == crate::Source::Auto {
-                " (--source auto: the data directory is readable and the table is over --heap-threshold)"
+                " (source auto: the data directory is readable and the table is over the heap threshold)"
             } else {
                 ""
             }

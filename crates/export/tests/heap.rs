@@ -164,7 +164,7 @@ fn heap_files_give_exactly_what_copy_gives() {
     let r = export(&req, &NoProgress).expect("auto");
     assert_eq!(r.source, "copy");
     assert!(
-        r.source_detail.contains("--heap-threshold"),
+        r.source_detail.contains("the heap threshold"),
         "{}",
         r.source_detail
     );
@@ -190,7 +190,10 @@ fn heap_path_refusals_are_clear() {
         let e = export(req, &NoProgress).expect_err("must fail");
         let msg = e.to_string();
         assert!(!msg.contains('\n'), "one line: {msg}");
-        assert!(msg.starts_with("invalid request: --source heap: "), "{msg}");
+        assert!(
+            msg.starts_with("invalid request: reading the heap files: "),
+            "{msg}"
+        );
         msg
     };
     let heap_req = |t: &str| {
@@ -210,7 +213,7 @@ fn heap_path_refusals_are_clear() {
     let mut req = heap_req("t");
     req.filter = Some("a > 3".into());
     let msg = fails(&req);
-    assert!(msg.contains("--where"), "{msg}");
+    assert!(msg.contains("a row filter needs the server"), "{msg}");
     let mut req = heap_req("t");
     req.data_dir = Some(dir.path().join("not-the-data-dir"));
     let msg = fails(&req);
@@ -233,7 +236,7 @@ fn heap_path_refusals_are_clear() {
         .expect_err("must fail")
         .to_string();
     assert!(
-        msg.contains("--heap-io cufile") && msg.contains("GPU engine"),
+        msg.contains("reading the heap files with cuFile") && msg.contains("GPU engine"),
         "{msg}"
     );
     // Nothing was left behind by any of them.
@@ -332,7 +335,7 @@ fn foreign_files_are_refused(dsn: &str, data_dir: &std::path::Path, mismatch: &[
     eprintln!("refused: {msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(
-        msg.starts_with("invalid request: --source heap: the files in ")
+        msg.starts_with("invalid request: reading the heap files: the files in ")
             && msg.contains("are not proven this server's own and current")
             && names(&msg),
         "{msg}"

@@ -62,7 +62,9 @@ fn user_text_cannot_add_a_statement() {
     req.filter = Some(EVIL_WHERE.into());
     let msg = fails(&req);
     assert!(
-        msg.contains(&format!("--where {EVIL_WHERE:?} is not one condition")),
+        msg.contains(&format!(
+            "the row filter {EVIL_WHERE:?} is not one condition"
+        )),
         "{msg}"
     );
     no_internal_sql(&msg.replace(EVIL_WHERE, ""));
@@ -112,7 +114,10 @@ fn user_text_cannot_add_a_statement() {
     let mut req = request(&dsn, table("t"), out(), Format::Parquet);
     req.filter = Some("nope > 1".into());
     let msg = fails(&req);
-    assert!(msg.contains("--where") && msg.contains("\"nope\""), "{msg}");
+    assert!(
+        msg.contains("row filter") && msg.contains("\"nope\""),
+        "{msg}"
+    );
     no_internal_sql(&msg);
 }
 

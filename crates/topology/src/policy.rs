@@ -703,7 +703,7 @@ impl<'a> Selector<'a> {
                 .collect();
             if !missing.is_empty() {
                 out.push(format!(
-                    "--manual-optimal-gpus {e}: {} not present (GPUs here: {})",
+                    "manual optimal GPUs spec {e}: {} not present (GPUs here: {})",
                     gpu_list(&missing),
                     if ordinals.is_empty() {
                         "none".to_string()
@@ -717,13 +717,13 @@ impl<'a> Selector<'a> {
                     let found = !self.topology.nvme_named(n).is_empty()
                         || self.topology.sysfs().block_device(n).is_ok();
                     if !found {
-                        out.push(format!("--manual-optimal-gpus {e}: no drive named {n}"));
+                        out.push(format!("manual optimal GPUs spec {e}: no drive named {n}"));
                     }
                 }
                 ManualTarget::Path(p) => {
                     if !p.exists() {
                         out.push(format!(
-                            "--manual-optimal-gpus {e}: {} does not exist",
+                            "manual optimal GPUs spec {e}: {} does not exist",
                             p.display()
                         ));
                     }

@@ -301,18 +301,14 @@ impl Report {
         let manual = self
             .manual
             .as_ref()
-            .map(|m| format!(", --manual-optimal-gpus {m}"))
+            .map(|m| format!(", manual optimal GPUs {m}"))
             .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "GPU selection (--gpu-selection {}{manual}):",
-            self.policy
-        );
+        let _ = writeln!(s, "GPU selection ({}{manual}):", self.policy);
         if self.selections.is_empty() {
             if self.drive_choices.is_empty() {
                 let _ = writeln!(
                     s,
-                    "  nothing to choose for: no NVMe drives and no --data-dir"
+                    "  nothing to choose for: no NVMe drives and no data directory"
                 );
             }
             for c in &self.drive_choices {

@@ -654,8 +654,8 @@ fn the_lent_gpu_machine() {
                [pci0000:00]\n   \
                - [0000:00:06.0] GPU0 (NVIDIA H100 80GB HBM3)\n  \
                no NVMe drives\n\
-             GPU selection (--gpu-selection optimal):\n  \
-               nothing to choose for: no NVMe drives and no --data-dir\n"
+             GPU selection (optimal):\n  \
+               nothing to choose for: no NVMe drives and no data directory\n"
     );
 }
 

@@ -76,11 +76,7 @@ pub(crate) fn choose_engine(
     device: bool,
 ) -> Result<EngineChoice, ExportError> {
     let engine = match (device, req.engine) {
-        (true, Engine::Cpu) => {
-            return Err(ExportError::Invalid(
-                "device-resident output needs the GPU engine, not --engine cpu".into(),
-            ))
-        }
+        (true, Engine::Cpu) => return Err(crate::RequestError::DeviceOutputOnCpu.into()),
         (true, _) => Engine::Gpu,
         (false, e) => e,
     };

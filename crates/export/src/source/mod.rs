@@ -59,7 +59,7 @@ pub(crate) fn choose_source(
     match heap::prepare(req, plan, interrupts) {
         Ok(p) => Ok(SourceChoice::Heap(Box::new(p))),
         Err(Unavailable::Reason(why)) if !strict => Ok(SourceChoice::Copy { why: Some(why) }),
-        Err(Unavailable::Reason(why)) => Err(ExportError::Invalid(format!("--source heap: {why}"))),
+        Err(Unavailable::Reason(why)) => Err(ExportError::HeapRefused(why)),
         Err(Unavailable::Error(e)) => Err(e),
     }
 }

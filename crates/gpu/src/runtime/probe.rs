@@ -140,7 +140,7 @@ impl DeviceHold {
         let count = device_count()?;
         if ordinal >= count {
             return Err(GpuError::NoDevice(Some(format!(
-                "--device {ordinal}: this machine has {count} GPU(s)"
+                "GPU {ordinal} does not exist (this machine has {count} GPU(s))"
             ))));
         }
         cuda::nvrtc_version()?;

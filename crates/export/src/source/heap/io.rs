@@ -260,11 +260,11 @@ fn decide(device: usize, chosen: &gpupg_topology::Selection) -> Result<(), Strin
     let policy = chosen.policy;
     Err(match &chosen.reason {
         Some(why) => format!(
-            "--gpu-selection {policy} chooses no GPU for {}: {why}",
+            "GPU selection {policy} chooses no GPU for {}: {why}",
             chosen.target
         ),
         None => format!(
-            "--gpu-selection {policy} chooses {} for {}, not GPU{device}",
+            "GPU selection {policy} chooses {} for {}, not GPU{device}",
             chosen.gpu_list(),
             chosen.target
         ),
@@ -317,7 +317,7 @@ mod tests {
         let e = decide(1, &optimal).unwrap_err();
         assert_eq!(
             e,
-            "--gpu-selection optimal chooses GPU0 for nvme0n1, not GPU1"
+            "GPU selection optimal chooses GPU0 for nvme0n1, not GPU1"
         );
         let system = Selector::new(&topo, Policy::System, None).for_storage("nvme0n1", &nvme0);
         assert_eq!(decide(1, &system), Ok(()));
@@ -327,7 +327,7 @@ mod tests {
             Selector::new(&topo, Policy::Optimal, Some(&manual)).for_storage("nvme0n1", &nvme0);
         let e = decide(0, &none).unwrap_err();
         assert!(
-            e.starts_with("--gpu-selection optimal chooses no GPU for nvme0n1: "),
+            e.starts_with("GPU selection optimal chooses no GPU for nvme0n1: "),
             "{e}"
         );
         // Nothing in common between two tablespaces' drives.

@@ -139,14 +139,16 @@ pub(crate) fn prepare(
         return Err(reason("a query is read through COPY"));
     }
     if req.filter.is_some() {
-        return Err(reason("--where needs the server to evaluate it (COPY)"));
+        return Err(reason(
+            "a row filter needs the server to evaluate it (COPY)",
+        ));
     }
     let Some((table, spec)) = &plan.table else {
         return Err(reason("a query is read through COPY"));
     };
     if req.source == Source::Auto && table.bytes < req.heap_threshold {
         return Err(Unavailable::Reason(format!(
-            "the table ({:.1} MB) is smaller than --heap-threshold ({:.1} MB)",
+            "the table ({:.1} MB) is smaller than the heap threshold ({:.1} MB)",
             table.bytes as f64 / 1e6,
             req.heap_threshold as f64 / 1e6
         )));
@@ -264,7 +266,7 @@ impl HeapPlan {
     ) -> Result<(), ExportError> {
         if policy == HeapIo::CuFile && !self.gpu_pages() {
             return Err(ExportError::Invalid(
-                "--heap-io cufile reads pages for the GPU page kernels: it needs the GPU engine and a table whose pages they convert".into(),
+                "reading the heap files with cuFile is for the GPU page kernels: it needs the GPU engine and a table whose pages they convert".into(),
             ));
         }
         if policy == HeapIo::Pread || !self.gpu_pages() {
@@ -276,7 +278,7 @@ impl HeapPlan {
             [one] => *one,
             _ if policy == HeapIo::CuFile => {
                 return Err(ExportError::Invalid(
-                    "--heap-io cufile reads into one GPU's memory: give one GPU, not --devices with several".into(),
+                    "reading the heap files with cuFile reads into one GPU's memory: give one GPU, not several".into(),
                 ))
             }
             _ => {
@@ -321,7 +323,11 @@ impl HeapPlan {
         ) {
             Ok(g) => self.gds = Some(g),
             Err(why) if policy == HeapIo::Auto => self.pread_why = Some(why),
-            Err(why) => return Err(ExportError::Invalid(format!("--heap-io cufile: {why}"))),
+            Err(why) => {
+                return Err(ExportError::Invalid(format!(
+                    "reading the heap files with cuFile: {why}"
+                )))
+            }
         }
         Ok(())
     }
