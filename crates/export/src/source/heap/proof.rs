@@ -16,8 +16,8 @@
 //!   directory is the one the postmaster runs in (its `/proc/<pid>/cwd` is
 //!   the same directory: device and inode), so its files are the live ones,
 //!   not a copy; and `pg_control`'s latest checkpoint is the one
-//!   `pg_control_checkpoint()` reports (read before and after the file, so
-//!   that a checkpoint in between does not fail it), where that function
+//!   `pg_control_checkpoint()` reports (read before and after the file:
+//!   between the two, as checkpoints may end meanwhile), where that function
 //!   is granted. A copy made after the latest checkpoint passes the
 //!   second, never the first; so when the postmaster's directory cannot be
 //!   seen (another user, `/proc` hidden) a CHECKPOINT is needed
@@ -220,8 +220,8 @@ fn server_checkpoint(conn: &mut Connection) -> Result<Option<u64>, String> {
 }
 
 /// Without a checkpoint of our own: pg_control's latest checkpoint is the
-/// one the server reported before reading the file (`before`) or reports
-/// after it. A copy made before the latest checkpoint fails this; one made
+/// one the server reported before reading the file (`before`), the one it
+/// reports after it, or one in between. A copy made before the latest checkpoint fails this; one made
 /// after passes, and is refused by [`its_directory`].
 fn same_checkpoint(
     conn: &mut Connection,
@@ -239,7 +239,9 @@ fn same_checkpoint(
     };
     let after = server_checkpoint(conn)?.unwrap_or(before);
     let at = control.checkpoint_lsn;
-    if at != before && at != after {
+    // Checkpoint LSNs only grow: checkpoints that ended meanwhile lie
+    // between the two readings.
+    if at < before || at > after {
         return Err(format!(
             "{}/global/pg_control's latest checkpoint {} is not the server's {} (a stale copy \
              of the files, or another server's)",
