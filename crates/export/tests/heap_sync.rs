@@ -292,3 +292,45 @@ fn copies_of_the_data_directory_are_refused_without_a_checkpoint() {
         heap(&r).files_proof
     );
 }
+
+/// A refresh without a checkpoint: pages changed since the previous load
+/// but still dirty in shared buffers hold, in their files, the LSN the
+/// previous load saw; they must be read again, not kept.
+#[test]
+fn a_refresh_never_keeps_a_dirty_page() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    exec(&dsn, "CREATE EXTENSION pg_buffercache");
+    create_dirty_table(&dsn);
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["t"]);
+    exec(&dsn, "CHECKPOINT");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = base(&dsn, dir.path(), HeapSync::BufferCache);
+    req.source = Source::Heap;
+    let first = gpupg_export::export_to_host(&req, &NoProgress).expect("load");
+    assert!(
+        heap(&first.report).pages_direct > 0,
+        "{:?}",
+        first.report.heap
+    );
+    // Changed in place (HOT, fillfactor 60) without a checkpoint.
+    exec(&dsn, "UPDATE t SET b = b + 1000000 WHERE a % 300 = 1");
+    req.prior = Some(&first.pages);
+    let second = gpupg_export::export_to_host(&req, &NoProgress).expect("refresh");
+    let h = heap(&second.report);
+    assert!(h.pages_kept > 0 && h.pages_dirty > 0, "{h:?}");
+    let mut batches = second.batches.clone();
+    for c in &second.carried {
+        batches.push(gpupg_gpu::gather_rows_host(&first.batches, &c.runs).expect("gather"));
+    }
+    let (copy_path, out) = file(dir.path(), "copy.arrow");
+    let mut copy = base(&dsn, dir.path(), HeapSync::Auto);
+    copy.output = out;
+    export(&copy, &NoProgress).expect("COPY export");
+    assert_eq!(
+        sorted_by(&batches, &["a"]),
+        sorted_by(&read_back(&copy_path), &["a"]),
+        "the refresh's rows differ from COPY's"
+    );
+}
