@@ -68,7 +68,11 @@ fn create_dirty_table(dsn: &str) {
 }
 
 fn base(dsn: &str, dir: &std::path::Path, sync: HeapSync) -> ExportRequest<'static> {
-    let mut r = request(dsn, table("t"), file(dir, "x.arrow").1, Format::Arrow);
+    base_of("t", dsn, dir, sync)
+}
+
+fn base_of(name: &str, dsn: &str, dir: &std::path::Path, sync: HeapSync) -> ExportRequest<'static> {
+    let mut r = request(dsn, table(name), file(dir, "x.arrow").1, Format::Arrow);
     r.heap_threshold = 0;
     r.heap_sync = sync;
     r
@@ -109,6 +113,24 @@ fn dirty_pages_are_read_through_copy_without_a_checkpoint() {
         );
         assert!(r.summary().contains("no CHECKPOINT"), "{}", r.summary());
     }
+    // A partitioned table: each leaf's dirty pages are listed.
+    exec(
+        &dsn,
+        "CREATE TABLE p (a int, b int) PARTITION BY RANGE (a);
+         CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10000) WITH (fillfactor = 60);
+         CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (10000) TO (MAXVALUE) WITH (fillfactor = 60);
+         INSERT INTO p SELECT g, g FROM generate_series(1, 20000) g;",
+    );
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["p1", "p2"]);
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "UPDATE p SET b = -b WHERE a % 400 = 3");
+    let r = heap_equals_copy(
+        base_of("p", &dsn, dir.path(), HeapSync::BufferCache),
+        dir.path(),
+    );
+    let h = heap(&r);
+    assert!(h.pages_dirty >= 2 && h.pages_direct > 0, "{h:?}");
     // CHECKPOINT as asked still works: the pages are written, none listed.
     let r = heap_equals_copy(base(&dsn, dir.path(), HeapSync::Checkpoint), dir.path());
     let h = heap(&r);

@@ -16,8 +16,9 @@ use crate::HeapSync;
 /// fence, for the readers (the dirty pages) and the report.
 pub(crate) struct FilesSync {
     pub(super) synced: Synced,
-    /// Per relation of the plan, its pages dirty after the fence (empty
-    /// after a CHECKPOINT).
+    /// Per relation given to [`sync_files`] (the plan's, in its order, then
+    /// any other, such as a TOAST relation), its pages dirty after the
+    /// fence (empty after a CHECKPOINT).
     pub(super) dirty: Vec<DirtyBlocks>,
     /// Seconds the CHECKPOINT took (0 without one).
     pub checkpoint_seconds: f64,
@@ -26,7 +27,9 @@ pub(crate) struct FilesSync {
 }
 
 impl FilesSync {
-    /// Whether block `block` of relation `rel` was dirty in shared buffers.
+    /// Whether block `block` of relation `rel` (its index in the OIDs given
+    /// to [`sync_files`]) was dirty in shared buffers; false after a
+    /// CHECKPOINT, which wrote them all.
     pub(super) fn dirty(&self, rel: usize, block: u64) -> bool {
         self.dirty.get(rel).is_some_and(|d| d.contains(block))
     }
@@ -60,9 +63,11 @@ impl FilesSync {
     }
 }
 
-/// Makes the files of relations `oids` hold every change made before the
-/// fence (taken just before), as `mode` says, on `probe` (a connection
-/// outside the export's transaction).
+/// Makes the files of relations `oids` (the plan's relations in its order,
+/// then any other whose pages are read from the files, such as a TOAST
+/// relation) hold every change made before the fence (taken just before),
+/// as `mode` says, on `probe` (a connection outside the export's
+/// transaction).
 pub(super) fn sync_files(
     probe: &mut Connection,
     mode: HeapSync,
