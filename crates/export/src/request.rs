@@ -136,7 +136,7 @@ macro_rules! choice_names {
 
 choice_names!(Source, "source", Auto => "auto", Copy => "copy", Heap => "heap");
 choice_names!(HeapIo, "way to read heap files", Auto => "auto", Pread => "pread", CuFile => "cufile");
-choice_names!(HeapSync, "way to sync heap files", Auto => "auto", Checkpoint => "checkpoint", BufferCache => "buffercache");
+choice_names!(HeapSync, "way to make heap files current", Auto => "auto", Checkpoint => "checkpoint", BufferCache => "buffercache");
 choice_names!(Engine, "engine", Auto => "auto", Cpu => "cpu", Gpu => "gpu");
 
 /// Tables smaller than this are read through COPY by [`Source::Auto`]: the

@@ -32,8 +32,8 @@ impl DirtyBlocks {
 /// outside the export's transaction (a refusal aborts the transaction).
 ///
 /// [`SourceError::HeapUnavailable`] when the extension is not installed
-/// in this database or this user may not read it (superuser or
-/// `pg_monitor`).
+/// in this database, this user may not read it (superuser or
+/// `pg_monitor`) or the server refuses the query otherwise.
 pub fn dirty_blocks(conn: &mut Connection, oids: &[u32]) -> Result<Vec<DirtyBlocks>, SourceError> {
     let unavailable = |reason: String| SourceError::HeapUnavailable {
         table: String::new(),
@@ -82,7 +82,9 @@ pub fn dirty_blocks(conn: &mut Connection, oids: &[u32]) -> Result<Vec<DirtyBloc
                 "pg_buffercache is not readable by this user (it needs superuser or pg_monitor)"
                     .into(),
             ),
-            _ => e,
+            // Another version of the extension, say: the list cannot be had.
+            Some(_) => unavailable(format!("pg_buffercache cannot be read: {e}")),
+            None => e,
         })?;
     for row in rows {
         let get = |i: usize| {
