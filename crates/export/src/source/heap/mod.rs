@@ -53,8 +53,7 @@ use io::{gpudirect_choice, GdsReads};
 use proof::{prove_files, FilesProof};
 pub(crate) use reader::run_reader;
 use server::wal_insert_lsn;
-use sync::sync_files;
-pub(crate) use sync::FilesSync;
+use sync::{sync_files, FilesSync};
 
 use crate::carry::{PageMap, PriorPages};
 use crate::interrupt::Interrupts;
@@ -166,8 +165,8 @@ pub(crate) fn prepare(
     if leaves.is_empty() {
         return Err(reason("the partitioned table has no partitions"));
     }
-    // Catalog, checkpoint or dirty pages on a connection of their own: a refused query
-    // there must not abort the export's transaction.
+    // Catalog, checkpoint or dirty pages on a connection of their own: a
+    // refused query there must not abort the export's transaction.
     let mut probe = Connection::connect(&req.connect)?;
     interrupts.watch(&probe);
     let mut found = Vec::with_capacity(leaves.len());

@@ -34,8 +34,9 @@
 //!
 //! Any mismatch refuses the heap path with what did not match. Currency and
 //! the relation checks are always required, and at least one of same
-//! cluster and this host (this host always without a checkpoint); a proof that cannot be made (function not
-//! granted, `/proc` hidden) is named in [`FilesProof::unproven`].
+//! cluster and this host (this host always without a checkpoint); a proof
+//! that cannot be made (function not granted, `/proc` hidden) is named in
+//! [`FilesProof::unproven`].
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
