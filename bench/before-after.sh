@@ -9,30 +9,35 @@
 set -euo pipefail
 rows=${ROWS:-60000000}
 . bench/device-env.sh
+# Every run's JSON and log go to $runs (the device returns at most 8 files:
+# they come back as one tarball), the table to $out/before-after.md.
+runs=${RUNS_DIR:-/tmp/before-after}
+mkdir -p "$runs"
 after=$bin
 before=${BEFORE:?BEFORE=path of the binary before the change}
 # The table (and, once, the COPY ceiling over 16 connections).
 "$after" bench --dsn "$dsn" --rows "$rows" --create "${CREATE:-auto}" --runs 1 --source copy --engine cpu \
-  --json "$out/setup-copy.json" 2>&1 | tee "$out/setup.log" | show
+  --json "$runs/setup-copy.json" 2>&1 | tee "$runs/setup.log" | show
 cases=(
   "heap-device|--source heap --to device --runs 3"
   "heap-cpu-parquet|--source heap --engine cpu --runs 3"
   "heap-cpu-arrow-lz4|--source heap --engine cpu --format arrow --compression lz4 --runs 3"
   "copy-cpu-parquet|--source copy --engine cpu --runs 2"
 )
-for round in 1 2; do
+for round in $(seq 1 "${ROUNDS:-2}"); do
   for c in "${cases[@]}"; do
     name=${c%%|*}; args=${c#*|}
     for which in before after; do
       b=$after; [ "$which" = before ] && b=$before
       # shellcheck disable=SC2086
       "$b" bench --dsn "$dsn" --create never --skip-ceiling $args \
-        --json "$out/$name-$which-$round.json" >"$out/$name-$which-$round.log" 2>&1 \
-        || { echo "$name ($which) failed:"; tail -5 "$out/$name-$which-$round.log"; }
+        --json "$runs/$name-$which-$round.json" >"$runs/$name-$which-$round.log" 2>&1 \
+        || { echo "$name ($which) failed:"; tail -5 "$runs/$name-$which-$round.log"; }
+      grep -E "^exported|^source" "$runs/$name-$which-$round.log" | head -2 | sed "s/^/  $name $which: /"  || true
     done
   done
 done
-python3 - "$out" <<'PY'
+python3 - "$runs" <<'PY' | tee "$out/before-after.md"
 import glob, json, os, sys
 out = sys.argv[1]
 rows = {}
@@ -49,3 +54,4 @@ for name, w in rows.items():
     ratio = f"{min(a) / min(b):.2f}" if a and b else "-"
     print(f"| {name} | {fmt(b)} | {fmt(a)} | {ratio} |")
 PY
+tar -C "$runs" -czf "$out/before-after-runs.tgz" .

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gpupg_decode::{ArrayRepr, EnumRepr, IntervalRepr, TypeOptions, UnconstrainedNumeric};
-use gpupg_export::{Engine, ExportRequest, HeapIo, Output, RequestError, Source, Target};
+use gpupg_export::{Engine, ExportRequest, HeapIo, HeapSync, Output, RequestError, Source, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
 
@@ -96,6 +96,13 @@ pub struct ExportOptions {
     /// compatibility mode, else pread (auto).
     #[arg(long, default_value_t = HeapIo::Auto, value_name = "auto|pread|cufile")]
     pub heap_io: HeapIo,
+    /// How the heap path makes the files hold every change made before the export began:
+    /// buffercache (the table's pages dirty in shared buffers, listed by the pg_buffercache
+    /// extension with superuser or pg_monitor, are read through COPY; no checkpoint),
+    /// checkpoint (runs CHECKPOINT: superuser or pg_checkpoint), or buffercache where it can
+    /// be used, else checkpoint (auto).
+    #[arg(long, default_value_t = HeapSync::Auto, value_name = "auto|checkpoint|buffercache")]
+    pub heap_sync: HeapSync,
     /// The server's data directory as this machine sees it (default: the server's
     /// data_directory setting, which needs superuser or pg_read_all_settings to read).
     #[arg(long)]
@@ -307,6 +314,7 @@ impl ExportOptions {
             .source(self.source)
             .heap_threshold(Some(self.heap_threshold))
             .heap_io(self.heap_io)
+            .heap_sync(self.heap_sync)
             .data_dir(self.data_dir.clone())
             .gpu_selection(self.selection.selection())
             .cancel(&crate::signals::CANCEL)

@@ -15,7 +15,8 @@
 //! same LSN as when its rows were decoded, so it holds the same tuples, all
 //! visible then and so visible to the refresh's later snapshot. The
 //! checkpoint after the refresh's fence puts every change made before the
-//! snapshot into the files, so a page changed before it shows a newer LSN;
+//! snapshot into the files (or, without one, a page still dirty in shared
+//! buffers is never kept), so a page changed before it shows a newer LSN;
 //! one changed after it only holds versions the snapshot does not see.
 //! Unlogged relations (no page LSNs) never take the heap path.
 

@@ -55,8 +55,9 @@ pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{
     chunk_bytes_from_mib, default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection,
-    HeapIo, Output, RequestBuilder, Source, Target, DEFAULT_CHUNK_BYTES, DEFAULT_HEAP_CHUNK_BYTES,
-    DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES,
+    HeapIo, HeapSync, Output, RequestBuilder, Source, Target, DEFAULT_CHUNK_BYTES,
+    DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS, MAX_CHUNK_BYTES,
+    MIN_CHUNK_BYTES,
 };
 pub use source::heap::HeapReport;
 pub use stream::{stream, stream_to_device, BatchStream, DeviceBatchStream};

@@ -212,7 +212,7 @@ impl ExportReport {
         if let Some(h) = &self.heap {
             let _ = writeln!(
                 s,
-                "  heap pages: {} direct ({} rows; {} converted on the GPU), {} via COPY{}; checkpoint {:.3} s; thread-seconds: read {:.3}, convert {:.3}, hand-off {:.3}",
+                "  heap pages: {} direct ({} rows; {} converted on the GPU), {} via COPY{}; {}; thread-seconds: read {:.3}, convert {:.3}, hand-off {:.3}",
                 h.pages_direct,
                 h.rows_direct,
                 h.pages_gpu,
@@ -229,7 +229,7 @@ impl ExportReport {
                             .join(", ")
                     )
                 },
-                h.checkpoint_seconds,
+                h.sync,
                 h.read_seconds,
                 h.convert_seconds,
                 h.handoff_seconds

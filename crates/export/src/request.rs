@@ -85,6 +85,25 @@ pub enum HeapIo {
     CuFile,
 }
 
+/// How the heap path makes sure the files hold every change made before
+/// its fence (the pages dirty in shared buffers are not in them yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeapSync {
+    /// [`HeapSync::BufferCache`] where `pg_buffercache` is installed and
+    /// readable and the files are proven the server's own without a
+    /// checkpoint; else [`HeapSync::Checkpoint`] where the user may run it;
+    /// else the heap path is refused, saying why.
+    #[default]
+    Auto,
+    /// Runs `CHECKPOINT` (superuser or `pg_checkpoint`): every page dirty
+    /// at the fence is written to the files.
+    Checkpoint,
+    /// Lists the table's pages dirty in shared buffers (`pg_buffercache`,
+    /// superuser or `pg_monitor`) and reads those through COPY; no
+    /// checkpoint. Refuses the heap path when that cannot be done.
+    BufferCache,
+}
+
 /// `FromStr` and `Display` for an enum of plain choices, by the names the
 /// command line and the table store use for them.
 macro_rules! choice_names {
@@ -117,6 +136,7 @@ macro_rules! choice_names {
 
 choice_names!(Source, "source", Auto => "auto", Copy => "copy", Heap => "heap");
 choice_names!(HeapIo, "way to read heap files", Auto => "auto", Pread => "pread", CuFile => "cufile");
+choice_names!(HeapSync, "way to make heap files current", Auto => "auto", Checkpoint => "checkpoint", BufferCache => "buffercache");
 choice_names!(Engine, "engine", Auto => "auto", Cpu => "cpu", Gpu => "gpu");
 
 /// Tables smaller than this are read through COPY by [`Source::Auto`]: the
@@ -307,6 +327,8 @@ pub struct ExportRequest<'a> {
     pub heap_threshold: u64,
     /// How heap files are read for the GPU page kernels.
     pub heap_io: HeapIo,
+    /// How the heap path accounts for pages dirty in shared buffers.
+    pub heap_sync: HeapSync,
     /// Which GPUs may read the table's files with GPU-Direct
     /// (`--gpu-selection`, `--manual-optimal-gpus`).
     pub gpu_selection: GpuSelection,
@@ -360,6 +382,7 @@ impl<'a> ExportRequest<'a> {
             source: Source::Auto,
             heap_threshold: DEFAULT_HEAP_THRESHOLD,
             heap_io: HeapIo::Auto,
+            heap_sync: HeapSync::Auto,
             gpu_selection: GpuSelection::default(),
             data_dir: None,
             prior: None,
@@ -527,6 +550,13 @@ impl<'a> RequestBuilder<'a> {
         self
     }
 
+    /// How the heap path accounts for pages dirty in shared buffers: a
+    /// CHECKPOINT, or reading them through COPY.
+    pub fn heap_sync(mut self, heap_sync: HeapSync) -> Self {
+        self.req.heap_sync = heap_sync;
+        self
+    }
+
     /// Which GPUs may read the table's files with GPU-Direct.
     pub fn gpu_selection(mut self, selection: GpuSelection) -> Self {
         self.req.gpu_selection = selection;
@@ -664,6 +694,8 @@ mod tests {
         }
         assert_eq!("CuFile".parse::<HeapIo>(), Ok(HeapIo::CuFile));
         assert_eq!(HeapIo::CuFile.to_string(), "cufile");
+        assert_eq!("BufferCache".parse::<HeapSync>(), Ok(HeapSync::BufferCache));
+        assert_eq!(HeapSync::Checkpoint.to_string(), "checkpoint");
         assert_eq!("gpu".parse::<Engine>(), Ok(Engine::Gpu));
         assert_eq!(
             "disk".parse::<Source>().unwrap_err().to_string(),

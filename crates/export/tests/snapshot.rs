@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use common::*;
-use gpupg_export::Source;
+use gpupg_export::{HeapSync, Source};
 use gpupg_localpg::LocalServer;
 use gpupg_sink::Format;
 use gpupg_source::Connection;
@@ -21,7 +21,7 @@ const TOTAL: i64 = ACCOUNTS * 100;
 
 #[test]
 fn exports_see_one_snapshot_under_concurrent_writes() {
-    exports_under_concurrent_writes(Source::Copy);
+    exports_under_concurrent_writes(Source::Copy, HeapSync::Auto);
 }
 
 /// The heap path under the same writers, with VACUUM running too (so pages
@@ -29,12 +29,24 @@ fn exports_see_one_snapshot_under_concurrent_writes() {
 /// through COPY must still add up to one snapshot.
 #[test]
 fn heap_exports_see_one_snapshot_under_concurrent_writes_and_vacuum() {
-    exports_under_concurrent_writes(Source::Heap);
+    exports_under_concurrent_writes(Source::Heap, HeapSync::Checkpoint);
 }
 
-fn exports_under_concurrent_writes(source: Source) {
+/// The same without a CHECKPOINT of the export's: the pages dirty in
+/// shared buffers (pg_buffercache) go through COPY; another session runs
+/// CHECKPOINT now and then, so that pages are written while the export
+/// lists and reads them.
+#[test]
+fn heap_exports_without_checkpoint_see_one_snapshot_under_concurrent_writes_and_vacuum() {
+    exports_under_concurrent_writes(Source::Heap, HeapSync::BufferCache);
+}
+
+fn exports_under_concurrent_writes(source: Source, sync: HeapSync) {
     let server = LocalServer::start().expect("server");
     let dsn = server.dsn();
+    if sync == HeapSync::BufferCache {
+        exec(&dsn, "CREATE EXTENSION pg_buffercache");
+    }
     exec(
         &dsn,
         "CREATE TABLE accounts (id bigint NOT NULL, balance bigint NOT NULL, pad text);
@@ -73,6 +85,17 @@ fn exports_under_concurrent_writes(source: Source) {
                 }
             });
         }
+        if sync == HeapSync::BufferCache {
+            let (dsn, stop) = (&dsn, &stop);
+            s.spawn(move || {
+                let mut c = Connection::connect(&config(dsn)).expect("checkpointer connects");
+                while !stop.load(Ordering::Relaxed) {
+                    c.execute("CHECKPOINT").expect("checkpoint");
+                    std::thread::sleep(std::time::Duration::from_millis(150));
+                }
+            });
+        }
+        let mut dirty = 0;
         let (mut direct, mut fallback) = (0, 0);
         for run in 0..4 {
             let (path, out) = file(dir.path(), &format!("run{run}.arrow"));
@@ -82,10 +105,16 @@ fn exports_under_concurrent_writes(source: Source) {
             req.heap_chunk_bytes = 64 * 1024;
             req.columns = Some(vec!["id".into(), "balance".into()]);
             req.source = source;
+            req.heap_sync = sync;
             let report = gpupg_export::export(&req, &gpupg_export::NoProgress).expect("export");
             if let Some(h) = &report.heap {
                 direct += h.pages_direct;
                 fallback += h.pages_fallback;
+                dirty += h.pages_dirty;
+                if sync == HeapSync::BufferCache {
+                    assert!(h.sync.contains("no CHECKPOINT"), "{}", h.sync);
+                    assert_eq!(h.checkpoint_seconds, 0.0);
+                }
             }
             assert!(
                 report.statements > 4,
@@ -110,7 +139,9 @@ fn exports_under_concurrent_writes(source: Source) {
         }
         stop.store(true, Ordering::Relaxed);
         if source == Source::Heap {
-            println!("heap pages over 4 runs: {direct} direct, {fallback} through COPY");
+            println!(
+                "heap pages over 4 runs: {direct} direct, {fallback} through COPY ({dirty} dirty)"
+            );
             assert!(direct > 0, "some pages are read from the files");
             assert!(fallback > 0, "pages changed by the writers go through COPY");
         }

@@ -48,7 +48,7 @@ pub struct HeapReport {
     pub pages_kept: u64,
     /// Rows of the pages kept.
     pub rows_kept: u64,
-    /// Blocks in the files after the checkpoint.
+    /// Blocks in the files after the checkpoint (or the dirty-page list).
     pub blocks: u64,
     /// Bytes of a block.
     pub block_size: usize,
@@ -56,8 +56,16 @@ pub struct HeapReport {
     pub checksums: bool,
     /// How the files were read.
     pub io: String,
-    /// Seconds the CHECKPOINT took.
+    /// Seconds the CHECKPOINT took (0 when none was run).
     pub checkpoint_seconds: f64,
+    /// How the files were made to hold every change made before the fence,
+    /// and why: "dirty pages from pg_buffercache: 12 read through COPY (0
+    /// of the visibility map); no CHECKPOINT" or "CHECKPOINT 0.412 s
+    /// (...)".
+    pub sync: String,
+    /// Pages of the table listed dirty in shared buffers after the fence
+    /// (read through COPY; 0 after a CHECKPOINT).
+    pub pages_dirty: u64,
     /// Thread-seconds reading files, converting pages to COPY rows, and
     /// handing chunks to the decoders (waiting for a free buffer and a free
     /// decoder included: large when decoding or writing is the bottleneck).
@@ -110,7 +118,9 @@ impl HeapCounters {
             block_size: heap.rels.first().map_or(0, |r| r.rel.block_size),
             checksums: heap.rels.iter().any(|r| r.rel.checksums),
             io: heap.io_description(device, readers),
-            checkpoint_seconds: heap.checkpoint_seconds,
+            checkpoint_seconds: heap.sync.checkpoint_seconds,
+            sync: heap.sync.describe(),
+            pages_dirty: heap.sync.dirty_pages().0,
             read_seconds: self.read_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             convert_seconds: self.convert_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             handoff_seconds: self.flush_nanos.load(Ordering::Relaxed) as f64 / 1e9,

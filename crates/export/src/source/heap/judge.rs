@@ -1,6 +1,6 @@
-//! Which heap pages are trusted: the visibility map and the page header say
-//! all-visible, the page has not changed since the fence nor while it was
-//! read; and why a page is read through COPY instead, as the report counts
+//! Which heap pages are trusted: not dirty in shared buffers after the
+//! fence, the visibility map and the page header say all-visible, the page
+//! has not changed since the fence nor while it was read; and why a page is read through COPY instead, as the report counts
 //! it.
 
 use gpupg_format::heap::{FallbackReason, PageHeader, VisibilityMap};
@@ -48,21 +48,30 @@ pub(super) fn reason_name(r: &FallbackReason) -> String {
     }
 }
 
+/// Why a page listed dirty in shared buffers after the fence is read
+/// through COPY, as counted in the report.
+pub(super) const DIRTY: &str = "dirty in shared buffers";
+
 /// Whether the page of block `block` whose header is `header` can be
 /// trusted: `Ok(true)` trusted, `Ok(false)` a new page (no rows), else why
-/// not. Judged from the header alone (the page may be in GPU memory): the
-/// visibility map and the header say all-visible, the LSN is at most the
-/// fence and unchanged after the read, and the header's bounds make
-/// sense. Whoever reads the page checks its line pointers, tuples and
-/// checksum.
+/// not. Judged from the header alone (the page may be in GPU memory): not
+/// `dirty` in shared buffers after the fence (its file may lack changes
+/// made before it; checked first, as a page new in the files may hold rows
+/// in shared buffers), the visibility map and the header say all-visible,
+/// the LSN is at most the fence and unchanged after the read, and the
+/// header's bounds make sense. Whoever reads the page checks its line
+/// pointers, tuples and checksum.
 pub(super) fn trust(
-    fence: u64,
+    (fence, dirty): (u64, bool),
     vm: &VisibilityMap<'_>,
     block: u64,
     header: &[u8],
     lsn_after: u64,
     block_size: usize,
 ) -> Result<bool, String> {
+    if dirty {
+        return Err(DIRTY.into());
+    }
     let Some(header) = PageHeader::read(header) else {
         return Err("page not understood".into());
     };

@@ -14,8 +14,10 @@
 //! cannot mark a page all-visible while it holds a row S does not see (such
 //! a row's inserter or deleter is not older than S's xmin, which holds back
 //! the horizon). After S is taken, the WAL insert position F (the fence) is
-//! read and a CHECKPOINT writes every page dirtied before it, so the files
-//! hold every change made before F. A page is trusted when the visibility
+//! read and every page dirtied before it is either written to the files by
+//! a CHECKPOINT or listed as dirty in shared buffers (`pg_buffercache`) and
+//! read through COPY ([`sync`]; docs/heap.md says why the list is exact).
+//! A page is trusted when it was not listed dirty, the visibility
 //! map and the page's own header say all-visible, the page LSN is at most F
 //! (it has not changed since), the LSN read again after the page still
 //! matches (it was not being written while read), its checksum verifies
@@ -35,8 +37,7 @@ pub(crate) mod pack;
 mod proof;
 mod reader;
 mod server;
-
-use std::time::Instant;
+mod sync;
 
 use arrow_schema::SchemaRef;
 use gpupg_format::heap::TupleLayout;
@@ -51,7 +52,8 @@ use files::RelationFiles;
 use io::{gpudirect_choice, GdsReads};
 use proof::{prove_files, FilesProof};
 pub(crate) use reader::run_reader;
-use server::{checkpoint, wal_insert_lsn};
+use server::wal_insert_lsn;
+use sync::{sync_files, FilesSync};
 
 use crate::carry::{PageMap, PriorPages};
 use crate::interrupt::Interrupts;
@@ -69,9 +71,11 @@ pub(crate) struct HeapPlan {
     /// space: each starts at a multiple of the range size, so a range never
     /// spans two relations.
     pub(super) starts: Vec<u64>,
-    /// WAL insert position taken after the snapshot, before the checkpoint.
+    /// WAL insert position taken after the snapshot, before the checkpoint
+    /// or the listing of dirty pages.
     pub(super) fence: u64,
-    pub checkpoint_seconds: f64,
+    /// How the files were made to hold every change made before the fence.
+    pub(crate) sync: FilesSync,
     /// What proved the files the server's own and current.
     pub(super) proof: FilesProof,
     /// Per relation, who reads its trusted pages.
@@ -163,8 +167,8 @@ pub(crate) fn prepare(
     if leaves.is_empty() {
         return Err(reason("the partitioned table has no partitions"));
     }
-    // Catalog and checkpoint on a connection of their own: a refused query
-    // there must not abort the export's transaction.
+    // Catalog, checkpoint or dirty pages on a connection of their own: a
+    // refused query there must not abort the export's transaction.
     let mut probe = Connection::connect(&req.connect)?;
     interrupts.watch(&probe);
     let mut found = Vec::with_capacity(leaves.len());
@@ -179,14 +183,13 @@ pub(crate) fn prepare(
     let fence = wal_insert_lsn(&mut probe).map_err(|e| {
         Unavailable::Reason(format!("cannot read the WAL position (a standby?): {e}"))
     })?;
-    let t = Instant::now();
-    checkpoint(&mut probe)?;
-    let checkpoint_seconds = t.elapsed().as_secs_f64();
+    let oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
+    let sync = sync_files(&mut probe, req.heap_sync, &oids)?;
     let mut rels = Vec::with_capacity(found.len());
     let mut starts = Vec::with_capacity(found.len() + 1);
     let mut next = 0u64;
     for (rel, spec) in found {
-        // The files are measured after the checkpoint.
+        // The files are measured after the checkpoint (or the listing).
         let files = RelationFiles::open(&rel.base_path, rel.block_size, rel.segment_blocks)
             .map_err(|e| {
                 Unavailable::Reason(format!("cannot open the files of {}: {e}", rel.label))
@@ -210,13 +213,13 @@ pub(crate) fn prepare(
     // Before any page is trusted: the files must be the server's own and
     // current (a stale copy or another cluster's files pass every page check).
     let pairs: Vec<_> = rels.iter().map(|r| (&r.rel, &r.files)).collect();
-    let proof = prove_files(&mut probe, fence, &pairs)?;
+    let proof = prove_files(&mut probe, fence, &pairs, sync.synced)?;
     Ok(HeapPlan {
         page_readers: rels.iter().map(|_| PageReader::Rows).collect(),
         rels,
         starts,
         fence,
-        checkpoint_seconds,
+        sync,
         proof,
         gds: None,
         pread_why: None,

@@ -1,16 +1,27 @@
 //! The proof that the files the heap path is about to read are the
-//! server's own and current, made once per export after its CHECKPOINT and
-//! before any page is trusted.
+//! server's own and current, made once per export after its CHECKPOINT or
+//! its listing of dirty pages ([`Synced`]) and before any page is trusted.
 //!
 //! Every other check of the heap path (all-visible, page LSN below the
 //! fence, checksums) holds as well for a stale copy of the files or for
 //! another cluster's: pages changed since would pass and rows would be read
 //! twice or not at all. So the files must prove:
 //!
-//! - **current**: `global/pg_control`'s latest checkpoint was written after
-//!   the fence, by the CHECKPOINT this export just ran (or a later one); a
-//!   copy made before has an older one, another cluster an unrelated one.
-//!   Needs no privilege beyond reading the WAL position.
+//! - **current**, after a CHECKPOINT: `global/pg_control`'s latest
+//!   checkpoint was written after the fence, by the CHECKPOINT this export
+//!   just ran (or a later one); a copy made before has an older one,
+//!   another cluster an unrelated one. Needs no privilege beyond reading
+//!   the WAL position.
+//! - **current**, without one (the dirty pages listed instead): the
+//!   directory is the one the postmaster runs in (its `/proc/<pid>/cwd` is
+//!   the same directory: device and inode), so its files are the live ones,
+//!   not a copy; and `pg_control`'s latest checkpoint is the one
+//!   `pg_control_checkpoint()` reports (read before and after the file:
+//!   between the two, as checkpoints may end meanwhile), where that function
+//!   is granted. A copy made after the latest checkpoint passes the
+//!   second, never the first; so when the postmaster's directory cannot be
+//!   seen (another user, `/proc` hidden) a CHECKPOINT is needed
+//!   ([`directory_provable`]).
 //! - **same cluster**: its system identifier is `pg_control_system()`'s
 //!   (when that function is granted to the user).
 //! - **this host**: `postmaster.pid` names the postmaster our own backend
@@ -23,16 +34,18 @@
 //!
 //! Any mismatch refuses the heap path with what did not match. Currency and
 //! the relation checks are always required, and at least one of same
-//! cluster and this host; a proof that cannot be made (function not
-//! granted, `/proc` hidden) is named in [`FilesProof::unproven`].
+//! cluster and this host (this host always without a checkpoint); a proof
+//! that cannot be made (function not granted, `/proc` hidden) is named in
+//! [`FilesProof::unproven`].
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
 use gpupg_format::cluster::{ClusterFileError, ControlFile, PostmasterPid};
 
-use super::server::wal_insert_lsn;
+use super::server::{parse_lsn, wal_insert_lsn};
 use super::{HeapRelation, RelationFiles};
 use gpupg_source::Connection;
 use gpupg_source::SourceError;
@@ -45,6 +58,16 @@ const START_TIME_SLACK_S: i64 = 2;
 /// Attempts at a consistent reading (pg_control written while read, a
 /// relation extended or truncated between two measurements).
 const ATTEMPTS: usize = 3;
+
+/// How the files were made to hold every change made before the fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// This export ran CHECKPOINT after the fence.
+    Checkpoint,
+    /// The pages dirty in shared buffers after the fence were listed (and
+    /// are read through COPY); no checkpoint.
+    DirtyListed,
+}
 
 /// What was proven about the files, for the summary and the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,15 +89,17 @@ impl FilesProof {
     }
 }
 
-/// Proves that `rels`, opened as `files` (after the export's CHECKPOINT,
-/// which began after WAL position `fence`), are the server's own current
-/// files. `conn` is outside the export's transaction (a refused function
-/// must not abort it). Returns [`SourceError::HeapUnavailable`] naming what
-/// did not match, or what could not be proven, when they are not.
+/// Proves that `rels`, opened as `files` after `synced` (the export's
+/// CHECKPOINT, which began after WAL position `fence`, or its listing of
+/// dirty pages), are the server's own current files. `conn` is outside the
+/// export's transaction (a refused function must not abort it). Returns
+/// [`SourceError::HeapUnavailable`] naming what did not match, or what
+/// could not be proven, when they are not.
 pub fn prove_files(
     conn: &mut Connection,
     fence: u64,
     rels: &[(&HeapRelation, &RelationFiles)],
+    synced: Synced,
 ) -> Result<FilesProof, SourceError> {
     let Some((first, _)) = rels.first() else {
         return Ok(FilesProof::default());
@@ -89,11 +114,22 @@ pub fn prove_files(
             dir.display()
         ),
     };
+    // Without a checkpoint, the server's latest checkpoint is read before
+    // and after the file (one may end in between).
+    let before = match synced {
+        Synced::Checkpoint => None,
+        Synced::DirtyListed => server_checkpoint(conn).map_err(&fail)?,
+    };
     let control = read_control(dir).map_err(&fail)?;
     let cluster = same_cluster(conn, dir, &control, &mut proof).map_err(&fail)?;
-    current(conn, dir, &control, fence, &mut proof).map_err(&fail)?;
+    match synced {
+        Synced::Checkpoint => current(conn, dir, &control, fence, &mut proof).map_err(&fail)?,
+        Synced::DirtyListed => {
+            same_checkpoint(conn, dir, &control, before, &mut proof).map_err(&fail)?
+        }
+    }
     let host = this_host(conn, dir, &mut proof).map_err(&fail)?;
-    if !cluster && !host {
+    if host.is_none() && (!cluster || synced == Synced::DirtyListed) {
         return Err(fail(format!(
             "neither the cluster nor the host could be proven ({})",
             proof.unproven.join("; ")
@@ -106,7 +142,120 @@ pub fn prove_files(
         "file nodes and sizes of {} relation(s)",
         rels.len()
     ));
+    if let (Synced::DirtyListed, Some(postmaster)) = (synced, host) {
+        its_directory(dir, postmaster, &mut proof).map_err(&fail)?;
+    }
     Ok(proof)
+}
+
+/// Whether the files can be proven current without a CHECKPOINT: the
+/// postmaster's working directory (`/proc/<pid>/cwd` of our backend's
+/// parent) can be seen, to be compared with the data directory. Returns
+/// why not.
+pub fn directory_provable(conn: &mut Connection) -> Result<(), String> {
+    let rows = conn
+        .query(
+            "reading our backend's PID",
+            "SELECT pg_catalog.pg_backend_pid()",
+            &[],
+        )
+        .map_err(|e| e.to_string())?;
+    let backend: u32 = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|s| s.parse().ok())
+        .ok_or("pg_backend_pid() gave no PID")?;
+    let parent = process_stat(backend)
+        .map_err(|e| {
+            format!("our backend's process (PID {backend}) cannot be seen on this host ({e})")
+        })?
+        .ppid;
+    std::fs::metadata(format!("/proc/{parent}/cwd")).map_err(|e| {
+        format!("the postmaster's working directory (/proc/{parent}/cwd) cannot be read ({e})")
+    })?;
+    Ok(())
+}
+
+/// The data directory is the postmaster's working directory (PostgreSQL
+/// runs in its data directory): the same device and inode, so its files
+/// are the live ones, not a copy.
+fn its_directory(dir: &Path, postmaster: u32, proof: &mut FilesProof) -> Result<(), String> {
+    let cwd = format!("/proc/{postmaster}/cwd");
+    let live = std::fs::metadata(&cwd)
+        .map_err(|e| format!("the postmaster's working directory ({cwd}) cannot be read ({e})"))?;
+    let ours = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if (live.dev(), live.ino()) != (ours.dev(), ours.ino()) {
+        let at = std::fs::read_link(&cwd)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "elsewhere".into());
+        return Err(format!(
+            "{} is not the postmaster's data directory ({at}): a copy of the files",
+            dir.display()
+        ));
+    }
+    proof.proven.push(format!(
+        "its data directory (the working directory of postmaster {postmaster})"
+    ));
+    Ok(())
+}
+
+/// The server's latest checkpoint (`pg_control_checkpoint()`); `None`
+/// when the function is not granted to this user.
+fn server_checkpoint(conn: &mut Connection) -> Result<Option<u64>, String> {
+    let rows = match conn.query(
+        "reading the server's latest checkpoint",
+        "SELECT checkpoint_lsn FROM pg_catalog.pg_control_checkpoint()",
+        &[],
+    ) {
+        Ok(rows) => rows,
+        Err(e) if e.sqlstate() == Some("42501") => return Ok(None),
+        Err(e) => return Err(format!("reading the server's latest checkpoint: {e}")),
+    };
+    let text = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    parse_lsn(&text)
+        .map(Some)
+        .ok_or_else(|| format!("pg_control_checkpoint() gave no LSN: {text:?}"))
+}
+
+/// Without a checkpoint of our own: pg_control's latest checkpoint is the
+/// one the server reported before reading the file (`before`), the one it
+/// reports after it, or one in between. A copy made before the latest checkpoint fails this; one made
+/// after passes, and is refused by [`its_directory`].
+fn same_checkpoint(
+    conn: &mut Connection,
+    dir: &Path,
+    control: &ControlFile,
+    before: Option<u64>,
+    proof: &mut FilesProof,
+) -> Result<(), String> {
+    let Some(before) = before else {
+        proof.unproven.push(
+            "current by its latest checkpoint (pg_control_checkpoint() is not granted to this user)"
+                .into(),
+        );
+        return Ok(());
+    };
+    let after = server_checkpoint(conn)?.unwrap_or(before);
+    let at = control.checkpoint_lsn;
+    // Checkpoint LSNs only grow: checkpoints that ended meanwhile lie
+    // between the two readings.
+    if at < before || at > after {
+        return Err(format!(
+            "{}/global/pg_control's latest checkpoint {} is not the server's {} (a stale copy \
+             of the files, or another server's)",
+            dir.display(),
+            lsn(at),
+            lsn(after)
+        ));
+    }
+    proof.proven.push(format!(
+        "current (latest checkpoint {} is the server's; no CHECKPOINT run)",
+        lsn(at)
+    ));
+    Ok(())
 }
 
 /// `global/pg_control`, read again while its CRC does not verify (the
@@ -208,9 +357,13 @@ fn current(
     Ok(())
 }
 
-/// `postmaster.pid` names the postmaster our backend is a child of: whether
-/// it was proven (false: the file or `/proc` cannot be read).
-fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Result<bool, String> {
+/// `postmaster.pid` names the postmaster our backend is a child of: its PID
+/// when proven (`None`: the file or `/proc` cannot be read).
+fn this_host(
+    conn: &mut Connection,
+    dir: &Path,
+    proof: &mut FilesProof,
+) -> Result<Option<u32>, String> {
     let pid_path = dir.join("postmaster.pid");
     let text = match std::fs::read_to_string(&pid_path) {
         Ok(t) => t,
@@ -219,7 +372,7 @@ fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Resul
                 "this host ({} cannot be read: {e})",
                 pid_path.display()
             ));
-            return Ok(false);
+            return Ok(None);
         }
         Err(e) => {
             return Err(format!(
@@ -262,7 +415,7 @@ fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Resul
             proof
                 .unproven
                 .push(format!("this host (/proc/{backend}/stat: {e})"));
-            return Ok(false);
+            return Ok(None);
         }
     };
     if parent != pm.pid {
@@ -289,7 +442,7 @@ fn this_host(conn: &mut Connection, dir: &Path, proof: &mut FilesProof) -> Resul
         "this host (our backend {backend} is a child of postmaster {}, port {port})",
         pm.pid
     ));
-    Ok(true)
+    Ok(Some(pm.pid))
 }
 
 /// The relation's file is its file node now, and its segments hold the

@@ -167,7 +167,9 @@ impl Reader<'_> {
             let Some(p) = prior.get(block).filter(|p| p.lsn != 0) else {
                 continue;
             };
-            if !vm.get(block as u32).all_visible {
+            // A page dirty in shared buffers may hold changes its file lacks
+            // under the LSN it had.
+            if !vm.get(block as u32).all_visible || self.heap.sync.dirty(rel_index, block) {
                 continue;
             }
             let lsn = rel.files.read_lsn(block).map_err(|e| {
@@ -221,7 +223,15 @@ impl Reader<'_> {
                     Some(b) => b.header(at / bs + i as usize, bs),
                     None => self.buf.get(i as usize * bs..).unwrap_or(&[]),
                 };
-                trust(heap.fence, vm, start + i, header, self.lsns[i as usize], bs)
+                let dirty = heap.sync.dirty(rel_index, start + i);
+                trust(
+                    (heap.fence, dirty),
+                    vm,
+                    start + i,
+                    header,
+                    self.lsns[i as usize],
+                    bs,
+                )
             })
             .collect();
         let untrusted: Vec<bool> = verdicts.iter().map(Result::is_err).collect();
