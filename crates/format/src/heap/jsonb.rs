@@ -41,9 +41,10 @@ const JENTRY_ISNULL: u32 = 0x4000_0000;
 const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
 
 /// Containers nested deeper than this are refused rather than followed:
-/// the printer recurses once per level, and a value nested this deep is
-/// rare enough to be read through COPY.
-pub const JSONB_MAX_DEPTH: usize = 1000;
+/// the printer recurses once per level (a few hundred bytes of stack
+/// each, on threads with 2 MiB), and a value nested this deep is rare
+/// enough to be read through COPY.
+pub const JSONB_MAX_DEPTH: usize = 256;
 
 /// Why a jsonb value could not be printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -93,6 +94,7 @@ pub fn jsonb_to_text(
 
 /// A container's parts, its offsets checked.
 struct Container<'a> {
+    header: u32,
     /// Elements, or key/value pairs of an object.
     count: usize,
     object: bool,
@@ -147,6 +149,7 @@ impl<'a> Container<'a> {
             return Err(JsonbError::Bounds);
         }
         Ok(Container {
+            header,
             count,
             object,
             scalar,
@@ -201,7 +204,7 @@ impl Printer<'_> {
     /// Prints a (non-scalar) container at nesting `depth`.
     fn container(&mut self, c: &Container<'_>, depth: usize) -> Result<(), JsonbError> {
         if c.scalar {
-            return Err(JsonbError::Header(JB_FSCALAR));
+            return Err(JsonbError::Header(c.header));
         }
         if c.object {
             self.out.push(b'{');

@@ -26,11 +26,12 @@
 //! - [`PageColumns`]: the other way to read pages, for the CPU decoder:
 //!   each tuple's output values located column by column, stored values
 //!   left in the page (`transcode.rs` includes `columns.rs`).
+//! - `jsonb_build`: jsonb values in their on-disk form, for tests.
 //! - `sample`: pages of a table with every form, for page readers' tests.
 //! - `build`: the inverse, writing tuples and pages as PostgreSQL does
 //!   (`heap_fill_tuple`), for tests.
 //!
-//! `sample` and `build` exist only with the `test-utils` feature (and in
+//! `sample`, `build` and `jsonb_build` exist only with the `test-utils` feature (and in
 //! this crate's own tests).
 //!
 //! Converted: boolean, smallint, integer, bigint, real, double precision,
@@ -56,6 +57,8 @@
 pub mod build;
 pub mod checksum;
 pub mod jsonb;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod jsonb_build;
 pub mod page;
 pub mod pglz;
 #[cfg(any(test, feature = "test-utils"))]
