@@ -31,8 +31,8 @@
 //! - `build`: the inverse, writing tuples and pages as PostgreSQL does
 //!   (`heap_fill_tuple`), for tests.
 //!
-//! `sample`, `build` and `jsonb_build` exist only with the `test-utils` feature (and in
-//! this crate's own tests).
+//! `sample`, `build` and `jsonb_build` exist only with the `test-utils`
+//! feature (and in this crate's own tests).
 //!
 //! Converted: boolean, smallint, integer, bigint, real, double precision,
 //! oid, date, time, timestamp, timestamptz, interval, uuid, text, varchar,

@@ -8,10 +8,11 @@
 //! COPY decoders read heap data unchanged.
 //!
 //! It is all or nothing per page: when a value cannot be converted here (a
-//! TOAST pointer, an lz4-compressed value, a type without a converter such
-//! as jsonb[]) or the page is corrupt, the rows already appended for the page
-//! are removed again and a [`PageFallback`] says why; the caller then reads
-//! that page through COPY (`WHERE ctid >= '(b,0)' AND ctid < '(b+1,0)'`).
+//! TOAST pointer, an lz4-compressed value, a type without a converter, a
+//! jsonb nested too deep) or the page is corrupt, the rows already appended
+//! for the page are removed again and a [`PageFallback`] says why; the
+//! caller then reads that page through COPY (`WHERE ctid >= '(b,0)' AND
+//! ctid < '(b+1,0)'`).
 //!
 //! Visibility is not judged here: every `LP_NORMAL` tuple is converted,
 //! including dead and uncommitted ones. Only pages that are all-visible (the
@@ -506,8 +507,9 @@ pub enum FallbackReason {
     /// An lz4-compressed inline value (only pglz is decompressed here).
     #[error("a value is compressed with lz4")]
     Lz4Compressed,
-    /// A type the layout knows but the converter does not (jsonb[]...),
-    /// or a value it does not follow (jsonb nested too deep).
+    /// A type the converter does not know (a live attribute without a
+    /// [`PgType`]), or a value it does not follow (jsonb nested deeper
+    /// than [`JSONB_MAX_DEPTH`]).
     #[error("type {0} has no heap converter")]
     UnsupportedType(String),
     /// An enum OID missing from the layout's labels (added after it was read).
