@@ -886,9 +886,10 @@ fn layout_checks() {
     );
     assert!(TupleLayout::new(vec![unknown], vec![], labels()).is_ok());
     assert!(simple_layout(&[Col::Int4]).with_block_size(5000).is_err());
-    // jsonb[] is unsupported as a whole.
+    // jsonb[] is an array like the others.
     let ja = Col::Array(Box::new(Col::Jsonb)).attribute();
-    assert!(TupleLayout::all_columns(vec![ja], labels()).is_ok());
+    let l = TupleLayout::all_columns(vec![ja], labels()).unwrap();
+    assert!(matches!(&l.plans[0], Conv::Array(e) if e.conv == Conv::Jsonb));
 }
 
 /// Throughput on lineorder-like pages (14 int4, char(15), char(1),
