@@ -123,7 +123,8 @@ fn device_export_equals_cpu_export() {
     gpupg_datagen::create_all_types(&config(&dsn), 3000).expect("all_types");
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 50_000, 4).expect("lineorder");
     // All-visible pages, so the heap path reads them from the files (the
-    // jsonb column makes all_types' pages go through COPY all the same).
+    // GPU page kernels do not convert jsonb: all_types' pages are converted
+    // into rows on the CPU, then decoded on the GPU).
     exec(&dsn, "CHECKPOINT");
     exec(&dsn, "VACUUM (FREEZE) all_types, lineorder");
     for source in [Source::Copy, Source::Heap] {

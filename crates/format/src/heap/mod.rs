@@ -17,6 +17,7 @@
 //! - [`varlena`]: the forms of a variable-length datum (1-byte header,
 //!   4-byte header, compressed inline, TOAST pointer).
 //! - [`pglz`]: pglz decompression (and a simple compressor for tests).
+//! - [`jsonb`]: jsonb's binary form printed as `jsonb_out` prints it.
 //! - [`transcode`]: the main API. A [`TupleLayout`] from the catalog and
 //!   [`transcode_page`], which appends one binary COPY row per `LP_NORMAL`
 //!   tuple of a page to a [`CopyChunk`](crate::CopyChunk), byte for byte
@@ -25,22 +26,25 @@
 //! - [`PageColumns`]: the other way to read pages, for the CPU decoder:
 //!   each tuple's output values located column by column, stored values
 //!   left in the page (`transcode.rs` includes `columns.rs`).
+//! - `jsonb_build`: jsonb values in their on-disk form, for tests.
 //! - `sample`: pages of a table with every form, for page readers' tests.
 //! - `build`: the inverse, writing tuples and pages as PostgreSQL does
 //!   (`heap_fill_tuple`), for tests.
 //!
-//! `sample` and `build` exist only with the `test-utils` feature (and in
-//! this crate's own tests).
+//! `sample`, `build` and `jsonb_build` exist only with the `test-utils`
+//! feature (and in this crate's own tests).
 //!
 //! Converted: boolean, smallint, integer, bigint, real, double precision,
 //! oid, date, time, timestamp, timestamptz, interval, uuid, text, varchar,
-//! bpchar, name, json, bytea (pglz-compressed inline values decompressed),
-//! numeric (short, long and special forms), enums (OID to label through the
-//! layout), domains (as their base type) and arrays of all of these.
+//! bpchar, name, json, jsonb (printed as `jsonb_out` prints it), bytea
+//! (pglz-compressed inline values decompressed), numeric (short, long and
+//! special forms), enums (OID to label through the layout), domains (as
+//! their base type) and arrays of all of these.
 //!
 //! Not converted (the page falls back to COPY, see [`PageFallback`]):
 //! values stored out of line in the TOAST table, lz4-compressed values,
-//! jsonb (and types without a converter), enum OIDs the layout does not
+//! types without a converter, jsonb nested deeper than
+//! [`jsonb::JSONB_MAX_DEPTH`] levels, enum OIDs the layout does not
 //! know, corrupt pages (bad header, line pointer, tuple, varlena, pglz
 //! stream or value structure; a checksum mismatch when verification is on).
 //!
@@ -52,6 +56,9 @@
 #[cfg(any(test, feature = "test-utils"))]
 pub mod build;
 pub mod checksum;
+pub mod jsonb;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod jsonb_build;
 pub mod page;
 pub mod pglz;
 #[cfg(any(test, feature = "test-utils"))]

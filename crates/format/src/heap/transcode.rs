@@ -8,10 +8,11 @@
 //! COPY decoders read heap data unchanged.
 //!
 //! It is all or nothing per page: when a value cannot be converted here (a
-//! TOAST pointer, an lz4-compressed value, a type without a converter such
-//! as jsonb) or the page is corrupt, the rows already appended for the page
-//! are removed again and a [`PageFallback`] says why; the caller then reads
-//! that page through COPY (`WHERE ctid >= '(b,0)' AND ctid < '(b+1,0)'`).
+//! TOAST pointer, an lz4-compressed value, a type without a converter, a
+//! jsonb nested too deep) or the page is corrupt, the rows already appended
+//! for the page are removed again and a [`PageFallback`] says why; the
+//! caller then reads that page through COPY (`WHERE ctid >= '(b,0)' AND
+//! ctid < '(b+1,0)'`).
 //!
 //! Visibility is not judged here: every `LP_NORMAL` tuple is converted,
 //! including dead and uncommitted ones. Only pages that are all-visible (the
@@ -33,6 +34,7 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use super::checksum::{self, ChecksumError};
+use super::jsonb::{self, JsonbError, JSONB_MAX_DEPTH};
 use super::page::{maxalign, LpFlags, Page, PageError, DEFAULT_BLOCK_SIZE};
 use super::pglz::{self, PglzError};
 use super::tuple::{self, bitmap_len, Align, AttrStorage, Datum, HeapTuple, TupleError};
@@ -203,6 +205,9 @@ enum Conv {
     Numeric,
     /// A 4-byte enum OID, sent as its label.
     Enum,
+    /// On-disk jsonb to jsonb_send's format: version 1 and `jsonb_out`'s
+    /// text.
+    Jsonb,
     /// ArrayType to array_send's format.
     Array(Box<ElementPlan>),
     /// No converter: a non-NULL value makes the page fall back.
@@ -231,7 +236,7 @@ fn scalar_conv(pg: &PgType, len: i16) -> Option<Conv> {
         (Text, -2) => Conv::CString,
         (Numeric(_), -1) => Conv::Numeric,
         (Enum, 4) => Conv::Enum,
-        (Jsonb, _) => Conv::Unsupported(pg.to_string()),
+        (Jsonb, -1) => Conv::Jsonb,
         _ => return None,
     })
 }
@@ -424,7 +429,7 @@ impl TupleLayout {
             Conv::CString => SendForm::CString,
             Conv::Numeric => SendForm::Numeric,
             Conv::Enum => SendForm::Enum,
-            Conv::Swap(_) | Conv::Array(_) | Conv::Unsupported(_) => SendForm::Other,
+            Conv::Swap(_) | Conv::Jsonb | Conv::Array(_) | Conv::Unsupported(_) => SendForm::Other,
         })
     }
 
@@ -462,7 +467,7 @@ pub enum SendForm {
     Numeric,
     /// A 4-byte enum OID, sent as its label ([`TupleLayout::enum_labels`]).
     Enum,
-    /// Anything else (arrays, types without a converter).
+    /// Anything else (jsonb, arrays, types without a converter).
     Other,
 }
 
@@ -484,6 +489,9 @@ pub enum Corruption {
     /// A pglz-compressed value.
     #[error(transparent)]
     Pglz(#[from] PglzError),
+    /// A jsonb value's structure.
+    #[error(transparent)]
+    Jsonb(JsonbError),
     /// A value's own structure (a numeric, an array header...), named.
     #[error("invalid {0}")]
     Value(&'static str),
@@ -499,7 +507,9 @@ pub enum FallbackReason {
     /// An lz4-compressed inline value (only pglz is decompressed here).
     #[error("a value is compressed with lz4")]
     Lz4Compressed,
-    /// A type the layout knows but the converter does not (jsonb...).
+    /// A type the converter does not know (a live attribute without a
+    /// [`PgType`]), or a value it does not follow (jsonb nested deeper
+    /// than [`JSONB_MAX_DEPTH`]).
     #[error("type {0} has no heap converter")]
     UnsupportedType(String),
     /// An enum OID missing from the layout's labels (added after it was read).
@@ -554,6 +564,18 @@ macro_rules! corruption_from {
         }
     )*};
 }
+impl From<JsonbError> for FallbackReason {
+    fn from(e: JsonbError) -> FallbackReason {
+        match e {
+            // Not corrupt, only deeper than the converter follows.
+            JsonbError::TooDeep => FallbackReason::UnsupportedType(format!(
+                "jsonb nested over {JSONB_MAX_DEPTH} levels"
+            )),
+            e => FallbackReason::Corrupt(Corruption::Jsonb(e)),
+        }
+    }
+}
+
 corruption_from!(
     PageError,
     ChecksumError,
@@ -838,6 +860,13 @@ impl Converter<'_> {
                 put_len(out, label.len())?;
                 out.put_slice(label);
             }
+            Conv::Jsonb => {
+                let p = payload(datum, scratch)?;
+                let field = begin_field(out);
+                out.put([1]);
+                out.with_vec(|v| jsonb::jsonb_to_text(p, v, inner))?;
+                end_field(out, field)?;
+            }
             Conv::Array(elem) => {
                 let p = payload(datum, scratch)?;
                 array(p, elem, out, labels, inner)?;
@@ -914,7 +943,7 @@ fn swap_digits(dst: &mut [u8], digits: &[u8]) {
 /// The header of [`numeric_send`]'s format (ndigits, weight, sign,
 /// dscale) and the on-disk digits of the numeric payload `p`.
 #[inline(always)]
-fn numeric_parts(p: &[u8]) -> Result<([u8; 8], &[u8]), FallbackReason> {
+pub(super) fn numeric_parts(p: &[u8]) -> Result<([u8; 8], &[u8]), FallbackReason> {
     const SHORT_SIGN: u16 = 0x2000;
     const SHORT_DSCALE_MASK: u16 = 0x1F80;
     const SHORT_WEIGHT_SIGN: u16 = 0x0040;

@@ -13,6 +13,7 @@ use crate::heap::build::{
     varlena_pglz, FillAttr, PageBuilder,
 };
 use crate::heap::checksum::set_page_checksum;
+use crate::heap::jsonb_build::{jsonb_payload, jsonb_text, parse_json, Json};
 use crate::heap::page::PD_ALL_VISIBLE;
 use crate::types::oid;
 
@@ -199,9 +200,12 @@ fn to_disk(c: &Col, v: &Value, compress: bool) -> Vec<u8> {
             oid.to_le_bytes().to_vec()
         }
         (Col::Jsonb, Value::Jsonb(s)) => {
-            let mut p = vec![1u8];
-            p.extend_from_slice(s.as_bytes());
-            varlena_4b(&p)
+            let p = jsonb_payload(&parse_json(s).unwrap()).unwrap();
+            if compress {
+                varlena_pglz(&p)
+            } else {
+                varlena_4b(&p)
+            }
         }
         (
             Col::Array(e),
@@ -280,8 +284,8 @@ fn scalar_value(c: &Col) -> BoxedStrategy<Value> {
         Col::Enum => (0usize..3)
             .prop_map(|i| Value::Text(ENUM_LABELS[i].1.to_string()))
             .boxed(),
-        Col::Jsonb => "[a-z]{0,10}"
-            .prop_map(|s| Value::Jsonb(format!("\"{s}\"")))
+        Col::Jsonb => json_value()
+            .prop_map(|j| Value::Jsonb(jsonb_text(&j)))
             .boxed(),
         Col::Array(_) => unreachable!("arrays are built by array_value"),
     }
@@ -325,7 +329,7 @@ fn value(c: &Col) -> BoxedStrategy<Cell> {
     };
     let compressible = matches!(
         c,
-        Col::Text | Col::Json | Col::Bytea | Col::Numeric | Col::Array(_)
+        Col::Text | Col::Json | Col::Jsonb | Col::Bytea | Col::Numeric | Col::Array(_)
     );
     let cell = (v, any::<bool>()).prop_map(move |(v, compress)| Cell {
         disk: Some(to_disk(&c, &v, compress && compressible)),
@@ -354,7 +358,25 @@ fn scalar_col() -> impl Strategy<Value = Col> {
         Just(Col::Json),
         Just(Col::Numeric),
         Just(Col::Enum),
+        Just(Col::Jsonb),
     ]
+}
+
+/// jsonb documents: nested, with long strings (compressible) and numbers.
+fn json_value() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        any::<i32>().prop_map(|n| Json::Number(n.to_string())),
+        Just(Json::Number("-1.250".into())),
+        text_strategy().prop_map(Json::String),
+    ];
+    leaf.prop_recursive(3, 30, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+            prop::collection::vec(("[a-d]{0,2}", inner), 0..6).prop_map(Json::Object),
+        ]
+    })
 }
 
 fn col() -> impl Strategy<Value = Col> {
@@ -655,10 +677,11 @@ fn external_and_lz4_values_fall_back() {
 }
 
 #[test]
-fn jsonb_falls_back_unless_not_output() {
+fn jsonb_is_converted_and_checked() {
     let cols = [Col::Int4, Col::Jsonb];
     let fill = [Col::Int4.fill(), Col::Jsonb.fill()];
-    let json = to_disk(&Col::Jsonb, &Value::Jsonb("{}".into()), false);
+    let text = r#"{"a": [1, "x\ty", null], "bb": {"c": true}}"#;
+    let json = to_disk(&Col::Jsonb, &Value::Jsonb(text.into()), false);
     let page = page_of(&[
         heap_fill_tuple(&fill, &[Some(&1i32.to_le_bytes()[..]), None]),
         heap_fill_tuple(&fill, &[Some(&2i32.to_le_bytes()[..]), Some(&json[..])]),
@@ -666,13 +689,18 @@ fn jsonb_falls_back_unless_not_output() {
     let attrs: Vec<AttributeDesc> = cols.iter().map(Col::attribute).collect();
     let all = TupleLayout::all_columns(attrs.clone(), labels()).unwrap();
     let mut chunk = CopyChunk::default();
-    let e = transcode_page(&page, 0, &all, &mut chunk).unwrap_err();
-    assert_eq!(e.reason, FallbackReason::UnsupportedType("jsonb".into()));
-    assert_eq!((e.offnum, e.attnum), (Some(2), Some(2)));
-    assert_eq!(chunk.num_rows(), 0);
-    let ints = TupleLayout::new(attrs, vec![0], labels()).unwrap();
-    assert_eq!(transcode_page(&page, 0, &ints, &mut chunk).unwrap().rows, 2);
-    assert_eq!(chunk.row(1), &encode_tuple(&[Value::Int4(2)])[..]);
+    assert_eq!(transcode_page(&page, 0, &all, &mut chunk).unwrap().rows, 2);
+    assert_eq!(
+        chunk.row(1),
+        &encode_tuple(&[Value::Int4(2), Value::Jsonb(text.into())])[..]
+    );
+    // The send format, not the binary form, in a jsonb column: corrupt.
+    let bad = varlena_4b(b"\x01{}");
+    let (e, _) = fallback_of(Col::Jsonb, bad);
+    assert_eq!(
+        e.reason,
+        FallbackReason::Corrupt(Corruption::Jsonb(JsonbError::Truncated("header")))
+    );
 }
 
 #[test]
@@ -858,9 +886,10 @@ fn layout_checks() {
     );
     assert!(TupleLayout::new(vec![unknown], vec![], labels()).is_ok());
     assert!(simple_layout(&[Col::Int4]).with_block_size(5000).is_err());
-    // jsonb[] is unsupported as a whole.
+    // jsonb[] is an array like the others.
     let ja = Col::Array(Box::new(Col::Jsonb)).attribute();
-    assert!(TupleLayout::all_columns(vec![ja], labels()).is_ok());
+    let l = TupleLayout::all_columns(vec![ja], labels()).unwrap();
+    assert!(matches!(&l.plans[0], Conv::Array(e) if e.conv == Conv::Jsonb));
 }
 
 /// Throughput on lineorder-like pages (14 int4, char(15), char(1),
@@ -981,7 +1010,7 @@ fn non_null(c: &Col) -> BoxedStrategy<Cell> {
     };
     let compressible = matches!(
         c,
-        Col::Text | Col::Json | Col::Bytea | Col::Numeric | Col::Array(_)
+        Col::Text | Col::Json | Col::Jsonb | Col::Bytea | Col::Numeric | Col::Array(_)
     );
     (v, any::<bool>())
         .prop_map(move |(v, compress)| Cell {
