@@ -352,6 +352,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
     }
     if !args.quiet {
         eprintln!("{}", report.summary());
+        if report.flattened_arrays > 0 {
+            // The library's warning says what happened; the flag is ours.
+            eprintln!("(--arrays struct keeps the dimensions of such arrays)");
+        }
     }
     Ok(())
 }
