@@ -32,14 +32,23 @@ mod tests {
 
     #[test]
     fn cpu_time_advances_with_work() {
+        // Spin until this thread has used 30 ms of CPU (a wall-clock budget
+        // would flake on a loaded machine, where the thread gets less CPU
+        // than wall time); the process's counter must advance as far.
         let (t0, p0) = (thread_cpu_seconds(), process_cpu_seconds());
         let mut x = 0u64;
         let start = std::time::Instant::now();
-        while start.elapsed().as_millis() < 50 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        while thread_cpu_seconds() - t0 < 0.03 && start.elapsed().as_secs() < 30 {
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
         }
         std::hint::black_box(x);
-        assert!(thread_cpu_seconds() - t0 > 0.02);
-        assert!(process_cpu_seconds() - p0 > 0.02);
+        let thread = thread_cpu_seconds() - t0;
+        assert!(
+            thread >= 0.03,
+            "thread CPU advanced {thread} s in 30 s of spinning"
+        );
+        assert!(process_cpu_seconds() - p0 >= thread - 0.005);
     }
 }
