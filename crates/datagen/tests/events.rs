@@ -81,5 +81,8 @@ fn events_has_its_shape() {
             &format!("SELECT md5(string_agg(e::text, '|' ORDER BY id)) FROM {t} e"),
         )
     };
-    assert_eq!(digest(&mut conn, "events"), digest(&mut conn, "events_again"));
+    assert_eq!(
+        digest(&mut conn, "events"),
+        digest(&mut conn, "events_again")
+    );
 }
