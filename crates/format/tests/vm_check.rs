@@ -124,7 +124,10 @@ fn visibility_map_reading_agrees_with_pg_visibility() {
 
     // A page changed after VACUUM: both bits clear, in the map and the
     // page, the same for both readers.
-    exec(&mut conn, "DELETE FROM lo_flushed WHERE lo_orderkey % 1000 = 7");
+    exec(
+        &mut conn,
+        "DELETE FROM lo_flushed WHERE lo_orderkey % 1000 = 7",
+    );
     let (_, not_visible) = compare_with_pg_visibility(&server, &mut conn, "lo_flushed");
     assert!(not_visible > 0);
 }
