@@ -58,6 +58,8 @@ pub(super) fn copy_is_faster(
     let percent = (SAMPLE_BLOCKS as f64 * 100.0 / total as f64).min(100.0);
     let mut counts = PageCounts::default();
     for r in rels {
+        // The leaves of a partitioned table share their columns' types: when
+        // nothing of one can fall back, nothing of any can.
         let sql = sample_sql(r, columns, block_size, version, percent)?;
         let row = conn.simple_query(&sql).ok()?;
         let got: Vec<u64> = row
