@@ -24,12 +24,17 @@ pub fn lineorder_ddl(table: &str) -> String {
     )
 }
 
+/// SQL for a pseudo-random 31-bit number of the row number `g`, a different
+/// one per `k`: a cheap multiplicative hash, the same on every run.
+fn row_hash(k: u64) -> String {
+    format!("((g * {}::bigint) % 2147483647)", 2_654_435_761u64 + 2 * k)
+}
+
 /// `INSERT ... SELECT` of lineorder rows `first..=last`. Values come from a
 /// cheap multiplicative hash of the row number, so generation is CPU-bound on
 /// the server and the same on every run.
 pub fn lineorder_insert(table: &str, first: u64, last: u64) -> String {
-    // h(k) is a different pseudo-random 31-bit number per column k.
-    let h = |k: u64| format!("((g * {}::bigint) % 2147483647)", 2_654_435_761u64 + 2 * k);
+    let h = row_hash;
     format!(
         "INSERT INTO {t} SELECT
             (g / 4 + 1)::int, (g % 7 + 1)::int,
@@ -142,8 +147,7 @@ pub fn events_ddl(table: &str, lz4: bool) -> String {
 /// Every fifth row has a note; every tenth a summary of 2-4 kB of repeated
 /// words (compressed inline), the others a short one.
 pub fn events_insert(table: &str, first: u64, last: u64) -> String {
-    // h(k) is a different pseudo-random 31-bit number per k.
-    let h = |k: u64| format!("((g * {}::bigint) % 2147483647)", 2_654_435_761u64 + 2 * k);
+    let h = row_hash;
     format!(
         "INSERT INTO {t} SELECT
             g,

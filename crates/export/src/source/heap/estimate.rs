@@ -175,22 +175,20 @@ fn sample_sql(
     // out of line unless its storage forbids it; smaller ones may be too
     // (several in one row), so this counts at least those pages.
     let threshold = block_size / 4;
-    let external = or(if EXTERNAL_TOAST_FALLS_BACK {
-        varlena
-            .iter()
-            .map(|c| format!("pg_catalog.pg_column_size({c}) > {threshold}"))
-            .collect()
-    } else {
-        Vec::new()
+    // `test` of any variable-length column, when `counts`.
+    let any_varlena = |counts: bool, test: &dyn Fn(&str) -> String| {
+        or(if counts {
+            varlena.iter().map(|c| test(c)).collect()
+        } else {
+            Vec::new()
+        })
+    };
+    let external = any_varlena(EXTERNAL_TOAST_FALLS_BACK, &|c| {
+        format!("pg_catalog.pg_column_size({c}) > {threshold}")
     });
     // pg_column_compression is PostgreSQL 14's, as lz4 is.
-    let lz4 = or(if LZ4_FALLS_BACK && version >= 140_000 {
-        varlena
-            .iter()
-            .map(|c| format!("pg_catalog.pg_column_compression({c}) = 'lz4'"))
-            .collect()
-    } else {
-        Vec::new()
+    let lz4 = any_varlena(LZ4_FALLS_BACK && version >= 140_000, &|c| {
+        format!("pg_catalog.pg_column_compression({c}) = 'lz4'")
     });
     if [&unconverted, &external, &lz4]
         .iter()
