@@ -1,6 +1,7 @@
-//! `gpupgparser bench`: an export of SSB lineorder measured against the
-//! server's own COPY speed on the same connections, recorded as JSON with the
-//! machine and the arguments.
+//! `gpupgparser bench`: an export of SSB lineorder (or the events table,
+//! shaped like application data) measured against the server's own COPY
+//! speed on the same connections, recorded as JSON with the machine and the
+//! arguments.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,10 +21,12 @@ pub struct BenchArgs {
     /// Server to measure (default: a throwaway local server).
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Table to export.
+    /// Table to export. When created, a table named `events` is shaped like
+    /// application events (jsonb, TOASTed notes, lz4); any other name is SSB
+    /// lineorder.
     #[arg(long, default_value = "lineorder")]
     pub table: String,
-    /// Rows of lineorder to generate when the table is created.
+    /// Rows to generate when the table is created.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rows: u64,
     /// Create the table: when missing (auto), always (replacing it), or never.
@@ -129,7 +132,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(2);
         eprintln!("creating {} with {} rows ...", args.table, args.rows);
-        gpupg_datagen::create_lineorder(&config, &args.table, args.rows, cores)?;
+        if args.table == "events" {
+            if !gpupg_datagen::create_events(&config, &args.table, args.rows, cores)? {
+                eprintln!("  the server has no lz4: the summary column is compressed with pglz");
+            }
+        } else {
+            gpupg_datagen::create_lineorder(&config, &args.table, args.rows, cores)?;
+        }
         eprintln!("  created in {:.1} s", t.elapsed().as_secs_f64());
     }
     let server_version = scalar(

@@ -1,7 +1,8 @@
 //! Tables that the demo, the benchmark and the tests create: the Star Schema
 //! Benchmark's `lineorder` (17 columns, as in the published figures: 60M rows
 //! = 6.7 GB of heap = 9.12 GB of binary COPY) and `all_types`, one column of
-//! every type gpupgparser decodes with its edge values.
+//! every type gpupgparser decodes with its edge values, and `events`, shaped
+//! like an application's table (jsonb, TOASTed notes, an lz4 column).
 
 use gpupg_source::{sql::quote_ident, ConnectConfig, Connection, SourceError};
 
@@ -23,12 +24,17 @@ pub fn lineorder_ddl(table: &str) -> String {
     )
 }
 
+/// SQL for a pseudo-random 31-bit number of the row number `g`, a different
+/// one per `k`: a cheap multiplicative hash, the same on every run.
+fn row_hash(k: u64) -> String {
+    format!("((g * {}::bigint) % 2147483647)", 2_654_435_761u64 + 2 * k)
+}
+
 /// `INSERT ... SELECT` of lineorder rows `first..=last`. Values come from a
 /// cheap multiplicative hash of the row number, so generation is CPU-bound on
 /// the server and the same on every run.
 pub fn lineorder_insert(table: &str, first: u64, last: u64) -> String {
-    // h(k) is a different pseudo-random 31-bit number per column k.
-    let h = |k: u64| format!("((g * {}::bigint) % 2147483647)", 2_654_435_761u64 + 2 * k);
+    let h = row_hash;
     format!(
         "INSERT INTO {t} SELECT
             (g / 4 + 1)::int, (g % 7 + 1)::int,
@@ -63,22 +69,46 @@ pub fn create_lineorder(
     rows: u64,
     parallel: usize,
 ) -> Result<(), SourceError> {
+    create_parallel(
+        config,
+        table,
+        &[lineorder_ddl(table)],
+        |first, last| lineorder_insert(table, first, last),
+        rows,
+        parallel,
+    )
+}
+
+/// Replaces `table` by running `ddl`, fills it with `insert(first, last)`
+/// for `rows` rows split over `parallel` connections at once, then
+/// CHECKPOINT and VACUUM ANALYZE.
+fn create_parallel(
+    config: &ConnectConfig,
+    table: &str,
+    ddl: &[String],
+    insert: impl Fn(u64, u64) -> String + Sync,
+    rows: u64,
+    parallel: usize,
+) -> Result<(), SourceError> {
     let mut conn = Connection::connect(config)?;
     conn.execute(&format!("DROP TABLE IF EXISTS {}", quote_ident(table)))?;
-    conn.execute(&lineorder_ddl(table))?;
+    for sql in ddl {
+        conn.execute(sql)?;
+    }
     let parallel = parallel.max(1) as u64;
     let per = rows.div_ceil(parallel).max(1);
     let ranges: Vec<(u64, u64)> = (0..parallel)
         .map(|i| (i * per, ((i + 1) * per).min(rows)))
         .filter(|(a, b)| a < b)
         .collect();
+    let insert = &insert;
     std::thread::scope(|s| {
         let handles: Vec<_> = ranges
             .iter()
             .map(|&(a, b)| {
                 s.spawn(move || -> Result<(), SourceError> {
                     let mut c = Connection::connect(config)?;
-                    c.execute(&lineorder_insert(table, a, b - 1))
+                    c.execute(&insert(a, b - 1))
                 })
             })
             .collect();
@@ -93,6 +123,96 @@ pub fn create_lineorder(
     let _ = conn.execute("CHECKPOINT");
     conn.execute(&format!("VACUUM ANALYZE {}", quote_ident(table)))?;
     Ok(())
+}
+
+/// `CREATE TABLE` for a table shaped like application events: a bigint key,
+/// timestamptz, uuid, a short text, a jsonb document of a few hundred bytes,
+/// numeric(12,2), text[] of 0-5 tags, a note of 0.3-3 kB in a fifth of the
+/// rows (the longer ones stored out of line in TOAST: hex text does not
+/// compress) and a `summary` text compressed with lz4 when `lz4` (servers
+/// built without lz4 refuse `COMPRESSION lz4`).
+pub fn events_ddl(table: &str, lz4: bool) -> String {
+    format!(
+        "CREATE TABLE {} (
+            id bigint PRIMARY KEY, created_at timestamptz NOT NULL, user_id uuid NOT NULL,
+            kind text NOT NULL, payload jsonb NOT NULL, amount numeric(12,2),
+            tags text[] NOT NULL, note text, summary text{})",
+        quote_ident(table),
+        if lz4 { " COMPRESSION lz4" } else { "" }
+    )
+}
+
+/// `INSERT ... SELECT` of events rows `first..=last`, each value a hash of
+/// the row number (the same on every run, whatever the connection count).
+/// Every fifth row has a note; every tenth a summary of 2-4 kB of repeated
+/// words (compressed inline), the others a short one.
+pub fn events_insert(table: &str, first: u64, last: u64) -> String {
+    let h = row_hash;
+    format!(
+        "INSERT INTO {t} SELECT
+            g,
+            timestamptz '2024-01-01 00:00+00' + g * interval '1 second' + ({h1} % 1000)::int * interval '1 millisecond',
+            md5('user' || {h2} % 100000)::uuid,
+            left('event.' || (ARRAY['click','view','purchase','signup','logout'])[1 + {h3} % 5] || '.' || md5(g::text), (10 + {h4} % 21)::int),
+            jsonb_build_object(
+                'user', jsonb_build_object('id', {h2} % 100000, 'name', 'user_' || {h5} % 5000, 'verified', g % 3 = 0),
+                'device', (ARRAY['ios','android','web','desktop'])[1 + {h6} % 4],
+                'items', jsonb_build_array({h7} % 1000, ({h8} % 100000) / 100.0, 'sku-' || {h9} % 999, NULL, g % 2 = 0),
+                'geo', jsonb_build_object('lat', ({h1} % 180000) / 1000.0 - 90, 'lon', ({h3} % 360000) / 1000.0 - 180,
+                                          'city', (ARRAY['Zürich','São Paulo','Łódź','New \"York\"','東京'])[1 + {h4} % 5]),
+                'props', jsonb_build_object('ref', md5(g::text), 'campaign', 'c' || {h5} % 50,
+                                            'ratio', {h6} / 2147483647.0, 'big', {h7}::bigint * 1000003, 'empty', '{{}}'::jsonb),
+                'seq', g),
+            (({h8} % 100000000) - 20000000) / 100.0,
+            (ARRAY['red','green','blue','alpha','beta','gamma','prod','dev'])[(1 + {h9} % 4)::int : ({h9} % 4 + g % 6)::int],
+            CASE WHEN g % 5 = 0 THEN left((SELECT string_agg(encode(sha512((g * 31 + i)::text::bytea), 'hex'), '')
+                                            FROM generate_series(1, 3 + {h2} % 22) AS i), 300 + ({h5} % 2701)::int) END,
+            CASE WHEN g % 10 = 3 THEN repeat('status ' || {h3} % 7 || ' ok; ', 150 + ({h6} % 150)::int)
+                 ELSE 'status ' || {h3} % 7 END
+         FROM generate_series({first}::bigint, {last}::bigint) AS g",
+        t = quote_ident(table),
+        h1 = h(1),
+        h2 = h(2),
+        h3 = h(3),
+        h4 = h(4),
+        h5 = h(5),
+        h6 = h(6),
+        h7 = h(7),
+        h8 = h(8),
+        h9 = h(9),
+    )
+}
+
+/// Creates (replacing) `table` shaped like application events
+/// ([`events_ddl`]) with `rows` rows (ids 1..=rows), generated on
+/// `parallel` connections at once, then VACUUM ANALYZE. Returns whether the
+/// `summary` column is lz4-compressed (false where the server lacks lz4).
+pub fn create_events(
+    config: &ConnectConfig,
+    table: &str,
+    rows: u64,
+    parallel: usize,
+) -> Result<bool, SourceError> {
+    let mut conn = Connection::connect(config)?;
+    let lz4 = conn
+        .query(
+            "asking whether the server has lz4",
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_catalog.pg_settings \
+             WHERE name = 'default_toast_compression'",
+            &[],
+        )?
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .is_some_and(|v| v == "t");
+    create_parallel(
+        config,
+        table,
+        &[events_ddl(table, lz4)],
+        |first, last| events_insert(table, first + 1, last + 1),
+        rows,
+        parallel,
+    )?;
+    Ok(lz4)
 }
 
 /// Statements that create `all_types` (and the enum and domain it uses):

@@ -16,7 +16,7 @@ use gpupg_decode::OutputSchema;
 
 use crate::carry::{carry, CarriedBatch, PageMap};
 use crate::cputime::process_cpu_seconds;
-use crate::decoder::{choose_engine, Decoding, OutBatch};
+use crate::decoder::{choose_engine, engine_before_source, Decoding, OutBatch};
 use crate::interrupt::{cancellable, Interrupts};
 use crate::plan::ExportPlan;
 use crate::report::ExportReport;
@@ -68,13 +68,19 @@ fn run_checked<'a, B: OutBatch, S: BatchSink<B>>(
     let cpu_at_start = process_cpu_seconds();
     // Before anything is opened: `--engine gpu` without a usable GPU fails
     // here, leaving nothing behind.
-    let engine = choose_engine(req, B::DEVICE)?;
+    let early = engine_before_source(req, B::DEVICE)
+        .then(|| choose_engine(req, B::DEVICE, None))
+        .transpose()?;
     // Metadata: the first connection exports the snapshot every other
     // connection imports, so all of them see exactly the same rows.
     let session = Session::begin(req, interrupts)?;
     // With the snapshot held: heap files or COPY (the heap path's
     // checkpoint and fence must come after the snapshot).
     let mut source = choose_source(req, &session.plan, interrupts)?;
+    let engine = match early {
+        Some(engine) => engine,
+        None => choose_engine(req, B::DEVICE, Some(&source))?,
+    };
     let mut notes = source.configure(req, &engine)?;
     let schema = output_schema(&session.plan, req)?;
     let mut pages = source.page_map(req, &schema, &mut notes);

@@ -416,6 +416,18 @@ impl TupleLayout {
         self.deform_natts
     }
 
+    /// The output columns (their positions in [`output`](Self::output))
+    /// whose type the converter does not convert: a page holding a non-NULL
+    /// value of one falls back to COPY.
+    pub fn unconverted_outputs(&self) -> Vec<usize> {
+        self.output
+            .iter()
+            .enumerate()
+            .filter(|&(_, &attr)| matches!(self.plans.get(attr), Some(Conv::Unsupported(_))))
+            .map(|(out, _)| out)
+            .collect()
+    }
+
     /// How attribute `index` (0-based) is sent; `None` past the last one.
     pub fn send_form(&self, index: usize) -> Option<SendForm> {
         Some(match self.plans.get(index)? {

@@ -29,6 +29,7 @@
 mod batch;
 mod catalog;
 mod counters;
+mod estimate;
 pub(crate) mod fallback;
 mod files;
 mod io;
@@ -180,6 +181,11 @@ pub(crate) fn prepare(
         };
         found.push((rel, spec));
     }
+    if req.source == Source::Auto {
+        if let Some(why) = fallback_estimate(&mut probe, &leaves, &found, plan) {
+            return Err(Unavailable::Reason(why));
+        }
+    }
     let fence = wal_insert_lsn(&mut probe).map_err(|e| {
         Unavailable::Reason(format!("cannot read the WAL position (a standby?): {e}"))
     })?;
@@ -225,6 +231,27 @@ pub(crate) fn prepare(
         pread_why: None,
         prior: Vec::new(),
     })
+}
+
+/// Why `--source auto` reads through COPY although the files are
+/// readable: most pages would fall back ([`estimate`]). Asked before the
+/// checkpoint, which would then be spent for nothing.
+fn fallback_estimate(
+    probe: &mut Connection,
+    leaves: &[&gpupg_source::TableInfo],
+    found: &[(HeapRelation, ReadSpec)],
+    plan: &ExportPlan,
+) -> Option<String> {
+    let sampled: Vec<estimate::Sampled<'_>> = leaves
+        .iter()
+        .zip(found)
+        .map(|(table, (rel, _))| estimate::Sampled {
+            table,
+            layout: &rel.layout,
+        })
+        .collect();
+    let block_size = found.first().map_or(8192, |(rel, _)| rel.block_size);
+    estimate::copy_is_faster(probe, &sampled, &plan.columns, block_size)
 }
 
 impl HeapPlan {
