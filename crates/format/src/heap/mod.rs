@@ -17,6 +17,7 @@
 //! - [`varlena`]: the forms of a variable-length datum (1-byte header,
 //!   4-byte header, compressed inline, TOAST pointer).
 //! - [`pglz`]: pglz decompression (and a simple compressor for tests).
+//! - [`lz4`]: LZ4 block decompression (`COMPRESSION lz4`, PostgreSQL 14+).
 //! - [`transcode`]: the main API. A [`TupleLayout`] from the catalog and
 //!   [`transcode_page`], which appends one binary COPY row per `LP_NORMAL`
 //!   tuple of a page to a [`CopyChunk`](crate::CopyChunk), byte for byte
@@ -34,15 +35,16 @@
 //!
 //! Converted: boolean, smallint, integer, bigint, real, double precision,
 //! oid, date, time, timestamp, timestamptz, interval, uuid, text, varchar,
-//! bpchar, name, json, bytea (pglz-compressed inline values decompressed),
-//! numeric (short, long and special forms), enums (OID to label through the
-//! layout), domains (as their base type) and arrays of all of these.
+//! bpchar, name, json, bytea (pglz- and lz4-compressed inline values
+//! decompressed), numeric (short, long and special forms), enums (OID to
+//! label through the layout), domains (as their base type) and arrays of
+//! all of these.
 //!
 //! Not converted (the page falls back to COPY, see [`PageFallback`]):
-//! values stored out of line in the TOAST table, lz4-compressed values,
-//! jsonb (and types without a converter), enum OIDs the layout does not
-//! know, corrupt pages (bad header, line pointer, tuple, varlena, pglz
-//! stream or value structure; a checksum mismatch when verification is on).
+//! values stored out of line in the TOAST table, jsonb (and types without
+//! a converter), enum OIDs the layout does not know, corrupt pages (bad
+//! header, line pointer, tuple, varlena, pglz or lz4 stream or value
+//! structure; a checksum mismatch when verification is on).
 //!
 //! Visibility is the caller's business: every `LP_NORMAL` tuple is
 //! converted, so only all-visible pages (visibility map bit set, checked
@@ -52,6 +54,7 @@
 #[cfg(any(test, feature = "test-utils"))]
 pub mod build;
 pub mod checksum;
+pub mod lz4;
 pub mod page;
 pub mod pglz;
 #[cfg(any(test, feature = "test-utils"))]

@@ -33,10 +33,11 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use super::checksum::{self, ChecksumError};
+use super::lz4::Lz4Error;
 use super::page::{maxalign, LpFlags, Page, PageError, DEFAULT_BLOCK_SIZE};
-use super::pglz::{self, PglzError};
+use super::pglz::PglzError;
 use super::tuple::{self, bitmap_len, Align, AttrStorage, Datum, HeapTuple, TupleError};
-use super::varlena::{self, CompressionMethod, Varlena, VarlenaError};
+use super::varlena::{self, DecompressError, Varlena, VarlenaError};
 use crate::chunk::CopyChunk;
 use crate::types::PgType;
 use crate::value::{ARRAY_MAX_DIMS, ARRAY_MAX_ELEMENTS};
@@ -484,6 +485,9 @@ pub enum Corruption {
     /// A pglz-compressed value.
     #[error(transparent)]
     Pglz(#[from] PglzError),
+    /// An lz4-compressed value.
+    #[error(transparent)]
+    Lz4(#[from] Lz4Error),
     /// A value's own structure (a numeric, an array header...), named.
     #[error("invalid {0}")]
     Value(&'static str),
@@ -496,9 +500,6 @@ pub enum FallbackReason {
     /// path does not read.
     #[error("a value is stored out of line (TOAST pointer)")]
     ExternalToast,
-    /// An lz4-compressed inline value (only pglz is decompressed here).
-    #[error("a value is compressed with lz4")]
-    Lz4Compressed,
     /// A type the layout knows but the converter does not (jsonb...).
     #[error("type {0} has no heap converter")]
     UnsupportedType(String),
@@ -559,8 +560,18 @@ corruption_from!(
     ChecksumError,
     TupleError,
     VarlenaError,
-    PglzError
+    PglzError,
+    Lz4Error
 );
+
+impl From<DecompressError> for FallbackReason {
+    fn from(e: DecompressError) -> FallbackReason {
+        match e {
+            DecompressError::Pglz(e) => e.into(),
+            DecompressError::Lz4(e) => e.into(),
+        }
+    }
+}
 
 fn corrupt(what: &'static str) -> FallbackReason {
     FallbackReason::Corrupt(Corruption::Value(what))
@@ -705,23 +716,19 @@ fn le_i32(b: &[u8], at: usize) -> i32 {
 }
 
 /// The uncompressed payload of a varlena datum: borrowed when stored
-/// inline, else pglz-decompressed into `scratch`.
+/// inline, else decompressed into `scratch`.
 fn payload<'a>(datum: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], FallbackReason> {
     match varlena::parse(datum)? {
         Varlena::Short(p) | Varlena::Plain(p) => Ok(p),
         Varlena::Compressed {
-            method: CompressionMethod::Pglz,
+            method,
             rawsize,
             data,
         } => {
             scratch.clear();
-            pglz::decompress_append(data, rawsize, scratch)?;
+            varlena::decompress_append(method, data, rawsize, scratch)?;
             Ok(scratch)
         }
-        Varlena::Compressed {
-            method: CompressionMethod::Lz4,
-            ..
-        } => Err(FallbackReason::Lz4Compressed),
         Varlena::External(_) => Err(FallbackReason::ExternalToast),
     }
 }
@@ -812,17 +819,13 @@ impl Converter<'_> {
                     out.put_slice(p);
                 }
                 Varlena::Compressed {
-                    method: CompressionMethod::Pglz,
+                    method,
                     rawsize,
                     data,
                 } => {
                     put_len(out, rawsize)?;
-                    out.with_vec(|v| pglz::decompress_append(data, rawsize, v))?;
+                    out.with_vec(|v| varlena::decompress_append(method, data, rawsize, v))?;
                 }
-                Varlena::Compressed {
-                    method: CompressionMethod::Lz4,
-                    ..
-                } => return Err(FallbackReason::Lz4Compressed),
                 Varlena::External(_) => return Err(FallbackReason::ExternalToast),
             },
             Conv::Numeric => {

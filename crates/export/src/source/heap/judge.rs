@@ -37,7 +37,6 @@ pub(super) fn bridge_gaps(untrusted: &[bool], gap: usize) -> Vec<bool> {
 pub(super) fn reason_name(r: &FallbackReason) -> String {
     match r {
         FallbackReason::ExternalToast => "values stored out of line (TOAST)".into(),
-        FallbackReason::Lz4Compressed => "lz4-compressed values".into(),
         FallbackReason::UnsupportedType(t) => format!("type {t} is not converted from the heap"),
         FallbackReason::UnknownEnumValue(_) => "enum value unknown to the catalog read".into(),
         FallbackReason::ChunkFull => "chunk full".into(),
