@@ -18,6 +18,8 @@
 //!   4-byte header, compressed inline, TOAST pointer).
 //! - [`pglz`]: pglz decompression (and a simple compressor for tests).
 //! - [`lz4`]: LZ4 block decompression (`COMPRESSION lz4`, PostgreSQL 14+).
+//! - [`toast`](mod@toast): values stored out of line: chunk tuples, joining
+//!   and expanding a value's chunks, the [`ToastLookup`] the converters ask.
 //! - [`transcode`]: the main API. A [`TupleLayout`] from the catalog and
 //!   [`transcode_page`], which appends one binary COPY row per `LP_NORMAL`
 //!   tuple of a page to a [`CopyChunk`](crate::CopyChunk), byte for byte
@@ -59,6 +61,7 @@ pub mod page;
 pub mod pglz;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sample;
+pub mod toast;
 pub mod transcode;
 pub mod tuple;
 pub mod varlena;
@@ -66,6 +69,7 @@ pub mod vm;
 
 pub use checksum::{page_checksum, set_page_checksum, verify_page, ChecksumError};
 pub use page::{ItemId, LpFlags, Page, PageError, PageHeader, DEFAULT_BLOCK_SIZE};
+pub use toast::{ChunkMap, ToastError, ToastLookup};
 pub use transcode::{
     transcode_page, AttributeDesc, ColumnValues, Corruption, ElementDesc, FallbackReason,
     LayoutError, NotLocated, PageColumns, PageFallback, PageSummary, SendForm, TupleLayout,

@@ -29,6 +29,7 @@
 //! same bytes for every page the fast path converts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -36,6 +37,7 @@ use super::checksum::{self, ChecksumError};
 use super::lz4::Lz4Error;
 use super::page::{maxalign, LpFlags, Page, PageError, DEFAULT_BLOCK_SIZE};
 use super::pglz::PglzError;
+use super::toast::{ToastError, ToastLookup};
 use super::tuple::{self, bitmap_len, Align, AttrStorage, Datum, HeapTuple, TupleError};
 use super::varlena::{self, DecompressError, Varlena, VarlenaError};
 use crate::chunk::CopyChunk;
@@ -298,6 +300,9 @@ pub struct TupleLayout {
     enum_labels: HashMap<u32, Box<[u8]>>,
     block_size: usize,
     verify_checksums: bool,
+    /// Where values stored out of line are read; none: their pages fall
+    /// back ([`FallbackReason::ExternalToast`]).
+    toast: Option<Arc<dyn ToastLookup>>,
     /// The fast path's program.
     fast: fast::FastPlan,
 }
@@ -358,6 +363,7 @@ impl TupleLayout {
                 .collect(),
             block_size: DEFAULT_BLOCK_SIZE,
             verify_checksums: false,
+            toast: None,
         })
     }
 
@@ -385,6 +391,12 @@ impl TupleLayout {
     pub fn with_checksums(mut self, verify: bool) -> TupleLayout {
         self.verify_checksums = verify;
         self
+    }
+
+    /// Reads values stored out of line through `toast` (the table's TOAST
+    /// relation, trusted pages only) instead of falling back.
+    pub fn set_toast(&mut self, toast: Arc<dyn ToastLookup>) {
+        self.toast = Some(toast);
     }
 
     /// The table's attributes, dropped ones included, in `attnum` order.
@@ -500,6 +512,10 @@ pub enum FallbackReason {
     /// path does not read.
     #[error("a value is stored out of line (TOAST pointer)")]
     ExternalToast,
+    /// A value stored out of line that the TOAST relation's trusted pages
+    /// do not give.
+    #[error("a value stored out of line is not read from the files: {0}")]
+    Toast(#[from] ToastError),
     /// A type the layout knows but the converter does not (jsonb...).
     #[error("type {0} has no heap converter")]
     UnsupportedType(String),
@@ -716,8 +732,12 @@ fn le_i32(b: &[u8], at: usize) -> i32 {
 }
 
 /// The uncompressed payload of a varlena datum: borrowed when stored
-/// inline, else decompressed into `scratch`.
-fn payload<'a>(datum: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], FallbackReason> {
+/// inline, else decompressed or read through `toast` into `scratch`.
+fn payload<'a>(
+    datum: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+    toast: Option<&dyn ToastLookup>,
+) -> Result<&'a [u8], FallbackReason> {
     match varlena::parse(datum)? {
         Varlena::Short(p) | Varlena::Plain(p) => Ok(p),
         Varlena::Compressed {
@@ -729,13 +749,19 @@ fn payload<'a>(datum: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], Fa
             varlena::decompress_append(method, data, rawsize, scratch)?;
             Ok(scratch)
         }
-        Varlena::External(_) => Err(FallbackReason::ExternalToast),
+        Varlena::External(ptr) => {
+            let toast = toast.ok_or(FallbackReason::ExternalToast)?;
+            scratch.clear();
+            toast.detoast(&ptr, scratch)?;
+            Ok(scratch)
+        }
     }
 }
 
 /// Per-page conversion state.
 struct Converter<'l> {
     labels: &'l HashMap<u32, Box<[u8]>>,
+    toast: Option<&'l dyn ToastLookup>,
     /// Decompressed payloads of top-level values.
     scratch: Vec<u8>,
     /// Decompressed payloads of array elements.
@@ -756,6 +782,7 @@ impl Converter<'_> {
             datum,
             out,
             self.labels,
+            self.toast,
             &mut self.scratch,
             &mut self.inner,
         )
@@ -766,6 +793,7 @@ impl Converter<'_> {
         datum: &[u8],
         out: &mut Out<'_>,
         labels: &HashMap<u32, Box<[u8]>>,
+        toast: Option<&dyn ToastLookup>,
         scratch: &mut Vec<u8>,
         inner: &mut Vec<u8>,
     ) -> Result<(), FallbackReason> {
@@ -826,10 +854,15 @@ impl Converter<'_> {
                     put_len(out, rawsize)?;
                     out.with_vec(|v| varlena::decompress_append(method, data, rawsize, v))?;
                 }
-                Varlena::External(_) => return Err(FallbackReason::ExternalToast),
+                Varlena::External(ptr) => {
+                    let toast = toast.ok_or(FallbackReason::ExternalToast)?;
+                    let at = begin_field(out);
+                    out.with_vec(|v| toast.detoast(&ptr, v))?;
+                    end_field(out, at)?;
+                }
             },
             Conv::Numeric => {
-                let p = payload(datum, scratch)?;
+                let p = payload(datum, scratch, toast)?;
                 numeric_send(p, out)?;
             }
             Conv::Enum => {
@@ -842,7 +875,7 @@ impl Converter<'_> {
                 out.put_slice(label);
             }
             Conv::Array(elem) => {
-                let p = payload(datum, scratch)?;
+                let p = payload(datum, scratch, toast)?;
                 array(p, elem, out, labels, inner)?;
             }
             Conv::Unsupported(name) => return Err(FallbackReason::UnsupportedType(name.clone())),
@@ -1060,7 +1093,8 @@ fn array(
             }
         };
         let datum = rest.get(..len).ok_or(corrupt("array element"))?;
-        Converter::convert(&elem.conv, datum, out, labels, inner, &mut Vec::new())?;
+        // Array elements are never stored out of line.
+        Converter::convert(&elem.conv, datum, out, labels, None, inner, &mut Vec::new())?;
         v = elem.align.align(v + len);
     }
     end_field(out, field)
@@ -1173,6 +1207,7 @@ fn append_rows(
     let mut datums = vec![Datum::Null; layout.deform_natts];
     let mut conv = Converter {
         labels: &layout.enum_labels,
+        toast: layout.toast.as_deref(),
         scratch: Vec::new(),
         inner: Vec::new(),
     };
