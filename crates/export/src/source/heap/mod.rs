@@ -35,6 +35,7 @@ pub(crate) mod pack;
 mod proof;
 mod reader;
 mod server;
+mod toast;
 
 use std::time::Instant;
 
@@ -52,6 +53,7 @@ use io::{gpudirect_choice, GdsReads};
 use proof::{prove_files, FilesProof};
 pub(crate) use reader::run_reader;
 use server::{checkpoint, wal_insert_lsn};
+use toast::{toast_relation, ToastIndex};
 
 use crate::carry::{PageMap, PriorPages};
 use crate::interrupt::Interrupts;
@@ -82,6 +84,8 @@ pub(crate) struct HeapPlan {
     pub(super) pread_why: Option<String>,
     /// Per relation, the pages a previous load holds ([`Self::keep_from`]).
     pub(super) prior: Vec<Option<PriorPages>>,
+    /// What was read of each TOAST relation, or why it was not.
+    pub(super) toast: Vec<String>,
 }
 
 /// Who reads a relation's trusted pages.
@@ -166,12 +170,14 @@ pub(crate) fn prepare(
     let mut probe = Connection::connect(&req.connect)?;
     interrupts.watch(&probe);
     let mut found = Vec::with_capacity(leaves.len());
+    let mut toast_rels = Vec::new();
     for leaf in &leaves {
         let rel = heap_relation(&mut probe, leaf, &plan.columns, req.data_dir.as_deref())?;
         let spec = ReadSpec {
             relation: leaf.qualified(),
             ..spec.clone()
         };
+        toast_rels.push(toast_relation(&mut probe, &rel)?);
         found.push((rel, spec));
     }
     let fence = wal_insert_lsn(&mut probe).map_err(|e| {
@@ -205,10 +211,33 @@ pub(crate) fn prepare(
         });
     }
     starts.push(next);
+    // TOAST relations are opened after the checkpoint too; one that cannot
+    // be opened is not read (its values go through COPY).
+    let mut notes = Vec::new();
+    // (index of the table in `rels`, its TOAST relation, the files)
+    let toast_files: Vec<_> = toast_rels
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i, t?)))
+        .filter_map(|(i, t)| {
+            match RelationFiles::open(&t.base_path, t.block_size, t.segment_blocks) {
+                Ok(f) => Some((i, t, f)),
+                Err(e) => {
+                    notes.push(format!("{} not read: {e}", t.label));
+                    None
+                }
+            }
+        })
+        .collect();
     // Before any page is trusted: the files must be the server's own and
     // current (a stale copy or another cluster's files pass every page check).
-    let pairs: Vec<_> = rels.iter().map(|r| (&r.rel, &r.files)).collect();
+    let pairs: Vec<_> = rels
+        .iter()
+        .map(|r| (&r.rel, &r.files))
+        .chain(toast_files.iter().map(|(_, t, f)| (t, f)))
+        .collect();
     let proof = prove_files(&mut probe, fence, &pairs)?;
+    read_toast(&mut rels, &toast_files, fence, &mut notes);
     Ok(HeapPlan {
         page_readers: rels.iter().map(|_| PageReader::Rows).collect(),
         rels,
@@ -219,7 +248,39 @@ pub(crate) fn prepare(
         gds: None,
         pread_why: None,
         prior: Vec::new(),
+        toast: notes,
     })
+}
+
+/// Indexes the trusted chunks of each TOAST relation and hands them to its
+/// table's layout, so every converter reads the values stored out of line;
+/// `notes` say what was read, or why not.
+fn read_toast(
+    rels: &mut [HeapRel],
+    toast_files: &[(usize, HeapRelation, RelationFiles)],
+    fence: u64,
+    notes: &mut Vec<String>,
+) {
+    for (i, t, files) in toast_files {
+        let Some(main) = rels.get_mut(*i) else {
+            continue;
+        };
+        let start = Instant::now();
+        match ToastIndex::build(t, files, fence) {
+            Ok(index) => {
+                notes.push(format!(
+                    "{}: {} of {} pages trusted, {} chunks indexed in {:.2} s",
+                    t.label,
+                    index.stats.trusted,
+                    index.stats.pages,
+                    index.stats.chunks,
+                    start.elapsed().as_secs_f64()
+                ));
+                main.rel.layout.set_toast(std::sync::Arc::new(index.map));
+            }
+            Err(why) => notes.push(format!("{} not read: {why}", t.label)),
+        }
+    }
 }
 
 impl HeapPlan {
