@@ -42,11 +42,15 @@
 //! label through the layout), domains (as their base type) and arrays of
 //! all of these.
 //!
+//! Values stored out of line in the TOAST table are read through the
+//! layout's [`ToastLookup`] when it has one ([`TupleLayout::set_toast`]).
+//!
 //! Not converted (the page falls back to COPY, see [`PageFallback`]):
-//! values stored out of line in the TOAST table, jsonb (and types without
-//! a converter), enum OIDs the layout does not know, corrupt pages (bad
-//! header, line pointer, tuple, varlena, pglz or lz4 stream or value
-//! structure; a checksum mismatch when verification is on).
+//! values stored out of line with no lookup or that it does not give,
+//! jsonb (and types without a converter), enum OIDs the layout does not
+//! know, corrupt pages (bad header, line pointer, tuple, varlena, pglz or
+//! lz4 stream or value structure; a checksum mismatch when verification is
+//! on).
 //!
 //! Visibility is the caller's business: every `LP_NORMAL` tuple is
 //! converted, so only all-visible pages (visibility map bit set, checked

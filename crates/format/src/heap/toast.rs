@@ -14,7 +14,7 @@
 //! converters through [`TupleLayout::set_toast`](super::TupleLayout::set_toast);
 //! [`ChunkMap`] is one that holds the chunks' bytes in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 
 use thiserror::Error;
@@ -284,6 +284,9 @@ pub trait ToastLookup: Debug + Send + Sync {
     fn detoast(&self, ptr: &ToastPointer, out: &mut Vec<u8>) -> Result<(), ToastError>;
 }
 
+/// One value's chunks: `(chunk_seq, chunk_data)`.
+type Chunks = Vec<(i32, Box<[u8]>)>;
+
 /// A [`ToastLookup`] holding the chunks' bytes in memory, keyed by value
 /// id: for TOAST relations small enough to keep whole, and for tests.
 #[derive(Debug, Default)]
@@ -291,9 +294,9 @@ pub struct ChunkMap {
     toast_relid: u32,
     block_size: usize,
     /// Per value id, its chunks in `chunk_seq` order.
-    values: HashMap<u32, Vec<(i32, Box<[u8]>)>>,
+    values: HashMap<u32, Chunks>,
     /// Value ids with a chunk on a page that cannot be trusted.
-    untrusted: std::collections::HashSet<u32>,
+    untrusted: HashSet<u32>,
 }
 
 impl ChunkMap {
@@ -533,7 +536,7 @@ mod tests {
             Err(ToastError::CompressedHeader { .. })
         ));
         // A raw size the data does not decompress to.
-        let mut bad = (raw.len() as u32 + 1 | 1 << 30).to_le_bytes().to_vec();
+        let mut bad = ((raw.len() as u32 + 1) | 1 << 30).to_le_bytes().to_vec();
         bad.extend_from_slice(&lz4::compress(&raw));
         let m = map_of(&cut(5, &bad));
         assert!(matches!(
