@@ -9,12 +9,12 @@
 use super::page::{
     maxalign, ItemId, LpFlags, PageHeader, ITEM_ID_SIZE, PAGE_HEADER_SIZE, PAGE_LAYOUT_VERSION,
 };
-use super::pglz;
 use super::tuple::{
     bitmap_len, Align, TupleHeader, HEAP_HASEXTERNAL, HEAP_HASNULL, HEAP_HASVARWIDTH,
     HEAP_TUPLE_HEADER_SIZE, HEAP_XMAX_INVALID, HEAP_XMIN_COMMITTED,
 };
 use super::varlena::{CompressionMethod, VARATT_SHORT_MAX, VARHDRSZ, VARTAG_ONDISK};
+use super::{lz4, pglz};
 
 /// How one attribute is stored, for [`heap_fill_tuple`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,15 @@ pub fn varlena_pglz(payload: &[u8]) -> Vec<u8> {
         &pglz::compress(payload),
         payload.len(),
         CompressionMethod::Pglz,
+    )
+}
+
+/// `payload` lz4-compressed inline (with [`lz4::compress`]).
+pub fn varlena_lz4(payload: &[u8]) -> Vec<u8> {
+    varlena_compressed(
+        &lz4::compress(payload),
+        payload.len(),
+        CompressionMethod::Lz4,
     )
 }
 

@@ -444,6 +444,7 @@ fn value(
                 datum,
                 &mut out,
                 &layout.enum_labels,
+                layout.toast.as_deref(),
                 &mut scratch.payload,
                 &mut scratch.inner,
             )

@@ -18,6 +18,9 @@
 //!   4-byte header, compressed inline, TOAST pointer).
 //! - [`pglz`]: pglz decompression (and a simple compressor for tests).
 //! - [`jsonb`]: jsonb's binary form printed as `jsonb_out` prints it.
+//! - [`lz4`]: LZ4 block decompression (`COMPRESSION lz4`, PostgreSQL 14+).
+//! - [`toast`](mod@toast): values stored out of line: chunk tuples, joining
+//!   and expanding a value's chunks, the [`ToastLookup`] the converters ask.
 //! - [`transcode`]: the main API. A [`TupleLayout`] from the catalog and
 //!   [`transcode_page`], which appends one binary COPY row per `LP_NORMAL`
 //!   tuple of a page to a [`CopyChunk`](crate::CopyChunk), byte for byte
@@ -37,15 +40,18 @@
 //! Converted: boolean, smallint, integer, bigint, real, double precision,
 //! oid, date, time, timestamp, timestamptz, interval, uuid, text, varchar,
 //! bpchar, name, json, jsonb (printed as `jsonb_out` prints it), bytea
-//! (pglz-compressed inline values decompressed), numeric (short, long and
-//! special forms), enums (OID to label through the layout), domains (as
-//! their base type) and arrays of all of these.
+//! (pglz- and lz4-compressed inline values decompressed), numeric (short,
+//! long and special forms), enums (OID to label through the layout),
+//! domains (as their base type) and arrays of all of these.
+//!
+//! Values stored out of line in the TOAST table are read through the
+//! layout's [`ToastLookup`] when it has one ([`TupleLayout::set_toast`]).
 //!
 //! Not converted (the page falls back to COPY, see [`PageFallback`]):
-//! values stored out of line in the TOAST table, lz4-compressed values,
+//! values stored out of line with no lookup or that it does not give,
 //! types without a converter, jsonb nested deeper than
-//! [`jsonb::JSONB_MAX_DEPTH`] levels, enum OIDs the layout does not
-//! know, corrupt pages (bad header, line pointer, tuple, varlena, pglz
+//! [`jsonb::JSONB_MAX_DEPTH`] levels, enum OIDs the layout does not know,
+//! corrupt pages (bad header, line pointer, tuple, varlena, pglz or lz4
 //! stream or value structure; a checksum mismatch when verification is on).
 //!
 //! Visibility is the caller's business: every `LP_NORMAL` tuple is
@@ -59,10 +65,12 @@ pub mod checksum;
 pub mod jsonb;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod jsonb_build;
+pub mod lz4;
 pub mod page;
 pub mod pglz;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sample;
+pub mod toast;
 pub mod transcode;
 pub mod tuple;
 pub mod varlena;
@@ -70,6 +78,7 @@ pub mod vm;
 
 pub use checksum::{page_checksum, set_page_checksum, verify_page, ChecksumError};
 pub use page::{ItemId, LpFlags, Page, PageError, PageHeader, DEFAULT_BLOCK_SIZE};
+pub use toast::{ChunkMap, ToastError, ToastLookup};
 pub use transcode::{
     transcode_page, AttributeDesc, ColumnValues, Corruption, ElementDesc, FallbackReason,
     LayoutError, NotLocated, PageColumns, PageFallback, PageSummary, SendForm, TupleLayout,

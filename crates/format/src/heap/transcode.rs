@@ -30,15 +30,18 @@
 //! same bytes for every page the fast path converts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use thiserror::Error;
 
 use super::checksum::{self, ChecksumError};
 use super::jsonb::{self, JsonbError, JSONB_MAX_DEPTH};
+use super::lz4::Lz4Error;
 use super::page::{maxalign, LpFlags, Page, PageError, DEFAULT_BLOCK_SIZE};
-use super::pglz::{self, PglzError};
+use super::pglz::PglzError;
+use super::toast::{ToastError, ToastLookup};
 use super::tuple::{self, bitmap_len, Align, AttrStorage, Datum, HeapTuple, TupleError};
-use super::varlena::{self, CompressionMethod, Varlena, VarlenaError};
+use super::varlena::{self, DecompressError, Varlena, VarlenaError};
 use crate::chunk::CopyChunk;
 use crate::types::PgType;
 use crate::value::{ARRAY_MAX_DIMS, ARRAY_MAX_ELEMENTS};
@@ -302,6 +305,9 @@ pub struct TupleLayout {
     enum_labels: HashMap<u32, Box<[u8]>>,
     block_size: usize,
     verify_checksums: bool,
+    /// Where values stored out of line are read; none: their pages fall
+    /// back ([`FallbackReason::ExternalToast`]).
+    toast: Option<Arc<dyn ToastLookup>>,
     /// The fast path's program.
     fast: fast::FastPlan,
 }
@@ -362,6 +368,7 @@ impl TupleLayout {
                 .collect(),
             block_size: DEFAULT_BLOCK_SIZE,
             verify_checksums: false,
+            toast: None,
         })
     }
 
@@ -389,6 +396,12 @@ impl TupleLayout {
     pub fn with_checksums(mut self, verify: bool) -> TupleLayout {
         self.verify_checksums = verify;
         self
+    }
+
+    /// Reads values stored out of line through `toast` (the table's TOAST
+    /// relation, trusted pages only) instead of falling back.
+    pub fn set_toast(&mut self, toast: Arc<dyn ToastLookup>) {
+        self.toast = Some(toast);
     }
 
     /// The table's attributes, dropped ones included, in `attnum` order.
@@ -504,6 +517,9 @@ pub enum Corruption {
     /// A jsonb value's structure.
     #[error(transparent)]
     Jsonb(JsonbError),
+    /// An lz4-compressed value.
+    #[error(transparent)]
+    Lz4(#[from] Lz4Error),
     /// A value's own structure (a numeric, an array header...), named.
     #[error("invalid {0}")]
     Value(&'static str),
@@ -516,9 +532,10 @@ pub enum FallbackReason {
     /// path does not read.
     #[error("a value is stored out of line (TOAST pointer)")]
     ExternalToast,
-    /// An lz4-compressed inline value (only pglz is decompressed here).
-    #[error("a value is compressed with lz4")]
-    Lz4Compressed,
+    /// A value stored out of line that the TOAST relation's trusted pages
+    /// do not give.
+    #[error("a value stored out of line is not read from the files: {0}")]
+    Toast(#[from] ToastError),
     /// A type the converter does not know (a live attribute without a
     /// [`PgType`]), or a value it does not follow (jsonb nested deeper
     /// than [`JSONB_MAX_DEPTH`]).
@@ -593,8 +610,18 @@ corruption_from!(
     ChecksumError,
     TupleError,
     VarlenaError,
-    PglzError
+    PglzError,
+    Lz4Error
 );
+
+impl From<DecompressError> for FallbackReason {
+    fn from(e: DecompressError) -> FallbackReason {
+        match e {
+            DecompressError::Pglz(e) => e.into(),
+            DecompressError::Lz4(e) => e.into(),
+        }
+    }
+}
 
 fn corrupt(what: &'static str) -> FallbackReason {
     FallbackReason::Corrupt(Corruption::Value(what))
@@ -739,30 +766,36 @@ fn le_i32(b: &[u8], at: usize) -> i32 {
 }
 
 /// The uncompressed payload of a varlena datum: borrowed when stored
-/// inline, else pglz-decompressed into `scratch`.
-fn payload<'a>(datum: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], FallbackReason> {
+/// inline, else decompressed or read through `toast` into `scratch`.
+fn payload<'a>(
+    datum: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+    toast: Option<&dyn ToastLookup>,
+) -> Result<&'a [u8], FallbackReason> {
     match varlena::parse(datum)? {
         Varlena::Short(p) | Varlena::Plain(p) => Ok(p),
         Varlena::Compressed {
-            method: CompressionMethod::Pglz,
+            method,
             rawsize,
             data,
         } => {
             scratch.clear();
-            pglz::decompress_append(data, rawsize, scratch)?;
+            varlena::decompress_append(method, data, rawsize, scratch)?;
             Ok(scratch)
         }
-        Varlena::Compressed {
-            method: CompressionMethod::Lz4,
-            ..
-        } => Err(FallbackReason::Lz4Compressed),
-        Varlena::External(_) => Err(FallbackReason::ExternalToast),
+        Varlena::External(ptr) => {
+            let toast = toast.ok_or(FallbackReason::ExternalToast)?;
+            scratch.clear();
+            toast.detoast(&ptr, scratch)?;
+            Ok(scratch)
+        }
     }
 }
 
 /// Per-page conversion state.
 struct Converter<'l> {
     labels: &'l HashMap<u32, Box<[u8]>>,
+    toast: Option<&'l dyn ToastLookup>,
     /// Decompressed payloads of top-level values.
     scratch: Vec<u8>,
     /// Decompressed payloads of array elements.
@@ -783,6 +816,7 @@ impl Converter<'_> {
             datum,
             out,
             self.labels,
+            self.toast,
             &mut self.scratch,
             &mut self.inner,
         )
@@ -793,6 +827,7 @@ impl Converter<'_> {
         datum: &[u8],
         out: &mut Out<'_>,
         labels: &HashMap<u32, Box<[u8]>>,
+        toast: Option<&dyn ToastLookup>,
         scratch: &mut Vec<u8>,
         inner: &mut Vec<u8>,
     ) -> Result<(), FallbackReason> {
@@ -846,21 +881,22 @@ impl Converter<'_> {
                     out.put_slice(p);
                 }
                 Varlena::Compressed {
-                    method: CompressionMethod::Pglz,
+                    method,
                     rawsize,
                     data,
                 } => {
                     put_len(out, rawsize)?;
-                    out.with_vec(|v| pglz::decompress_append(data, rawsize, v))?;
+                    out.with_vec(|v| varlena::decompress_append(method, data, rawsize, v))?;
                 }
-                Varlena::Compressed {
-                    method: CompressionMethod::Lz4,
-                    ..
-                } => return Err(FallbackReason::Lz4Compressed),
-                Varlena::External(_) => return Err(FallbackReason::ExternalToast),
+                Varlena::External(ptr) => {
+                    let toast = toast.ok_or(FallbackReason::ExternalToast)?;
+                    let at = begin_field(out);
+                    out.with_vec(|v| toast.detoast(&ptr, v))?;
+                    end_field(out, at)?;
+                }
             },
             Conv::Numeric => {
-                let p = payload(datum, scratch)?;
+                let p = payload(datum, scratch, toast)?;
                 numeric_send(p, out)?;
             }
             Conv::Enum => {
@@ -873,14 +909,14 @@ impl Converter<'_> {
                 out.put_slice(label);
             }
             Conv::Jsonb => {
-                let p = payload(datum, scratch)?;
+                let p = payload(datum, scratch, toast)?;
                 let field = begin_field(out);
                 out.put([1]);
                 out.with_vec(|v| jsonb::jsonb_to_text(p, v, inner))?;
                 end_field(out, field)?;
             }
             Conv::Array(elem) => {
-                let p = payload(datum, scratch)?;
+                let p = payload(datum, scratch, toast)?;
                 array(p, elem, out, labels, inner)?;
             }
             Conv::Unsupported(name) => return Err(FallbackReason::UnsupportedType(name.clone())),
@@ -1098,7 +1134,8 @@ fn array(
             }
         };
         let datum = rest.get(..len).ok_or(corrupt("array element"))?;
-        Converter::convert(&elem.conv, datum, out, labels, inner, &mut Vec::new())?;
+        // Array elements are never stored out of line.
+        Converter::convert(&elem.conv, datum, out, labels, None, inner, &mut Vec::new())?;
         v = elem.align.align(v + len);
     }
     end_field(out, field)
@@ -1211,6 +1248,7 @@ fn append_rows(
     let mut datums = vec![Datum::Null; layout.deform_natts];
     let mut conv = Converter {
         labels: &layout.enum_labels,
+        toast: layout.toast.as_deref(),
         scratch: Vec::new(),
         inner: Vec::new(),
     };

@@ -1081,6 +1081,7 @@ fn generic(attr: u16, datum: &[u8], w: &mut Out<'_>, cx: &mut Cx<'_>) -> Option<
         datum,
         w,
         &layout.enum_labels,
+        layout.toast.as_deref(),
         &mut cx.scratch,
         &mut cx.inner,
     )

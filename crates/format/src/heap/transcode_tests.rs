@@ -10,11 +10,12 @@ use super::*;
 use crate::encode::{encode_tuple, numeric_from_str, Value};
 use crate::heap::build::{
     array_to_disk, heap_fill_tuple, numeric_to_disk, toast_pointer, varlena_4b, varlena_compressed,
-    varlena_pglz, FillAttr, PageBuilder,
+    varlena_lz4, varlena_pglz, FillAttr, PageBuilder,
 };
 use crate::heap::checksum::set_page_checksum;
 use crate::heap::jsonb_build::{jsonb_payload, jsonb_text, parse_json, Json};
 use crate::heap::page::PD_ALL_VISIBLE;
+use crate::heap::varlena::CompressionMethod;
 use crate::types::oid;
 
 /// Column types of the test model.
@@ -642,7 +643,7 @@ fn fallback_of(text_col: Col, datum: Vec<u8>) -> (PageFallback, CopyChunk) {
 }
 
 #[test]
-fn external_and_lz4_values_fall_back() {
+fn external_values_fall_back() {
     let (e, _) = fallback_of(Col::Text, toast_pointer(20004, 20000, 16500, 16400));
     assert_eq!(
         e,
@@ -657,23 +658,65 @@ fn external_and_lz4_values_fall_back() {
         e.to_string(),
         "block 1, line pointer 2, attribute 2: a value is stored out of line (TOAST pointer)"
     );
-    let lz4 = varlena_compressed(&[0x10, b'a'], 1, CompressionMethod::Lz4);
-    assert_eq!(
-        fallback_of(Col::Text, lz4).0.reason,
-        FallbackReason::Lz4Compressed
-    );
-    // Inside an array value too.
-    let arr = varlena_compressed(&[0x10, b'a'], 40, CompressionMethod::Lz4);
-    assert_eq!(
-        fallback_of(Col::Array(Box::new(Col::Int4)), arr).0.reason,
-        FallbackReason::Lz4Compressed
-    );
-    // A corrupt pglz stream is corruption.
+    // A corrupt pglz stream or lz4 block is corruption, in an array too.
     let bad = varlena_compressed(&[0x01, 0x00, 0x00], 10, CompressionMethod::Pglz);
     assert!(matches!(
         fallback_of(Col::Text, bad).0.reason,
         FallbackReason::Corrupt(Corruption::Pglz(_))
     ));
+    // "a" is one literal: a block that makes 1 byte, not 5.
+    let lz4 = varlena_compressed(&[0x10, b'a'], 5, CompressionMethod::Lz4);
+    assert!(matches!(
+        fallback_of(Col::Text, lz4).0.reason,
+        FallbackReason::Corrupt(Corruption::Lz4(_))
+    ));
+    let arr = varlena_compressed(&[0x10, b'a'], 40, CompressionMethod::Lz4);
+    assert!(matches!(
+        fallback_of(Col::Array(Box::new(Col::Int4)), arr).0.reason,
+        FallbackReason::Corrupt(Corruption::Lz4(_))
+    ));
+}
+
+/// lz4-compressed values (text, bytea, numeric, an array) give the rows
+/// their uncompressed forms give.
+#[test]
+fn lz4_values_are_decompressed() {
+    let text = "lz4 compresses this text ".repeat(200);
+    let cells = [
+        (Col::Text, Value::Text(text.clone())),
+        (Col::Bytea, Value::Bytes(text.clone().into_bytes())),
+        (
+            Col::Numeric,
+            Value::Numeric("-12345678901234567890.125".into()),
+        ),
+        (
+            Col::Array(Box::new(Col::Text)),
+            Value::Array {
+                element_oid: oid::TEXT,
+                dims: vec![(3, 1)],
+                elements: vec![
+                    Value::Text(text.clone()),
+                    Value::Null,
+                    Value::Text("x".into()),
+                ],
+            },
+        ),
+    ];
+    for (col, v) in cells {
+        let plain = to_disk(&col, &v, false);
+        // Re-compress the payload (after the 4-byte header) with lz4.
+        let lz4 = varlena_lz4(&plain[4..]);
+        let layout = simple_layout(std::slice::from_ref(&col));
+        let fill = [col.fill()];
+        let rows = |datum: &[u8]| {
+            let mut chunk = CopyChunk::default();
+            let page = page_of(&[heap_fill_tuple(&fill, &[Some(datum)])]);
+            transcode_page(&page, 0, &layout, &mut chunk).unwrap();
+            chunk.row(0).to_vec()
+        };
+        assert_eq!(rows(&lz4), rows(&plain), "{col:?}");
+        assert_eq!(rows(&plain), encode_tuple(&[v]), "{col:?}");
+    }
 }
 
 #[test]

@@ -17,6 +17,9 @@
 
 use thiserror::Error;
 
+use super::lz4::{self, Lz4Error};
+use super::pglz::{self, PglzError};
+
 /// `VARHDRSZ`.
 pub const VARHDRSZ: usize = 4;
 /// `VARHDRSZ_SHORT`.
@@ -119,6 +122,32 @@ impl ToastPointer {
         let raw = i64::from(self.rawsize) - VARHDRSZ as i64;
         (i64::from(self.extsize()) < raw).then(|| CompressionMethod::from_bits(self.extinfo >> 30))
     }
+}
+
+/// A compressed value that does not decompress to its raw size.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecompressError {
+    /// A corrupt pglz stream.
+    #[error(transparent)]
+    Pglz(#[from] PglzError),
+    /// A corrupt LZ4 block.
+    #[error(transparent)]
+    Lz4(#[from] Lz4Error),
+}
+
+/// Decompresses `data`, compressed with `method`, to exactly `rawsize`
+/// bytes appended to `out` (`out` keeps its length on error).
+pub fn decompress_append(
+    method: CompressionMethod,
+    data: &[u8],
+    rawsize: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecompressError> {
+    match method {
+        CompressionMethod::Pglz => pglz::decompress_append(data, rawsize, out)?,
+        CompressionMethod::Lz4 => lz4::decompress_append(data, rawsize, out)?,
+    }
+    Ok(())
 }
 
 /// A classified varlena datum.

@@ -79,6 +79,9 @@ pub struct HeapReport {
     /// What proved the files the server's own and current, and what could
     /// not be proven ("proven: same cluster (...); current (...); ...").
     pub files_proof: String,
+    /// Per TOAST relation: the pages trusted and chunks indexed, or why it
+    /// was not read (its values then go through COPY).
+    pub toast: Vec<String>,
 }
 
 impl HeapCounters {
@@ -126,6 +129,7 @@ impl HeapCounters {
             handoff_seconds: self.flush_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             fence_lsn: format!("{:X}/{:X}", heap.fence >> 32, heap.fence & 0xffff_ffff),
             files_proof: heap.proof.describe(),
+            toast: heap.toast.clone(),
         }
     }
 }

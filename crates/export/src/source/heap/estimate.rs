@@ -9,13 +9,9 @@
 use gpupg_format::heap::TupleLayout;
 use gpupg_source::{quote_ident, Connection, SelectColumn, TableInfo};
 
-/// Whether a value stored out of line (TOAST) sends its page to COPY: it
-/// does while the heap path does not read the TOAST relation's files.
-const EXTERNAL_TOAST_FALLS_BACK: bool = true;
-
-/// Whether an lz4-compressed value sends its page to COPY: it does while
-/// only pglz is decompressed.
-const LZ4_FALLS_BACK: bool = true;
+/// Whether an lz4-compressed value sends its page to COPY: it does not
+/// since lz4 is decompressed from the pages (`gpupg_format::heap::lz4`).
+const LZ4_FALLS_BACK: bool = false;
 
 /// Above this share of pages falling back, COPY alone is faster: a page
 /// that falls back is read twice (the file, then COPY of its ctid range),
@@ -32,6 +28,10 @@ const SAMPLE_BLOCKS: u64 = 2000;
 pub(super) struct Sampled<'a> {
     pub table: &'a TableInfo,
     pub layout: &'a TupleLayout,
+    /// Whether its values stored out of line are read from the files (its
+    /// TOAST relation is small enough to index, [`super::toast`]); if not,
+    /// a page holding one falls back.
+    pub toast_read: bool,
 }
 
 /// The reason to read through COPY, when the sample says most pages would
@@ -183,7 +183,7 @@ fn sample_sql(
             Vec::new()
         })
     };
-    let external = any_varlena(EXTERNAL_TOAST_FALLS_BACK, &|c| {
+    let external = any_varlena(!r.toast_read, &|c| {
         format!("pg_catalog.pg_column_size({c}) > {threshold}")
     });
     // pg_column_compression is PostgreSQL 14's, as lz4 is.

@@ -3,7 +3,7 @@
 //! has not changed since the fence nor while it was read; and why a page is read through COPY instead, as the report counts
 //! it.
 
-use gpupg_format::heap::{FallbackReason, PageHeader, VisibilityMap};
+use gpupg_format::heap::{FallbackReason, PageHeader, ToastError, VisibilityMap};
 
 /// Trusted pages in a gap of fewer blocks than this between two untrusted
 /// ones are read through COPY with them, in one range. One COPY statement
@@ -37,7 +37,11 @@ pub(super) fn bridge_gaps(untrusted: &[bool], gap: usize) -> Vec<bool> {
 pub(super) fn reason_name(r: &FallbackReason) -> String {
     match r {
         FallbackReason::ExternalToast => "values stored out of line (TOAST)".into(),
-        FallbackReason::Lz4Compressed => "lz4-compressed values".into(),
+        FallbackReason::Toast(e) => match e {
+            ToastError::Untrusted(_) => "TOAST chunks on untrusted pages".into(),
+            ToastError::Missing(_) => "TOAST values not in the TOAST relation's files".into(),
+            _ => "TOAST values not understood".into(),
+        },
         FallbackReason::UnsupportedType(t) => format!("type {t} is not converted from the heap"),
         FallbackReason::UnknownEnumValue(_) => "enum value unknown to the catalog read".into(),
         FallbackReason::ChunkFull => "chunk full".into(),

@@ -39,6 +39,9 @@ mod proof;
 mod reader;
 mod server;
 mod sync;
+mod toast;
+
+use std::time::Instant;
 
 use arrow_schema::SchemaRef;
 use gpupg_format::heap::TupleLayout;
@@ -55,6 +58,7 @@ use proof::{prove_files, FilesProof};
 pub(crate) use reader::run_reader;
 use server::wal_insert_lsn;
 use sync::{sync_files, FilesSync};
+use toast::{toast_relation, ToastIndex};
 
 use crate::carry::{PageMap, PriorPages};
 use crate::interrupt::Interrupts;
@@ -87,6 +91,8 @@ pub(crate) struct HeapPlan {
     pub(super) pread_why: Option<String>,
     /// Per relation, the pages a previous load holds ([`Self::keep_from`]).
     pub(super) prior: Vec<Option<PriorPages>>,
+    /// What was read of each TOAST relation, or why it was not.
+    pub(super) toast: Vec<String>,
 }
 
 /// Who reads a relation's trusted pages.
@@ -173,23 +179,28 @@ pub(crate) fn prepare(
     let mut probe = Connection::connect(&req.connect)?;
     interrupts.watch(&probe);
     let mut found = Vec::with_capacity(leaves.len());
+    let mut toast_rels = Vec::new();
     for leaf in &leaves {
         let rel = heap_relation(&mut probe, leaf, &plan.columns, req.data_dir.as_deref())?;
         let spec = ReadSpec {
             relation: leaf.qualified(),
             ..spec.clone()
         };
+        toast_rels.push(toast_relation(&mut probe, &rel)?);
         found.push((rel, spec));
     }
     if req.source == Source::Auto {
-        if let Some(why) = fallback_estimate(&mut probe, &leaves, &found, plan) {
+        if let Some(why) = fallback_estimate(&mut probe, &leaves, &found, &toast_rels, plan) {
             return Err(Unavailable::Reason(why));
         }
     }
     let fence = wal_insert_lsn(&mut probe).map_err(|e| {
         Unavailable::Reason(format!("cannot read the WAL position (a standby?): {e}"))
     })?;
-    let oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
+    // The tables' dirty pages, then their TOAST relations' (in the order of
+    // `toast_rels`, skipping tables without one).
+    let mut oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
+    oids.extend(toast_rels.iter().flatten().map(|t| t.oid));
     let sync = sync_files(&mut probe, req.heap_sync, &oids)?;
     let mut rels = Vec::with_capacity(found.len());
     let mut starts = Vec::with_capacity(found.len() + 1);
@@ -216,10 +227,36 @@ pub(crate) fn prepare(
         });
     }
     starts.push(next);
+    // TOAST relations are opened after the checkpoint too; one that cannot
+    // be opened is not read (its values go through COPY).
+    let mut notes = Vec::new();
+    // (index of the table in `rels`, of its TOAST relation in the OIDs
+    // given to `sync_files`, the TOAST relation, its files)
+    let synced_as = rels.len()..;
+    let toast_files: Vec<_> = toast_rels
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i, t?)))
+        .zip(synced_as)
+        .filter_map(|((i, t), synced_as)| {
+            match RelationFiles::open(&t.base_path, t.block_size, t.segment_blocks) {
+                Ok(f) => Some((i, synced_as, t, f)),
+                Err(e) => {
+                    notes.push(format!("{} not read: {e}", t.label));
+                    None
+                }
+            }
+        })
+        .collect();
     // Before any page is trusted: the files must be the server's own and
     // current (a stale copy or another cluster's files pass every page check).
-    let pairs: Vec<_> = rels.iter().map(|r| (&r.rel, &r.files)).collect();
+    let pairs: Vec<_> = rels
+        .iter()
+        .map(|r| (&r.rel, &r.files))
+        .chain(toast_files.iter().map(|(_, _, t, f)| (t, f)))
+        .collect();
     let proof = prove_files(&mut probe, fence, &pairs, sync.synced)?;
+    read_toast(&mut rels, &toast_files, (fence, &sync), &mut notes);
     Ok(HeapPlan {
         page_readers: rels.iter().map(|_| PageReader::Rows).collect(),
         rels,
@@ -230,6 +267,7 @@ pub(crate) fn prepare(
         gds: None,
         pread_why: None,
         prior: Vec::new(),
+        toast: notes,
     })
 }
 
@@ -240,18 +278,53 @@ fn fallback_estimate(
     probe: &mut Connection,
     leaves: &[&gpupg_source::TableInfo],
     found: &[(HeapRelation, ReadSpec)],
+    toast_rels: &[Option<HeapRelation>],
     plan: &ExportPlan,
 ) -> Option<String> {
     let sampled: Vec<estimate::Sampled<'_>> = leaves
         .iter()
         .zip(found)
-        .map(|(table, (rel, _))| estimate::Sampled {
+        .zip(toast_rels)
+        .map(|((table, (rel, _)), toast)| estimate::Sampled {
             table,
             layout: &rel.layout,
+            toast_read: toast.as_ref().is_none_or(toast::fits_in_memory),
         })
         .collect();
     let block_size = found.first().map_or(8192, |(rel, _)| rel.block_size);
     estimate::copy_is_faster(probe, &sampled, &plan.columns, block_size)
+}
+
+/// Indexes the trusted chunks of each TOAST relation and hands them to its
+/// table's layout, so every converter reads the values stored out of line;
+/// `notes` say what was read, or why not.
+fn read_toast(
+    rels: &mut [HeapRel],
+    toast_files: &[(usize, usize, HeapRelation, RelationFiles)],
+    (fence, sync): (u64, &FilesSync),
+    notes: &mut Vec<String>,
+) {
+    for (i, synced_as, t, files) in toast_files {
+        let Some(main) = rels.get_mut(*i) else {
+            continue;
+        };
+        let start = Instant::now();
+        let dirty = |block: u64| sync.dirty(*synced_as, block);
+        match ToastIndex::build(t, files, fence, &dirty) {
+            Ok(index) => {
+                notes.push(format!(
+                    "{}: {} of {} pages trusted, {} chunks indexed in {:.2} s",
+                    t.label,
+                    index.stats.trusted,
+                    index.stats.pages,
+                    index.stats.chunks,
+                    start.elapsed().as_secs_f64()
+                ));
+                main.rel.layout.set_toast(std::sync::Arc::new(index.map));
+            }
+            Err(why) => notes.push(format!("{} not read: {why}", t.label)),
+        }
+    }
 }
 
 impl HeapPlan {
