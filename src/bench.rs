@@ -116,31 +116,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let mut conn = Connection::connect(&config)?;
-    let exists = scalar(
-        &mut conn,
-        &format!("looking up table {}", args.table),
-        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-        &[Param::untyped_text(&args.table)],
-    )
-    .map_err(|e| match e.downcast::<gpupg_source::SourceError>() {
-        Ok(e) => e.about_table_name(&args.table).into(),
-        Err(e) => e,
-    })? == "t";
-    if args.create == CreateArg::Always || (args.create == CreateArg::Auto && !exists) {
-        let t = Instant::now();
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        eprintln!("creating {} with {} rows ...", args.table, args.rows);
-        if args.table == "events" {
-            if !gpupg_datagen::create_events(&config, &args.table, args.rows, cores)? {
-                eprintln!("  the server has no lz4: the summary column is compressed with pglz");
-            }
-        } else {
-            gpupg_datagen::create_lineorder(&config, &args.table, args.rows, cores)?;
-        }
-        eprintln!("  created in {:.1} s", t.elapsed().as_secs_f64());
-    }
+    create_if_asked(&args, &config, &mut conn)?;
     let server_version = scalar(
         &mut conn,
         "reading the server version",
@@ -254,6 +230,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
             eprintln!("results written to {}", path.display());
         }
         None => println!("{json}"),
+    }
+    Ok(())
+}
+
+/// Creates the benchmark table when `--create` says so (always, or when it
+/// does not exist yet): `events` is the application-shaped table, any other
+/// name SSB lineorder.
+fn create_if_asked(args: &BenchArgs, config: &ConnectConfig, conn: &mut Connection) -> Result<()> {
+    let exists = scalar(
+        conn,
+        &format!("looking up table {}", args.table),
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+        &[Param::untyped_text(&args.table)],
+    )
+    .map_err(|e| match e.downcast::<gpupg_source::SourceError>() {
+        Ok(e) => e.about_table_name(&args.table).into(),
+        Err(e) => e,
+    })? == "t";
+    if args.create == CreateArg::Always || (args.create == CreateArg::Auto && !exists) {
+        let t = Instant::now();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        eprintln!("creating {} with {} rows ...", args.table, args.rows);
+        if args.table == "events" {
+            if !gpupg_datagen::create_events(config, &args.table, args.rows, cores)? {
+                eprintln!("  the server has no lz4: the summary column is compressed with pglz");
+            }
+        } else {
+            gpupg_datagen::create_lineorder(config, &args.table, args.rows, cores)?;
+        }
+        eprintln!("  created in {:.1} s", t.elapsed().as_secs_f64());
     }
     Ok(())
 }
