@@ -152,3 +152,17 @@ pub fn vacuum_all_visible(dsn: &str, tables: &[&str]) {
     }
     exec(dsn, &format!("ANALYZE {}", tables.join(", ")));
 }
+
+/// Asserts two tables have one schema and equal columns, naming the first
+/// column that differs.
+pub fn assert_same_table(a: &RecordBatch, b: &RecordBatch) {
+    assert_eq!(a.schema(), b.schema());
+    for (i, f) in a.schema().fields().iter().enumerate() {
+        assert_eq!(
+            a.column(i).to_data(),
+            b.column(i).to_data(),
+            "column {}",
+            f.name()
+        );
+    }
+}

@@ -32,15 +32,7 @@ fn heap_equals_copy(
     assert_eq!(report.rows, copy_report.rows);
     let a = sorted_by(&read_back(&copy_path), keys);
     let b = sorted_by(&read_back(&heap_path), keys);
-    assert_eq!(a.schema(), b.schema());
-    for (i, f) in a.schema().fields().iter().enumerate() {
-        assert_eq!(
-            a.column(i).to_data(),
-            b.column(i).to_data(),
-            "column {}",
-            f.name()
-        );
-    }
+    assert_same_table(&a, &b);
     report
 }
 

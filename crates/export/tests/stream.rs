@@ -57,15 +57,7 @@ fn stream_equals_host(req: ExportRequest<'static>, keys: &[&str]) {
     }
     let a = sorted_by(&loaded.batches, keys);
     let b = sorted_by(&batches, keys);
-    assert_eq!(a.schema(), b.schema());
-    for (i, f) in a.schema().fields().iter().enumerate() {
-        assert_eq!(
-            a.column(i).to_data(),
-            b.column(i).to_data(),
-            "column {}",
-            f.name()
-        );
-    }
+    assert_same_table(&a, &b);
 }
 
 #[test]
