@@ -44,9 +44,9 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file (replaced if it exists).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// What the export produces: a file (Parquet or Arrow, see --format), or
-    /// device-resident Arrow columns on the GPU of --device (held until the
-    /// run ends).
+    /// What the export produces: a file (Parquet or Arrow, see --format),
+    /// Arrow record batches in host memory, or device-resident Arrow columns
+    /// on the GPU of --device (both held until the run ends).
     #[arg(long, value_enum, default_value_t = BenchTo::File)]
     pub to: BenchTo,
     #[command(flatten)]
@@ -56,6 +56,7 @@ pub struct BenchArgs {
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchTo {
     File,
+    Host,
     Device,
 }
 
@@ -148,6 +149,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Target::Table(args.table.clone()),
         match args.to {
             BenchTo::File => Output::File(out.clone()),
+            BenchTo::Host => Output::Host,
             BenchTo::Device => Output::Device,
         },
     )?;
