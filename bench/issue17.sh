@@ -5,7 +5,8 @@
 # compared with the best explicit choice on one warm machine in one call.
 # BEFORE=path also runs the heap commands with that (older) binary, for a
 # before/after on the same machine. DEADLINE=seconds (default 540) skips
-# what would start after it, so the summary always comes back.
+# what would start after it, so the summary always comes back. RUNS (2)
+# runs of each command, COPY_RUNS (1) of the COPY ones.
 # Run from the repository root after bench/prepare-carry.sh, with carry
 # [".carry/bin", ".carry/pg15.tar.xz", ".carry/shared"].
 set -euo pipefail
@@ -47,12 +48,20 @@ for o in "${outputs[@]}"; do
     cname=${c%%|*}; cargs=${c#*|}
     [ "$oname" = device ] && [ "${cname#*-}" = cpu ] && continue
     # shellcheck disable=SC2086
-    one "$table-$oname-$cname" "$bin" "${RUNS:-2}" $oargs $cargs
+    n=${RUNS:-2}; [ "${cname%%-*}" = copy ] && n=${COPY_RUNS:-1}
+    one "$table-$oname-$cname" "$bin" "$n" $oargs $cargs
     if [ -n "${BEFORE:-}" ] && { [ "$cname" = heap-cpu ] || [ "$oname:$cname" = device:heap-gpu ]; }; then
       # shellcheck disable=SC2086
       one "before-$oname-$cname" "$BEFORE" "${RUNS:-2}" $oargs $cargs
     fi
   done
+done
+# EXTRA="name|bench args;name|bench args": more commands, e.g. another --heap-sync.
+IFS=';' read -r -a extra <<<"${EXTRA:-}"
+for e in "${extra[@]}"; do
+  [ -n "$e" ] || continue
+  # shellcheck disable=SC2086
+  one "$table-${e%%|*}" "$bin" "${RUNS:-2}" ${e#*|}
 done
 python3 - "$runs" "$table" <<'PY' | tee "$out/issue17-$table.md"
 import glob, json, os, sys
@@ -67,7 +76,7 @@ for f in sorted(glob.glob(os.path.join(runs, "*.json"))):
     d = json.load(open(f))
     who, rest = base.split("-", 1) if base.startswith("before-") else ("after", base[len(table) + 1:])
     out = "arrow-lz4" if rest.startswith("arrow-lz4") else rest.split("-", 1)[0]
-    choice = rest[len(out) + 1:]
+    choice = rest[len(out) + 1:] or out
     secs = [r["seconds"] for r in d["runs"]]
     r = d["runs"][-1]
     h = r.get("heap") or {}
