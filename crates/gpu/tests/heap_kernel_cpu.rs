@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use common::jsonb_pages::{jsonb_layouts, jsonb_pages, malformed, nested, pages_with, GPU_DEPTH};
 use common::pages::{check_against_cpu, layouts, mutate, pages};
 use gpupg_format::heap::{set_page_checksum, TupleLayout};
 use gpupg_format::CopyChunk;
@@ -173,4 +174,57 @@ fn checksums_are_verified_by_the_kernels() {
     // space and the checksum field).
     let (flagged, _) = compare(&data, &all, &layouts()[0]);
     assert!(flagged.is_empty(), "{flagged:?}");
+}
+
+#[test]
+fn jsonb_pages_convert_exactly_and_none_is_flagged() {
+    for (k, layout) in jsonb_layouts().iter().enumerate() {
+        for seed in 0..3u64 {
+            let data = jsonb_pages(40 + seed + 10 * k as u64, 10);
+            let all: Vec<u32> = (0..10).collect();
+            let (flagged, refused) = compare(&data, &all, layout);
+            assert!(
+                flagged.is_empty(),
+                "layout {k} seed {seed}: flagged {flagged:?}"
+            );
+            assert!(refused.is_empty());
+        }
+    }
+}
+
+#[test]
+fn jsonb_nested_past_the_kernels_depth_is_flagged_not_followed() {
+    // Page k holds a document of GPU_DEPTH - 2 + k containers: those
+    // deeper than GPU_DEPTH are flagged (and the CPU converts them).
+    let docs: Vec<Vec<u8>> = (0..6).map(|k| nested(GPU_DEPTH - 2 + k)).collect();
+    let data = pages_with(3, &docs);
+    let all: Vec<u32> = (0..6).collect();
+    for layout in &jsonb_layouts() {
+        let (flagged, refused) = compare(&data, &all, layout);
+        assert_eq!(flagged, vec![3, 4, 5]);
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+}
+
+#[test]
+fn malformed_jsonb_is_flagged_as_the_cpu_refuses_it() {
+    let bad = malformed();
+    let data = pages_with(4, &bad);
+    let all: Vec<u32> = (0..bad.len() as u32).collect();
+    for layout in &jsonb_layouts() {
+        let (flagged, refused) = compare(&data, &all, layout);
+        assert_eq!(flagged, all);
+        assert_eq!(refused, all);
+    }
+}
+
+#[test]
+fn mutated_jsonb_pages_are_flagged_or_converted_exactly() {
+    let layouts = jsonb_layouts();
+    for seed in 0..60u64 {
+        let mut data = jsonb_pages(2000 + seed, 4);
+        mutate(&mut data, seed, 1 + (seed as usize % 5));
+        let all: Vec<u32> = (0..4).collect();
+        compare(&data, &all, &layouts[(seed % 2) as usize]);
+    }
 }
