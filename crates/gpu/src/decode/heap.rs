@@ -285,7 +285,7 @@ pub fn slot_bases_of_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpupg_format::heap::{Align, AttributeDesc};
+    use gpupg_format::heap::{Align, AttributeDesc, ElementDesc};
     use gpupg_format::PgType;
     use std::collections::HashMap;
 
@@ -326,7 +326,12 @@ mod tests {
             -1,
             Align::Int,
             false,
-        )];
+        )
+        .with_element(ElementDesc {
+            typlen: -1,
+            align: Align::Int,
+            byval: false,
+        })];
         let l = TupleLayout::new(array, vec![0], HashMap::new()).unwrap();
         let why = PageLayout::new(&l).unwrap_err();
         assert!(why.contains("attribute 1"), "{why}");
