@@ -36,28 +36,32 @@
 // JsonbFrame::count's flag: the container is an object.
 #define JSONB_OBJECT_BIT 0x80000000u
 
-// The text's bytes: counted always, written only when W (pass 1 sizes
-// the field, pass 2 writes it, from the same code).
+// The text's bytes: counted (pass 1 sizes the field) or written (W, pass
+// 2), from the same code. The writer advances a pointer and keeps no
+// count: one register less, which keeps heap_write at 32 registers.
 template <bool W>
 struct JsonOut {
-    u8* o;
-    u32 n;
+    u8* o;  // W: where the next byte goes
+    u32 n;  // not W: the bytes so far
     __device__ __forceinline__ void put(u8 c) {
-        if (W) o[n] = c;
-        n++;
+        if (W) *o++ = c; else n++;
     }
     __device__ __forceinline__ void put2(u8 a, u8 b) {
         if (W) {
-            o[n] = a;
-            o[n + 1] = b;
+            o[0] = a;
+            o[1] = b;
+            o += 2;
+        } else {
+            n += 2;
         }
-        n += 2;
     }
     __device__ __forceinline__ void lit(const char* s, u32 k) {
         if (W) {
-            for (u32 i = 0; i < k; i++) o[n + i] = (u8)s[i];
+            for (u32 i = 0; i < k; i++) o[i] = (u8)s[i];
+            o += k;
+        } else {
+            n += k;
         }
-        n += k;
     }
     // The first `k` (1 to 4) of the four decimal digits of `v` (< 10000),
     // or its last `k` when `last`.
@@ -66,9 +70,11 @@ struct JsonOut {
             u8 c[4] = {(u8)('0' + v / 1000), (u8)('0' + v / 100 % 10), (u8)('0' + v / 10 % 10),
                        (u8)('0' + v % 10)};
             u32 from = last ? 4 - k : 0;
-            for (u32 i = 0; i < k; i++) o[n + i] = c[from + i];
+            for (u32 i = 0; i < k; i++) o[i] = c[from + i];
+            o += k;
+        } else {
+            n += k;
         }
-        n += k;
     }
 };
 
@@ -265,8 +271,13 @@ __device__ bool jsonb_scalar(u32 e, const u8* data, u32 start, u32 end, JsonOut<
 
 // Prints (W) or measures the jsonb whose varlena payload is p[0..len);
 // false when the reference would refuse it or it is nested too deep.
+// Not inlined into the page kernels: inlined, it raised their register
+// counts (sm_90: heap_sizes 30 -> 35, heap_write 32 -> 40), which costs
+// every page, jsonb or not, a quarter of the blocks an SM holds; called,
+// heap_sizes needs 31 and heap_write 32 (spilling a few words per tuple
+// to L1-resident local memory).
 template <bool W>
-__device__ bool jsonb_text(const u8* p, u32 len, JsonOut<W>& out) {
+__device__ GPUPG_NOINLINE bool jsonb_text(const u8* p, u32 len, JsonOut<W>& out) {
     JsonbFrame st[JSONB_GPU_DEPTH];
     bool scalar;
     if (!jsonb_open(p, 0, len, &st[0], &scalar)) return false;
@@ -338,7 +349,7 @@ __device__ u32 jsonb_text_len(const u8* p, u32 len, bool* ok) {
 __device__ u8* jsonb_text_write(const u8* p, u32 len, u8* o) {
     JsonOut<true> out = {o, 0};
     jsonb_text(p, len, out);
-    return o + out.n;
+    return out.o;
 }
 
 #endif
