@@ -274,6 +274,7 @@ fn jsonb_pages_written_by_a_server_convert_exactly() {
         ["8192"],
         "the twin reads 8 kB pages"
     );
+    eprintln!("PostgreSQL {}", query("SHOW server_version").remove(0));
     let rel = query("SELECT pg_relation_filepath('docs')").remove(0);
     let mut special: Vec<u32> =
         query("SELECT DISTINCT ((ctid::text::point)[0])::int FROM docs WHERE id > 20000")
