@@ -6,11 +6,12 @@
 // converter, which is the reference): line pointers, tuple headers, null
 // bitmaps, alignment, 1-byte and 4-byte varlena headers, dropped
 // attributes, tuples with fewer attributes (the missing value or NULL), and
-// the send formats of SendForm. Anything else on a page (a TOAST pointer, a
-// compressed value, an unknown enum OID, any inconsistency) flags the whole
-// page: the host converts it with the CPU converter, which gives its rows or
-// the exact reason it falls back to COPY. So for every page it does not
-// flag, the bytes here must equal the CPU converter's.
+// the send formats of SendForm (jsonb's text by jsonb.cuh). Anything else
+// on a page (a TOAST pointer, a compressed value, an unknown enum OID, a
+// jsonb nested deeper than jsonb.cuh follows, any inconsistency) flags the
+// whole page: the host converts it with the CPU converter, which gives its
+// rows or the exact reason it falls back to COPY. So for every page it
+// does not flag, the bytes here must equal the CPU converter's.
 //
 // One block per page (grid-stride over pages); the page is first copied
 // into shared memory, then one thread per line pointer deforms its tuple.
@@ -32,6 +33,7 @@
 #define HF_CSTRING 9
 #define HF_NUMERIC 10
 #define HF_ENUM 11
+#define HF_JSONB 12
 
 // Deformed attribute positions: start | len << 16 (both < 32768), or one of
 // these.
@@ -236,6 +238,10 @@ __device__ __forceinline__ void varlena_payload(const u8* d, u32 l, const u8** p
     *plen = l - h;
 }
 
+// jsonb_text_len and jsonb_text_write (HF_JSONB), which use the helpers
+// above.
+#include "jsonb.cuh"
+
 // Bytes of the field of output attribute `i` (length word included), or
 // -1 when the page must be flagged.
 __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
@@ -274,6 +280,14 @@ __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i
             int k = enum_find(a, ld32le(d));
             if (k < 0) return -1;
             return 4 + (a.enum_off[k + 1] - a.enum_off[k]);
+        }
+        case HF_JSONB: {
+            // jsonb_send: a version byte 1, then the text.
+            const u8* p; u32 pl;
+            varlena_payload(d, l, &p, &pl);
+            bool ok;
+            u32 n = jsonb_text_len(p, pl, &ok);
+            return ok ? 4 + 1 + (long long)n : -1;
         }
         default: return -1;
     }
@@ -353,6 +367,16 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
             int k = enum_find(a, ld32le(d));
             u32 from = a.enum_off[k], n = a.enum_off[k + 1] - from;
             return put_bytes(put_be32(o, n), a.enum_blob + from, n);
+        }
+        case HF_JSONB: {
+            // The length word once the text is written (pass 1 measured
+            // it, but only the row's total was kept).
+            const u8* p; u32 pl;
+            varlena_payload(d, l, &p, &pl);
+            o[4] = 1;
+            u8* end = jsonb_text_write(p, pl, o + 5);
+            put_be32(o, (u32)(end - o - 4));
+            return end;
         }
         default: return o;
     }

@@ -3,7 +3,8 @@
 //! converter `transcode_page`: on every page the kernels do not flag, the
 //! rows must be byte for byte the converter's; clean pages of the common
 //! forms must not be flagged; pages with values the kernels leave to the
-//! CPU must be. Needs a C++ compiler (`c++`, or `$CXX`).
+//! CPU must be; jsonb pages, generated and written by a real server, too.
+//! Needs a C++ compiler (`c++`, or `$CXX`).
 
 mod common;
 
@@ -12,9 +13,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use common::jsonb_pages::{jsonb_layouts, jsonb_pages, malformed, nested, pages_with, GPU_DEPTH};
 use common::pages::{check_against_cpu, layouts, mutate, pages};
-use gpupg_format::heap::{set_page_checksum, TupleLayout};
-use gpupg_format::CopyChunk;
+use gpupg_format::heap::{set_page_checksum, Align, AttributeDesc, TupleLayout};
+use gpupg_format::{CopyChunk, PgType};
 use gpupg_gpu::decode::heap::slot_bases;
 use gpupg_gpu::PageLayout;
 
@@ -173,4 +175,122 @@ fn checksums_are_verified_by_the_kernels() {
     // space and the checksum field).
     let (flagged, _) = compare(&data, &all, &layouts()[0]);
     assert!(flagged.is_empty(), "{flagged:?}");
+}
+
+#[test]
+fn jsonb_pages_convert_exactly_and_none_is_flagged() {
+    for (k, layout) in jsonb_layouts().iter().enumerate() {
+        for seed in 0..3u64 {
+            let data = jsonb_pages(40 + seed + 10 * k as u64, 10);
+            let all: Vec<u32> = (0..10).collect();
+            let (flagged, refused) = compare(&data, &all, layout);
+            assert!(
+                flagged.is_empty(),
+                "layout {k} seed {seed}: flagged {flagged:?}"
+            );
+            assert!(refused.is_empty());
+        }
+    }
+}
+
+#[test]
+fn jsonb_nested_past_the_kernels_depth_is_flagged_not_followed() {
+    // Page k holds a document of GPU_DEPTH - 2 + k containers: those
+    // deeper than GPU_DEPTH are flagged (and the CPU converts them).
+    let docs: Vec<Vec<u8>> = (0..6).map(|k| nested(GPU_DEPTH - 2 + k)).collect();
+    let data = pages_with(3, &docs);
+    let all: Vec<u32> = (0..6).collect();
+    for layout in &jsonb_layouts() {
+        let (flagged, refused) = compare(&data, &all, layout);
+        assert_eq!(flagged, vec![3, 4, 5]);
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+}
+
+#[test]
+fn malformed_jsonb_is_flagged_as_the_cpu_refuses_it() {
+    let bad = malformed();
+    let data = pages_with(4, &bad);
+    let all: Vec<u32> = (0..bad.len() as u32).collect();
+    for layout in &jsonb_layouts() {
+        let (flagged, refused) = compare(&data, &all, layout);
+        assert_eq!(flagged, all);
+        assert_eq!(refused, all);
+    }
+}
+
+#[test]
+fn mutated_jsonb_pages_are_flagged_or_converted_exactly() {
+    let layouts = jsonb_layouts();
+    for seed in 0..60u64 {
+        let mut data = jsonb_pages(2000 + seed, 4);
+        mutate(&mut data, seed, 1 + (seed as usize % 5));
+        let all: Vec<u32> = (0..4).collect();
+        compare(&data, &all, &layouts[(seed % 2) as usize]);
+    }
+}
+
+/// Documents of many shapes as a server writes them, then documents
+/// nested deeper than the kernels follow and one compressed (ids past
+/// 20000): only their pages are flagged, and the CPU converts them.
+const SERVER_DOCS: &str = r#"CREATE TABLE docs (id int, doc jsonb, note text);
+    INSERT INTO docs SELECT g, CASE g % 8
+        WHEN 0 THEN jsonb_build_object('g', g, 'neg', -g * 1.25, 'tiny', g * 0.000001,
+            'big', g::numeric ^ 7, 's', 'a"b\c/' || chr(10) || chr(9) || chr(1) || chr(31) || g,
+            'u', 'é€😀', 'arr', jsonb_build_array(true, false, NULL, '{}'::jsonb, '[]'::jsonb))
+        WHEN 1 THEN to_jsonb(g * 1.50)
+        WHEN 2 THEN to_jsonb('str' || g)
+        WHEN 3 THEN 'null'::jsonb
+        WHEN 4 THEN (SELECT jsonb_agg(i) FROM generate_series(1, 40 + g % 20) i)
+        WHEN 5 THEN (SELECT jsonb_object_agg('k' || (i % 30), i * 0.1) FROM generate_series(1, 45) i)
+        WHEN 6 THEN '{"a": {"b": {"c": [1, [2, [3, {"d": "e", "d": -0.00}]]]}}, "": ""}'::jsonb
+        ELSE jsonb_build_object('x', 1e-30::numeric, 'y', 123456789012345678901234567890.000,
+            'z', '-0.00'::numeric, 'w', 1e300::numeric)
+      END, CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || g END
+    FROM generate_series(1, 20000) g;
+    INSERT INTO docs SELECT g, (repeat('[', 40) || g || repeat(']', 40))::jsonb, NULL
+    FROM generate_series(20001, 20005) g;
+    INSERT INTO docs VALUES (20006, jsonb_build_object('long', repeat('abc', 3000)), NULL)"#;
+
+#[test]
+fn jsonb_pages_written_by_a_server_convert_exactly() {
+    use gpupg_localpg::LocalServer;
+    use gpupg_source::{ConnectConfig, Connection};
+    let server = LocalServer::start().expect("start PostgreSQL");
+    let config = ConnectConfig::resolve(Some(&server.dsn())).expect("the server's DSN");
+    let mut conn = Connection::connect(&config).expect("connect");
+    let mut query = |sql: &str| -> Vec<String> {
+        let rows = conn
+            .simple_query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect()
+    };
+    query(SERVER_DOCS);
+    query("CHECKPOINT");
+    assert_eq!(
+        query("SHOW block_size"),
+        ["8192"],
+        "the twin reads 8 kB pages"
+    );
+    eprintln!("PostgreSQL {}", query("SHOW server_version").remove(0));
+    let rel = query("SELECT pg_relation_filepath('docs')").remove(0);
+    let mut special: Vec<u32> =
+        query("SELECT DISTINCT ((ctid::text::point)[0])::int FROM docs WHERE id > 20000")
+            .iter()
+            .map(|b| b.parse().expect("a block number"))
+            .collect();
+    special.sort_unstable();
+    let data = std::fs::read(server.data_dir().join(rel)).expect("the heap file");
+    let attrs = vec![
+        AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
+        AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false),
+        AttributeDesc::column(PgType::Text, -1, Align::Int, false),
+    ];
+    let layout = TupleLayout::all_columns(attrs, Default::default()).expect("layout");
+    let all: Vec<u32> = (0..(data.len() / 8192) as u32).collect();
+    let (flagged, refused) = compare(&data, &all, &layout);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(flagged, special);
 }

@@ -454,7 +454,8 @@ impl TupleLayout {
             Conv::CString => SendForm::CString,
             Conv::Numeric => SendForm::Numeric,
             Conv::Enum => SendForm::Enum,
-            Conv::Swap(_) | Conv::Jsonb | Conv::Array(_) | Conv::Unsupported(_) => SendForm::Other,
+            Conv::Jsonb => SendForm::Jsonb,
+            Conv::Swap(_) | Conv::Array(_) | Conv::Unsupported(_) => SendForm::Other,
         })
     }
 
@@ -492,7 +493,10 @@ pub enum SendForm {
     Numeric,
     /// A 4-byte enum OID, sent as its label ([`TupleLayout::enum_labels`]).
     Enum,
-    /// Anything else (jsonb, arrays, types without a converter).
+    /// On-disk jsonb to jsonb_send's format: version byte 1, then the text
+    /// `jsonb_out` prints.
+    Jsonb,
+    /// Anything else (arrays, types without a converter).
     Other,
 }
 

@@ -3,9 +3,11 @@
 //! `TupleLayout`), in the `#[repr(C)]` form they read.
 //!
 //! The kernels convert the common forms of values (those of
-//! [`SendForm`] other than `Other`) into binary COPY rows, byte for byte
-//! what `gpupg_format::heap::transcode_page` writes; a page holding
-//! anything else is flagged and left to that CPU converter.
+//! [`SendForm`] other than `Other`, jsonb included) into binary COPY rows,
+//! byte for byte what `gpupg_format::heap::transcode_page` writes; a page
+//! holding anything else (a compressed or out-of-line value, a jsonb nested
+//! deeper than the kernels follow) is flagged and left to that CPU
+//! converter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,6 +34,7 @@ fn form_code(f: SendForm) -> u8 {
         SendForm::CString => 9,
         SendForm::Numeric => 10,
         SendForm::Enum => 11,
+        SendForm::Jsonb => 12,
     }
 }
 
@@ -282,7 +285,7 @@ pub fn slot_bases_of_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpupg_format::heap::{Align, AttributeDesc};
+    use gpupg_format::heap::{Align, AttributeDesc, ElementDesc};
     use gpupg_format::PgType;
     use std::collections::HashMap;
 
@@ -315,6 +318,21 @@ mod tests {
 
         let jsonb = vec![AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false)];
         let l = TupleLayout::new(jsonb, vec![0], HashMap::new()).unwrap();
+        assert_eq!(PageLayout::new(&l).unwrap().attrs[0].form, 12);
+
+        // Arrays (jsonb[] among them) stay on the CPU.
+        let array = vec![AttributeDesc::column(
+            PgType::Array(Box::new(PgType::Jsonb)),
+            -1,
+            Align::Int,
+            false,
+        )
+        .with_element(ElementDesc {
+            typlen: -1,
+            align: Align::Int,
+            byval: false,
+        })];
+        let l = TupleLayout::new(array, vec![0], HashMap::new()).unwrap();
         let why = PageLayout::new(&l).unwrap_err();
         assert!(why.contains("attribute 1"), "{why}");
 

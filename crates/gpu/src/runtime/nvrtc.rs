@@ -24,10 +24,14 @@ pub const KERNEL_SOURCE: &str = concat!(
     include_str!("../../kernels/heap.cu")
 );
 
-/// The header every kernel file includes (`#include "common.cuh"`): its
-/// typedefs and macros. Given to NVRTC as an in-memory header, and hashed
-/// into the cache key with the source.
-pub const COMMON_HEADER: &str = include_str!("../../kernels/common.cuh");
+/// The headers the kernel files include, by the name they include them
+/// under: `common.cuh` (typedefs and macros, in every kernel file) and
+/// `jsonb.cuh` (jsonb to text, in heap.cu). Given to NVRTC as in-memory
+/// headers, and hashed into the cache key with the source.
+pub const KERNEL_HEADERS: [(&str, &str); 2] = [
+    ("common.cuh", include_str!("../../kernels/common.cuh")),
+    ("jsonb.cuh", include_str!("../../kernels/jsonb.cuh")),
+];
 
 /// What the compiled image is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,7 +98,11 @@ pub fn cache_file_name(source: &str, arch: &str, kind: ImageKind, nvrtc: (i32, i
         "decode-{arch}-nvrtc{}.{}-{:016x}.{ext}",
         nvrtc.0,
         nvrtc.1,
-        fnv1a_parts(&[source.as_bytes(), COMMON_HEADER.as_bytes()])
+        fnv1a_parts(&[
+            source.as_bytes(),
+            KERNEL_HEADERS[0].1.as_bytes(),
+            KERNEL_HEADERS[1].1.as_bytes(),
+        ])
     )
 }
 
@@ -242,20 +250,27 @@ fn compile_uncached(
         log: "kernel source contains a NUL byte".into(),
     })?;
     let name = c"decode.cu";
-    let header = CString::new(COMMON_HEADER).map_err(|_| GpuError::Nvrtc {
-        log: "kernels/common.cuh contains a NUL byte".into(),
-    })?;
-    let headers = [header.as_ptr()];
-    let include_names = [c"common.cuh".as_ptr()];
+    let mut texts = Vec::with_capacity(KERNEL_HEADERS.len());
+    let mut names = Vec::with_capacity(KERNEL_HEADERS.len());
+    for (header, text) in KERNEL_HEADERS {
+        let nul = |_| GpuError::Nvrtc {
+            log: format!("kernels/{header} contains a NUL byte"),
+        };
+        texts.push(CString::new(text).map_err(nul)?);
+        names.push(CString::new(header).map_err(nul)?);
+    }
+    let headers: Vec<*const c_char> = texts.iter().map(|t| t.as_ptr()).collect();
+    let include_names: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
     let mut prog: nv::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: valid C strings; one header, its text and name arrays of
-    // length 1, all alive until the call returns (NVRTC copies them).
+    // SAFETY: valid C strings; the headers' text and name arrays both of
+    // KERNEL_HEADERS.len() entries, all alive until the call returns (NVRTC
+    // copies them).
     let r = unsafe {
         nv::nvrtcCreateProgram(
             &mut prog,
             src.as_ptr(),
             name.as_ptr(),
-            1,
+            KERNEL_HEADERS.len() as i32,
             headers.as_ptr(),
             include_names.as_ptr(),
         )
