@@ -107,6 +107,15 @@ pub enum ToastError {
         /// Method and raw size per the pointer.
         pointer: String,
     },
+    /// A chunk's page could not be read again from the TOAST relation's
+    /// files (when chunks are indexed by location and read when needed).
+    #[error("TOAST value {value_id}: reading its chunks: {reason}")]
+    Read {
+        /// The value id.
+        value_id: u32,
+        /// The I/O error.
+        reason: String,
+    },
     /// A chunk tuple that is not `(oid, int4, bytea)` with no NULLs.
     #[error("malformed TOAST chunk tuple: {0}")]
     ChunkTuple(&'static str),
@@ -322,6 +331,15 @@ impl ChunkMap {
     /// it is then never read from the map.
     pub fn add_untrusted(&mut self, value_id: u32) {
         self.untrusted.insert(value_id);
+    }
+
+    /// Adds the chunks and untrusted values of `other`, a map of another
+    /// part of the same TOAST relation (read by another thread).
+    pub fn absorb(&mut self, other: ChunkMap) {
+        for (id, chunks) in other.values {
+            self.values.entry(id).or_default().extend(chunks);
+        }
+        self.untrusted.extend(other.untrusted);
     }
 
     /// Sorts every value's chunks by number; call once all are added.
