@@ -215,13 +215,18 @@ impl ToastIndex {
         let parts = scan.run(threads.clamp(1, ranges.max(1)), in_memory)?;
         let mut stats = ToastStats::default();
         let lookup: Arc<dyn ToastLookup> = if in_memory {
-            let mut map = ChunkMap::new(rel.oid, bs);
+            // The first part's map takes the others' chunks.
+            let mut map: Option<ChunkMap> = None;
             for (part, s) in parts {
                 stats.add(s);
                 if let Part::Bytes(m) = part {
-                    map.absorb(m);
+                    match &mut map {
+                        Some(all) => all.absorb(m),
+                        None => map = Some(m),
+                    }
                 }
             }
+            let mut map = map.unwrap_or_else(|| ChunkMap::new(rel.oid, bs));
             map.finish();
             Arc::new(map)
         } else {
@@ -384,7 +389,6 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 /// and now has not changed since the fence, so its chunks are the same.
 /// One that changed since makes the value [`ToastError::Untrusted`] and its
 /// row's page goes to COPY.
-#[derive(Debug)]
 struct ChunkPlaces {
     instance: u64,
     toast_relid: u32,
@@ -399,6 +403,21 @@ struct ChunkPlaces {
     /// The visibility map as read when indexing.
     vm: Vec<u8>,
 }
+
+impl std::fmt::Debug for ChunkPlaces {
+    /// Its relation and size, not its (many) chunks.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkPlaces")
+            .field("toast", &self.label)
+            .field("chunks", &self.chunks.len())
+            .field("untrusted", &self.untrusted.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Above this capacity, a thread's gathering buffers are given back after
+/// each value (one huge value must not stay held by every thread).
+const KEEP_SCRATCH_BYTES: usize = 16 << 20;
 
 /// One thread's buffers for [`ChunkPlaces`]: the last page read (a value's
 /// chunks are usually on one or two pages, the next value's on the same)
@@ -511,7 +530,16 @@ impl ToastLookup for ChunkPlaces {
         }
         let places = &self.chunks[from..from + n];
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut s) => self.fetch(ptr, places, &mut s, out),
+            Ok(mut s) => {
+                let s = &mut *s;
+                let r = self.fetch(ptr, places, s, out);
+                for buf in [&mut s.gathered, &mut s.stored] {
+                    if buf.capacity() > KEEP_SCRATCH_BYTES {
+                        *buf = Vec::new();
+                    }
+                }
+                r
+            }
             // Not expected (a lookup does not call another), but safe.
             Err(_) => self.fetch(ptr, places, &mut PlacesScratch::default(), out),
         })
