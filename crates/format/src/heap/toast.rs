@@ -543,6 +543,30 @@ mod tests {
     }
 
     #[test]
+    fn maps_of_parts_are_absorbed() {
+        let raw = text(5000);
+        let ptr = pointer(raw.len(), raw.len(), 0, 7);
+        let all = cut(7, &raw);
+        // Chunks 2 and 0 in one part, 1 and an untrusted value in the other.
+        let mut a = ChunkMap::new(16390, 8192);
+        a.add(parse_chunk(&all[2]).unwrap());
+        a.add(parse_chunk(&all[0]).unwrap());
+        let mut b = ChunkMap::new(16390, 8192);
+        b.add(parse_chunk(&all[1]).unwrap());
+        b.add_untrusted(9);
+        a.absorb(b);
+        a.finish();
+        let mut out = Vec::new();
+        a.detoast(&ptr, &mut out).unwrap();
+        assert_eq!(out, raw);
+        assert_eq!(a.bytes(), raw.len());
+        assert_eq!(
+            a.detoast(&pointer(10, 10, 0, 9), &mut out),
+            Err(ToastError::Untrusted(9))
+        );
+    }
+
+    #[test]
     fn compressed_header_must_match_pointer() {
         let raw = text(6000);
         let mut lz = (raw.len() as u32 | 1 << 30).to_le_bytes().to_vec();

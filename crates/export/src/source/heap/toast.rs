@@ -191,8 +191,20 @@ impl ToastIndex {
         dirty: &(dyn Fn(u64) -> bool + Sync),
         threads: usize,
     ) -> Result<ToastIndex, String> {
+        let in_memory = files.nblocks() * rel.block_size as u64 <= memory_budget();
+        Self::build_as(rel, files, (fence, dirty), threads, in_memory)
+    }
+
+    /// [`Self::build`], the chunks' bytes held (`in_memory`) or their
+    /// places.
+    fn build_as(
+        rel: &HeapRelation,
+        files: RelationFiles,
+        (fence, dirty): (u64, &(dyn Fn(u64) -> bool + Sync)),
+        threads: usize,
+        in_memory: bool,
+    ) -> Result<ToastIndex, String> {
         let bs = rel.block_size;
-        let in_memory = files.nblocks() * bs as u64 <= memory_budget();
         let vm = files
             .read_visibility_map()
             .map_err(|e| format!("reading the visibility map of {}: {e}", rel.label))?;
@@ -543,5 +555,172 @@ impl ToastLookup for ChunkPlaces {
             // Not expected (a lookup does not call another), but safe.
             Err(_) => self.fetch(ptr, places, &mut PlacesScratch::default(), out),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpupg_format::heap::build::{heap_fill_tuple, varlena_4b, FillAttr, PageBuilder};
+    use gpupg_format::heap::page::PD_ALL_VISIBLE;
+
+    const BS: usize = 8192;
+    const RELID: u32 = 16390;
+    const FENCE: u64 = 1000;
+
+    fn chunk_tuple(value_id: u32, seq: i32, data: &[u8]) -> Vec<u8> {
+        let attrs = [
+            FillAttr::new(4, Align::Int),
+            FillAttr::new(4, Align::Int),
+            FillAttr::new(-1, Align::Int),
+        ];
+        heap_fill_tuple(
+            &attrs,
+            &[
+                Some(&value_id.to_le_bytes()[..]),
+                Some(&seq.to_le_bytes()[..]),
+                Some(&varlena_4b(data)[..]),
+            ],
+        )
+    }
+
+    /// An all-visible TOAST page of block `blkno`, last changed at `lsn`,
+    /// holding `chunks` (value id, number, bytes).
+    fn page(blkno: u32, lsn: u64, chunks: &[(u32, i32, &[u8])]) -> Vec<u8> {
+        let mut b = PageBuilder::new(BS, blkno);
+        for &(id, seq, data) in chunks {
+            b.add_tuple(&chunk_tuple(id, seq, data))
+                .expect("chunk fits");
+        }
+        b.set_flags(PD_ALL_VISIBLE);
+        b.set_lsn(lsn);
+        b.finish()
+    }
+
+    fn relation(dir: &std::path::Path) -> HeapRelation {
+        let attributes = vec![
+            AttributeDesc::column(PgType::Oid, 4, Align::Int, true),
+            AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
+            AttributeDesc::column(PgType::Bytea, -1, Align::Int, false),
+        ];
+        HeapRelation {
+            label: "toast".into(),
+            oid: RELID,
+            data_dir: dir.into(),
+            base_path: dir.join(RELID.to_string()),
+            block_size: BS,
+            segment_blocks: 131072,
+            checksums: false,
+            layout: TupleLayout::all_columns(attributes, Default::default()).expect("layout"),
+        }
+    }
+
+    /// A value of 5000 bytes (chunks of 1996, 1996, 1008) across blocks 0
+    /// and 1, and one of 100 bytes on block 1, both blocks all-visible.
+    fn write_relation(rel: &HeapRelation, block1_lsn: u64) -> Vec<u8> {
+        let raw: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = page(0, 500, &[(1, 0, &raw[..1996]), (1, 1, &raw[1996..3992])]);
+        file.extend(page(
+            1,
+            block1_lsn,
+            &[(1, 2, &raw[3992..]), (2, 0, &raw[..100])],
+        ));
+        std::fs::write(&rel.base_path, &file).expect("TOAST file");
+        // The visibility map: one page, blocks 0 and 1 all-visible.
+        let mut vm = vec![0u8; BS];
+        vm[24] = 0b0101;
+        let mut vm_path = rel.base_path.clone().into_os_string();
+        vm_path.push("_vm");
+        std::fs::write(vm_path, vm).expect("VM file");
+        raw
+    }
+
+    fn pointer(len: usize, value_id: u32) -> ToastPointer {
+        ToastPointer {
+            rawsize: len as i32 + 4,
+            extinfo: len as u32,
+            value_id,
+            toast_relid: RELID,
+        }
+    }
+
+    fn build_index(rel: &HeapRelation, in_memory: bool) -> ToastIndex {
+        let files =
+            RelationFiles::open(&rel.base_path, BS, rel.segment_blocks).expect("open files");
+        ToastIndex::build_as(rel, files, (FENCE, &|_| false), 2, in_memory).expect("index")
+    }
+
+    /// On another thread: without this thread's cached page.
+    fn detoast(index: &ToastIndex, ptr: ToastPointer) -> Result<Vec<u8>, ToastError> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut out = Vec::new();
+                index.lookup.detoast(&ptr, &mut out).map(|_| out)
+            })
+            .join()
+            .expect("lookup thread")
+        })
+    }
+
+    #[test]
+    fn values_by_location_are_read_again_and_judged_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rel = relation(dir.path());
+        let raw = write_relation(&rel, 600);
+        for in_memory in [true, false] {
+            let index = build_index(&rel, in_memory);
+            assert_eq!(index.in_memory, in_memory);
+            assert_eq!((index.stats.pages, index.stats.trusted), (2, 2));
+            assert_eq!(index.stats.chunks, 4);
+            assert_eq!(detoast(&index, pointer(5000, 1)), Ok(raw.clone()));
+            assert_eq!(detoast(&index, pointer(100, 2)), Ok(raw[..100].to_vec()));
+            assert_eq!(
+                detoast(&index, pointer(100, 3)),
+                Err(ToastError::Missing(3))
+            );
+        }
+        // Block 1 changed after the fence once indexed by location: its
+        // values are not read from it; block 0 still is.
+        let index = build_index(&rel, false);
+        let one = |index: &ToastIndex| {
+            let mut out = Vec::new();
+            index
+                .lookup
+                .detoast(&pointer(100, 2), &mut out)
+                .map(|_| out)
+        };
+        // This thread caches block 1 as it was trusted: still the value.
+        assert_eq!(one(&index), Ok(raw[..100].to_vec()));
+        write_relation(&rel, FENCE + 1);
+        assert_eq!(one(&index), Ok(raw[..100].to_vec()));
+        assert_eq!(
+            detoast(&index, pointer(100, 2)),
+            Err(ToastError::Untrusted(2))
+        );
+        assert_eq!(
+            detoast(&index, pointer(5000, 1)),
+            Err(ToastError::Untrusted(1))
+        );
+        // Indexed after the change: block 1's values are marked untrusted.
+        for in_memory in [true, false] {
+            let index = build_index(&rel, in_memory);
+            assert_eq!(index.stats.trusted, 1);
+            assert_eq!(
+                detoast(&index, pointer(100, 2)),
+                Err(ToastError::Untrusted(2))
+            );
+            assert_eq!(
+                detoast(&index, pointer(5000, 1)),
+                Err(ToastError::Untrusted(1))
+            );
+        }
+        // A file cut short after indexing: the value cannot be read again.
+        write_relation(&rel, 600);
+        let index = build_index(&rel, false);
+        std::fs::write(&rel.base_path, vec![0u8; BS]).expect("truncate");
+        assert!(matches!(
+            detoast(&index, pointer(100, 2)),
+            Err(ToastError::Read { value_id: 2, .. })
+        ));
     }
 }
