@@ -256,6 +256,8 @@ pub(crate) fn prepare(
         .chain(toast_files.iter().map(|(_, _, t, f)| (t, f)))
         .collect();
     let proof = prove_files(&mut probe, fence, &pairs, sync.synced)?;
+    // The TOAST files proven here move into the index (read again there
+    // when the chunks are indexed by location).
     drop(pairs);
     read_toast(
         &mut rels,
