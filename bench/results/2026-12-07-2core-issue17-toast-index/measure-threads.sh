@@ -1,5 +1,5 @@
 #!/bin/bash
-source <(sed -n '2,/^}/p' /tmp/tb/meas.sh)
+source <(sed -n '2,/^}/p' "$(dirname "$0")/measure.sh")
 DBG=/work/wt/toastbig/target/debug/gpupgparser
 uptime
 for i in 1 2 3; do
