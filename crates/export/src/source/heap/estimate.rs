@@ -29,8 +29,8 @@ pub(super) struct Sampled<'a> {
     pub table: &'a TableInfo,
     pub layout: &'a TupleLayout,
     /// Whether its values stored out of line are read from the files (its
-    /// TOAST relation is small enough to index, [`super::toast`]); if not,
-    /// a page holding one falls back.
+    /// TOAST relation's files open: any size is indexed, [`super::toast`]);
+    /// if not, a page holding one falls back.
     pub toast_read: bool,
 }
 
