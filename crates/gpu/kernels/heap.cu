@@ -34,6 +34,7 @@
 #define HF_NUMERIC 10
 #define HF_ENUM 11
 #define HF_JSONB 12
+#define HF_ARRAY 13
 
 // Deformed attribute positions: start | len << 16 (both < 32768), or one of
 // these.
@@ -57,7 +58,10 @@ struct HeapAttr {
     u8 form;
     i32 missing_len;  // -1: NULL
     u32 missing_off;
-    u32 pad;
+    // HF_ARRAY: the elements' form, alignment and typlen.
+    u8 elem_form;
+    u8 elem_align_mask;
+    i16 elem_typlen;
 };
 
 // struct HeapArgs in src/decode/heap.rs.
@@ -242,15 +246,11 @@ __device__ __forceinline__ void varlena_payload(const u8* d, u32 l, const u8** p
 // above.
 #include "jsonb.cuh"
 
-// Bytes of the field of output attribute `i` (length word included), or
-// -1 when the page must be flagged.
-__device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
-    if (posv == POS_NULL) return 4;
-    HeapAttr at = a.attrs[i];
-    if (posv == POS_MISSING) return 4 + (at.missing_len < 0 ? 0 : at.missing_len);
-    const u8* d = t0 + (posv & 0xffff);
-    u32 l = posv >> 16;
-    switch (at.form) {
+// Bytes of the field (length word included) of the value d[0..l) in form
+// `form` (any but HF_ARRAY), or -1 when the page must be flagged. A varlena
+// value's header is already checked (by deform() or array_size()).
+__device__ __forceinline__ long long value_size(u32 form, const u8* d, u32 l, const HeapArgs& a) {
+    switch (form) {
         case HF_BOOL: return l >= 1 ? 5 : -1;
         case HF_SWAP2: return l == 2 ? 6 : -1;
         case HF_SWAP4: return l == 4 ? 8 : -1;
@@ -310,18 +310,10 @@ __device__ __forceinline__ u8* put_reversed(u8* o, const u8* s, u32 n) {
     return o + n;
 }
 
-// Writes the field of output attribute `i` (checked by field_size()).
-__device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
-    if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
-    HeapAttr at = a.attrs[i];
-    if (posv == POS_MISSING) {
-        if (at.missing_len < 0) return put_be32(o, 0xffffffffu);
-        o = put_be32(o, (u32)at.missing_len);
-        return put_bytes(o, a.missing + at.missing_off, (u32)at.missing_len);
-    }
-    const u8* d = t0 + (posv & 0xffff);
-    u32 l = posv >> 16;
-    switch (at.form) {
+// Writes the field of the value d[0..l) in form `form` (any but HF_ARRAY;
+// checked by value_size()).
+__device__ __forceinline__ u8* put_value(u8* o, u32 form, const u8* d, u32 l, const HeapArgs& a) {
+    switch (form) {
         case HF_BOOL:
             o = put_be32(o, 1);
             *o = d[0] != 0;
@@ -380,6 +372,37 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
         }
         default: return o;
     }
+}
+
+// array_size and array_write (HF_ARRAY), which use value_size and
+// put_value for the elements.
+#include "array.cuh"
+
+// Bytes of the field of output attribute `i` (length word included), or
+// -1 when the page must be flagged.
+__device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
+    if (posv == POS_NULL) return 4;
+    HeapAttr at = a.attrs[i];
+    if (posv == POS_MISSING) return 4 + (at.missing_len < 0 ? 0 : at.missing_len);
+    const u8* d = t0 + (posv & 0xffff);
+    u32 l = posv >> 16;
+    if (at.form == HF_ARRAY) return array_size(d, l, at, a);
+    return value_size(at.form, d, l, a);
+}
+
+// Writes the field of output attribute `i` (checked by field_size()).
+__device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
+    if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
+    HeapAttr at = a.attrs[i];
+    if (posv == POS_MISSING) {
+        if (at.missing_len < 0) return put_be32(o, 0xffffffffu);
+        o = put_be32(o, (u32)at.missing_len);
+        return put_bytes(o, a.missing + at.missing_off, (u32)at.missing_len);
+    }
+    const u8* d = t0 + (posv & 0xffff);
+    u32 l = posv >> 16;
+    if (at.form == HF_ARRAY) return array_write(o, d, l, at, a);
+    return put_value(o, at.form, d, l, a);
 }
 
 extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
