@@ -7,17 +7,20 @@
 // its bytes are converted by value_size / put_value of heap.cu, so every
 // scalar form converts inside arrays too.
 //
-// Included by heap.cu after value_size and put_value; both functions here
-// stay out of line so the per-row loops of heap_sizes and heap_write keep
-// their registers (an array column costs a call, other columns nothing).
+// Included by heap.cu after value_size and put_value. Only the kernels'
+// array variants (heap_sizes_arrays, heap_write_arrays: launched for the
+// tables with an array column) use these functions, so the kernels of the
+// other tables keep their registers (31 and 32 on sm_90, against 47 and 48
+// with arrays: out of line, the calls cost more, 64 and 56).
 //
 // NVRTC gets this file as an in-memory header named "array.cuh" (see
 // src/runtime/nvrtc.rs); the CPU twin finds it beside heap.cu.
 
 // ARRAY_MAX_DIMS and ARRAY_MAX_ELEMENTS of gpupg_format::value (MAXDIM
 // and MaxArraySize of PostgreSQL).
-#define ARRAY_MAX_DIMS 6
-#define ARRAY_MAX_ELEMENTS (0x3fffffffull / 8)
+// (decode.cu, compiled in the same module, has its own ARRAY_MAX_*.)
+#define HEAP_ARRAY_MAX_DIMS 6
+#define HEAP_ARRAY_MAX_ELEMENTS (0x3fffffffull / 8)
 
 __device__ __forceinline__ i32 ld32s(const u8* p) { return (i32)ld32le(p); }
 
@@ -35,20 +38,25 @@ struct ArrayHead {
 __device__ __forceinline__ bool array_head(const u8* p, u32 pl, ArrayHead* h) {
     if (pl < 12) return false;
     i32 ndim = ld32s(p), dataoffset = ld32s(p + 4);
-    if (ndim < 0 || ndim > ARRAY_MAX_DIMS) return false;
+    if (ndim < 0 || ndim > HEAP_ARRAY_MAX_DIMS) return false;
     u32 nd = (u32)ndim;
     u32 header_end = 12 + 8 * nd;
     if (pl < header_end) return false;
-    // A saturating product, as the CPU's: a zero dimension makes the array
-    // empty whatever the others are.
+    // The CPU's product saturates: a zero dimension makes the array empty
+    // whatever the others are, and any other product past the limit is
+    // refused. Clamping to the limit + 1 keeps that without a 64-bit
+    // division (limit * dim < 2^59).
     u64 nitems = nd == 0 ? 0 : 1;
+    bool zero = false;
     for (u32 k = 0; k < nd; k++) {
         i32 dim = ld32s(p + 12 + 4 * k);
         if (dim < 0) return false;
-        u64 d = (u64)dim;
-        if (d != 0 && nitems > ~0ull / d) nitems = ~0ull; else nitems *= d;
+        zero |= dim == 0;
+        nitems *= (u64)dim;
+        if (nitems > HEAP_ARRAY_MAX_ELEMENTS) nitems = HEAP_ARRAY_MAX_ELEMENTS + 1;
     }
-    if (nitems > ARRAY_MAX_ELEMENTS) return false;
+    if (zero) nitems = 0;
+    if (nitems > HEAP_ARRAY_MAX_ELEMENTS) return false;
     u32 bl = 0;
     h->bitmap = 0;
     u32 data_start;
@@ -106,7 +114,7 @@ __device__ __forceinline__ bool array_is_null(const ArrayHead& h, u32 i) {
 // Bytes of the array_send field (length word included) of the array datum
 // d[0..l) (its varlena header checked by deform()), or -1 when the page
 // must be flagged.
-__device__ GPUPG_NOINLINE long long array_size(const u8* d, u32 l, HeapAttr at,
+__device__ __forceinline__ long long array_size(const u8* d, u32 l, HeapAttr at,
                                               const HeapArgs& a) {
     const u8* p; u32 pl;
     varlena_payload(d, l, &p, &pl);
@@ -131,7 +139,7 @@ __device__ GPUPG_NOINLINE long long array_size(const u8* d, u32 l, HeapAttr at,
 }
 
 // Writes the field of the array datum d[0..l) (checked by array_size()).
-__device__ GPUPG_NOINLINE u8* array_write(u8* o, const u8* d, u32 l, HeapAttr at,
+__device__ __forceinline__ u8* array_write(u8* o, const u8* d, u32 l, HeapAttr at,
                                          const HeapArgs& a) {
     const u8* p; u32 pl;
     varlena_payload(d, l, &p, &pl);

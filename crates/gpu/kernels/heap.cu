@@ -379,18 +379,20 @@ __device__ __forceinline__ u8* put_value(u8* o, u32 form, const u8* d, u32 l, co
 #include "array.cuh"
 
 // Bytes of the field of output attribute `i` (length word included), or
-// -1 when the page must be flagged.
+// -1 when the page must be flagged (an array too, unless ARRAYS).
+template <bool ARRAYS>
 __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
     if (posv == POS_NULL) return 4;
     HeapAttr at = a.attrs[i];
     if (posv == POS_MISSING) return 4 + (at.missing_len < 0 ? 0 : at.missing_len);
     const u8* d = t0 + (posv & 0xffff);
     u32 l = posv >> 16;
-    if (at.form == HF_ARRAY) return array_size(d, l, at, a);
+    if (ARRAYS && at.form == HF_ARRAY) return array_size(d, l, at, a);
     return value_size(at.form, d, l, a);
 }
 
 // Writes the field of output attribute `i` (checked by field_size()).
+template <bool ARRAYS>
 __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
     if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
     HeapAttr at = a.attrs[i];
@@ -401,11 +403,13 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
     }
     const u8* d = t0 + (posv & 0xffff);
     u32 l = posv >> 16;
-    if (at.form == HF_ARRAY) return array_write(o, d, l, at, a);
+    if (ARRAYS && at.form == HF_ARRAY) return array_write(o, d, l, at, a);
     return put_value(o, at.form, d, l, a);
 }
 
-extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
+// The kernels' bodies, with or without arrays (see the kernels at the end).
+template <bool ARRAYS>
+__device__ __forceinline__ void heap_sizes_body(const HeapArgs& a) {
     HEAP_SMEM;
     __shared__ u32 s_bad;
     __shared__ u32 s_sums[32];
@@ -445,7 +449,7 @@ extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
                     long long total = 2;
                     for (u32 c = 0; c < a.nout && !bad; c++) {
                         u32 i = a.outputs[c];
-                        long long f = field_size(smem + t, pos[i], a, i);
+                        long long f = field_size<ARRAYS>(smem + t, pos[i], a, i);
                         if (f < 0) bad = true; else total += f;
                     }
                     if (total > 0x7fffffffll) bad = true;
@@ -475,7 +479,8 @@ extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
+template <bool ARRAYS>
+__device__ __forceinline__ void heap_write_body(const HeapArgs& a) {
     HEAP_SMEM;
     u32 pos[HEAP_MAX_ATTS];
     for (u32 p = blockIdx.x; p < a.npages; p += gridDim.x) {
@@ -501,9 +506,25 @@ extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
             u8* o = put_be16(a.out + start, a.nout);
             for (u32 c = 0; c < a.nout; c++) {
                 u32 i = a.outputs[c];
-                o = put_field(o, smem + t, pos[i], a, i);
+                o = put_field<ARRAYS>(o, smem + t, pos[i], a, i);
             }
         }
         __syncthreads();
     }
+}
+
+// Tables without an array column take the kernels without the array path:
+// inlined, it would cost them registers (occupancy) for nothing. With one,
+// the host launches the *_arrays pair.
+extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
+    heap_sizes_body<false>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
+    heap_write_body<false>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_sizes_arrays(HeapArgs a) {
+    heap_sizes_body<true>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_write_arrays(HeapArgs a) {
+    heap_write_body<true>(a);
 }

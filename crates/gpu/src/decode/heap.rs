@@ -20,6 +20,9 @@ pub const MAX_GPU_ATTRIBUTES: usize = 64;
 /// Threads per block of the page kernels (one block per page).
 pub(crate) const PAGE_THREADS: u32 = 128;
 
+/// `HF_ARRAY` in kernels/heap.cu.
+const HF_ARRAY: u8 = 13;
+
 /// `HF_*` in kernels/heap.cu.
 fn form_code(f: SendForm) -> u8 {
     match f {
@@ -36,7 +39,7 @@ fn form_code(f: SendForm) -> u8 {
         SendForm::Numeric => 10,
         SendForm::Enum => 11,
         SendForm::Jsonb => 12,
-        SendForm::Array => 13,
+        SendForm::Array => HF_ARRAY,
     }
 }
 
@@ -190,6 +193,16 @@ impl PageLayout {
     /// data checksums).
     pub fn checksums(&self) -> bool {
         self.checksums
+    }
+
+    /// Whether an output column is an array: the kernels' array variants
+    /// convert its pages.
+    pub fn has_arrays(&self) -> bool {
+        self.outputs.iter().any(|&o| {
+            self.attrs
+                .get(usize::from(o))
+                .is_some_and(|a| a.form == HF_ARRAY)
+        })
     }
 
     /// Identifies this layout in the decoders' caches.
@@ -354,6 +367,9 @@ mod tests {
             .map(|a| (a.form, a.elem_form, a.elem_align_mask, a.elem_typlen))
             .collect();
         assert_eq!(elems, vec![(13, 12, 3, -1), (13, 4, 7, 8), (13, 1, 0, 1)]);
+        assert!(p.has_arrays());
+        let l = TupleLayout::new(attrs.clone(), vec![0], HashMap::new()).unwrap();
+        assert!(!PageLayout::new(&l).unwrap().has_arrays());
         let tables = p.kernel_tables();
         assert_eq!(&tables[0][16 + 12..16 + 16], &[4, 7, 8, 0]);
 
