@@ -6,9 +6,10 @@
 // converter, which is the reference): line pointers, tuple headers, null
 // bitmaps, alignment, 1-byte and 4-byte varlena headers, dropped
 // attributes, tuples with fewer attributes (the missing value or NULL), and
-// the send formats of SendForm (jsonb's text by jsonb.cuh). Anything else
-// on a page (a TOAST pointer, a compressed value, an unknown enum OID, a
-// jsonb nested deeper than jsonb.cuh follows, any inconsistency) flags the
+// the send formats of SendForm (jsonb's text by jsonb.cuh, arrays by
+// array.cuh). Anything else on a page (a TOAST pointer, a compressed value
+// or array element, an unknown enum OID, a jsonb nested deeper than
+// jsonb.cuh follows, any inconsistency) flags the
 // whole page: the host converts it with the CPU converter, which gives its
 // rows or the exact reason it falls back to COPY. So for every page it
 // does not flag, the bytes here must equal the CPU converter's.
@@ -17,7 +18,8 @@
 // into shared memory, then one thread per line pointer deforms its tuple.
 // Pass 1 (heap_sizes) writes each line pointer's row length (0: no row) and
 // a 0/1 row count; the host scans both; pass 2 (heap_write) writes the rows
-// at the scanned offsets.
+// at the scanned offsets. Tables with an array column take the *_arrays
+// variants of both (end of this file).
 
 #include "common.cuh"
 
