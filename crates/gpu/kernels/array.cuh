@@ -9,16 +9,18 @@
 //
 // Included by heap.cu after value_size and put_value. Only the kernels'
 // array variants (heap_sizes_arrays, heap_write_arrays: launched for the
-// tables with an array column) use these functions, so the kernels of the
-// other tables keep their registers (31 and 32 on sm_90, against 47 and 48
-// with arrays: out of line, the calls cost more, 64 and 56).
+// tables that output an array column) use these functions, so the kernels
+// of the other tables keep their registers: on sm_90 (NVRTC 13, ptxas -v)
+// heap_sizes and heap_write use 32 each, the array variants 47 and 48. Out
+// of line (GPUPG_NOINLINE) the array path cost more, 64 and 56, as a
+// callee's registers count for every kernel that calls it.
 //
 // NVRTC gets this file as an in-memory header named "array.cuh" (see
 // src/runtime/nvrtc.rs); the CPU twin finds it beside heap.cu.
 
 // ARRAY_MAX_DIMS and ARRAY_MAX_ELEMENTS of gpupg_format::value (MAXDIM
-// and MaxArraySize of PostgreSQL).
-// (decode.cu, compiled in the same module, has its own ARRAY_MAX_*.)
+// and MaxArraySize of PostgreSQL), renamed: decode.cu, compiled in the same
+// module, defines its own ARRAY_MAX_*.
 #define HEAP_ARRAY_MAX_DIMS 6
 #define HEAP_ARRAY_MAX_ELEMENTS (0x3fffffffull / 8)
 

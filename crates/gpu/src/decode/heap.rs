@@ -8,7 +8,8 @@
 //! `gpupg_format::heap::transcode_page` writes; a page holding anything
 //! else (a compressed or out-of-line value or array element, a jsonb
 //! nested deeper than the kernels follow) is flagged and left to that CPU
-//! converter.
+//! converter. Layouts that output an array take the kernels' array
+//! variants ([`PageLayout::has_arrays`]), which need more registers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
