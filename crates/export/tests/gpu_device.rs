@@ -123,8 +123,8 @@ fn device_export_equals_cpu_export() {
     gpupg_datagen::create_all_types(&config(&dsn), 3000).expect("all_types");
     gpupg_datagen::create_lineorder(&config(&dsn), "lineorder", 50_000, 4).expect("lineorder");
     // All-visible pages, so the heap path reads them from the files (the
-    // GPU page kernels do not convert arrays: all_types' pages are
-    // converted into rows on the CPU, then decoded on the GPU).
+    // GPU page kernels' array variants convert all_types' pages, arrays of
+    // every type included).
     exec(&dsn, "CHECKPOINT");
     exec(&dsn, "VACUUM (FREEZE) all_types, lineorder");
     for source in [Source::Copy, Source::Heap] {

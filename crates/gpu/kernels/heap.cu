@@ -6,9 +6,10 @@
 // converter, which is the reference): line pointers, tuple headers, null
 // bitmaps, alignment, 1-byte and 4-byte varlena headers, dropped
 // attributes, tuples with fewer attributes (the missing value or NULL), and
-// the send formats of SendForm (jsonb's text by jsonb.cuh). Anything else
-// on a page (a TOAST pointer, a compressed value, an unknown enum OID, a
-// jsonb nested deeper than jsonb.cuh follows, any inconsistency) flags the
+// the send formats of SendForm (jsonb's text by jsonb.cuh, arrays by
+// array.cuh). Anything else on a page (a TOAST pointer, a compressed value
+// or array element, an unknown enum OID, a jsonb nested deeper than
+// jsonb.cuh follows, any inconsistency) flags the
 // whole page: the host converts it with the CPU converter, which gives its
 // rows or the exact reason it falls back to COPY. So for every page it
 // does not flag, the bytes here must equal the CPU converter's.
@@ -17,7 +18,8 @@
 // into shared memory, then one thread per line pointer deforms its tuple.
 // Pass 1 (heap_sizes) writes each line pointer's row length (0: no row) and
 // a 0/1 row count; the host scans both; pass 2 (heap_write) writes the rows
-// at the scanned offsets.
+// at the scanned offsets. Tables with an array column take the *_arrays
+// variants of both (end of this file).
 
 #include "common.cuh"
 
@@ -34,6 +36,7 @@
 #define HF_NUMERIC 10
 #define HF_ENUM 11
 #define HF_JSONB 12
+#define HF_ARRAY 13
 
 // Deformed attribute positions: start | len << 16 (both < 32768), or one of
 // these.
@@ -57,7 +60,10 @@ struct HeapAttr {
     u8 form;
     i32 missing_len;  // -1: NULL
     u32 missing_off;
-    u32 pad;
+    // HF_ARRAY: the elements' form, alignment and typlen.
+    u8 elem_form;
+    u8 elem_align_mask;
+    i16 elem_typlen;
 };
 
 // struct HeapArgs in src/decode/heap.rs.
@@ -242,15 +248,11 @@ __device__ __forceinline__ void varlena_payload(const u8* d, u32 l, const u8** p
 // above.
 #include "jsonb.cuh"
 
-// Bytes of the field of output attribute `i` (length word included), or
-// -1 when the page must be flagged.
-__device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
-    if (posv == POS_NULL) return 4;
-    HeapAttr at = a.attrs[i];
-    if (posv == POS_MISSING) return 4 + (at.missing_len < 0 ? 0 : at.missing_len);
-    const u8* d = t0 + (posv & 0xffff);
-    u32 l = posv >> 16;
-    switch (at.form) {
+// Bytes of the field (length word included) of the value d[0..l) in form
+// `form` (any but HF_ARRAY), or -1 when the page must be flagged. A varlena
+// value's header is already checked (by deform() or array_size()).
+__device__ __forceinline__ long long value_size(u32 form, const u8* d, u32 l, const HeapArgs& a) {
+    switch (form) {
         case HF_BOOL: return l >= 1 ? 5 : -1;
         case HF_SWAP2: return l == 2 ? 6 : -1;
         case HF_SWAP4: return l == 4 ? 8 : -1;
@@ -310,18 +312,10 @@ __device__ __forceinline__ u8* put_reversed(u8* o, const u8* s, u32 n) {
     return o + n;
 }
 
-// Writes the field of output attribute `i` (checked by field_size()).
-__device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
-    if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
-    HeapAttr at = a.attrs[i];
-    if (posv == POS_MISSING) {
-        if (at.missing_len < 0) return put_be32(o, 0xffffffffu);
-        o = put_be32(o, (u32)at.missing_len);
-        return put_bytes(o, a.missing + at.missing_off, (u32)at.missing_len);
-    }
-    const u8* d = t0 + (posv & 0xffff);
-    u32 l = posv >> 16;
-    switch (at.form) {
+// Writes the field of the value d[0..l) in form `form` (any but HF_ARRAY;
+// checked by value_size()).
+__device__ __forceinline__ u8* put_value(u8* o, u32 form, const u8* d, u32 l, const HeapArgs& a) {
+    switch (form) {
         case HF_BOOL:
             o = put_be32(o, 1);
             *o = d[0] != 0;
@@ -382,7 +376,42 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
+// array_size and array_write (HF_ARRAY), which use value_size and
+// put_value for the elements.
+#include "array.cuh"
+
+// Bytes of the field of output attribute `i` (length word included), or
+// -1 when the page must be flagged (an array too, unless ARRAYS).
+template <bool ARRAYS>
+__device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
+    if (posv == POS_NULL) return 4;
+    HeapAttr at = a.attrs[i];
+    if (posv == POS_MISSING) return 4 + (at.missing_len < 0 ? 0 : at.missing_len);
+    const u8* d = t0 + (posv & 0xffff);
+    u32 l = posv >> 16;
+    if (ARRAYS && at.form == HF_ARRAY) return array_size(d, l, at, a);
+    return value_size(at.form, d, l, a);
+}
+
+// Writes the field of output attribute `i` (checked by field_size()).
+template <bool ARRAYS>
+__device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
+    if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
+    HeapAttr at = a.attrs[i];
+    if (posv == POS_MISSING) {
+        if (at.missing_len < 0) return put_be32(o, 0xffffffffu);
+        o = put_be32(o, (u32)at.missing_len);
+        return put_bytes(o, a.missing + at.missing_off, (u32)at.missing_len);
+    }
+    const u8* d = t0 + (posv & 0xffff);
+    u32 l = posv >> 16;
+    if (ARRAYS && at.form == HF_ARRAY) return array_write(o, d, l, at, a);
+    return put_value(o, at.form, d, l, a);
+}
+
+// The kernels' bodies, with or without arrays (see the kernels at the end).
+template <bool ARRAYS>
+__device__ __forceinline__ void heap_sizes_body(const HeapArgs& a) {
     HEAP_SMEM;
     __shared__ u32 s_bad;
     __shared__ u32 s_sums[32];
@@ -422,7 +451,7 @@ extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
                     long long total = 2;
                     for (u32 c = 0; c < a.nout && !bad; c++) {
                         u32 i = a.outputs[c];
-                        long long f = field_size(smem + t, pos[i], a, i);
+                        long long f = field_size<ARRAYS>(smem + t, pos[i], a, i);
                         if (f < 0) bad = true; else total += f;
                     }
                     if (total > 0x7fffffffll) bad = true;
@@ -452,7 +481,8 @@ extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
+template <bool ARRAYS>
+__device__ __forceinline__ void heap_write_body(const HeapArgs& a) {
     HEAP_SMEM;
     u32 pos[HEAP_MAX_ATTS];
     for (u32 p = blockIdx.x; p < a.npages; p += gridDim.x) {
@@ -478,9 +508,25 @@ extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
             u8* o = put_be16(a.out + start, a.nout);
             for (u32 c = 0; c < a.nout; c++) {
                 u32 i = a.outputs[c];
-                o = put_field(o, smem + t, pos[i], a, i);
+                o = put_field<ARRAYS>(o, smem + t, pos[i], a, i);
             }
         }
         __syncthreads();
     }
+}
+
+// Tables without an array column take the kernels without the array path:
+// inlined, it would cost them registers (occupancy) for nothing. With one,
+// the host launches the *_arrays pair.
+extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
+    heap_sizes_body<false>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
+    heap_write_body<false>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_sizes_arrays(HeapArgs a) {
+    heap_sizes_body<true>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_write_arrays(HeapArgs a) {
+    heap_write_body<true>(a);
 }
