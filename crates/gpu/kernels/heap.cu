@@ -5,11 +5,13 @@
 // A port of the common forms of gpupg_format::heap::transcode (the CPU
 // converter, which is the reference): line pointers, tuple headers, null
 // bitmaps, alignment, 1-byte and 4-byte varlena headers, dropped
-// attributes, tuples with fewer attributes (the missing value or NULL), and
-// the send formats of SendForm. Anything else on a page (a TOAST pointer, a
-// compressed value, an unknown enum OID, any inconsistency) flags the whole
-// page: the host converts it with the CPU converter, which gives its rows or
-// the exact reason it falls back to COPY. So for every page it does not
+// attributes, tuples with fewer attributes (the missing value or NULL),
+// the send formats of SendForm, and values of the byte-copied varlena form
+// (HF_VARLENA) compressed inline with pglz or LZ4 (inflate.cuh). Anything
+// else on a page (a TOAST pointer, a compressed value of another form, an
+// unknown enum OID, any inconsistency) flags the whole page: the host
+// converts it with the CPU converter, which gives its rows or the exact
+// reason it falls back to COPY. So for every page it does not
 // flag, the bytes here must equal the CPU converter's.
 //
 // One block per page (grid-stride over pages); the page is first copied
@@ -19,6 +21,7 @@
 // at the scanned offsets.
 
 #include "common.cuh"
+#include "inflate.cuh"
 
 #define HF_DROPPED 0
 #define HF_BOOL 1
@@ -166,9 +169,15 @@ __device__ int deform(const u8* pg, u32 lp, const HeapArgs& a, u32* pos) {
             } else {
                 if (dlen - o < 4) return -2;
                 u32 word = ld32le(data + o);
-                if ((word & 3) != 0) return -2;  // compressed inline
                 l = word >> 2;
-                if (l < 4) return -2;
+                if ((word & 3) != 0) {
+                    // Compressed inline (its header and va_tcinfo: 8 bytes):
+                    // decompressed by field_size() and put_field() for the
+                    // byte-copied form only.
+                    if (at.form != HF_VARLENA || l < 8) return -2;
+                } else if (l < 4) {
+                    return -2;
+                }
             }
         } else if (at.attlen == -2) {
             o = (o + mask) & ~mask;
@@ -236,6 +245,17 @@ __device__ __forceinline__ void varlena_payload(const u8* d, u32 l, const u8** p
     *plen = l - h;
 }
 
+// A value compressed inline (d[0..l), checked by deform()): va_tcinfo
+// holds the raw size (low 30 bits) and the method (top 2: 0 pglz, 1 LZ4;
+// the CPU refuses the others). The field's bytes, or -1 when the stream
+// does not decompress to exactly the raw size.
+__device__ long long compressed_size(const u8* d, u32 l) {
+    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu, method = tcinfo >> 30;
+    bool ok = method == 0 ? pglz_check(d + 8, l - 8, raw)
+                          : method == 1 && lz4_check(d + 8, l - 8, raw);
+    return ok ? 4 + (long long)raw : -1;
+}
+
 // Bytes of the field of output attribute `i` (length word included), or
 // -1 when the page must be flagged.
 __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
@@ -252,6 +272,7 @@ __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i
         case HF_INTERVAL: return l == 16 ? 20 : -1;
         case HF_RAW: return 4 + l;
         case HF_VARLENA: {
+            if ((d[0] & 3) == 2) return compressed_size(d, l);
             const u8* p; u32 pl;
             varlena_payload(d, l, &p, &pl);
             return 4 + pl;
@@ -296,6 +317,18 @@ __device__ __forceinline__ u8* put_reversed(u8* o, const u8* s, u32 n) {
     return o + n;
 }
 
+// Writes the field of a compressed value compressed_size() accepted.
+__device__ u8* put_compressed(u8* o, const u8* d, u32 l) {
+    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu;
+    o = put_be32(o, raw);
+    if (tcinfo >> 30 == 0) {
+        pglz_write(d + 8, l - 8, o, raw);
+    } else {
+        lz4_write(d + 8, l - 8, o, raw);
+    }
+    return o + raw;
+}
+
 // Writes the field of output attribute `i` (checked by field_size()).
 __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
     if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
@@ -322,6 +355,7 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
             return put_reversed(o, d + 12, 4);
         case HF_RAW: return put_bytes(put_be32(o, l), d, l);
         case HF_VARLENA: {
+            if ((d[0] & 3) == 2) return put_compressed(o, d, l);
             const u8* p; u32 pl;
             varlena_payload(d, l, &p, &pl);
             return put_bytes(put_be32(o, pl), p, pl);

@@ -29,6 +29,11 @@ pub const KERNEL_SOURCE: &str = concat!(
 /// into the cache key with the source.
 pub const COMMON_HEADER: &str = include_str!("../../kernels/common.cuh");
 
+/// The pglz and LZ4 decompressors of the heap page kernels
+/// (`#include "inflate.cuh"` in heap.cu), given to NVRTC and hashed into
+/// the cache key as [`COMMON_HEADER`] is.
+pub const INFLATE_HEADER: &str = include_str!("../../kernels/inflate.cuh");
+
 /// What the compiled image is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ImageKind {
@@ -94,7 +99,11 @@ pub fn cache_file_name(source: &str, arch: &str, kind: ImageKind, nvrtc: (i32, i
         "decode-{arch}-nvrtc{}.{}-{:016x}.{ext}",
         nvrtc.0,
         nvrtc.1,
-        fnv1a_parts(&[source.as_bytes(), COMMON_HEADER.as_bytes()])
+        fnv1a_parts(&[
+            source.as_bytes(),
+            COMMON_HEADER.as_bytes(),
+            INFLATE_HEADER.as_bytes()
+        ])
     )
 }
 
@@ -242,20 +251,25 @@ fn compile_uncached(
         log: "kernel source contains a NUL byte".into(),
     })?;
     let name = c"decode.cu";
-    let header = CString::new(COMMON_HEADER).map_err(|_| GpuError::Nvrtc {
-        log: "kernels/common.cuh contains a NUL byte".into(),
-    })?;
-    let headers = [header.as_ptr()];
-    let include_names = [c"common.cuh".as_ptr()];
+    let header = |text: &str, file: &str| {
+        CString::new(text).map_err(|_| GpuError::Nvrtc {
+            log: format!("kernels/{file} contains a NUL byte"),
+        })
+    };
+    let common = header(COMMON_HEADER, "common.cuh")?;
+    let inflate = header(INFLATE_HEADER, "inflate.cuh")?;
+    let headers = [common.as_ptr(), inflate.as_ptr()];
+    let include_names = [c"common.cuh".as_ptr(), c"inflate.cuh".as_ptr()];
     let mut prog: nv::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: valid C strings; one header, its text and name arrays of
-    // length 1, all alive until the call returns (NVRTC copies them).
+    // SAFETY: valid C strings; the header texts and names are arrays of
+    // the length passed, all alive until the call returns (NVRTC copies
+    // them).
     let r = unsafe {
         nv::nvrtcCreateProgram(
             &mut prog,
             src.as_ptr(),
             name.as_ptr(),
-            1,
+            headers.len() as i32,
             headers.as_ptr(),
             include_names.as_ptr(),
         )
