@@ -21,8 +21,7 @@ fn twin() -> &'static PathBuf {
         let dir = std::env::temp_dir().join(format!("gpupg-inflate-twin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let bin = dir.join("inflate_twin");
-        let src =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cpu_twin/inflate_twin.cpp");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cpu_twin/inflate_twin.cpp");
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
         let compile = |extra: &[&str]| {
             Command::new(&cxx)
@@ -197,7 +196,9 @@ fn payload(rng: &mut Rng, max: u64) -> Vec<u8> {
         1 => v.extend((0..n).map(|_| rng.next_u64() as u8)),
         2 => v.resize(n, rng.next_u64() as u8),
         3 => {
-            let period: Vec<u8> = (0..1 + rng.below(20)).map(|_| rng.next_u64() as u8).collect();
+            let period: Vec<u8> = (0..1 + rng.below(20))
+                .map(|_| rng.next_u64() as u8)
+                .collect();
             v.extend(period.iter().cycle().take(n));
         }
         _ => {
@@ -283,7 +284,11 @@ fn hand_written_streams() {
         Case::raw(Lz4, 9, &[0x14, b'a', 0x02, 0x00, 0x00]),
         Case::raw(Lz4, 8, &[0x14, b'a', 0x01, 0x00, 0x00]),
         // Literal lengths with extension bytes of 255 (15 + 255 + 0).
-        Case::raw(Lz4, 270, &[&[0xf0u8, 0xff, 0x00][..], &[b'z'; 270]].concat()),
+        Case::raw(
+            Lz4,
+            270,
+            &[&[0xf0u8, 0xff, 0x00][..], &[b'z'; 270]].concat(),
+        ),
         Case::raw(Lz4, 270, &[&[0xf0u8, 0xff][..], &[b'z'; 270]].concat()),
         // An empty block, and one empty sequence.
         Case::raw(Lz4, 0, &[]),
