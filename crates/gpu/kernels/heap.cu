@@ -249,7 +249,7 @@ __device__ __forceinline__ void varlena_payload(const u8* d, u32 l, const u8** p
 // holds the raw size (low 30 bits) and the method (top 2: 0 pglz, 1 LZ4;
 // the CPU refuses the others). The field's bytes, or -1 when the stream
 // does not decompress to exactly the raw size.
-__device__ long long compressed_size(const u8* d, u32 l) {
+__device__ __forceinline__ long long compressed_size(const u8* d, u32 l) {
     u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu, method = tcinfo >> 30;
     bool ok = method == 0 ? pglz_check(d + 8, l - 8, raw)
                           : method == 1 && lz4_check(d + 8, l - 8, raw);
@@ -318,7 +318,7 @@ __device__ __forceinline__ u8* put_reversed(u8* o, const u8* s, u32 n) {
 }
 
 // Writes the field of a compressed value compressed_size() accepted.
-__device__ u8* put_compressed(u8* o, const u8* d, u32 l) {
+__device__ __forceinline__ u8* put_compressed(u8* o, const u8* d, u32 l) {
     u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu;
     o = put_be32(o, raw);
     if (tcinfo >> 30 == 0) {

@@ -3,9 +3,10 @@
 //! `TupleLayout`), in the `#[repr(C)]` form they read.
 //!
 //! The kernels convert the common forms of values (those of
-//! [`SendForm`] other than `Other`) into binary COPY rows, byte for byte
-//! what `gpupg_format::heap::transcode_page` writes; a page holding
-//! anything else is flagged and left to that CPU converter.
+//! [`SendForm`] other than `Other`; of `Varlena`, also values compressed
+//! inline with pglz or LZ4) into binary COPY rows, byte for byte what
+//! `gpupg_format::heap::transcode_page` writes; a page holding anything
+//! else is flagged and left to that CPU converter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
