@@ -8,6 +8,11 @@ if ! LD_LIBRARY_PATH=/opt/pg/libs /opt/pg/usr/lib/postgresql/15/bin/pg_isready -
   bash .carry/shared/device/start-pg.sh .carry/pg15.tar.xz >"$out/pg-start.log" 2>&1 \
     || { cat "$out/pg-start.log"; exit 1; }
 fi
+# The heap path's default way to exact files without a CHECKPOINT lists the
+# dirty pages with pg_buffercache (docs/heap.md); the bundle ships it, the
+# database needs it created.
+LD_LIBRARY_PATH=/opt/pg/libs /opt/pg/usr/lib/postgresql/15/bin/psql -h /tmp -U postgres -X -q \
+  -c "CREATE EXTENSION IF NOT EXISTS pg_buffercache" >>"$out/pg-start.log" 2>&1 || true
 # What the bench scripts print of a run (the logs keep everything), and one
 # run: `run NAME BENCH-ARGS...` writes $out/NAME.json and $out/NAME.log.
 show() { grep -E "ceiling:|^exported|^source|heap pages|GPU stages|decode |write |process CPU|^received|^bench|^note" || true; }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use gpupg_store::{
-    default_socket_path, Backend, Client, GpuBackend, HostBackend, ListReport, LoadSpec, Registry,
-    RevisionInfo, Server, Source,
+    default_socket_path, Backend, Client, GpuBackend, HeapSync, HostBackend, ListReport, LoadSpec,
+    Registry, RevisionInfo, Server, Source,
 };
 
 use crate::export_args::ConnArgs;
@@ -119,6 +119,10 @@ pub struct LoadArgs {
     /// Smallest table (bytes; suffixes kB, MB, GB) that --source auto reads from its heap files.
     #[arg(long, value_parser = gpupg_source::parse_size)]
     pub heap_threshold: Option<u64>,
+    /// How the heap path makes the files hold every change made before the load: buffercache,
+    /// checkpoint, or buffercache where it can be used, else checkpoint (auto); as export's.
+    #[arg(long, default_value_t = HeapSync::Auto, value_name = "auto|checkpoint|buffercache")]
+    pub heap_sync: HeapSync,
     /// The PostgreSQL data directory as the store server sees it.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -226,6 +230,7 @@ fn load_spec(args: LoadArgs) -> Result<LoadSpec> {
     spec.threads = args.threads;
     spec.chunk_mib = args.chunk_mib;
     spec.heap_threshold = args.heap_threshold;
+    spec.heap_sync = args.heap_sync;
     spec.data_dir = args.data_dir;
     spec.gpu_selection = Some(args.selection.gpu_selection.to_string());
     spec.manual_optimal_gpus = args

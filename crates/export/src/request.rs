@@ -87,7 +87,10 @@ pub enum HeapIo {
 
 /// How the heap path makes sure the files hold every change made before
 /// its fence (the pages dirty in shared buffers are not in them yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Written and parsed as `auto`, `checkpoint` and `buffercache` (the
+/// command line's values and the table store's JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HeapSync {
     /// [`HeapSync::BufferCache`] where `pg_buffercache` is installed and
     /// readable and the files are proven the server's own without a

@@ -22,6 +22,13 @@ typedef unsigned __int128 u128;
 // All 32 lanes of a warp, for the *_sync intrinsics.
 #define FULL_MASK 0xffffffffu
 
+// A device function kept out of line (the CPU twins inline as they like).
+#ifdef GPUPG_CPU_TWIN
+#define GPUPG_NOINLINE
+#else
+#define GPUPG_NOINLINE __noinline__
+#endif
+
 #ifdef GPUPG_CPU_TWIN
 // The CUDA built-ins the kernels use, for a C++ compiler: every thread of
 // a launch runs after the other (blocks of one thread for heap.cu, whose
@@ -30,7 +37,7 @@ typedef unsigned __int128 u128;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __restrict__
 struct uint4 { unsigned x, y, z, w; };

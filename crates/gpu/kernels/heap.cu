@@ -5,20 +5,23 @@
 // A port of the common forms of gpupg_format::heap::transcode (the CPU
 // converter, which is the reference): line pointers, tuple headers, null
 // bitmaps, alignment, 1-byte and 4-byte varlena headers, dropped
-// attributes, tuples with fewer attributes (the missing value or NULL),
-// the send formats of SendForm, and values of the byte-copied varlena form
-// (HF_VARLENA) compressed inline with pglz or LZ4 (inflate.cuh). Anything
-// else on a page (a TOAST pointer, a compressed value of another form, an
-// unknown enum OID, any inconsistency) flags the whole page: the host
-// converts it with the CPU converter, which gives its rows or the exact
-// reason it falls back to COPY. So for every page it does not
-// flag, the bytes here must equal the CPU converter's.
+// attributes, tuples with fewer attributes (the missing value or NULL), and
+// the send formats of SendForm (jsonb's text by jsonb.cuh, arrays by
+// array.cuh; text-like values (HF_VARLENA) compressed inline with pglz or
+// LZ4 decompressed by inflate.cuh). Anything else on a page (a TOAST
+// pointer, another compressed value or a compressed array element, an
+// unknown enum OID, a jsonb nested deeper than jsonb.cuh follows, any
+// inconsistency) flags the whole page: the host converts it with the CPU
+// converter, which gives its rows or the exact reason it falls back to
+// COPY. So for every page it does not flag, the bytes here must equal the
+// CPU converter's.
 //
 // One block per page (grid-stride over pages); the page is first copied
 // into shared memory, then one thread per line pointer deforms its tuple.
 // Pass 1 (heap_sizes) writes each line pointer's row length (0: no row) and
 // a 0/1 row count; the host scans both; pass 2 (heap_write) writes the rows
-// at the scanned offsets.
+// at the scanned offsets. Tables with an array column take the *_arrays
+// variants of both (end of this file).
 
 #include "common.cuh"
 #include "inflate.cuh"
@@ -35,6 +38,8 @@
 #define HF_CSTRING 9
 #define HF_NUMERIC 10
 #define HF_ENUM 11
+#define HF_JSONB 12
+#define HF_ARRAY 13
 
 // Deformed attribute positions: start | len << 16 (both < 32768), or one of
 // these.
@@ -58,7 +63,10 @@ struct HeapAttr {
     u8 form;
     i32 missing_len;  // -1: NULL
     u32 missing_off;
-    u32 pad;
+    // HF_ARRAY: the elements' form, alignment and typlen.
+    u8 elem_form;
+    u8 elem_align_mask;
+    i16 elem_typlen;
 };
 
 // struct HeapArgs in src/decode/heap.rs.
@@ -245,26 +253,15 @@ __device__ __forceinline__ void varlena_payload(const u8* d, u32 l, const u8** p
     *plen = l - h;
 }
 
-// A value compressed inline (d[0..l), checked by deform()): va_tcinfo
-// holds the raw size (low 30 bits) and the method (top 2: 0 pglz, 1 LZ4;
-// the CPU refuses the others). The field's bytes, or -1 when the stream
-// does not decompress to exactly the raw size.
-__device__ __forceinline__ long long compressed_size(const u8* d, u32 l) {
-    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu, method = tcinfo >> 30;
-    bool ok = method == 0 ? pglz_check(d + 8, l - 8, raw)
-                          : method == 1 && lz4_check(d + 8, l - 8, raw);
-    return ok ? 4 + (long long)raw : -1;
-}
+// jsonb_text_len and jsonb_text_write (HF_JSONB), which use the helpers
+// above.
+#include "jsonb.cuh"
 
-// Bytes of the field of output attribute `i` (length word included), or
-// -1 when the page must be flagged.
-__device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
-    if (posv == POS_NULL) return 4;
-    HeapAttr at = a.attrs[i];
-    if (posv == POS_MISSING) return 4 + (at.missing_len < 0 ? 0 : at.missing_len);
-    const u8* d = t0 + (posv & 0xffff);
-    u32 l = posv >> 16;
-    switch (at.form) {
+// Bytes of the field (length word included) of the value d[0..l) in form
+// `form` (any but HF_ARRAY), or -1 when the page must be flagged. A varlena
+// value's header is already checked (by deform() or array_size()).
+__device__ __forceinline__ long long value_size(u32 form, const u8* d, u32 l, const HeapArgs& a) {
+    switch (form) {
         case HF_BOOL: return l >= 1 ? 5 : -1;
         case HF_SWAP2: return l == 2 ? 6 : -1;
         case HF_SWAP4: return l == 4 ? 8 : -1;
@@ -272,7 +269,6 @@ __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i
         case HF_INTERVAL: return l == 16 ? 20 : -1;
         case HF_RAW: return 4 + l;
         case HF_VARLENA: {
-            if ((d[0] & 3) == 2) return compressed_size(d, l);
             const u8* p; u32 pl;
             varlena_payload(d, l, &p, &pl);
             return 4 + pl;
@@ -296,6 +292,14 @@ __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i
             if (k < 0) return -1;
             return 4 + (a.enum_off[k + 1] - a.enum_off[k]);
         }
+        case HF_JSONB: {
+            // jsonb_send: a version byte 1, then the text.
+            const u8* p; u32 pl;
+            varlena_payload(d, l, &p, &pl);
+            bool ok;
+            u32 n = jsonb_text_len(p, pl, &ok);
+            return ok ? 4 + 1 + (long long)n : -1;
+        }
         default: return -1;
     }
 }
@@ -317,30 +321,10 @@ __device__ __forceinline__ u8* put_reversed(u8* o, const u8* s, u32 n) {
     return o + n;
 }
 
-// Writes the field of a compressed value compressed_size() accepted.
-__device__ __forceinline__ u8* put_compressed(u8* o, const u8* d, u32 l) {
-    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu;
-    o = put_be32(o, raw);
-    if (tcinfo >> 30 == 0) {
-        pglz_write(d + 8, l - 8, o, raw);
-    } else {
-        lz4_write(d + 8, l - 8, o, raw);
-    }
-    return o + raw;
-}
-
-// Writes the field of output attribute `i` (checked by field_size()).
-__device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
-    if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
-    HeapAttr at = a.attrs[i];
-    if (posv == POS_MISSING) {
-        if (at.missing_len < 0) return put_be32(o, 0xffffffffu);
-        o = put_be32(o, (u32)at.missing_len);
-        return put_bytes(o, a.missing + at.missing_off, (u32)at.missing_len);
-    }
-    const u8* d = t0 + (posv & 0xffff);
-    u32 l = posv >> 16;
-    switch (at.form) {
+// Writes the field of the value d[0..l) in form `form` (any but HF_ARRAY;
+// checked by value_size()).
+__device__ __forceinline__ u8* put_value(u8* o, u32 form, const u8* d, u32 l, const HeapArgs& a) {
+    switch (form) {
         case HF_BOOL:
             o = put_be32(o, 1);
             *o = d[0] != 0;
@@ -355,7 +339,6 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
             return put_reversed(o, d + 12, 4);
         case HF_RAW: return put_bytes(put_be32(o, l), d, l);
         case HF_VARLENA: {
-            if ((d[0] & 3) == 2) return put_compressed(o, d, l);
             const u8* p; u32 pl;
             varlena_payload(d, l, &p, &pl);
             return put_bytes(put_be32(o, pl), p, pl);
@@ -388,11 +371,82 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
             u32 from = a.enum_off[k], n = a.enum_off[k + 1] - from;
             return put_bytes(put_be32(o, n), a.enum_blob + from, n);
         }
+        case HF_JSONB: {
+            // The length word once the text is written (pass 1 measured
+            // it, but only the row's total was kept).
+            const u8* p; u32 pl;
+            varlena_payload(d, l, &p, &pl);
+            o[4] = 1;
+            u8* end = jsonb_text_write(p, pl, o + 5);
+            put_be32(o, (u32)(end - o - 4));
+            return end;
+        }
         default: return o;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
+// array_size and array_write (HF_ARRAY), which use value_size and
+// put_value for the elements.
+#include "array.cuh"
+
+// A text-like value compressed inline (d[0..l), checked by deform()):
+// va_tcinfo holds the raw size (low 30 bits) and the method (top 2: 0
+// pglz, 1 LZ4; the CPU refuses the others). The field's bytes, or -1 when
+// the stream does not decompress to exactly the raw size.
+__device__ __forceinline__ long long compressed_size(const u8* d, u32 l) {
+    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu, method = tcinfo >> 30;
+    bool ok = method == 0 ? pglz_check(d + 8, l - 8, raw)
+                          : method == 1 && lz4_check(d + 8, l - 8, raw);
+    return ok ? 4 + (long long)raw : -1;
+}
+
+// Writes the field of a compressed value compressed_size() accepted.
+__device__ __forceinline__ u8* put_compressed(u8* o, const u8* d, u32 l) {
+    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu;
+    o = put_be32(o, raw);
+    if (tcinfo >> 30 == 0) {
+        pglz_write(d + 8, l - 8, o, raw);
+    } else {
+        lz4_write(d + 8, l - 8, o, raw);
+    }
+    return o + raw;
+}
+
+// Bytes of the field of output attribute `i` (length word included), or
+// -1 when the page must be flagged (an array too, unless ARRAYS).
+template <bool ARRAYS>
+__device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
+    if (posv == POS_NULL) return 4;
+    HeapAttr at = a.attrs[i];
+    if (posv == POS_MISSING) return 4 + (at.missing_len < 0 ? 0 : at.missing_len);
+    const u8* d = t0 + (posv & 0xffff);
+    u32 l = posv >> 16;
+    if (ARRAYS && at.form == HF_ARRAY) return array_size(d, l, at, a);
+    // Only top-level values: array.cuh flags compressed elements itself.
+    if (at.form == HF_VARLENA && (d[0] & 3) == 2) return compressed_size(d, l);
+    return value_size(at.form, d, l, a);
+}
+
+// Writes the field of output attribute `i` (checked by field_size()).
+template <bool ARRAYS>
+__device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i) {
+    if (posv == POS_NULL) return put_be32(o, 0xffffffffu);
+    HeapAttr at = a.attrs[i];
+    if (posv == POS_MISSING) {
+        if (at.missing_len < 0) return put_be32(o, 0xffffffffu);
+        o = put_be32(o, (u32)at.missing_len);
+        return put_bytes(o, a.missing + at.missing_off, (u32)at.missing_len);
+    }
+    const u8* d = t0 + (posv & 0xffff);
+    u32 l = posv >> 16;
+    if (ARRAYS && at.form == HF_ARRAY) return array_write(o, d, l, at, a);
+    if (at.form == HF_VARLENA && (d[0] & 3) == 2) return put_compressed(o, d, l);
+    return put_value(o, at.form, d, l, a);
+}
+
+// The kernels' bodies, with or without arrays (see the kernels at the end).
+template <bool ARRAYS>
+__device__ __forceinline__ void heap_sizes_body(const HeapArgs& a) {
     HEAP_SMEM;
     __shared__ u32 s_bad;
     __shared__ u32 s_sums[32];
@@ -432,7 +486,7 @@ extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
                     long long total = 2;
                     for (u32 c = 0; c < a.nout && !bad; c++) {
                         u32 i = a.outputs[c];
-                        long long f = field_size(smem + t, pos[i], a, i);
+                        long long f = field_size<ARRAYS>(smem + t, pos[i], a, i);
                         if (f < 0) bad = true; else total += f;
                     }
                     if (total > 0x7fffffffll) bad = true;
@@ -462,7 +516,8 @@ extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
+template <bool ARRAYS>
+__device__ __forceinline__ void heap_write_body(const HeapArgs& a) {
     HEAP_SMEM;
     u32 pos[HEAP_MAX_ATTS];
     for (u32 p = blockIdx.x; p < a.npages; p += gridDim.x) {
@@ -488,9 +543,28 @@ extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
             u8* o = put_be16(a.out + start, a.nout);
             for (u32 c = 0; c < a.nout; c++) {
                 u32 i = a.outputs[c];
-                o = put_field(o, smem + t, pos[i], a, i);
+                o = put_field<ARRAYS>(o, smem + t, pos[i], a, i);
             }
         }
         __syncthreads();
     }
+}
+
+// Tables without an array column take the kernels without the array path:
+// inlined, it would cost them registers (occupancy) for nothing. With one,
+// the host launches the *_arrays pair.
+extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
+    heap_sizes_body<false>(a);
+}
+// At least 16 blocks per SM: 32 registers, the occupancy it had before the
+// decompressors (inflate.cuh) were inlined, with no more spilling (ptxas
+// -v, sm_90); left free, ptxas takes 40 (12 blocks).
+extern "C" __global__ void __launch_bounds__(128, 16) heap_write(HeapArgs a) {
+    heap_write_body<false>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_sizes_arrays(HeapArgs a) {
+    heap_sizes_body<true>(a);
+}
+extern "C" __global__ void __launch_bounds__(128) heap_write_arrays(HeapArgs a) {
+    heap_write_body<true>(a);
 }

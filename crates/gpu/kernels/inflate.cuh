@@ -13,9 +13,9 @@
 // its `rawsize` bytes at `out` (the write pass, for streams *_check
 // accepted). Both stay within `src[0..n)` and `out[0..rawsize)` whatever
 // the input, and back-references copy byte by byte because they may
-// overlap the bytes they produce. Everything is inlined: as calls, the ABI
-// took heap_write from 32 to 40 registers (ptxas -v, sm_90), inlined both
-// page kernels stay at 32.
+// overlap the bytes they produce. Everything is inlined (as calls, the ABI
+// cost heap_write more registers than inlining; its launch bounds in
+// heap.cu hold it at 32).
 
 #ifndef GPUPG_INFLATE_CUH
 #define GPUPG_INFLATE_CUH

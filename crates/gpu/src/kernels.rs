@@ -186,6 +186,8 @@ pub(crate) struct Kernels {
     fill: sys::CUfunction,
     heap_sizes: sys::CUfunction,
     heap_write: sys::CUfunction,
+    heap_sizes_arrays: sys::CUfunction,
+    heap_write_arrays: sys::CUfunction,
     pub sms: u32,
     pub info: ModuleInfo,
 }
@@ -240,6 +242,8 @@ impl Kernels {
             fill: get(c"fill_u8")?,
             heap_sizes: get(c"heap_sizes")?,
             heap_write: get(c"heap_write")?,
+            heap_sizes_arrays: get(c"heap_sizes_arrays")?,
+            heap_write_arrays: get(c"heap_write_arrays")?,
             sms,
             info,
         })
@@ -376,19 +380,22 @@ impl Kernels {
     }
 
     /// Pass 1 (`sizes`) or pass 2 of the heap page kernels over
-    /// `args.npages` pages, one block per page.
+    /// `args.npages` pages, one block per page; `arrays`: the variant that
+    /// converts arrays (more registers), for tables that output one.
     pub(crate) fn heap_pages(
         &self,
         s: &Stream,
         args: &crate::decode::heap::HeapArgs,
         sizes: bool,
+        arrays: bool,
     ) -> Result<(), GpuError> {
         let mut a = *args;
         let mut argv = [&mut a as *mut _ as *mut c_void];
-        let f = if sizes {
-            self.heap_sizes
-        } else {
-            self.heap_write
+        let f = match (sizes, arrays) {
+            (true, false) => self.heap_sizes,
+            (false, false) => self.heap_write,
+            (true, true) => self.heap_sizes_arrays,
+            (false, true) => self.heap_write_arrays,
         };
         // Enough blocks to fill the device several times over; each loops
         // over pages.

@@ -864,6 +864,158 @@ fn h_heap_pages() {
     drop(reg);
 }
 
+/// jsonb in the page kernels (kernels/jsonb.cuh): random documents, odd
+/// numerics, nesting past the kernels' depth (flagged, converted by the
+/// CPU), malformed values (flagged, refused by the CPU) and mutated pages,
+/// rows byte for byte the CPU converter's; then the columns decoded from
+/// the pages against the CPU decoder of the converter's rows; and the page
+/// throughput of jsonb pages.
+#[test]
+#[ignore = "needs a GPU"]
+fn h_heap_pages_jsonb() {
+    use common::jsonb_pages::{jsonb_layouts, jsonb_pages, malformed, nested, pages_with};
+    use common::pages::{check_against_cpu, cpu_rows, mutate};
+    use gpupg_gpu::PageLayout;
+    let deep: Vec<Vec<u8>> = (0..6).map(|k| nested(30 + k)).collect();
+    let (deep, bad) = (pages_with(3, &deep), pages_with(4, &malformed()));
+    for (k, layout) in jsonb_layouts().iter().enumerate() {
+        let cols = output_columns(layout);
+        let (mut g, mut cpu) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
+        let gl = PageLayout::new(layout).expect("GPU layout");
+        let mut convert = |data: &[u8], n: usize| {
+            let all: Vec<u32> = (0..n as u32).collect();
+            let (rows, flagged) = g
+                .convert_pages_to_host(PagesIn::Host(data), &all, &all, &gl)
+                .expect("convert");
+            check_against_cpu(data, &all, layout, &rows, &flagged);
+            flagged
+        };
+        let data = jsonb_pages(600 + k as u64, 400);
+        assert!(
+            convert(&data, 400).is_empty(),
+            "layout {k}: clean pages flagged"
+        );
+        assert_eq!(convert(&deep, 6), vec![3, 4, 5]);
+        assert_eq!(convert(&bad, bad.len() / 8192).len(), bad.len() / 8192);
+        for seed in 0..20u64 {
+            let mut m = jsonb_pages(3000 + seed, 16);
+            mutate(&mut m, seed, 1 + seed as usize % 7);
+            convert(&m, 16);
+        }
+        let all: Vec<u32> = (0..400).collect();
+        let (want_rows, _) = cpu_rows(&data, &all, layout, &[]);
+        let want = cpu.decode(&want_rows).expect("CPU decode");
+        let dev = g
+            .decode_pages_to_device(PagesIn::Host(&data), &all, &all, &gl)
+            .expect("device");
+        assert!(dev.flagged.is_empty());
+        let back = dev.batch.expect("rows").to_host().expect("to_host");
+        assert_same(&back, &want, &format!("jsonb layout {k} (device path)"));
+        if k == 0 {
+            let before = g.gpu_stats();
+            let rounds = 8;
+            for _ in 0..rounds {
+                let r = g.decode_pages_to_device(PagesIn::Host(&data), &all, &all, &gl);
+                assert!(r.expect("device").flagged.is_empty());
+            }
+            let s = g.gpu_stats().page_convert_s - before.page_convert_s;
+            result(
+                "heap_pages_jsonb_kernels",
+                format!(
+                    "{:.1} GB/s of jsonb pages",
+                    (rounds * data.len()) as f64 / s / 1e9
+                ),
+            );
+        }
+    }
+    result(
+        "heap_pages_jsonb_exact",
+        "ok (2 layouts: 400 random pages, 6 nested, 34 malformed, 16 mutated x 20)",
+    );
+}
+
+/// The page kernels' array variants on the device: random arrays of 14
+/// element types (both layouts), malformed ArrayTypes (all flagged),
+/// compressed elements (flagged), odd but valid arrays and mutated pages,
+/// each against the CPU converter; then the columns decoded from the pages
+/// against the CPU decoder of the converter's rows; and the page
+/// throughput of array pages.
+#[test]
+#[ignore = "needs a GPU"]
+fn h_heap_pages_arrays() {
+    use common::array_pages::{
+        array_layouts, array_pages, left_to_the_cpu, malformed, odd_but_valid, pages_with,
+        small_layout,
+    };
+    use common::pages::{check_against_cpu, cpu_rows, mutate};
+    use gpupg_format::heap::TupleLayout;
+    use gpupg_gpu::PageLayout;
+    let small = small_layout();
+    let (bad, left, odd) = (malformed(), left_to_the_cpu(), odd_but_valid());
+    let (bad_pages, left_pages, odd_pages) = (
+        pages_with(5, &bad),
+        pages_with(6, &left),
+        pages_with(7, &odd),
+    );
+    for (k, layout) in array_layouts().iter().enumerate() {
+        let cols = output_columns(layout);
+        let (mut g, mut cpu) = decoders(&cols, &TypeOptions::default(), GpuOptions::default());
+        let gl = PageLayout::new(layout).expect("GPU layout");
+        assert!(gl.has_arrays());
+        let small_gl = PageLayout::new(&small).expect("GPU layout");
+        let mut convert = |data: &[u8], layout: &TupleLayout, gl: &PageLayout| {
+            let all: Vec<u32> = (0..(data.len() / 8192) as u32).collect();
+            let (rows, flagged) = g
+                .convert_pages_to_host(PagesIn::Host(data), &all, &all, gl)
+                .expect("convert");
+            check_against_cpu(data, &all, layout, &rows, &flagged);
+            flagged
+        };
+        let data = array_pages(700 + k as u64, 400);
+        assert!(
+            convert(&data, layout, &gl).is_empty(),
+            "layout {k}: clean pages flagged"
+        );
+        assert_eq!(convert(&bad_pages, &small, &small_gl).len(), bad.len());
+        assert_eq!(convert(&left_pages, &small, &small_gl).len(), left.len());
+        assert!(convert(&odd_pages, &small, &small_gl).is_empty());
+        for seed in 0..20u64 {
+            let mut m = array_pages(4000 + seed, 16);
+            mutate(&mut m, seed, 1 + seed as usize % 7);
+            convert(&m, layout, &gl);
+        }
+        let all: Vec<u32> = (0..400).collect();
+        let (want_rows, _) = cpu_rows(&data, &all, layout, &[]);
+        let want = cpu.decode(&want_rows).expect("CPU decode");
+        let dev = g
+            .decode_pages_to_device(PagesIn::Host(&data), &all, &all, &gl)
+            .expect("device");
+        assert!(dev.flagged.is_empty());
+        let back = dev.batch.expect("rows").to_host().expect("to_host");
+        assert_same(&back, &want, &format!("array layout {k} (device path)"));
+        if k == 0 {
+            let before = g.gpu_stats();
+            let rounds = 8;
+            for _ in 0..rounds {
+                let r = g.decode_pages_to_device(PagesIn::Host(&data), &all, &all, &gl);
+                assert!(r.expect("device").flagged.is_empty());
+            }
+            let s = g.gpu_stats().page_convert_s - before.page_convert_s;
+            result(
+                "heap_pages_arrays_kernels",
+                format!(
+                    "{:.1} GB/s of array pages",
+                    (rounds * data.len()) as f64 / s / 1e9
+                ),
+            );
+        }
+    }
+    result(
+        "heap_pages_arrays_exact",
+        "ok (2 layouts: 400 random pages, 15 malformed, 1 compressed, 2 odd, 16 mutated x 20)",
+    );
+}
+
 /// The heap path's I/O without GPUDirect Storage: 16 threads `pread`
 /// 16 MiB batches of pages from a file in the page cache into page-locked
 /// buffers and hand them to the page kernels (copy to the device, one sizes

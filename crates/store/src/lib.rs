@@ -56,7 +56,7 @@ pub use gpu_backend::GpuBackend;
 pub use host_backend::HostBackend;
 pub use manifest::Manifest;
 pub use protocol::{
-    DropOutcome, ListReport, LoadSpec, RefreshOutcome, Request, RevisionInfo, Source,
+    DropOutcome, HeapSync, ListReport, LoadSpec, RefreshOutcome, Request, RevisionInfo, Source,
     PROTOCOL_VERSION,
 };
 pub use registry::{Attachment, Registry};

@@ -42,6 +42,10 @@ pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 /// or `"heap"`.
 pub use gpupg_export::Source;
 
+/// How the heap path makes the files current: the export's choice, sent as
+/// `"auto"`, `"checkpoint"` or `"buffercache"`.
+pub use gpupg_export::HeapSync;
+
 /// What to load and how: the table, the connection (the server connects
 /// with the client's settings) and the export options that apply to a
 /// device-resident load.
@@ -80,6 +84,10 @@ pub struct LoadSpec {
     /// Smallest table `source: auto` reads from its heap files.
     #[serde(default)]
     pub heap_threshold: Option<u64>,
+    /// How the heap path makes the files hold every change made before
+    /// the load (default: `auto`), as `--heap-sync`.
+    #[serde(default)]
+    pub heap_sync: HeapSync,
     /// The server's data directory as the store server sees it.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -112,6 +120,7 @@ impl LoadSpec {
             threads: None,
             chunk_mib: None,
             heap_threshold: None,
+            heap_sync: HeapSync::Auto,
             data_dir: None,
             devices: None,
             gpu_selection: None,
@@ -139,6 +148,7 @@ impl fmt::Debug for LoadSpec {
             .field("threads", &self.threads)
             .field("chunk_mib", &self.chunk_mib)
             .field("heap_threshold", &self.heap_threshold)
+            .field("heap_sync", &self.heap_sync)
             .field("data_dir", &self.data_dir)
             .finish()
     }
@@ -489,6 +499,32 @@ mod tests {
             decode_request(r#"{"v":1,"op":"load","spec":{"table":"t","dsn":"x","source":"copy"}}"#)
                 .unwrap();
         assert!(matches!(r, Request::Load { spec } if spec.source == Source::Copy));
+        // So does the way to make the heap files current, by the CLI's words.
+        let line = encode_request(&Request::Load {
+            spec: Box::new(LoadSpec {
+                heap_sync: HeapSync::BufferCache,
+                ..LoadSpec::new("t", "x")
+            }),
+        });
+        assert!(line.contains("\"heap_sync\":\"buffercache\""), "{line}");
+        for (word, sync) in [
+            ("auto", HeapSync::Auto),
+            ("checkpoint", HeapSync::Checkpoint),
+            ("buffercache", HeapSync::BufferCache),
+        ] {
+            let r = decode_request(&format!(
+                r#"{{"v":1,"op":"load","spec":{{"table":"t","dsn":"x","heap_sync":"{word}"}}}}"#
+            ))
+            .unwrap();
+            assert!(
+                matches!(r, Request::Load { spec } if spec.heap_sync == sync),
+                "{word}"
+            );
+        }
+        assert!(decode_request(
+            r#"{"v":1,"op":"load","spec":{"table":"t","dsn":"x","heap_sync":"later"}}"#
+        )
+        .is_err());
         // Defaults: list checks staleness, a minimal load spec.
         assert_eq!(
             decode_request(r#"{"v":1,"op":"list"}"#).unwrap(),

@@ -56,6 +56,7 @@ pub(crate) fn export_request<'a>(
         })
         .source(spec.source)
         .heap_threshold(spec.heap_threshold)
+        .heap_sync(spec.heap_sync)
         .gpu_selection(gpu_selection)
         .data_dir(spec.data_dir.clone())
         .cancel(cancel)
@@ -123,6 +124,11 @@ mod tests {
         let mut spec = LoadSpec::new("t", "host=/tmp");
         let req = export_request(&spec, &cancel).unwrap();
         assert_eq!(req.gpu_selection.policy, gpupg_topology::Policy::Optimal);
+        assert_eq!(req.heap_sync, gpupg_export::HeapSync::Auto);
+        spec.heap_sync = gpupg_export::HeapSync::Checkpoint;
+        let req = export_request(&spec, &cancel).unwrap();
+        assert_eq!(req.heap_sync, gpupg_export::HeapSync::Checkpoint);
+        spec.heap_sync = gpupg_export::HeapSync::Auto;
         assert!(req.gpu_selection.manual.is_none());
         spec.gpu_selection = Some("numa".into());
         spec.manual_optimal_gpus = Some("nvme3=gpu2:gpu3,/mnt/nfs=gpu1".into());

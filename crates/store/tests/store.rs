@@ -671,3 +671,54 @@ fn tables_spread_over_several_devices() {
         LO_KEYS,
     );
 }
+
+/// The spec's `heap_sync` is the export's: `buffercache` reads the pages
+/// dirty in shared buffers through COPY and runs no CHECKPOINT,
+/// `checkpoint` runs one; the rows are the table's either way.
+#[test]
+fn heap_sync_of_the_spec_reaches_the_export() {
+    let pg = LocalServer::start().expect("server");
+    let dsn = pg.dsn();
+    exec(&dsn, "CREATE EXTENSION pg_buffercache");
+    lineorder(&dsn, 20_000);
+    // The CHECKPOINT flushes the commits so that VACUUM marks the pages
+    // all-visible, the second writes them to the files.
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "VACUUM (FREEZE) lineorder");
+    exec(&dsn, "CHECKPOINT");
+    let checkpoint = || {
+        scalar(
+            &dsn,
+            "SELECT checkpoint_lsn::text FROM pg_control_checkpoint()",
+        )
+    };
+    let (host, store) = host_store(None);
+    let mut c = store.client();
+    for (i, (sync, runs_checkpoint)) in [
+        (gpupg_store::HeapSync::BufferCache, false),
+        (gpupg_store::HeapSync::Checkpoint, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Pages dirty in shared buffers, not yet in the files.
+        exec(
+            &dsn,
+            &format!("UPDATE lineorder SET lo_tax = lo_tax + 1 WHERE {PAGE} % 20 = {i}"),
+        );
+        let before = checkpoint();
+        let name = format!("lo{i}");
+        let mut s = spec(&dsn, "lineorder", &name);
+        s.source = gpupg_store::Source::Heap;
+        s.heap_sync = sync;
+        let lo = c.load(s).expect("load through the heap files");
+        assert_eq!(lo.source, "heap", "{sync:?}");
+        assert_eq!(checkpoint() != before, runs_checkpoint, "{sync:?}");
+        assert_same_rows(
+            &name,
+            &cpu_export(&dsn, "lineorder"),
+            &read_back(&host, &c.export(&name).unwrap()),
+            LO_KEYS,
+        );
+    }
+}

@@ -80,9 +80,9 @@ pub use checksum::{page_checksum, set_page_checksum, verify_page, ChecksumError}
 pub use page::{ItemId, LpFlags, Page, PageError, PageHeader, DEFAULT_BLOCK_SIZE};
 pub use toast::{ChunkMap, ToastError, ToastLookup};
 pub use transcode::{
-    transcode_page, AttributeDesc, ColumnValues, Corruption, ElementDesc, FallbackReason,
-    LayoutError, NotLocated, PageColumns, PageFallback, PageSummary, SendForm, TupleLayout,
-    ValueForm,
+    transcode_page, ArrayElement, AttributeDesc, ColumnValues, Corruption, ElementDesc,
+    FallbackReason, LayoutError, NotLocated, PageColumns, PageFallback, PageSummary, SendForm,
+    TupleLayout, ValueForm,
 };
 pub use tuple::{Align, AttrStorage, Datum, HeapTuple, TupleError, TupleHeader};
 pub use varlena::{CompressionMethod, Varlena, VarlenaError};

@@ -107,6 +107,15 @@ pub enum ToastError {
         /// Method and raw size per the pointer.
         pointer: String,
     },
+    /// A chunk's page could not be read again from the TOAST relation's
+    /// files (when chunks are indexed by location and read when needed).
+    #[error("TOAST value {value_id}: reading its chunks: {reason}")]
+    Read {
+        /// The value id.
+        value_id: u32,
+        /// The I/O error.
+        reason: String,
+    },
     /// A chunk tuple that is not `(oid, int4, bytea)` with no NULLs.
     #[error("malformed TOAST chunk tuple: {0}")]
     ChunkTuple(&'static str),
@@ -324,6 +333,15 @@ impl ChunkMap {
         self.untrusted.insert(value_id);
     }
 
+    /// Adds the chunks and untrusted values of `other`, a map of another
+    /// part of the same TOAST relation (read by another thread).
+    pub fn absorb(&mut self, other: ChunkMap) {
+        for (id, chunks) in other.values {
+            self.values.entry(id).or_default().extend(chunks);
+        }
+        self.untrusted.extend(other.untrusted);
+    }
+
     /// Sorts every value's chunks by number; call once all are added.
     pub fn finish(&mut self) {
         for chunks in self.values.values_mut() {
@@ -522,6 +540,30 @@ mod tests {
             detoast(&all, &pointer(10, 5000, 0, 7)),
             Err(ToastError::BadPointer { .. })
         ));
+    }
+
+    #[test]
+    fn maps_of_parts_are_absorbed() {
+        let raw = text(5000);
+        let ptr = pointer(raw.len(), raw.len(), 0, 7);
+        let all = cut(7, &raw);
+        // Chunks 2 and 0 in one part, 1 and an untrusted value in the other.
+        let mut a = ChunkMap::new(16390, 8192);
+        a.add(parse_chunk(&all[2]).unwrap());
+        a.add(parse_chunk(&all[0]).unwrap());
+        let mut b = ChunkMap::new(16390, 8192);
+        b.add(parse_chunk(&all[1]).unwrap());
+        b.add_untrusted(9);
+        a.absorb(b);
+        a.finish();
+        let mut out = Vec::new();
+        a.detoast(&ptr, &mut out).unwrap();
+        assert_eq!(out, raw);
+        assert_eq!(a.bytes(), raw.len());
+        assert_eq!(
+            a.detoast(&pointer(10, 10, 0, 9), &mut out),
+            Err(ToastError::Untrusted(9))
+        );
     }
 
     #[test]

@@ -442,19 +442,30 @@ impl TupleLayout {
     }
 
     /// How attribute `index` (0-based) is sent; `None` past the last one.
+    /// An array is [`SendForm::Array`] when its elements have a form of
+    /// their own ([`Self::array_element`]), else `Other`.
     pub fn send_form(&self, index: usize) -> Option<SendForm> {
         Some(match self.plans.get(index)? {
-            Conv::Dropped => SendForm::Dropped,
-            Conv::Bool => SendForm::Bool,
-            Conv::Swap(n @ (2 | 4 | 8)) => SendForm::Swap(*n as u8),
-            Conv::Interval => SendForm::Interval,
-            Conv::Raw => SendForm::Raw,
-            Conv::Varlena => SendForm::Varlena,
-            Conv::NulPadded => SendForm::NulPadded,
-            Conv::CString => SendForm::CString,
-            Conv::Numeric => SendForm::Numeric,
-            Conv::Enum => SendForm::Enum,
-            Conv::Swap(_) | Conv::Jsonb | Conv::Array(_) | Conv::Unsupported(_) => SendForm::Other,
+            Conv::Array(_) => match self.array_element(index) {
+                Some(_) => SendForm::Array,
+                None => SendForm::Other,
+            },
+            conv => scalar_send_form(conv),
+        })
+    }
+
+    /// How the elements of array attribute `index` (0-based) are stored
+    /// and sent; `None` when it is not an array, or its elements' form is
+    /// `Other`.
+    pub fn array_element(&self, index: usize) -> Option<ArrayElement> {
+        let Some(Conv::Array(elem)) = self.plans.get(index) else {
+            return None;
+        };
+        let form = scalar_send_form(&elem.conv);
+        (form != SendForm::Other).then_some(ArrayElement {
+            form,
+            typlen: elem.typlen,
+            align: elem.align,
         })
     }
 
@@ -465,6 +476,38 @@ impl TupleLayout {
         v.sort_unstable_by_key(|&(k, _)| k);
         v
     }
+}
+
+/// The [`SendForm`] of a value converted by `conv` (an array's is `Other`:
+/// its elements have the form, see [`TupleLayout::array_element`]).
+fn scalar_send_form(conv: &Conv) -> SendForm {
+    match conv {
+        Conv::Dropped => SendForm::Dropped,
+        Conv::Bool => SendForm::Bool,
+        Conv::Swap(n @ (2 | 4 | 8)) => SendForm::Swap(*n as u8),
+        Conv::Interval => SendForm::Interval,
+        Conv::Raw => SendForm::Raw,
+        Conv::Varlena => SendForm::Varlena,
+        Conv::NulPadded => SendForm::NulPadded,
+        Conv::CString => SendForm::CString,
+        Conv::Numeric => SendForm::Numeric,
+        Conv::Enum => SendForm::Enum,
+        Conv::Jsonb => SendForm::Jsonb,
+        Conv::Swap(_) | Conv::Array(_) | Conv::Unsupported(_) => SendForm::Other,
+    }
+}
+
+/// The elements of an array attribute: how each non-NULL one is stored
+/// (`typlen`, alignment) and sent (`form`, never `Array`, `Dropped` or
+/// `Other`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArrayElement {
+    /// The element's send form.
+    pub form: SendForm,
+    /// The element type's `typlen` (> 0, -1 varlena, -2 cstring).
+    pub typlen: i16,
+    /// The element type's `typalign`: each element is padded to it.
+    pub align: Align,
 }
 
 /// How the values of one attribute become send-format bytes, for
@@ -492,7 +535,14 @@ pub enum SendForm {
     Numeric,
     /// A 4-byte enum OID, sent as its label ([`TupleLayout::enum_labels`]).
     Enum,
-    /// Anything else (jsonb, arrays, types without a converter).
+    /// On-disk jsonb to jsonb_send's format: version byte 1, then the text
+    /// `jsonb_out` prints.
+    Jsonb,
+    /// On-disk ArrayType to array_send's format, each element sent in the
+    /// form of [`TupleLayout::array_element`].
+    Array,
+    /// Anything else (arrays of elements without a form, types without a
+    /// converter).
     Other,
 }
 

@@ -3,10 +3,14 @@
 //! `TupleLayout`), in the `#[repr(C)]` form they read.
 //!
 //! The kernels convert the common forms of values (those of
-//! [`SendForm`] other than `Other`; of `Varlena`, also values compressed
-//! inline with pglz or LZ4) into binary COPY rows, byte for byte what
+//! [`SendForm`] other than `Other`, jsonb and arrays of the other forms
+//! included; of `Varlena`, also values compressed inline with pglz or LZ4)
+//! into binary COPY rows, byte for byte what
 //! `gpupg_format::heap::transcode_page` writes; a page holding anything
-//! else is flagged and left to that CPU converter.
+//! else (another compressed value, an out-of-line value, a compressed
+//! array element, a jsonb nested deeper than the kernels follow) is
+//! flagged and left to that CPU converter. Layouts that output an array take the kernels' array
+//! variants ([`PageLayout::has_arrays`]), which need more registers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +21,9 @@ pub const MAX_GPU_ATTRIBUTES: usize = 64;
 
 /// Threads per block of the page kernels (one block per page).
 pub(crate) const PAGE_THREADS: u32 = 128;
+
+/// `HF_ARRAY` in kernels/heap.cu.
+const HF_ARRAY: u8 = 13;
 
 /// `HF_*` in kernels/heap.cu.
 fn form_code(f: SendForm) -> u8 {
@@ -33,6 +40,8 @@ fn form_code(f: SendForm) -> u8 {
         SendForm::CString => 9,
         SendForm::Numeric => 10,
         SendForm::Enum => 11,
+        SendForm::Jsonb => 12,
+        SendForm::Array => HF_ARRAY,
     }
 }
 
@@ -46,7 +55,11 @@ pub(crate) struct HeapAttr {
     /// -1: the missing value is NULL.
     pub missing_len: i32,
     pub missing_off: u32,
-    pub pad: u32,
+    /// An array's elements (`form` 13): their form, alignment mask and
+    /// typlen; zero otherwise.
+    pub elem_form: u8,
+    pub elem_align_mask: u8,
+    pub elem_typlen: i16,
 }
 
 /// Kernel arguments, `struct HeapArgs` in kernels/heap.cu.
@@ -102,7 +115,7 @@ pub struct PageLayout {
 impl PageLayout {
     /// The kernels' form of `layout`, or why its pages are converted on the
     /// CPU instead (a column of a form the kernels do not convert, such as
-    /// an array, or too many attributes).
+    /// a type without a converter, or too many attributes).
     pub fn new(layout: &TupleLayout) -> Result<PageLayout, String> {
         let natts = layout.deform_natts();
         if natts > MAX_GPU_ATTRIBUTES {
@@ -115,6 +128,7 @@ impl PageLayout {
         let mut missing = Vec::new();
         for (i, a) in attributes.iter().take(natts).enumerate() {
             let form = layout.send_form(i).unwrap_or(SendForm::Other);
+            let elem = layout.array_element(i);
             let (missing_len, missing_off) = match &a.missing {
                 Some(b) => {
                     let off = missing.len() as u32;
@@ -132,7 +146,9 @@ impl PageLayout {
                 form: form_code(form),
                 missing_len,
                 missing_off,
-                pad: 0,
+                elem_form: elem.map_or(0, |e| form_code(e.form)),
+                elem_align_mask: elem.map_or(0, |e| (e.align.bytes() - 1) as u8),
+                elem_typlen: elem.map_or(0, |e| e.typlen),
             });
         }
         let mut outputs = Vec::with_capacity(layout.output().len());
@@ -181,6 +197,16 @@ impl PageLayout {
         self.checksums
     }
 
+    /// Whether an output column is an array: the kernels' array variants
+    /// convert its pages.
+    pub fn has_arrays(&self) -> bool {
+        self.outputs.iter().any(|&o| {
+            self.attrs
+                .get(usize::from(o))
+                .is_some_and(|a| a.form == HF_ARRAY)
+        })
+    }
+
     /// Identifies this layout in the decoders' caches.
     pub fn id(&self) -> u64 {
         self.id
@@ -205,6 +231,9 @@ impl PageLayout {
                 b[3] = a.form;
                 b[4..8].copy_from_slice(&a.missing_len.to_ne_bytes());
                 b[8..12].copy_from_slice(&a.missing_off.to_ne_bytes());
+                b[12] = a.elem_form;
+                b[13] = a.elem_align_mask;
+                b[14..16].copy_from_slice(&a.elem_typlen.to_ne_bytes());
                 b
             })
             .collect();
@@ -283,7 +312,7 @@ pub fn slot_bases_of_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpupg_format::heap::{Align, AttributeDesc};
+    use gpupg_format::heap::{Align, AttributeDesc, ElementDesc};
     use gpupg_format::PgType;
     use std::collections::HashMap;
 
@@ -316,8 +345,43 @@ mod tests {
 
         let jsonb = vec![AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false)];
         let l = TupleLayout::new(jsonb, vec![0], HashMap::new()).unwrap();
-        let why = PageLayout::new(&l).unwrap_err();
-        assert!(why.contains("attribute 1"), "{why}");
+        assert_eq!(PageLayout::new(&l).unwrap().attrs[0].form, 12);
+
+        // Arrays carry their elements' form, alignment and typlen.
+        let array = |elem: PgType, typlen: i16, align: Align| {
+            AttributeDesc::column(PgType::Array(Box::new(elem)), -1, Align::Int, false)
+                .with_element(ElementDesc {
+                    typlen,
+                    align,
+                    byval: typlen > 0 && typlen <= 8,
+                })
+        };
+        let arrays = vec![
+            array(PgType::Jsonb, -1, Align::Int),
+            array(PgType::Int8, 8, Align::Double),
+            array(PgType::Bool, 1, Align::Char),
+        ];
+        let l = TupleLayout::new(arrays, vec![0, 1, 2], HashMap::new()).unwrap();
+        let p = PageLayout::new(&l).unwrap();
+        let elems: Vec<_> = p
+            .attrs
+            .iter()
+            .map(|a| (a.form, a.elem_form, a.elem_align_mask, a.elem_typlen))
+            .collect();
+        assert_eq!(elems, vec![(13, 12, 3, -1), (13, 4, 7, 8), (13, 1, 0, 1)]);
+        assert!(p.has_arrays());
+        let l = TupleLayout::new(attrs.clone(), vec![0], HashMap::new()).unwrap();
+        assert!(!PageLayout::new(&l).unwrap().has_arrays());
+        let tables = p.kernel_tables();
+        assert_eq!(&tables[0][16 + 12..16 + 16], &[4, 7, 8, 0]);
+
+        // An attribute of no known type is stepped over, never output.
+        let mut other = AttributeDesc::column(PgType::Int4, 4, Align::Int, true);
+        other.pg_type = None;
+        let int = AttributeDesc::column(PgType::Int4, 4, Align::Int, true);
+        let l = TupleLayout::new(vec![other, int], vec![1], HashMap::new()).unwrap();
+        let p = PageLayout::new(&l).unwrap();
+        assert_eq!((p.attrs[0].form, p.attrs[1].form), (0, 3));
 
         let many: Vec<_> = (0..70)
             .map(|_| AttributeDesc::column(PgType::Int4, 4, Align::Int, true))

@@ -24,15 +24,18 @@ pub const KERNEL_SOURCE: &str = concat!(
     include_str!("../../kernels/heap.cu")
 );
 
-/// The header every kernel file includes (`#include "common.cuh"`): its
-/// typedefs and macros. Given to NVRTC as an in-memory header, and hashed
-/// into the cache key with the source.
-pub const COMMON_HEADER: &str = include_str!("../../kernels/common.cuh");
-
-/// The pglz and LZ4 decompressors of the heap page kernels
-/// (`#include "inflate.cuh"` in heap.cu), given to NVRTC and hashed into
-/// the cache key as [`COMMON_HEADER`] is.
-pub const INFLATE_HEADER: &str = include_str!("../../kernels/inflate.cuh");
+/// The headers the kernel files include, by the name they include them
+/// under: `common.cuh` (typedefs and macros, in every kernel file),
+/// `jsonb.cuh` (jsonb to text, in heap.cu), `array.cuh` (arrays to
+/// array_send's format, in heap.cu) and `inflate.cuh` (pglz and LZ4
+/// decompression of inline values, in heap.cu). Given to NVRTC as
+/// in-memory headers, and hashed into the cache key with the source.
+pub const KERNEL_HEADERS: [(&str, &str); 4] = [
+    ("common.cuh", include_str!("../../kernels/common.cuh")),
+    ("jsonb.cuh", include_str!("../../kernels/jsonb.cuh")),
+    ("array.cuh", include_str!("../../kernels/array.cuh")),
+    ("inflate.cuh", include_str!("../../kernels/inflate.cuh")),
+];
 
 /// What the compiled image is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,8 +104,10 @@ pub fn cache_file_name(source: &str, arch: &str, kind: ImageKind, nvrtc: (i32, i
         nvrtc.1,
         fnv1a_parts(&[
             source.as_bytes(),
-            COMMON_HEADER.as_bytes(),
-            INFLATE_HEADER.as_bytes()
+            KERNEL_HEADERS[0].1.as_bytes(),
+            KERNEL_HEADERS[1].1.as_bytes(),
+            KERNEL_HEADERS[2].1.as_bytes(),
+            KERNEL_HEADERS[3].1.as_bytes(),
         ])
     )
 }
@@ -251,25 +256,27 @@ fn compile_uncached(
         log: "kernel source contains a NUL byte".into(),
     })?;
     let name = c"decode.cu";
-    let header = |text: &str, file: &str| {
-        CString::new(text).map_err(|_| GpuError::Nvrtc {
-            log: format!("kernels/{file} contains a NUL byte"),
-        })
-    };
-    let common = header(COMMON_HEADER, "common.cuh")?;
-    let inflate = header(INFLATE_HEADER, "inflate.cuh")?;
-    let headers = [common.as_ptr(), inflate.as_ptr()];
-    let include_names = [c"common.cuh".as_ptr(), c"inflate.cuh".as_ptr()];
+    let mut texts = Vec::with_capacity(KERNEL_HEADERS.len());
+    let mut names = Vec::with_capacity(KERNEL_HEADERS.len());
+    for (header, text) in KERNEL_HEADERS {
+        let nul = |_| GpuError::Nvrtc {
+            log: format!("kernels/{header} contains a NUL byte"),
+        };
+        texts.push(CString::new(text).map_err(nul)?);
+        names.push(CString::new(header).map_err(nul)?);
+    }
+    let headers: Vec<*const c_char> = texts.iter().map(|t| t.as_ptr()).collect();
+    let include_names: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
     let mut prog: nv::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: valid C strings; the header texts and names are arrays of
-    // the length passed, all alive until the call returns (NVRTC copies
-    // them).
+    // SAFETY: valid C strings; the headers' text and name arrays both of
+    // KERNEL_HEADERS.len() entries, all alive until the call returns (NVRTC
+    // copies them).
     let r = unsafe {
         nv::nvrtcCreateProgram(
             &mut prog,
             src.as_ptr(),
             name.as_ptr(),
-            headers.len() as i32,
+            KERNEL_HEADERS.len() as i32,
             headers.as_ptr(),
             include_names.as_ptr(),
         )

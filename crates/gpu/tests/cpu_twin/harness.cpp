@@ -59,7 +59,11 @@ int main() {
     std::vector<u32> flagged(a.npages + 2);
     a.row_len = row_len.data();
     a.flagged = flagged.data();
-    heap_sizes(a);
+    // The kernels' array variants when an output column is an array, as
+    // the host launches them (src/decode/heap.rs, has_arrays).
+    bool arrays = false;
+    for (u32 c = 0; c < a.nout; c++) arrays |= a.attrs[a.outputs[c]].form == HF_ARRAY;
+    if (arrays) heap_sizes_arrays(a); else heap_sizes(a);
     // The host's inclusive scans of both segments.
     for (int seg = 0; seg < 2; seg++) {
         u64 sum = 0;
@@ -76,7 +80,9 @@ int main() {
     a.out = out.data();
     a.starts = starts.data();
     a.ends = ends.data();
-    if (nrows) heap_write(a);
+    if (nrows) {
+        if (arrays) heap_write_arrays(a); else heap_write(a);
+    }
     fwrite(&nrows, 4, 1, stdout);
     fwrite(&nbytes, 8, 1, stdout);
     fwrite(out.data(), 1, nbytes, stdout);

@@ -256,7 +256,16 @@ pub(crate) fn prepare(
         .chain(toast_files.iter().map(|(_, _, t, f)| (t, f)))
         .collect();
     let proof = prove_files(&mut probe, fence, &pairs, sync.synced)?;
-    read_toast(&mut rels, &toast_files, (fence, &sync), &mut notes);
+    // The TOAST files proven here move into the index (read again there
+    // when the chunks are indexed by location).
+    drop(pairs);
+    read_toast(
+        &mut rels,
+        toast_files,
+        (fence, &sync),
+        req.parallel,
+        &mut notes,
+    );
     Ok(HeapPlan {
         page_readers: rels.iter().map(|_| PageReader::Rows).collect(),
         rels,
@@ -288,39 +297,46 @@ fn fallback_estimate(
         .map(|((table, (rel, _)), toast)| estimate::Sampled {
             table,
             layout: &rel.layout,
-            toast_read: toast.as_ref().is_none_or(toast::fits_in_memory),
+            toast_read: toast.as_ref().is_none_or(toast::can_read),
         })
         .collect();
     let block_size = found.first().map_or(8192, |(rel, _)| rel.block_size);
     estimate::copy_is_faster(probe, &sampled, &plan.columns, block_size)
 }
 
-/// Indexes the trusted chunks of each TOAST relation and hands them to its
-/// table's layout, so every converter reads the values stored out of line;
-/// `notes` say what was read, or why not.
+/// Indexes the trusted chunks of each TOAST relation, its pages read by
+/// `threads` threads, and hands them to its table's layout, so every
+/// converter reads the values stored out of line; `notes` say what was
+/// read, or why not.
 fn read_toast(
     rels: &mut [HeapRel],
-    toast_files: &[(usize, usize, HeapRelation, RelationFiles)],
+    toast_files: Vec<(usize, usize, HeapRelation, RelationFiles)>,
     (fence, sync): (u64, &FilesSync),
+    threads: usize,
     notes: &mut Vec<String>,
 ) {
     for (i, synced_as, t, files) in toast_files {
-        let Some(main) = rels.get_mut(*i) else {
+        let Some(main) = rels.get_mut(i) else {
             continue;
         };
         let start = Instant::now();
-        let dirty = |block: u64| sync.dirty(*synced_as, block);
-        match ToastIndex::build(t, files, fence, &dirty) {
+        let dirty = |block: u64| sync.dirty(synced_as, block);
+        match ToastIndex::build(&t, files, fence, &dirty, threads) {
             Ok(index) => {
                 notes.push(format!(
-                    "{}: {} of {} pages trusted, {} chunks indexed in {:.2} s",
+                    "{}: {} of {} pages trusted, {} chunks indexed ({}) in {:.2} s",
                     t.label,
                     index.stats.trusted,
                     index.stats.pages,
                     index.stats.chunks,
+                    if index.in_memory {
+                        "bytes held in memory"
+                    } else {
+                        "by location, read again when needed"
+                    },
                     start.elapsed().as_secs_f64()
                 ));
-                main.rel.layout.set_toast(std::sync::Arc::new(index.map));
+                main.rel.layout.set_toast(index.lookup);
             }
             Err(why) => notes.push(format!("{} not read: {why}", t.label)),
         }

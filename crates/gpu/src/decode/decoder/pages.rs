@@ -214,7 +214,8 @@ impl GpuDecoder {
         args.incl = incl.ptr();
         args.flagged = flagged_dev.ptr();
         let (bytes, nrows, nflagged) = {
-            self.kernels.heap_pages(&self.compute, &args, true)?;
+            self.kernels
+                .heap_pages(&self.compute, &args, true, layout.has_arrays())?;
             self.kernels.scan_u32(
                 &self.compute,
                 row_len.ptr(),
@@ -261,7 +262,8 @@ impl GpuDecoder {
         args.out = dev.ptr();
         args.starts = dev.ptr() + data_pad as u64;
         args.ends = args.starts + 4 * nrows as u64;
-        self.kernels.heap_pages(&self.compute, &args, false)?;
+        self.kernels
+            .heap_pages(&self.compute, &args, false, layout.has_arrays())?;
         ev1.record(&self.compute)?;
         // Timed once the stream has passed ev1 (the decode kernels that
         // follow synchronize it): no wait here on the hot path.

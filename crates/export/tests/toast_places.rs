@@ -1,0 +1,114 @@
+//! A TOAST relation larger than the in-memory budget (forced to 0 bytes
+//! here through `GPUPGPARSER_TOAST_MEMORY`) is indexed by location and its
+//! pages read again when a row needs a value: heap equals COPY, pglz and
+//! uncompressed values, several ranges of pages read by several threads;
+//! chunks on pages that are not all-visible send their rows' pages to COPY.
+
+mod common;
+
+use std::sync::Once;
+
+use common::*;
+use gpupg_export::{export, ExportReport, ExportRequest, NoProgress, Output, Source};
+use gpupg_localpg::LocalServer;
+use gpupg_sink::Format;
+
+/// Every TOAST relation of this test binary is indexed by location. Set
+/// once, before any export reads it (the test binary holds this one test).
+fn index_by_location() {
+    static SET: Once = Once::new();
+    SET.call_once(|| std::env::set_var("GPUPGPARSER_TOAST_MEMORY", "0"));
+}
+
+/// Exports `req` through COPY and through the files, asserts the results
+/// are identical, and returns the heap export's report.
+fn heap_equals_copy(mut req: ExportRequest<'static>, dir: &std::path::Path) -> ExportReport {
+    let copy_path = dir.join("copy.arrow");
+    let heap_path = dir.join("heap.arrow");
+    for p in [&copy_path, &heap_path] {
+        std::fs::remove_file(p).ok();
+    }
+    req.source = Source::Copy;
+    req.output = Output::File(copy_path.clone());
+    let copy_report = export(&req, &NoProgress).expect("COPY export");
+    req.source = Source::Heap;
+    req.output = Output::File(heap_path.clone());
+    let report = export(&req, &NoProgress).expect("heap export");
+    assert_eq!(report.source, "heap");
+    assert_eq!(report.rows, copy_report.rows);
+    let a = sorted_by(&read_back(&copy_path), &["id"]);
+    let b = sorted_by(&read_back(&heap_path), &["id"]);
+    assert_same_table(&a, &b);
+    report
+}
+
+#[test]
+fn toast_indexed_by_location_reads_the_same_values() {
+    index_by_location();
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    // ext: about 10 kB uncompressed out of line per row (about 25 MB of
+    // TOAST pages: several ranges for the index threads); pg: pglz
+    // compressed, then out of line.
+    exec(
+        &dsn,
+        "CREATE TABLE big (id int, ext text, pg text);
+         ALTER TABLE big ALTER COLUMN ext SET STORAGE EXTERNAL;
+         INSERT INTO big SELECT g,
+             CASE WHEN g % 3 <> 0 THEN repeat(md5(g::text), 200 + g % 200) END,
+             CASE WHEN g % 4 <> 1 THEN repeat(md5(g::text), 300) ||
+                 (SELECT string_agg(md5((g * x)::text), '')
+                 FROM generate_series(1, 100 + g % 200) x) END
+           FROM generate_series(1, 3000) g;
+         UPDATE big SET ext = repeat('updated ' || id, 900) WHERE id % 7 = 0;
+         UPDATE big SET pg = NULL WHERE id % 11 = 0;
+         DELETE FROM big WHERE id % 13 = 0",
+    );
+    // See toast.rs: the CHECKPOINT flushes the asynchronous commits so that
+    // VACUUM can mark the pages all-visible.
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "VACUUM (FREEZE, INDEX_CLEANUP ON) big");
+    let toast_pages: u64 = query(
+        &dsn,
+        "SELECT pg_relation_size(reltoastrelid) / 8192 FROM pg_class WHERE relname = 'big'",
+    )[0][0]
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .expect("TOAST relation size");
+    assert!(
+        toast_pages > 2048,
+        "{toast_pages} TOAST pages: fewer than 3 ranges"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = || {
+        let mut r = request(
+            &dsn,
+            table("big"),
+            Output::Dir(dir.path().into()),
+            Format::Arrow,
+        );
+        r.sink.compression = gpupg_sink::Compression::None;
+        r
+    };
+    let r = heap_equals_copy(base(), dir.path());
+    let h = r.heap.as_ref().expect("heap report");
+    assert!(h.pages_direct > 0 && h.pages_fallback == 0, "{h:?}");
+    assert!(h.toast.iter().any(|t| t.contains("by location")), "{h:?}");
+
+    // New values whose chunks are on pages not yet all-visible: those rows'
+    // pages go to COPY, the rest is read from the files, the same result.
+    exec(
+        &dsn,
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 300), NULL
+           FROM generate_series(5001, 5100) g",
+    );
+    exec(&dsn, "CHECKPOINT");
+    exec(&dsn, "VACUUM (FREEZE, PROCESS_TOAST FALSE) big");
+    let r = heap_equals_copy(base(), dir.path());
+    let h = r.heap.as_ref().expect("heap report");
+    assert!(h.pages_direct > 0 && h.pages_fallback > 0, "{h:?}");
+    assert!(
+        h.fallback_reasons.keys().any(|k| k.contains("TOAST")),
+        "{h:?}"
+    );
+}
