@@ -30,7 +30,7 @@ stage() {
     # Only the targets run below: building every test of three crates in
     # release (thin LTO) takes long on a small machine.
     cargo test -p gpupg-gpu -p gpupg-export -p gpupg-store --release --no-run --message-format=json \
-        --lib --test gpu --test gpu_compact --test gpu_gds --test gpu_device --test gpu_store --test gpu_lo 2>/dev/null \
+        --lib --test gpu --test gpu_compact --test gpu_gds --test gpu_inflate --test gpu_device --test gpu_store --test gpu_lo 2>/dev/null \
         | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -38,7 +38,7 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_gds", "gpu_compact", "gpu_device", "gpu_store", "gpu_lo"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpupg_gpu", "gpu", "gpu_gds", "gpu_compact", "gpu_inflate", "gpu_device", "gpu_store", "gpu_lo"):
         print(m["executable"])
 ' | while read -r exe; do
         name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
@@ -71,7 +71,7 @@ if [ -f .carry/pg15.tar.xz ] && [ ! -x /opt/pg/usr/lib/postgresql/15/bin/postgre
     mkdir -p /opt/pg && tar -C /opt/pg -xJf .carry/pg15.tar.xz && chmod -R a+rX /opt/pg
 fi
 id postgres >/dev/null 2>&1 || useradd -m postgres 2>/dev/null || true
-for bin in gpupg_gpu gpu gpu_gds gpu_compact gpu_device gpu_store gpu_lo; do
+for bin in gpupg_gpu gpu gpu_gds gpu_compact gpu_inflate gpu_device gpu_store gpu_lo; do
     exe=$CARRY/$bin
     case "$bin" in gpu_store | gpu_lo) exe=$STORE_CARRY/$bin ;; esac
     [ -x "$exe" ] || continue

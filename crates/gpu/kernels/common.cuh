@@ -37,7 +37,7 @@ typedef unsigned __int128 u128;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __restrict__
 struct uint4 { unsigned x, y, z, w; };

@@ -7,12 +7,14 @@
 // bitmaps, alignment, 1-byte and 4-byte varlena headers, dropped
 // attributes, tuples with fewer attributes (the missing value or NULL), and
 // the send formats of SendForm (jsonb's text by jsonb.cuh, arrays by
-// array.cuh). Anything else on a page (a TOAST pointer, a compressed value
-// or array element, an unknown enum OID, a jsonb nested deeper than
-// jsonb.cuh follows, any inconsistency) flags the
-// whole page: the host converts it with the CPU converter, which gives its
-// rows or the exact reason it falls back to COPY. So for every page it
-// does not flag, the bytes here must equal the CPU converter's.
+// array.cuh; text-like values (HF_VARLENA) compressed inline with pglz or
+// LZ4 decompressed by inflate.cuh). Anything else on a page (a TOAST
+// pointer, another compressed value or a compressed array element, an
+// unknown enum OID, a jsonb nested deeper than jsonb.cuh follows, any
+// inconsistency) flags the whole page: the host converts it with the CPU
+// converter, which gives its rows or the exact reason it falls back to
+// COPY. So for every page it does not flag, the bytes here must equal the
+// CPU converter's.
 //
 // One block per page (grid-stride over pages); the page is first copied
 // into shared memory, then one thread per line pointer deforms its tuple.
@@ -22,6 +24,7 @@
 // variants of both (end of this file).
 
 #include "common.cuh"
+#include "inflate.cuh"
 
 #define HF_DROPPED 0
 #define HF_BOOL 1
@@ -174,9 +177,15 @@ __device__ int deform(const u8* pg, u32 lp, const HeapArgs& a, u32* pos) {
             } else {
                 if (dlen - o < 4) return -2;
                 u32 word = ld32le(data + o);
-                if ((word & 3) != 0) return -2;  // compressed inline
                 l = word >> 2;
-                if (l < 4) return -2;
+                if ((word & 3) != 0) {
+                    // Compressed inline (its header and va_tcinfo: 8 bytes):
+                    // decompressed by field_size() and put_field() for the
+                    // byte-copied form only.
+                    if (at.form != HF_VARLENA || l < 8) return -2;
+                } else if (l < 4) {
+                    return -2;
+                }
             }
         } else if (at.attlen == -2) {
             o = (o + mask) & ~mask;
@@ -380,6 +389,29 @@ __device__ __forceinline__ u8* put_value(u8* o, u32 form, const u8* d, u32 l, co
 // put_value for the elements.
 #include "array.cuh"
 
+// A text-like value compressed inline (d[0..l), checked by deform()):
+// va_tcinfo holds the raw size (low 30 bits) and the method (top 2: 0
+// pglz, 1 LZ4; the CPU refuses the others). The field's bytes, or -1 when
+// the stream does not decompress to exactly the raw size.
+__device__ __forceinline__ long long compressed_size(const u8* d, u32 l) {
+    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu, method = tcinfo >> 30;
+    bool ok = method == 0 ? pglz_check(d + 8, l - 8, raw)
+                          : method == 1 && lz4_check(d + 8, l - 8, raw);
+    return ok ? 4 + (long long)raw : -1;
+}
+
+// Writes the field of a compressed value compressed_size() accepted.
+__device__ __forceinline__ u8* put_compressed(u8* o, const u8* d, u32 l) {
+    u32 tcinfo = ld32le(d + 4), raw = tcinfo & 0x3fffffffu;
+    o = put_be32(o, raw);
+    if (tcinfo >> 30 == 0) {
+        pglz_write(d + 8, l - 8, o, raw);
+    } else {
+        lz4_write(d + 8, l - 8, o, raw);
+    }
+    return o + raw;
+}
+
 // Bytes of the field of output attribute `i` (length word included), or
 // -1 when the page must be flagged (an array too, unless ARRAYS).
 template <bool ARRAYS>
@@ -390,6 +422,8 @@ __device__ long long field_size(const u8* t0, u32 posv, const HeapArgs& a, u32 i
     const u8* d = t0 + (posv & 0xffff);
     u32 l = posv >> 16;
     if (ARRAYS && at.form == HF_ARRAY) return array_size(d, l, at, a);
+    // Only top-level values: array.cuh flags compressed elements itself.
+    if (at.form == HF_VARLENA && (d[0] & 3) == 2) return compressed_size(d, l);
     return value_size(at.form, d, l, a);
 }
 
@@ -406,6 +440,7 @@ __device__ u8* put_field(u8* o, const u8* t0, u32 posv, const HeapArgs& a, u32 i
     const u8* d = t0 + (posv & 0xffff);
     u32 l = posv >> 16;
     if (ARRAYS && at.form == HF_ARRAY) return array_write(o, d, l, at, a);
+    if (at.form == HF_VARLENA && (d[0] & 3) == 2) return put_compressed(o, d, l);
     return put_value(o, at.form, d, l, a);
 }
 
@@ -521,7 +556,10 @@ __device__ __forceinline__ void heap_write_body(const HeapArgs& a) {
 extern "C" __global__ void __launch_bounds__(128) heap_sizes(HeapArgs a) {
     heap_sizes_body<false>(a);
 }
-extern "C" __global__ void __launch_bounds__(128) heap_write(HeapArgs a) {
+// At least 16 blocks per SM: 32 registers, the occupancy it had before the
+// decompressors (inflate.cuh) were inlined, with no more spilling (ptxas
+// -v, sm_90); left free, ptxas takes 40 (12 blocks).
+extern "C" __global__ void __launch_bounds__(128, 16) heap_write(HeapArgs a) {
     heap_write_body<false>(a);
 }
 extern "C" __global__ void __launch_bounds__(128) heap_sizes_arrays(HeapArgs a) {

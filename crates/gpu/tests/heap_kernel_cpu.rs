@@ -3,8 +3,8 @@
 //! converter `transcode_page`: on every page the kernels do not flag, the
 //! rows must be byte for byte the converter's; clean pages of the common
 //! forms must not be flagged; pages with values the kernels leave to the
-//! CPU must be; jsonb and array pages, generated and written by a real
-//! server, too.
+//! CPU must be; jsonb and array pages, and pages of pglz- and
+//! LZ4-compressed text, generated and written by a real server, too.
 //! Needs a C++ compiler (`c++`, or `$CXX`).
 
 mod common;
@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use common::array_pages::{self, array_layouts, array_pages, small_layout};
+use common::compressed::{compressed_pages, compressed_table};
 use common::jsonb_pages::{jsonb_layouts, jsonb_pages, malformed, nested, pages_with, GPU_DEPTH};
 use common::pages::{check_against_cpu, layouts, mutate, pages};
 use gpupg_format::heap::{set_page_checksum, Align, AttributeDesc, ElementDesc, TupleLayout};
@@ -477,8 +478,10 @@ fn array_pages_written_by_a_server_convert_exactly() {
 /// jsonb one, numeric, uuid, timestamptz, text) as a server writes it: up
 /// to its `tags` array (the columns after it, often compressed or stored
 /// out of line, are not deformed when not output) no page is flagged and
-/// all convert exactly; with `note` (TOAST pointers: refused by the CPU
-/// converter here, which has no TOAST reader) only those pages are.
+/// all convert exactly; with `note` and `summary` (TOAST pointers: refused
+/// by the CPU converter here, which has no TOAST reader; summaries
+/// compressed inline, which the kernels decompress) only the pages with
+/// TOAST pointers are.
 #[test]
 fn events_pages_written_by_a_server_convert_exactly() {
     use gpupg_localpg::LocalServer;
@@ -517,6 +520,7 @@ fn events_pages_written_by_a_server_convert_exactly() {
         text(),
     ];
     let all: Vec<u32> = (0..(data.len() / 8192) as u32).collect();
+    let attrs_all = attrs.clone();
     let layout =
         TupleLayout::new(attrs.clone(), (0..7).collect(), Default::default()).expect("layout");
     let (flagged, _) = compare(&data, &all, &layout);
@@ -525,4 +529,111 @@ fn events_pages_written_by_a_server_convert_exactly() {
     let (flagged, refused) = compare(&data, &all, &layout);
     assert_eq!(flagged, refused);
     assert!(flagged.len() < all.len());
+    let layout = TupleLayout::all_columns(attrs_all, Default::default()).expect("layout");
+    let (flagged, refused) = compare(&data, &all, &layout);
+    assert_eq!(flagged, refused);
+    assert!(flagged.len() < all.len());
+}
+
+#[test]
+fn compressed_values_are_decompressed_by_the_kernels() {
+    let layout = compressed_table();
+    let data = compressed_pages(3, 24, true);
+    let all: Vec<u32> = (0..24).collect();
+    let (flagged, refused) = compare(&data, &all, &layout);
+    // Pages of compressed text convert exactly (compare() checked the
+    // bytes); a TOAST pointer or a compressed numeric still flags its
+    // page, and the CPU converts the numeric one.
+    let special: Vec<u32> = (0..24).filter(|p| p % 4 >= 2).collect();
+    assert_eq!(flagged, special);
+    let toast: Vec<u32> = (0..24).filter(|p| p % 4 == 2).collect();
+    assert_eq!(refused, toast);
+    // A projection that leaves the numeric out still flags its compressed
+    // values (the kernels' deform() knows forms, not outputs); the
+    // compressed text of columns not output is stepped over.
+    let projection = TupleLayout::new(
+        layout.attributes().to_vec(),
+        vec![4, 1, 0],
+        Default::default(),
+    )
+    .expect("a valid projection");
+    let (flagged, _) = compare(&data, &all, &projection);
+    assert_eq!(flagged, special);
+    let projection = TupleLayout::new(layout.attributes().to_vec(), vec![0, 4], Default::default())
+        .expect("a valid projection");
+    let (flagged, _) = compare(&data, &all, &projection);
+    assert_eq!(flagged, special);
+}
+
+#[test]
+fn mutated_compressed_pages_are_flagged_or_converted_exactly() {
+    let layout = compressed_table();
+    for seed in 0..40u64 {
+        let mut data = compressed_pages(100 + seed, 4, true);
+        mutate(&mut data, seed, 1 + (seed as usize % 5));
+        let all: Vec<u32> = (0..4).collect();
+        compare(&data, &all, &layout);
+    }
+}
+
+/// Values compressed by a real server (PostgreSQL's own pglz_compress and,
+/// where the server has it, LZ4_compress_default), shaped like the events
+/// table's note and summary, and a few values moved to the TOAST table:
+/// every page the kernels flag is one the CPU converter refuses (a TOAST
+/// pointer), and every other page gives the converter's bytes.
+#[test]
+fn real_server_compressed_values_convert_exactly() {
+    let server = gpupg_localpg::LocalServer::start().expect("start PostgreSQL");
+    let psql = |sql: &str| server.psql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let lz4 = psql(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
+    )
+    .trim()
+        == "t";
+    psql(&format!(
+        "CREATE TABLE ev (id int, note text, summary text{}, kind text);
+         INSERT INTO ev SELECT g,
+           CASE WHEN g % 5 = 0 THEN repeat('note ' || g || ' ' || md5(g::text) || '; ', 8 + g % 70)
+                WHEN g % 97 = 0 THEN (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 400) x)
+           END,
+           CASE WHEN g % 10 = 3 THEN repeat('status ' || g % 7 || ' ok; ', 150 + g % 150)
+                ELSE 'status ' || g % 7 END,
+           'event.' || g % 5
+         FROM generate_series(1, 4000) g;
+         CHECKPOINT;",
+        if lz4 { " COMPRESSION lz4" } else { "" }
+    ));
+    let inline = |col: &str, method: &str| -> u64 {
+        psql(&format!(
+            "SELECT count(*) FROM ev WHERE pg_column_compression({col}) = '{method}' \
+             AND pg_column_size({col}) < 2000"
+        ))
+        .trim()
+        .parse()
+        .expect("a count")
+    };
+    let pglz_notes = inline("note", "pglz");
+    let lz4_summaries = inline("summary", "lz4");
+    eprintln!("inline compressed: {pglz_notes} pglz notes, {lz4_summaries} lz4 summaries (server lz4: {lz4})");
+    assert!(pglz_notes > 100);
+    assert!(!lz4 || lz4_summaries > 100);
+    let rel = psql("SELECT pg_relation_filepath('ev')");
+    let data = std::fs::read(server.data_dir().join(rel.trim())).expect("the table's file");
+    assert_eq!(data.len() % 8192, 0);
+    let text = || AttributeDesc::column(PgType::Text, -1, Align::Int, false);
+    let layout = TupleLayout::all_columns(
+        vec![
+            AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
+            text(),
+            text(),
+            text(),
+        ],
+        Default::default(),
+    )
+    .expect("a valid layout");
+    let all: Vec<u32> = (0..(data.len() / 8192) as u32).collect();
+    let (flagged, refused) = compare(&data, &all, &layout);
+    assert_eq!(flagged, refused, "pages flagged that the CPU converts");
+    assert!(!refused.is_empty(), "pages with TOAST pointers");
+    assert!(flagged.len() < all.len() / 2, "{flagged:?}");
 }

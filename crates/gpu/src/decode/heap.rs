@@ -4,11 +4,12 @@
 //!
 //! The kernels convert the common forms of values (those of
 //! [`SendForm`] other than `Other`, jsonb and arrays of the other forms
-//! included) into binary COPY rows, byte for byte what
+//! included; of `Varlena`, also values compressed inline with pglz or LZ4)
+//! into binary COPY rows, byte for byte what
 //! `gpupg_format::heap::transcode_page` writes; a page holding anything
-//! else (a compressed or out-of-line value or array element, a jsonb
-//! nested deeper than the kernels follow) is flagged and left to that CPU
-//! converter. Layouts that output an array take the kernels' array
+//! else (another compressed value, an out-of-line value, a compressed
+//! array element, a jsonb nested deeper than the kernels follow) is
+//! flagged and left to that CPU converter. Layouts that output an array take the kernels' array
 //! variants ([`PageLayout::has_arrays`]), which need more registers.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -26,13 +26,15 @@ pub const KERNEL_SOURCE: &str = concat!(
 
 /// The headers the kernel files include, by the name they include them
 /// under: `common.cuh` (typedefs and macros, in every kernel file),
-/// `jsonb.cuh` (jsonb to text, in heap.cu) and `array.cuh` (arrays to
-/// array_send's format, in heap.cu). Given to NVRTC as in-memory headers,
-/// and hashed into the cache key with the source.
-pub const KERNEL_HEADERS: [(&str, &str); 3] = [
+/// `jsonb.cuh` (jsonb to text, in heap.cu), `array.cuh` (arrays to
+/// array_send's format, in heap.cu) and `inflate.cuh` (pglz and LZ4
+/// decompression of inline values, in heap.cu). Given to NVRTC as
+/// in-memory headers, and hashed into the cache key with the source.
+pub const KERNEL_HEADERS: [(&str, &str); 4] = [
     ("common.cuh", include_str!("../../kernels/common.cuh")),
     ("jsonb.cuh", include_str!("../../kernels/jsonb.cuh")),
     ("array.cuh", include_str!("../../kernels/array.cuh")),
+    ("inflate.cuh", include_str!("../../kernels/inflate.cuh")),
 ];
 
 /// What the compiled image is.
@@ -105,6 +107,7 @@ pub fn cache_file_name(source: &str, arch: &str, kind: ImageKind, nvrtc: (i32, i
             KERNEL_HEADERS[0].1.as_bytes(),
             KERNEL_HEADERS[1].1.as_bytes(),
             KERNEL_HEADERS[2].1.as_bytes(),
+            KERNEL_HEADERS[3].1.as_bytes(),
         ])
     )
 }
