@@ -19,7 +19,7 @@ use crate::interrupt::Interrupts;
 use crate::plan::ExportPlan;
 use crate::state::Shared;
 use crate::{ExportError, ExportRequest, Source};
-use heap::fallback::{Back, Fallback};
+use heap::fallback::{Back, Fallback, Tally};
 use heap::{HeapCounters, HeapPlan, PageBatch, Unavailable};
 
 /// What the sources send the decoders.
@@ -231,15 +231,22 @@ impl SourceChoice {
                 }
             }));
         }
-        let fallback = Fallback {
-            heap,
-            counters,
-            pool: &shared.pool,
-            work,
-            statements: stmt_tx,
-            readers,
-        };
-        threads.push(s.spawn(move || fallback.run(&back_rx, &shared.abort)));
+        // One fallback worker per reader: converting the pages a GPU decoder
+        // flagged is CPU work as large as the reading when most are flagged.
+        let tally = std::sync::Arc::new(Tally::new(readers));
+        for _ in 0..readers.max(1) {
+            let fallback = Fallback {
+                heap,
+                counters,
+                pool: &shared.pool,
+                work: work.clone(),
+                statements: stmt_tx.clone(),
+                readers,
+                tally: tally.clone(),
+            };
+            let back_rx = back_rx.clone();
+            threads.push(s.spawn(move || fallback.run(&back_rx, &shared.abort)));
+        }
         Ok(threads)
     }
 }

@@ -3,17 +3,23 @@
 //! pages they flagged, possibly none); this side converts flagged pages
 //! into binary COPY rows on the CPU ([`Work::Converted`]), queues COPY
 //! statements for the pages the CPU refuses too, and recycles the batch's
-//! buffer. It knows when the heap path is done (every reader finished and
-//! every batch it sent came back) and then closes the COPY statement queue
-//! by dropping its sender. Nothing here is called by a decoder.
+//! buffer. Several workers share the return channel, as converting the
+//! flagged pages is CPU work that one thread made the bottleneck when most
+//! pages are flagged (events 10M on the H100 host: every page held a value
+//! the GPU kernels left to the CPU). They know together ([`Tally`]) when
+//! the heap path is done (every reader finished and every batch it sent came
+//! back) and then end, which closes the COPY statement queue by dropping its
+//! senders. Nothing here is called by a decoder.
 //!
 //! The return channel is unbounded so that a decoder never waits on it;
 //! its length is bounded by the buffers of the pool (and the device
 //! buffers of cuFile) that the batches hold.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use gpupg_format::heap::transcode_page;
 use gpupg_format::CopyChunk;
 use gpupg_source::{copy_sql, copy_sql_blocks, BufferPool, PageRange};
@@ -55,7 +61,39 @@ impl Drop for ReaderDone {
     }
 }
 
-/// The fallback side of one heap export.
+/// How far the heap path is, shared by the fallback workers.
+pub(crate) struct Tally {
+    /// Readers finished, page batches they sent, batches returned.
+    counts: Mutex<(usize, u64, u64)>,
+    /// Every reader finished and every batch came back: the workers end.
+    finished: AtomicBool,
+}
+
+impl Tally {
+    /// Nothing returned yet from `readers` readers (none: already done).
+    pub(crate) fn new(readers: usize) -> Tally {
+        Tally {
+            counts: Mutex::new((0, 0, 0)),
+            finished: AtomicBool::new(readers == 0),
+        }
+    }
+
+    /// Applies `change` to the counts and marks the end when `readers`
+    /// readers finished and every batch they sent came back.
+    fn record(&self, readers: usize, change: impl FnOnce(&mut (usize, u64, u64))) {
+        // A worker that panicked holding the lock left whole counts.
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut c);
+        if c.0 >= readers && c.2 >= c.1 {
+            self.finished.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// How often a waiting worker looks whether another one saw the end.
+const END_POLL: Duration = Duration::from_millis(2);
+
+/// One worker of the fallback side of one heap export.
 pub(crate) struct Fallback<'a> {
     pub heap: &'a HeapPlan,
     pub counters: &'a HeapCounters,
@@ -66,35 +104,40 @@ pub(crate) struct Fallback<'a> {
     pub statements: Sender<String>,
     /// Heap readers that will send [`Back::ReaderDone`].
     pub readers: usize,
+    /// Shared with the other workers.
+    pub tally: Arc<Tally>,
 }
 
 impl Fallback<'_> {
     /// Takes batches back until every reader finished and every batch it
-    /// sent came back. After a failure (its own or another thread's) it only
-    /// recycles what comes back.
+    /// sent came back (seen by this worker or another). After a failure
+    /// (its own or another thread's) it only recycles what comes back.
     pub(crate) fn run(self, back: &Receiver<Back>, abort: &Abort<'_>) {
-        let (mut done, mut sent, mut returned) = (0usize, 0u64, 0u64);
-        while done < self.readers || returned < sent {
-            // Every sender gone (cannot happen while a reader or decoder
-            // lives): nothing more can come back.
-            let Ok(msg) = back.recv() else { break };
+        while !self.tally.finished.load(Ordering::Acquire) {
+            let msg = match back.recv_timeout(END_POLL) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => continue,
+                // Every sender gone (cannot happen while a reader or
+                // decoder lives): nothing more can come back.
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             match msg {
-                Back::ReaderDone { sent: n } => {
-                    done += 1;
-                    sent += n;
-                }
+                Back::ReaderDone { sent } => self.tally.record(self.readers, |c| {
+                    c.0 += 1;
+                    c.1 += sent;
+                }),
                 Back::Pages {
                     batch,
                     flagged,
                     decoded_rows,
                 } => {
-                    returned += 1;
                     if !abort.stopped() {
                         if let Err(e) = self.take_back(&batch, &flagged, decoded_rows) {
                             abort.fail_unless_downstream(e);
                         }
                     }
                     batch.recycle(self.pool);
+                    self.tally.record(self.readers, |c| c.2 += 1);
                 }
             }
         }
