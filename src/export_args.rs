@@ -66,7 +66,8 @@ pub struct ExportOptions {
     /// .arrow, .arrows, .ipc or .feather for Arrow IPC; another extension needs --format).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-    /// zstd[:LEVEL], snappy, lz4, gzip, brotli or none. Default: zstd (level 1) for
+    /// zstd[:LEVEL] (1 to 22, or zstd's faster negative levels such as -1), snappy, lz4, gzip,
+    /// brotli or none. Default: zstd (level 1) for
     /// Parquet; none for Arrow IPC (which also takes zstd and lz4, compressed by the decoder
     /// threads in parallel).
     #[arg(long)]

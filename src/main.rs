@@ -27,6 +27,11 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (mimalloc.h):
+/// how long freed memory stays committed before it goes back to the OS.
+#[cfg(feature = "mimalloc")]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 #[derive(Parser)]
 #[command(
     name = "gpupgparser",
@@ -65,6 +70,20 @@ enum Command {
 /// free, so every chunk pays page faults and zeroing again (about a third of
 /// decoding time). Raising the mmap and trim thresholds keeps them in the heap
 /// for reuse; memory stays bounded by the pipeline's chunks in flight.
+///
+/// mimalloc (the default allocator) gives freed memory back to the OS 1 s
+/// after it was freed (v3's default), and the next batches fault it in
+/// again, zeroing every page (2 MiB at a time with transparent huge pages):
+/// 17% of the CPU time of the events table's heap path to Parquet
+/// (bench/RESULTS.md, "leaner heap -> Parquet"). 10 s keeps it for the
+/// whole export and still returns it when a long-lived process (the store)
+/// goes idle.
+///
+/// Transparent huge pages are turned off for the process: every first touch
+/// of a 2 MiB region zeroes all of it, and the decoders' and the Parquet
+/// writer's buffers kept faulting new ones in. On the events table's heap
+/// path to Parquet this halved the system time (2.5 s to 1.0 s, user time
+/// unchanged; bench/RESULTS.md, "leaner heap -> Parquet").
 fn keep_freed_memory() {
     // SAFETY: mallopt only changes allocator parameters; it is called before
     // any thread is started.
@@ -72,6 +91,18 @@ fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process, read
+    // when its pages fault in; a kernel without it returns an error, which
+    // leaves huge pages as they were.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    // SAFETY: mi_option_set stores the value of an option that mimalloc
+    // reads when it purges; every value of purge_delay is valid.
+    #[cfg(feature = "mimalloc")]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000)
+    };
 }
 
 /// The error and its causes on one line, each cause's message once, in

@@ -318,22 +318,26 @@ impl Col {
         lens: &[i32],
         ctx: &mut Ctx,
     ) -> Result<(), ColErr> {
-        self.append_in::<false>(data, starts, lens, ctx)
+        self.append_in::<false>(data, None, starts, lens, ctx)
     }
 
     /// [`Col::append`] for values as heap pages store them
     /// ([`ValueForm::Stored`](gpupg_format::heap::ValueForm)): fixed-size
     /// numbers little-endian and a boolean as one byte, nonzero for true
     /// (what the heap converter sends as 1). Other kinds are stored as COPY
-    /// sends them (uuid bytes, string and bytea payloads).
+    /// sends them (uuid bytes, string and bytea payloads). A string or
+    /// bytea value whose start has
+    /// [`ColumnValues::SPILLED`](gpupg_format::heap::ColumnValues) is in
+    /// `spill` (the column's decompressed values), not in `data`.
     pub(crate) fn append_stored(
         &mut self,
         data: &[u8],
+        spill: &[u8],
         starts: &[u32],
         lens: &[i32],
         ctx: &mut Ctx,
     ) -> Result<(), ColErr> {
-        self.append_in::<true>(data, starts, lens, ctx)
+        self.append_in::<true>(data, Some(spill), starts, lens, ctx)
     }
 
     /// Both: `STORED` picks the byte order of fixed-size numbers and the
@@ -341,6 +345,7 @@ impl Col {
     fn append_in<const STORED: bool>(
         &mut self,
         data: &[u8],
+        spill: Option<&[u8]>,
         starts: &[u32],
         lens: &[i32],
         ctx: &mut Ctx,
@@ -459,6 +464,7 @@ impl Col {
                 nullable,
                 self.rows_hint,
                 data,
+                spill,
                 starts,
                 lens,
             ),

@@ -140,9 +140,13 @@ impl CpuDecoder {
             k = end;
             for (c, values) in pc.columns().iter().enumerate() {
                 let res = match values.form {
-                    ValueForm::Stored => {
-                        self.cols[c].append_stored(data, &values.starts, &values.lens, &mut ctx)
-                    }
+                    ValueForm::Stored => self.cols[c].append_stored(
+                        data,
+                        &values.sent,
+                        &values.starts,
+                        &values.lens,
+                        &mut ctx,
+                    ),
                     ValueForm::Sent => {
                         self.cols[c].append(&values.sent, &values.starts, &values.lens, &mut ctx)
                     }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use gpupg_format::heap::{
-    transcode_page, Align, AttributeDesc, ElementDesc, PageColumns, TupleLayout, ValueForm,
+    transcode_page, Align, AttributeDesc, ElementDesc, PageColumns, TupleLayout,
 };
 use gpupg_format::{CopyChunk, PgType};
 use gpupg_localpg::LocalServer;
@@ -334,11 +334,7 @@ fn jsonb_from_heap_equals_copy() {
         for row in 0..pc.rows() {
             let want = fields(chunk.row(first + row));
             for (c, col) in pc.columns().iter().enumerate() {
-                let (start, len) = (col.starts[row] as usize, col.lens[row]);
-                let got = (len >= 0).then(|| match col.form {
-                    ValueForm::Sent => &col.sent[start..start + len as usize],
-                    ValueForm::Stored => &page[start..start + len as usize],
-                });
+                let got = col.value(page, row);
                 if c == 0 {
                     // int4, stored little-endian in the page.
                     let v = got.map(|g| i32::from_le_bytes(g.try_into().unwrap()));

@@ -54,8 +54,9 @@ impl fmt::Display for Format {
 /// Compression codec. Parquet supports all of them; Arrow IPC only zstd, lz4 and none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// zstd at the given level (1..=22); level 1 is the default because it is several times
-    /// faster than the higher levels for a few percent larger files.
+    /// zstd at the given level (1..=22, or zstd's faster negative levels down to
+    /// [`ZSTD_FASTEST_LEVEL`]); level 1 is the default because it is several times faster than
+    /// the higher levels for a few percent larger files.
     Zstd(i32),
     /// Snappy: fast, light compression (Parquet only).
     Snappy,
@@ -71,6 +72,10 @@ pub enum Compression {
 
 /// Default zstd level: the speed target leaves no room for the slower levels.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+/// zstd's fastest ("negative") level: levels below 1 trade compression for
+/// speed (`ZSTD_minCLevel`).
+pub const ZSTD_FASTEST_LEVEL: i32 = -131_072;
 
 /// Default rows per Parquet row group when `SinkOptions::row_group_rows` is 0.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
@@ -117,8 +122,11 @@ impl FromStr for Compression {
                         .parse::<i32>()
                         .map_err(|_| invalid(format!("zstd level {l:?} is not an integer")))?,
                 };
-                if !(1..=22).contains(&level) {
-                    return Err(invalid(format!("zstd level {level} is outside 1..=22")));
+                // zstd's own range; 0 would mean its default level (3).
+                if !(ZSTD_FASTEST_LEVEL..=22).contains(&level) || level == 0 {
+                    return Err(invalid(format!(
+                        "zstd level {level} is outside {ZSTD_FASTEST_LEVEL}..=-1 and 1..=22"
+                    )));
                 }
                 return Ok(Compression::Zstd(level));
             }

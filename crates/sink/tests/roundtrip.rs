@@ -1023,14 +1023,32 @@ fn compression_parsing() {
         Compression::Brotli
     );
     assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
-    for bad in ["zstd:0", "zstd:23", "zstd:x", "gzip:6", "lzo", ""] {
+    // zstd's fast negative levels are levels too; 0 (zstd's "default") is not.
+    assert_eq!(
+        "zstd:-3".parse::<Compression>().unwrap(),
+        Compression::Zstd(-3)
+    );
+    for bad in [
+        "zstd:0",
+        "zstd:23",
+        "zstd:-131073",
+        "zstd:x",
+        "gzip:6",
+        "lzo",
+        "",
+    ] {
         let err = bad.parse::<Compression>().unwrap_err();
         assert!(
             matches!(err, SinkError::InvalidCompression { .. }),
             "{bad}: {err}"
         );
     }
-    for c in [Compression::Zstd(7), Compression::Lz4, Compression::None] {
+    for c in [
+        Compression::Zstd(7),
+        Compression::Zstd(-1),
+        Compression::Lz4,
+        Compression::None,
+    ] {
         assert_eq!(c.to_string().parse::<Compression>().unwrap(), c);
     }
 }

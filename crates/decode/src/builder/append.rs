@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use arrow_buffer::{BooleanBufferBuilder, NullBufferBuilder};
+use gpupg_format::heap::ColumnValues;
 use gpupg_format::value::{self, ValueError};
 
 use super::{at, field, null, too_large, BytesMode, Col, ColErr, Ctx, ElemScratch, Shape};
@@ -233,6 +234,7 @@ pub(super) fn append_bytes(
     nullable: bool,
     rows_hint: usize,
     data: &[u8],
+    spill: Option<&[u8]>,
     starts: &[u32],
     lens: &[i32],
 ) -> Result<(), ColErr> {
@@ -247,7 +249,12 @@ pub(super) fn append_bytes(
                 if l == -1 {
                     null(nulls, nullable, i)?;
                 } else {
-                    let mut v = field(data, s, l, i)?;
+                    let mut v = match spill {
+                        Some(spill) if s & ColumnValues::SPILLED != 0 => {
+                            field(spill, s & !ColumnValues::SPILLED, l, i)?
+                        }
+                        _ => field(data, s, l, i)?,
+                    };
                     if mode == BytesMode::Jsonb {
                         v = value::jsonb(v).map_err(|e| at(i, e))?;
                     }

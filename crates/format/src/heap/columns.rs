@@ -13,9 +13,14 @@
 //! ([`ValueForm::Sent`]: numeric, interval, enum, arrays, and any column
 //! with a "missing" value, whose missing value is ready-made send bytes).
 //! Stored values cost no copy: the decoder reads them in the page buffer.
+//! A string or bytea column's value that the page holds compressed (pglz,
+//! lz4) or out of line in TOAST is decompressed into the column's `sent`
+//! and its start marked [`ColumnValues::SPILLED`]: a fifth of the rows of
+//! a table with long notes would otherwise send nearly every page through
+//! the converter's rows (three more copies of every value of the page).
 //!
-//! A page this does not handle (a compressed or out-of-line value in a
-//! stored column, anything the converter refuses, any corruption) leaves
+//! A page this does not handle (anything the converter refuses, any
+//! corruption) leaves
 //! the columns as they were and returns `Err(NotLocated)`: the caller converts the
 //! page with [`transcode_page`](super::transcode_page), which gives its
 //! rows or says exactly why the page must be read through COPY. So the
@@ -49,12 +54,39 @@ pub struct ColumnValues {
     /// Whether the values are as stored in the page or in send format.
     pub form: ValueForm,
     /// Per row: where the value starts, in the page buffer given to
-    /// [`PageColumns::add_page`] (stored) or in `sent` (sent).
+    /// [`PageColumns::add_page`] (stored) or in `sent` (sent, and stored
+    /// values marked [`ColumnValues::SPILLED`]).
     pub starts: Vec<u32>,
     /// Per row: the value's length, -1 for NULL.
     pub lens: Vec<i32>,
-    /// The send-format values of a sent column.
+    /// The send-format values of a sent column; a stored column's spilled
+    /// values.
     pub sent: Vec<u8>,
+}
+
+impl ColumnValues {
+    /// The bit of a stored column's start that says the value is in
+    /// `sent` (at the start without this bit), decompressed or read from
+    /// TOAST, not in the page buffer. Only string and bytea payloads spill;
+    /// page buffers given to [`PageColumns::add_page`] end below it.
+    pub const SPILLED: u32 = 1 << 31;
+
+    /// The bytes of row `row`'s value (`None` for NULL or a row out of
+    /// range), `data` being the page buffer given to
+    /// [`PageColumns::add_page`].
+    pub fn value<'a>(&'a self, data: &'a [u8], row: usize) -> Option<&'a [u8]> {
+        let start = *self.starts.get(row)?;
+        let len = usize::try_from(*self.lens.get(row)?).ok()?;
+        let (buf, start) = match self.form {
+            ValueForm::Sent => (&self.sent[..], start),
+            ValueForm::Stored if start & Self::SPILLED != 0 => {
+                (&self.sent[..], start & !Self::SPILLED)
+            }
+            ValueForm::Stored => (data, start),
+        };
+        let start = start as usize;
+        buf.get(start..start.checked_add(len)?)
+    }
 }
 
 /// The values of the rows of some pages, located column by column; reused
@@ -216,8 +248,8 @@ impl PageColumns {
             .checked_add(bs)
             .and_then(|end| data.get(at..end))
             .ok_or(NotLocated)?;
-        // Offsets into `data` are u32.
-        if at + bs > u32::MAX as usize || self.columns.len() != layout.output.len() {
+        // Offsets into `data` are u32, below the spilled bit.
+        if at + bs > ColumnValues::SPILLED as usize || self.columns.len() != layout.output.len() {
             return Err(NotLocated);
         }
         let (parsed, summary) = open_page(page, blkno, layout).map_err(|_| NotLocated)?;
@@ -423,7 +455,15 @@ fn value(
             let header = match data.get(start) {
                 Some(&b) if b & 0x01 == 0x01 && b != 0x01 => 1,
                 Some(&b) if b & 0x03 == 0x00 => 4,
-                _ => return Err(NotLocated),
+                // Compressed or out of line: the converter's payload.
+                _ => {
+                    let (field, len) = convert(c, layout, a, data, start, end, scratch)?;
+                    let field = u32::try_from(field)
+                        .ok()
+                        .filter(|&f| f < ColumnValues::SPILLED)
+                        .ok_or(NotLocated)?;
+                    return Ok(Some(((field | ColumnValues::SPILLED) as usize, len)));
+                }
             };
             if end - start < header {
                 return Err(NotLocated);
@@ -435,26 +475,40 @@ fn value(
             let n = datum.iter().position(|&b| b == 0).unwrap_or(datum.len());
             (base + start, n)
         }
-        Locate::Sent => {
-            let datum = data.get(start..end).ok_or(NotLocated)?;
-            let mut out = Out::new(&mut c.sent);
-            let field = out.len();
-            Converter::convert(
-                &layout.plans[a],
-                datum,
-                &mut out,
-                &layout.enum_labels,
-                layout.toast.as_deref(),
-                &mut scratch.payload,
-                &mut scratch.inner,
-            )
-            .map_err(|_| NotLocated)?;
-            let end = out.len();
-            out.finish();
-            // The converter wrote a length word, then the value.
-            (field + 4, end - field - 4)
-        }
+        Locate::Sent => convert(c, layout, a, data, start, end, scratch)?,
     }))
+}
+
+/// Converts attribute `a`'s value `data[start..end]` to send format at the
+/// end of `c.sent`: where the value (after its length word) starts there,
+/// and its length.
+#[inline(always)]
+fn convert(
+    c: &mut ColumnValues,
+    layout: &TupleLayout,
+    a: usize,
+    data: &[u8],
+    start: usize,
+    end: usize,
+    scratch: &mut Scratch,
+) -> Result<(usize, usize), NotLocated> {
+    let datum = data.get(start..end).ok_or(NotLocated)?;
+    let mut out = Out::for_value(&mut c.sent);
+    let field = out.len();
+    Converter::convert(
+        &layout.plans[a],
+        datum,
+        &mut out,
+        &layout.enum_labels,
+        layout.toast.as_deref(),
+        &mut scratch.payload,
+        &mut scratch.inner,
+    )
+    .map_err(|_| NotLocated)?;
+    let end = out.len();
+    out.finish();
+    // The converter wrote a length word, then the value.
+    Ok((field + 4, end - field - 4))
 }
 
 /// Row `r` of column `c`: the value's start and length, or NULL.

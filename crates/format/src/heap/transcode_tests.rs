@@ -716,6 +716,23 @@ fn lz4_values_are_decompressed() {
         };
         assert_eq!(rows(&lz4), rows(&plain), "{col:?}");
         assert_eq!(rows(&plain), encode_tuple(&[v]), "{col:?}");
+        // The CPU decoder's page reader locates the same bytes; a string's
+        // or bytea's is decompressed into its column's sent buffer.
+        let located = |datum: &[u8]| {
+            let page = page_of(&[heap_fill_tuple(&fill, &[Some(datum)])]);
+            let mut pc = PageColumns::new(&layout);
+            pc.add_page(&layout, &page, 0, 0).unwrap();
+            let c = &pc.columns()[0];
+            let spilled = c.form == ValueForm::Stored && c.starts[0] & ColumnValues::SPILLED != 0;
+            (c.value(&page, 0).unwrap().to_vec(), spilled)
+        };
+        let stored = matches!(col, Col::Text | Col::Bytea);
+        assert_eq!(located(&lz4), (located(&plain).0, stored), "{col:?}");
+        assert_eq!(
+            located(&varlena_pglz(&plain[4..])),
+            (located(&plain).0, stored),
+            "{col:?}"
+        );
     }
 }
 
