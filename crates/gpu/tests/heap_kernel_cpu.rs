@@ -18,7 +18,8 @@ use common::array_pages::{self, array_layouts, array_pages, small_layout};
 use common::compressed::{compressed_pages, compressed_table};
 use common::jsonb_pages::{jsonb_layouts, jsonb_pages, malformed, nested, pages_with, GPU_DEPTH};
 use common::pages::{check_against_cpu, layouts, mutate, pages};
-use gpupg_format::heap::{set_page_checksum, Align, AttributeDesc, ElementDesc, TupleLayout};
+use common::server_pages::ServerPages;
+use gpupg_format::heap::{set_page_checksum, Align, AttributeDesc, TupleLayout};
 use gpupg_format::{CopyChunk, PgType};
 use gpupg_gpu::decode::heap::slot_bases;
 use gpupg_gpu::PageLayout;
@@ -257,35 +258,10 @@ const SERVER_DOCS: &str = r#"CREATE TABLE docs (id int, doc jsonb, note text);
 
 #[test]
 fn jsonb_pages_written_by_a_server_convert_exactly() {
-    use gpupg_localpg::LocalServer;
-    use gpupg_source::{ConnectConfig, Connection};
-    let server = LocalServer::start().expect("start PostgreSQL");
-    let config = ConnectConfig::resolve(Some(&server.dsn())).expect("the server's DSN");
-    let mut conn = Connection::connect(&config).expect("connect");
-    let mut query = |sql: &str| -> Vec<String> {
-        let rows = conn
-            .simple_query(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect()
-    };
-    query(SERVER_DOCS);
-    query("CHECKPOINT");
-    assert_eq!(
-        query("SHOW block_size"),
-        ["8192"],
-        "the twin reads 8 kB pages"
-    );
-    eprintln!("PostgreSQL {}", query("SHOW server_version").remove(0));
-    let rel = query("SELECT pg_relation_filepath('docs')").remove(0);
-    let mut special: Vec<u32> =
-        query("SELECT DISTINCT ((ctid::text::point)[0])::int FROM docs WHERE id > 20000")
-            .iter()
-            .map(|b| b.parse().expect("a block number"))
-            .collect();
-    special.sort_unstable();
-    let data = std::fs::read(server.data_dir().join(rel)).expect("the heap file");
+    let mut server = ServerPages::start();
+    server.query(SERVER_DOCS);
+    let data = server.heap_file("docs");
+    let special = server.blocks_where("docs", "id > 20000");
     let attrs = vec![
         AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
         AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false),
@@ -391,56 +367,18 @@ const SERVER_ARRAYS: &str = r#"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', '
 
 #[test]
 fn array_pages_written_by_a_server_convert_exactly() {
-    use gpupg_localpg::LocalServer;
-    use gpupg_source::{ConnectConfig, Connection};
-    let server = LocalServer::start().expect("start PostgreSQL");
-    let config = ConnectConfig::resolve(Some(&server.dsn())).expect("the server's DSN");
-    let mut conn = Connection::connect(&config).expect("connect");
-    let mut query = |sql: &str| -> Vec<String> {
-        let rows = conn
-            .simple_query(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect()
-    };
-    query(SERVER_ARRAYS);
-    query("CHECKPOINT");
-    assert_eq!(
-        query("SHOW block_size"),
-        ["8192"],
-        "the twin reads 8 kB pages"
-    );
-    eprintln!("PostgreSQL {}", query("SHOW server_version").remove(0));
-    let rel = query("SELECT pg_relation_filepath('arrs')").remove(0);
-    let mut special: Vec<u32> =
-        query("SELECT DISTINCT ((ctid::text::point)[0])::int FROM arrs WHERE id > 5000")
-            .iter()
-            .map(|b| b.parse().expect("a block number"))
-            .collect();
-    special.sort_unstable();
-    let mut labels: std::collections::HashMap<u32, String> =
-        query("SELECT oid || ' ' || enumlabel FROM pg_enum WHERE enumtypid = 'mood'::regtype")
-            .iter()
-            .filter_map(|r| r.split_once(' '))
-            .map(|(oid, label)| (oid.parse().expect("an OID"), label.to_string()))
-            .collect();
+    let mut server = ServerPages::start();
+    server.query(SERVER_ARRAYS);
+    let data = server.heap_file("arrs");
+    let special = server.blocks_where("arrs", "id > 5000");
+    let mut labels: std::collections::HashMap<u32, String> = server
+        .query("SELECT oid || ' ' || enumlabel FROM pg_enum WHERE enumtypid = 'mood'::regtype")
+        .iter()
+        .filter_map(|r| r.split_once(' '))
+        .map(|(oid, label)| (oid.parse().expect("an OID"), label.to_string()))
+        .collect();
     assert_eq!(labels.len(), 4);
-    let data = std::fs::read(server.data_dir().join(rel)).expect("the heap file");
-    let array = |pg: PgType, typlen: i16, align: Align| {
-        let col_align = if align == Align::Double {
-            Align::Double
-        } else {
-            Align::Int
-        };
-        AttributeDesc::column(PgType::Array(Box::new(pg)), -1, col_align, false).with_element(
-            ElementDesc {
-                typlen,
-                align,
-                byval: typlen > 0 && typlen <= 8,
-            },
-        )
-    };
+    let array = array_pages::array_column;
     let attrs = vec![
         AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
         array(PgType::Text, -1, Align::Int),
@@ -484,24 +422,10 @@ fn array_pages_written_by_a_server_convert_exactly() {
 /// TOAST pointers are.
 #[test]
 fn events_pages_written_by_a_server_convert_exactly() {
-    use gpupg_localpg::LocalServer;
-    use gpupg_source::{ConnectConfig, Connection};
-    let server = LocalServer::start().expect("start PostgreSQL");
-    let config = ConnectConfig::resolve(Some(&server.dsn())).expect("the server's DSN");
-    let mut conn = Connection::connect(&config).expect("connect");
-    let mut query = |sql: &str| -> Vec<String> {
-        let rows = conn
-            .simple_query(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect()
-    };
-    query(&gpupg_datagen::events_ddl("events", false));
-    query(&gpupg_datagen::events_insert("events", 1, 4000));
-    query("CHECKPOINT");
-    let rel = query("SELECT pg_relation_filepath('events')").remove(0);
-    let data = std::fs::read(server.data_dir().join(rel)).expect("the heap file");
+    let mut server = ServerPages::start();
+    server.query(&gpupg_datagen::events_ddl("events", false));
+    server.query(&gpupg_datagen::events_insert("events", 1, 4000));
+    let data = server.heap_file("events");
     let text = || AttributeDesc::column(PgType::Text, -1, Align::Int, false);
     let attrs = vec![
         AttributeDesc::column(PgType::Int8, 8, Align::Double, true),
@@ -510,12 +434,7 @@ fn events_pages_written_by_a_server_convert_exactly() {
         text(),
         AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false),
         AttributeDesc::column(PgType::Numeric(None), -1, Align::Int, false),
-        AttributeDesc::column(PgType::Array(Box::new(PgType::Text)), -1, Align::Int, false)
-            .with_element(ElementDesc {
-                typlen: -1,
-                align: Align::Int,
-                byval: false,
-            }),
+        array_pages::array_column(PgType::Text, -1, Align::Int),
         text(),
         text(),
     ];
@@ -583,14 +502,11 @@ fn mutated_compressed_pages_are_flagged_or_converted_exactly() {
 /// pointer), and every other page gives the converter's bytes.
 #[test]
 fn real_server_compressed_values_convert_exactly() {
-    let server = gpupg_localpg::LocalServer::start().expect("start PostgreSQL");
-    let psql = |sql: &str| server.psql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let lz4 = psql(
+    let mut server = ServerPages::start();
+    let lz4 = server.query(
         "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
-    )
-    .trim()
-        == "t";
-    psql(&format!(
+    ) == ["t"];
+    server.query(&format!(
         "CREATE TABLE ev (id int, note text, summary text{}, kind text);
          INSERT INTO ev SELECT g,
            CASE WHEN g % 5 = 0 THEN repeat('note ' || g || ' ' || md5(g::text) || '; ', 8 + g % 70)
@@ -599,26 +515,23 @@ fn real_server_compressed_values_convert_exactly() {
            CASE WHEN g % 10 = 3 THEN repeat('status ' || g % 7 || ' ok; ', 150 + g % 150)
                 ELSE 'status ' || g % 7 END,
            'event.' || g % 5
-         FROM generate_series(1, 4000) g;
-         CHECKPOINT;",
+         FROM generate_series(1, 4000) g",
         if lz4 { " COMPRESSION lz4" } else { "" }
     ));
-    let inline = |col: &str, method: &str| -> u64 {
-        psql(&format!(
+    let mut inline = |col: &str, method: &str| -> u64 {
+        server.query(&format!(
             "SELECT count(*) FROM ev WHERE pg_column_compression({col}) = '{method}' \
              AND pg_column_size({col}) < 2000"
-        ))
-        .trim()
-        .parse()
-        .expect("a count")
+        ))[0]
+            .parse()
+            .expect("a count")
     };
     let pglz_notes = inline("note", "pglz");
     let lz4_summaries = inline("summary", "lz4");
     eprintln!("inline compressed: {pglz_notes} pglz notes, {lz4_summaries} lz4 summaries (server lz4: {lz4})");
     assert!(pglz_notes > 100);
     assert!(!lz4 || lz4_summaries > 100);
-    let rel = psql("SELECT pg_relation_filepath('ev')");
-    let data = std::fs::read(server.data_dir().join(rel.trim())).expect("the table's file");
+    let data = server.heap_file("ev");
     assert_eq!(data.len() % 8192, 0);
     let text = || AttributeDesc::column(PgType::Text, -1, Align::Int, false);
     let layout = TupleLayout::all_columns(
