@@ -196,3 +196,27 @@ pub fn heap_equals_copy_by_id(mut req: ExportRequest<'static>, dir: &Path) -> Ex
     assert_same_table(&a, &b);
     report
 }
+
+/// After new values were stored out of line in `table`: VACUUM it but not
+/// its TOAST relation, so the new chunks are on pages not all-visible;
+/// exporting `req` then sends those rows' pages to COPY, reads the rest
+/// from the files, and gives COPY's result.
+pub fn assert_unvisible_chunks_go_to_copy(
+    dsn: &str,
+    table: &str,
+    req: ExportRequest<'static>,
+    dir: &Path,
+) {
+    exec(dsn, "CHECKPOINT");
+    exec(
+        dsn,
+        &format!("VACUUM (FREEZE, PROCESS_TOAST FALSE) {table}"),
+    );
+    let r = heap_equals_copy_by_id(req, dir);
+    let h = r.heap.as_ref().expect("heap report");
+    assert!(h.pages_direct > 0 && h.pages_fallback > 0, "{h:?}");
+    assert!(
+        h.fallback_reasons.keys().any(|k| k.contains("TOAST")),
+        "{h:?}"
+    );
+}

@@ -118,6 +118,44 @@ fn compare(data: &[u8], pages: &[u32], layout: &TupleLayout) -> (Vec<u32>, Vec<u
     (flagged, refused)
 }
 
+/// `n` pages made by `make(seed, n)` for each layout and three seeds
+/// (`first` + 10 per layout, + 1 per seed): none is flagged or refused.
+fn assert_none_flagged(
+    layouts: &[TupleLayout],
+    first: u64,
+    n: u32,
+    make: fn(u64, usize) -> Vec<u8>,
+) {
+    for (k, layout) in layouts.iter().enumerate() {
+        for seed in 0..3u64 {
+            let data = make(first + seed + 10 * k as u64, n as usize);
+            let all: Vec<u32> = (0..n).collect();
+            let (flagged, refused) = compare(&data, &all, layout);
+            assert!(
+                flagged.is_empty(),
+                "layout {k} seed {seed}: flagged {flagged:?}"
+            );
+            assert!(refused.is_empty());
+        }
+    }
+}
+
+/// Sixty sets of 4 pages made by `make(first + seed, 4)`, each with a few
+/// random bytes changed, alternately of the first and the second layout:
+/// every page the kernels do not flag gives the converter's rows.
+fn assert_mutated_flagged_or_exact(
+    layouts: &[TupleLayout],
+    first: u64,
+    make: fn(u64, usize) -> Vec<u8>,
+) {
+    for seed in 0..60u64 {
+        let mut data = make(first + seed, 4);
+        mutate(&mut data, seed, 1 + (seed as usize % 5));
+        let all: Vec<u32> = (0..4).collect();
+        compare(&data, &all, &layouts[(seed % 2) as usize]);
+    }
+}
+
 #[test]
 fn clean_pages_convert_exactly_and_none_is_flagged() {
     for (k, layout) in layouts().iter().enumerate() {
@@ -183,18 +221,7 @@ fn checksums_are_verified_by_the_kernels() {
 
 #[test]
 fn jsonb_pages_convert_exactly_and_none_is_flagged() {
-    for (k, layout) in jsonb_layouts().iter().enumerate() {
-        for seed in 0..3u64 {
-            let data = jsonb_pages(40 + seed + 10 * k as u64, 10);
-            let all: Vec<u32> = (0..10).collect();
-            let (flagged, refused) = compare(&data, &all, layout);
-            assert!(
-                flagged.is_empty(),
-                "layout {k} seed {seed}: flagged {flagged:?}"
-            );
-            assert!(refused.is_empty());
-        }
-    }
+    assert_none_flagged(&jsonb_layouts(), 40, 10, jsonb_pages);
 }
 
 #[test]
@@ -225,13 +252,7 @@ fn malformed_jsonb_is_flagged_as_the_cpu_refuses_it() {
 
 #[test]
 fn mutated_jsonb_pages_are_flagged_or_converted_exactly() {
-    let layouts = jsonb_layouts();
-    for seed in 0..60u64 {
-        let mut data = jsonb_pages(2000 + seed, 4);
-        mutate(&mut data, seed, 1 + (seed as usize % 5));
-        let all: Vec<u32> = (0..4).collect();
-        compare(&data, &all, &layouts[(seed % 2) as usize]);
-    }
+    assert_mutated_flagged_or_exact(&jsonb_layouts(), 2000, jsonb_pages);
 }
 
 /// Documents of many shapes as a server writes them, then documents
@@ -276,18 +297,7 @@ fn jsonb_pages_written_by_a_server_convert_exactly() {
 
 #[test]
 fn array_pages_convert_exactly_and_none_is_flagged() {
-    for (k, layout) in array_layouts().iter().enumerate() {
-        for seed in 0..3u64 {
-            let data = array_pages(70 + seed + 10 * k as u64, 12);
-            let all: Vec<u32> = (0..12).collect();
-            let (flagged, refused) = compare(&data, &all, layout);
-            assert!(
-                flagged.is_empty(),
-                "layout {k} seed {seed}: flagged {flagged:?}"
-            );
-            assert!(refused.is_empty());
-        }
-    }
+    assert_none_flagged(&array_layouts(), 70, 12, array_pages);
 }
 
 #[test]
@@ -319,13 +329,7 @@ fn compressed_array_elements_are_left_to_the_cpu_and_odd_arrays_convert() {
 
 #[test]
 fn mutated_array_pages_are_flagged_or_converted_exactly() {
-    let layouts = array_layouts();
-    for seed in 0..60u64 {
-        let mut data = array_pages(3000 + seed, 4);
-        mutate(&mut data, seed, 1 + (seed as usize % 5));
-        let all: Vec<u32> = (0..4).collect();
-        compare(&data, &all, &layouts[(seed % 2) as usize]);
-    }
+    assert_mutated_flagged_or_exact(&array_layouts(), 3000, array_pages);
 }
 
 /// Arrays of every converted element type as a server writes them (NULL
