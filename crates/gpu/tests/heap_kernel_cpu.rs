@@ -279,10 +279,7 @@ const SERVER_DOCS: &str = r#"CREATE TABLE docs (id int, doc jsonb, note text);
 
 #[test]
 fn jsonb_pages_written_by_a_server_convert_exactly() {
-    let mut server = ServerPages::start();
-    server.query(SERVER_DOCS);
-    let data = server.heap_file("docs");
-    let special = server.blocks_where("docs", "id > 20000");
+    let (_server, data, special) = ServerPages::written(SERVER_DOCS, "docs", "id > 20000");
     let attrs = vec![
         AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
         AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false),
@@ -371,10 +368,7 @@ const SERVER_ARRAYS: &str = r#"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', '
 
 #[test]
 fn array_pages_written_by_a_server_convert_exactly() {
-    let mut server = ServerPages::start();
-    server.query(SERVER_ARRAYS);
-    let data = server.heap_file("arrs");
-    let special = server.blocks_where("arrs", "id > 5000");
+    let (mut server, data, special) = ServerPages::written(SERVER_ARRAYS, "arrs", "id > 5000");
     let mut labels: std::collections::HashMap<u32, String> = server
         .query("SELECT oid || ' ' || enumlabel FROM pg_enum WHERE enumtypid = 'mood'::regtype")
         .iter()

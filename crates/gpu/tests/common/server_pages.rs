@@ -21,6 +21,17 @@ impl ServerPages {
         ServerPages { server, conn }
     }
 
+    /// A server that ran `sql` (which creates and fills `table`), with
+    /// the heap file of `table` (see [`Self::heap_file`]) and the blocks
+    /// of its rows that match `special` (see [`Self::blocks_where`]).
+    pub fn written(sql: &str, table: &str, special: &str) -> (Self, Vec<u8>, Vec<u32>) {
+        let mut server = Self::start();
+        server.query(sql);
+        let data = server.heap_file(table);
+        let blocks = server.blocks_where(table, special);
+        (server, data, blocks)
+    }
+
     /// Runs `sql` and returns the first column of every row (NULLs left
     /// out).
     pub fn query(&mut self, sql: &str) -> Vec<String> {
