@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use gpupg_decode::{IntervalRepr, TypeOptions};
-use gpupg_export::{ExportRequest, Output, Target};
+use gpupg_export::{export, ExportReport, ExportRequest, NoProgress, Output, Source, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, Connection};
 
@@ -41,9 +41,17 @@ pub fn request(
             overwrite: false,
             row_group_rows: 1 << 20,
         },
-        source: gpupg_export::Source::Copy,
+        source: Source::Copy,
         ..ExportRequest::new(config(dsn), target, output)
     }
+}
+
+/// An uncompressed Arrow export of table `name` into files under `dir`
+/// (see [`request`]).
+pub fn arrow_request(dsn: &str, name: &str, dir: &Path) -> ExportRequest<'static> {
+    let mut r = request(dsn, table(name), Output::Dir(dir.into()), Format::Arrow);
+    r.sink.compression = Compression::None;
+    r
 }
 
 /// A table target.
@@ -165,4 +173,50 @@ pub fn assert_same_table(a: &RecordBatch, b: &RecordBatch) {
             f.name()
         );
     }
+}
+
+/// Exports `req` through COPY and through the files, asserts the results
+/// are identical (rows sorted by `id`), and returns the heap export's report.
+pub fn heap_equals_copy_by_id(mut req: ExportRequest<'static>, dir: &Path) -> ExportReport {
+    let copy_path = dir.join("copy.arrow");
+    let heap_path = dir.join("heap.arrow");
+    for p in [&copy_path, &heap_path] {
+        std::fs::remove_file(p).ok();
+    }
+    req.source = Source::Copy;
+    req.output = Output::File(copy_path.clone());
+    let copy_report = export(&req, &NoProgress).expect("COPY export");
+    req.source = Source::Heap;
+    req.output = Output::File(heap_path.clone());
+    let report = export(&req, &NoProgress).expect("heap export");
+    assert_eq!(report.source, "heap");
+    assert_eq!(report.rows, copy_report.rows);
+    let a = sorted_by(&read_back(&copy_path), &["id"]);
+    let b = sorted_by(&read_back(&heap_path), &["id"]);
+    assert_same_table(&a, &b);
+    report
+}
+
+/// After new values were stored out of line in `table`: VACUUM it but not
+/// its TOAST relation, so the new chunks are on pages not all-visible;
+/// exporting `req` then sends those rows' pages to COPY, reads the rest
+/// from the files, and gives COPY's result.
+pub fn assert_unvisible_chunks_go_to_copy(
+    dsn: &str,
+    table: &str,
+    req: ExportRequest<'static>,
+    dir: &Path,
+) {
+    exec(dsn, "CHECKPOINT");
+    exec(
+        dsn,
+        &format!("VACUUM (FREEZE, PROCESS_TOAST FALSE) {table}"),
+    );
+    let r = heap_equals_copy_by_id(req, dir);
+    let h = r.heap.as_ref().expect("heap report");
+    assert!(h.pages_direct > 0 && h.pages_fallback > 0, "{h:?}");
+    assert!(
+        h.fallback_reasons.keys().any(|k| k.contains("TOAST")),
+        "{h:?}"
+    );
 }

@@ -6,31 +6,9 @@
 mod common;
 
 use common::*;
-use gpupg_export::{export, ExportReport, ExportRequest, NoProgress, Output, Source};
+use gpupg_export::{export, NoProgress, Source};
 use gpupg_localpg::LocalServer;
 use gpupg_sink::Format;
-
-/// Exports `req` through COPY and through the files, asserts the results
-/// are identical, and returns the heap export's report.
-fn heap_equals_copy(mut req: ExportRequest<'static>, dir: &std::path::Path) -> ExportReport {
-    let copy_path = dir.join("copy.arrow");
-    let heap_path = dir.join("heap.arrow");
-    for p in [&copy_path, &heap_path] {
-        std::fs::remove_file(p).ok();
-    }
-    req.source = Source::Copy;
-    req.output = Output::File(copy_path.clone());
-    let copy_report = export(&req, &NoProgress).expect("COPY export");
-    req.source = Source::Heap;
-    req.output = Output::File(heap_path.clone());
-    let report = export(&req, &NoProgress).expect("heap export");
-    assert_eq!(report.source, "heap");
-    assert_eq!(report.rows, copy_report.rows);
-    let a = sorted_by(&read_back(&copy_path), &["id"]);
-    let b = sorted_by(&read_back(&heap_path), &["id"]);
-    assert_same_table(&a, &b);
-    report
-}
 
 fn one(dsn: &str, sql: &str) -> String {
     query(dsn, sql)[0][0].clone().unwrap_or_default()
@@ -100,17 +78,8 @@ fn toasted_values_are_read_from_the_files() {
     exec(&dsn, "CHECKPOINT");
     exec(&dsn, "VACUUM (FREEZE, INDEX_CLEANUP ON) big");
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = || {
-        let mut r = request(
-            &dsn,
-            table("big"),
-            Output::Dir(dir.path().into()),
-            Format::Arrow,
-        );
-        r.sink.compression = gpupg_sink::Compression::None;
-        r
-    };
-    let r = heap_equals_copy(base(), dir.path());
+    let base = || arrow_request(&dsn, "big", dir.path());
+    let r = heap_equals_copy_by_id(base(), dir.path());
     let h = r.heap.as_ref().expect("heap report");
     assert!(h.pages_direct > 0 && h.pages_fallback == 0, "{h:?}");
     assert!(
@@ -121,7 +90,7 @@ fn toasted_values_are_read_from_the_files() {
     // Only columns that cannot be out of line: the TOAST relation is not read.
     let mut req = base();
     req.columns = Some(vec!["id".into()]);
-    let r = heap_equals_copy(req, dir.path());
+    let r = heap_equals_copy_by_id(req, dir.path());
     let h = r.heap.as_ref().expect("heap report");
     assert!(h.toast.is_empty(), "{h:?}");
 
@@ -133,15 +102,7 @@ fn toasted_values_are_read_from_the_files() {
         "INSERT INTO big SELECT g, repeat(md5(g::text), 300), NULL, NULL, NULL
            FROM generate_series(2001, 2100) g",
     );
-    exec(&dsn, "CHECKPOINT");
-    exec(&dsn, "VACUUM (FREEZE, PROCESS_TOAST FALSE) big");
-    let r = heap_equals_copy(base(), dir.path());
-    let h = r.heap.as_ref().expect("heap report");
-    assert!(h.pages_direct > 0 && h.pages_fallback > 0, "{h:?}");
-    assert!(
-        h.fallback_reasons.keys().any(|k| k.contains("TOAST")),
-        "{h:?}"
-    );
+    assert_unvisible_chunks_go_to_copy(&dsn, "big", base(), dir.path());
 }
 
 /// Writers update values stored out of line (each update writes a new

@@ -9,37 +9,13 @@ mod common;
 use std::sync::Once;
 
 use common::*;
-use gpupg_export::{export, ExportReport, ExportRequest, NoProgress, Output, Source};
 use gpupg_localpg::LocalServer;
-use gpupg_sink::Format;
 
 /// Every TOAST relation of this test binary is indexed by location. Set
 /// once, before any export reads it (the test binary holds this one test).
 fn index_by_location() {
     static SET: Once = Once::new();
     SET.call_once(|| std::env::set_var("GPUPGPARSER_TOAST_MEMORY", "0"));
-}
-
-/// Exports `req` through COPY and through the files, asserts the results
-/// are identical, and returns the heap export's report.
-fn heap_equals_copy(mut req: ExportRequest<'static>, dir: &std::path::Path) -> ExportReport {
-    let copy_path = dir.join("copy.arrow");
-    let heap_path = dir.join("heap.arrow");
-    for p in [&copy_path, &heap_path] {
-        std::fs::remove_file(p).ok();
-    }
-    req.source = Source::Copy;
-    req.output = Output::File(copy_path.clone());
-    let copy_report = export(&req, &NoProgress).expect("COPY export");
-    req.source = Source::Heap;
-    req.output = Output::File(heap_path.clone());
-    let report = export(&req, &NoProgress).expect("heap export");
-    assert_eq!(report.source, "heap");
-    assert_eq!(report.rows, copy_report.rows);
-    let a = sorted_by(&read_back(&copy_path), &["id"]);
-    let b = sorted_by(&read_back(&heap_path), &["id"]);
-    assert_same_table(&a, &b);
-    report
 }
 
 #[test]
@@ -80,17 +56,8 @@ fn toast_indexed_by_location_reads_the_same_values() {
         "{toast_pages} TOAST pages: fewer than 3 ranges"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = || {
-        let mut r = request(
-            &dsn,
-            table("big"),
-            Output::Dir(dir.path().into()),
-            Format::Arrow,
-        );
-        r.sink.compression = gpupg_sink::Compression::None;
-        r
-    };
-    let r = heap_equals_copy(base(), dir.path());
+    let base = || arrow_request(&dsn, "big", dir.path());
+    let r = heap_equals_copy_by_id(base(), dir.path());
     let h = r.heap.as_ref().expect("heap report");
     assert!(h.pages_direct > 0 && h.pages_fallback == 0, "{h:?}");
     assert!(h.toast.iter().any(|t| t.contains("by location")), "{h:?}");
@@ -102,13 +69,5 @@ fn toast_indexed_by_location_reads_the_same_values() {
         "INSERT INTO big SELECT g, repeat(md5(g::text), 300), NULL
            FROM generate_series(5001, 5100) g",
     );
-    exec(&dsn, "CHECKPOINT");
-    exec(&dsn, "VACUUM (FREEZE, PROCESS_TOAST FALSE) big");
-    let r = heap_equals_copy(base(), dir.path());
-    let h = r.heap.as_ref().expect("heap report");
-    assert!(h.pages_direct > 0 && h.pages_fallback > 0, "{h:?}");
-    assert!(
-        h.fallback_reasons.keys().any(|k| k.contains("TOAST")),
-        "{h:?}"
-    );
+    assert_unvisible_chunks_go_to_copy(&dsn, "big", base(), dir.path());
 }

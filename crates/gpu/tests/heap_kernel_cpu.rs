@@ -18,7 +18,8 @@ use common::array_pages::{self, array_layouts, array_pages, small_layout};
 use common::compressed::{compressed_pages, compressed_table};
 use common::jsonb_pages::{jsonb_layouts, jsonb_pages, malformed, nested, pages_with, GPU_DEPTH};
 use common::pages::{check_against_cpu, layouts, mutate, pages};
-use gpupg_format::heap::{set_page_checksum, Align, AttributeDesc, ElementDesc, TupleLayout};
+use common::server_pages::ServerPages;
+use gpupg_format::heap::{set_page_checksum, Align, AttributeDesc, TupleLayout};
 use gpupg_format::{CopyChunk, PgType};
 use gpupg_gpu::decode::heap::slot_bases;
 use gpupg_gpu::PageLayout;
@@ -117,6 +118,44 @@ fn compare(data: &[u8], pages: &[u32], layout: &TupleLayout) -> (Vec<u32>, Vec<u
     (flagged, refused)
 }
 
+/// `n` pages made by `make(seed, n)` for each layout and three seeds
+/// (`first` + 10 per layout, + 1 per seed): none is flagged or refused.
+fn assert_none_flagged(
+    layouts: &[TupleLayout],
+    first: u64,
+    n: u32,
+    make: fn(u64, usize) -> Vec<u8>,
+) {
+    for (k, layout) in layouts.iter().enumerate() {
+        for seed in 0..3u64 {
+            let data = make(first + seed + 10 * k as u64, n as usize);
+            let all: Vec<u32> = (0..n).collect();
+            let (flagged, refused) = compare(&data, &all, layout);
+            assert!(
+                flagged.is_empty(),
+                "layout {k} seed {seed}: flagged {flagged:?}"
+            );
+            assert!(refused.is_empty());
+        }
+    }
+}
+
+/// Sixty sets of 4 pages made by `make(first + seed, 4)`, each with a few
+/// random bytes changed, alternately of the first and the second layout:
+/// every page the kernels do not flag gives the converter's rows.
+fn assert_mutated_flagged_or_exact(
+    layouts: &[TupleLayout],
+    first: u64,
+    make: fn(u64, usize) -> Vec<u8>,
+) {
+    for seed in 0..60u64 {
+        let mut data = make(first + seed, 4);
+        mutate(&mut data, seed, 1 + (seed as usize % 5));
+        let all: Vec<u32> = (0..4).collect();
+        compare(&data, &all, &layouts[(seed % 2) as usize]);
+    }
+}
+
 #[test]
 fn clean_pages_convert_exactly_and_none_is_flagged() {
     for (k, layout) in layouts().iter().enumerate() {
@@ -182,18 +221,7 @@ fn checksums_are_verified_by_the_kernels() {
 
 #[test]
 fn jsonb_pages_convert_exactly_and_none_is_flagged() {
-    for (k, layout) in jsonb_layouts().iter().enumerate() {
-        for seed in 0..3u64 {
-            let data = jsonb_pages(40 + seed + 10 * k as u64, 10);
-            let all: Vec<u32> = (0..10).collect();
-            let (flagged, refused) = compare(&data, &all, layout);
-            assert!(
-                flagged.is_empty(),
-                "layout {k} seed {seed}: flagged {flagged:?}"
-            );
-            assert!(refused.is_empty());
-        }
-    }
+    assert_none_flagged(&jsonb_layouts(), 40, 10, jsonb_pages);
 }
 
 #[test]
@@ -224,13 +252,7 @@ fn malformed_jsonb_is_flagged_as_the_cpu_refuses_it() {
 
 #[test]
 fn mutated_jsonb_pages_are_flagged_or_converted_exactly() {
-    let layouts = jsonb_layouts();
-    for seed in 0..60u64 {
-        let mut data = jsonb_pages(2000 + seed, 4);
-        mutate(&mut data, seed, 1 + (seed as usize % 5));
-        let all: Vec<u32> = (0..4).collect();
-        compare(&data, &all, &layouts[(seed % 2) as usize]);
-    }
+    assert_mutated_flagged_or_exact(&jsonb_layouts(), 2000, jsonb_pages);
 }
 
 /// Documents of many shapes as a server writes them, then documents
@@ -257,35 +279,7 @@ const SERVER_DOCS: &str = r#"CREATE TABLE docs (id int, doc jsonb, note text);
 
 #[test]
 fn jsonb_pages_written_by_a_server_convert_exactly() {
-    use gpupg_localpg::LocalServer;
-    use gpupg_source::{ConnectConfig, Connection};
-    let server = LocalServer::start().expect("start PostgreSQL");
-    let config = ConnectConfig::resolve(Some(&server.dsn())).expect("the server's DSN");
-    let mut conn = Connection::connect(&config).expect("connect");
-    let mut query = |sql: &str| -> Vec<String> {
-        let rows = conn
-            .simple_query(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect()
-    };
-    query(SERVER_DOCS);
-    query("CHECKPOINT");
-    assert_eq!(
-        query("SHOW block_size"),
-        ["8192"],
-        "the twin reads 8 kB pages"
-    );
-    eprintln!("PostgreSQL {}", query("SHOW server_version").remove(0));
-    let rel = query("SELECT pg_relation_filepath('docs')").remove(0);
-    let mut special: Vec<u32> =
-        query("SELECT DISTINCT ((ctid::text::point)[0])::int FROM docs WHERE id > 20000")
-            .iter()
-            .map(|b| b.parse().expect("a block number"))
-            .collect();
-    special.sort_unstable();
-    let data = std::fs::read(server.data_dir().join(rel)).expect("the heap file");
+    let (_server, data, special) = ServerPages::written(SERVER_DOCS, "docs", "id > 20000");
     let attrs = vec![
         AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
         AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false),
@@ -300,18 +294,7 @@ fn jsonb_pages_written_by_a_server_convert_exactly() {
 
 #[test]
 fn array_pages_convert_exactly_and_none_is_flagged() {
-    for (k, layout) in array_layouts().iter().enumerate() {
-        for seed in 0..3u64 {
-            let data = array_pages(70 + seed + 10 * k as u64, 12);
-            let all: Vec<u32> = (0..12).collect();
-            let (flagged, refused) = compare(&data, &all, layout);
-            assert!(
-                flagged.is_empty(),
-                "layout {k} seed {seed}: flagged {flagged:?}"
-            );
-            assert!(refused.is_empty());
-        }
-    }
+    assert_none_flagged(&array_layouts(), 70, 12, array_pages);
 }
 
 #[test]
@@ -343,13 +326,7 @@ fn compressed_array_elements_are_left_to_the_cpu_and_odd_arrays_convert() {
 
 #[test]
 fn mutated_array_pages_are_flagged_or_converted_exactly() {
-    let layouts = array_layouts();
-    for seed in 0..60u64 {
-        let mut data = array_pages(3000 + seed, 4);
-        mutate(&mut data, seed, 1 + (seed as usize % 5));
-        let all: Vec<u32> = (0..4).collect();
-        compare(&data, &all, &layouts[(seed % 2) as usize]);
-    }
+    assert_mutated_flagged_or_exact(&array_layouts(), 3000, array_pages);
 }
 
 /// Arrays of every converted element type as a server writes them (NULL
@@ -391,56 +368,15 @@ const SERVER_ARRAYS: &str = r#"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', '
 
 #[test]
 fn array_pages_written_by_a_server_convert_exactly() {
-    use gpupg_localpg::LocalServer;
-    use gpupg_source::{ConnectConfig, Connection};
-    let server = LocalServer::start().expect("start PostgreSQL");
-    let config = ConnectConfig::resolve(Some(&server.dsn())).expect("the server's DSN");
-    let mut conn = Connection::connect(&config).expect("connect");
-    let mut query = |sql: &str| -> Vec<String> {
-        let rows = conn
-            .simple_query(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect()
-    };
-    query(SERVER_ARRAYS);
-    query("CHECKPOINT");
-    assert_eq!(
-        query("SHOW block_size"),
-        ["8192"],
-        "the twin reads 8 kB pages"
-    );
-    eprintln!("PostgreSQL {}", query("SHOW server_version").remove(0));
-    let rel = query("SELECT pg_relation_filepath('arrs')").remove(0);
-    let mut special: Vec<u32> =
-        query("SELECT DISTINCT ((ctid::text::point)[0])::int FROM arrs WHERE id > 5000")
-            .iter()
-            .map(|b| b.parse().expect("a block number"))
-            .collect();
-    special.sort_unstable();
-    let mut labels: std::collections::HashMap<u32, String> =
-        query("SELECT oid || ' ' || enumlabel FROM pg_enum WHERE enumtypid = 'mood'::regtype")
-            .iter()
-            .filter_map(|r| r.split_once(' '))
-            .map(|(oid, label)| (oid.parse().expect("an OID"), label.to_string()))
-            .collect();
+    let (mut server, data, special) = ServerPages::written(SERVER_ARRAYS, "arrs", "id > 5000");
+    let mut labels: std::collections::HashMap<u32, String> = server
+        .query("SELECT oid || ' ' || enumlabel FROM pg_enum WHERE enumtypid = 'mood'::regtype")
+        .iter()
+        .filter_map(|r| r.split_once(' '))
+        .map(|(oid, label)| (oid.parse().expect("an OID"), label.to_string()))
+        .collect();
     assert_eq!(labels.len(), 4);
-    let data = std::fs::read(server.data_dir().join(rel)).expect("the heap file");
-    let array = |pg: PgType, typlen: i16, align: Align| {
-        let col_align = if align == Align::Double {
-            Align::Double
-        } else {
-            Align::Int
-        };
-        AttributeDesc::column(PgType::Array(Box::new(pg)), -1, col_align, false).with_element(
-            ElementDesc {
-                typlen,
-                align,
-                byval: typlen > 0 && typlen <= 8,
-            },
-        )
-    };
+    let array = array_pages::array_column;
     let attrs = vec![
         AttributeDesc::column(PgType::Int4, 4, Align::Int, true),
         array(PgType::Text, -1, Align::Int),
@@ -484,24 +420,10 @@ fn array_pages_written_by_a_server_convert_exactly() {
 /// TOAST pointers are.
 #[test]
 fn events_pages_written_by_a_server_convert_exactly() {
-    use gpupg_localpg::LocalServer;
-    use gpupg_source::{ConnectConfig, Connection};
-    let server = LocalServer::start().expect("start PostgreSQL");
-    let config = ConnectConfig::resolve(Some(&server.dsn())).expect("the server's DSN");
-    let mut conn = Connection::connect(&config).expect("connect");
-    let mut query = |sql: &str| -> Vec<String> {
-        let rows = conn
-            .simple_query(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect()
-    };
-    query(&gpupg_datagen::events_ddl("events", false));
-    query(&gpupg_datagen::events_insert("events", 1, 4000));
-    query("CHECKPOINT");
-    let rel = query("SELECT pg_relation_filepath('events')").remove(0);
-    let data = std::fs::read(server.data_dir().join(rel)).expect("the heap file");
+    let mut server = ServerPages::start();
+    server.query(&gpupg_datagen::events_ddl("events", false));
+    server.query(&gpupg_datagen::events_insert("events", 1, 4000));
+    let data = server.heap_file("events");
     let text = || AttributeDesc::column(PgType::Text, -1, Align::Int, false);
     let attrs = vec![
         AttributeDesc::column(PgType::Int8, 8, Align::Double, true),
@@ -510,12 +432,7 @@ fn events_pages_written_by_a_server_convert_exactly() {
         text(),
         AttributeDesc::column(PgType::Jsonb, -1, Align::Int, false),
         AttributeDesc::column(PgType::Numeric(None), -1, Align::Int, false),
-        AttributeDesc::column(PgType::Array(Box::new(PgType::Text)), -1, Align::Int, false)
-            .with_element(ElementDesc {
-                typlen: -1,
-                align: Align::Int,
-                byval: false,
-            }),
+        array_pages::array_column(PgType::Text, -1, Align::Int),
         text(),
         text(),
     ];
@@ -583,14 +500,11 @@ fn mutated_compressed_pages_are_flagged_or_converted_exactly() {
 /// pointer), and every other page gives the converter's bytes.
 #[test]
 fn real_server_compressed_values_convert_exactly() {
-    let server = gpupg_localpg::LocalServer::start().expect("start PostgreSQL");
-    let psql = |sql: &str| server.psql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let lz4 = psql(
+    let mut server = ServerPages::start();
+    let lz4 = server.query(
         "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
-    )
-    .trim()
-        == "t";
-    psql(&format!(
+    ) == ["t"];
+    server.query(&format!(
         "CREATE TABLE ev (id int, note text, summary text{}, kind text);
          INSERT INTO ev SELECT g,
            CASE WHEN g % 5 = 0 THEN repeat('note ' || g || ' ' || md5(g::text) || '; ', 8 + g % 70)
@@ -599,26 +513,23 @@ fn real_server_compressed_values_convert_exactly() {
            CASE WHEN g % 10 = 3 THEN repeat('status ' || g % 7 || ' ok; ', 150 + g % 150)
                 ELSE 'status ' || g % 7 END,
            'event.' || g % 5
-         FROM generate_series(1, 4000) g;
-         CHECKPOINT;",
+         FROM generate_series(1, 4000) g",
         if lz4 { " COMPRESSION lz4" } else { "" }
     ));
-    let inline = |col: &str, method: &str| -> u64 {
-        psql(&format!(
+    let mut inline = |col: &str, method: &str| -> u64 {
+        server.query(&format!(
             "SELECT count(*) FROM ev WHERE pg_column_compression({col}) = '{method}' \
              AND pg_column_size({col}) < 2000"
-        ))
-        .trim()
-        .parse()
-        .expect("a count")
+        ))[0]
+            .parse()
+            .expect("a count")
     };
     let pglz_notes = inline("note", "pglz");
     let lz4_summaries = inline("summary", "lz4");
     eprintln!("inline compressed: {pglz_notes} pglz notes, {lz4_summaries} lz4 summaries (server lz4: {lz4})");
     assert!(pglz_notes > 100);
     assert!(!lz4 || lz4_summaries > 100);
-    let rel = psql("SELECT pg_relation_filepath('ev')");
-    let data = std::fs::read(server.data_dir().join(rel.trim())).expect("the table's file");
+    let data = server.heap_file("ev");
     assert_eq!(data.len() % 8192, 0);
     let text = || AttributeDesc::column(PgType::Text, -1, Align::Int, false);
     let layout = TupleLayout::all_columns(

@@ -88,6 +88,25 @@ pub fn toast_pointer(rawsize: i32, extinfo: u32, value_id: u32, toast_relid: u32
     v
 }
 
+/// A row of a TOAST relation (chunk_id oid, chunk_seq int4, chunk_data
+/// bytea), as `toast_save_datum` writes it: chunk `seq` of value
+/// `value_id`, holding `data`.
+pub fn toast_chunk_tuple(value_id: u32, seq: i32, data: &[u8]) -> Vec<u8> {
+    let attrs = [
+        FillAttr::new(4, Align::Int),
+        FillAttr::new(4, Align::Int),
+        FillAttr::new(-1, Align::Int),
+    ];
+    heap_fill_tuple(
+        &attrs,
+        &[
+            Some(&value_id.to_le_bytes()[..]),
+            Some(&seq.to_le_bytes()[..]),
+            Some(&varlena_4b(data)[..]),
+        ],
+    )
+}
+
 /// The on-disk numeric (a 4-byte-header varlena, as `make_result` builds
 /// it) of a value in numeric_send's format; `None` if `send` is not one.
 /// Finite values with `dscale <= 63` and `-64 <= weight <= 63` take the

@@ -389,7 +389,7 @@ impl ToastLookup for ChunkMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heap::build::{heap_fill_tuple, varlena_4b, FillAttr};
+    use crate::heap::build::{heap_fill_tuple, toast_chunk_tuple, FillAttr};
     use crate::heap::tuple::Align;
     use crate::heap::{lz4, pglz};
 
@@ -401,28 +401,12 @@ mod tests {
         assert_eq!(max_chunk_size(32768), 8140);
     }
 
-    fn chunk_tuple(value_id: u32, seq: i32, data: &[u8]) -> Vec<u8> {
-        let attrs = [
-            FillAttr::new(4, Align::Int),
-            FillAttr::new(4, Align::Int),
-            FillAttr::new(-1, Align::Int),
-        ];
-        heap_fill_tuple(
-            &attrs,
-            &[
-                Some(&value_id.to_le_bytes()[..]),
-                Some(&seq.to_le_bytes()[..]),
-                Some(&varlena_4b(data)[..]),
-            ],
-        )
-    }
-
     /// The chunks PostgreSQL would store for `stored` under value `id`.
     fn cut(id: u32, stored: &[u8]) -> Vec<Vec<u8>> {
         stored
             .chunks(1996)
             .enumerate()
-            .map(|(i, c)| chunk_tuple(id, i as i32, c))
+            .map(|(i, c)| toast_chunk_tuple(id, i as i32, c))
             .collect()
     }
 
@@ -499,7 +483,7 @@ mod tests {
             })
         ));
         let mut extra = all.clone();
-        extra.push(chunk_tuple(7, 3, b"more"));
+        extra.push(toast_chunk_tuple(7, 3, b"more"));
         assert!(matches!(
             detoast(&extra, &ptr),
             Err(ToastError::ChunkOrder {
@@ -509,7 +493,7 @@ mod tests {
             })
         ));
         let mut short = all.clone();
-        short[1] = chunk_tuple(7, 1, &raw[1996..3000]);
+        short[1] = toast_chunk_tuple(7, 1, &raw[1996..3000]);
         assert!(matches!(
             detoast(&short, &ptr),
             Err(ToastError::ChunkSize {
@@ -589,7 +573,7 @@ mod tests {
 
     #[test]
     fn chunk_tuples() {
-        let t = chunk_tuple(42, 3, b"data");
+        let t = toast_chunk_tuple(42, 3, b"data");
         assert_eq!(
             parse_chunk(&t).unwrap(),
             Chunk {

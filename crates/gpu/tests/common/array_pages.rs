@@ -139,23 +139,29 @@ fn short_or_long(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
     }
 }
 
-fn array_attr(elem: Elem) -> (AttributeDesc, FillAttr) {
-    let (pg, typlen, align, _) = elem.desc();
+/// A nullable array column of elements of type `pg` (`typlen`, `align`),
+/// aligned as PostgreSQL aligns such an array (double when its elements
+/// are, int otherwise).
+pub fn array_column(pg: PgType, typlen: i16, align: Align) -> AttributeDesc {
     let col_align = if align == Align::Double {
         Align::Double
     } else {
         Align::Int
     };
-    (
-        AttributeDesc::column(PgType::Array(Box::new(pg)), -1, col_align, false).with_element(
-            ElementDesc {
-                typlen,
-                align,
-                byval: typlen > 0 && typlen <= 8,
-            },
-        ),
-        FillAttr::new(-1, col_align),
+    AttributeDesc::column(PgType::Array(Box::new(pg)), -1, col_align, false).with_element(
+        ElementDesc {
+            typlen,
+            align,
+            byval: typlen > 0 && typlen <= 8,
+        },
     )
+}
+
+fn array_attr(elem: Elem) -> (AttributeDesc, FillAttr) {
+    let (pg, typlen, align, _) = elem.desc();
+    let attr = array_column(pg, typlen, align);
+    let fill = FillAttr::new(-1, attr.align);
+    (attr, fill)
 }
 
 /// The random table: id int4, then an array column of each element type.

@@ -4,3 +4,4 @@ pub mod compressed;
 pub mod jsonb_pages;
 pub mod pages;
 pub mod rows;
+pub mod server_pages;

@@ -584,7 +584,7 @@ impl ToastLookup for ChunkPlaces {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpupg_format::heap::build::{heap_fill_tuple, varlena_4b, FillAttr, PageBuilder};
+    use gpupg_format::heap::build::{toast_chunk_tuple, PageBuilder};
     use gpupg_format::heap::page::PD_ALL_VISIBLE;
 
     const BS: usize = 8192;
@@ -599,28 +599,12 @@ mod tests {
         assert_eq!(mem_available("MemAvailable: lots kB\n"), None);
     }
 
-    fn chunk_tuple(value_id: u32, seq: i32, data: &[u8]) -> Vec<u8> {
-        let attrs = [
-            FillAttr::new(4, Align::Int),
-            FillAttr::new(4, Align::Int),
-            FillAttr::new(-1, Align::Int),
-        ];
-        heap_fill_tuple(
-            &attrs,
-            &[
-                Some(&value_id.to_le_bytes()[..]),
-                Some(&seq.to_le_bytes()[..]),
-                Some(&varlena_4b(data)[..]),
-            ],
-        )
-    }
-
     /// An all-visible TOAST page of block `blkno`, last changed at `lsn`,
     /// holding `chunks` (value id, number, bytes).
     fn page(blkno: u32, lsn: u64, chunks: &[(u32, i32, &[u8])]) -> Vec<u8> {
         let mut b = PageBuilder::new(BS, blkno);
         for &(id, seq, data) in chunks {
-            b.add_tuple(&chunk_tuple(id, seq, data))
+            b.add_tuple(&toast_chunk_tuple(id, seq, data))
                 .expect("chunk fits");
         }
         b.set_flags(PD_ALL_VISIBLE);
@@ -693,6 +677,19 @@ mod tests {
         })
     }
 
+    /// Both values (ids 1 and 2) have a chunk on block 1, changed after
+    /// the fence: neither is read from it.
+    fn assert_both_untrusted(index: &ToastIndex) {
+        assert_eq!(
+            detoast(index, pointer(100, 2)),
+            Err(ToastError::Untrusted(2))
+        );
+        assert_eq!(
+            detoast(index, pointer(5000, 1)),
+            Err(ToastError::Untrusted(1))
+        );
+    }
+
     #[test]
     fn values_by_location_are_read_again_and_judged_again() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -724,26 +721,12 @@ mod tests {
         assert_eq!(one(&index), Ok(raw[..100].to_vec()));
         write_relation(&rel, FENCE + 1);
         assert_eq!(one(&index), Ok(raw[..100].to_vec()));
-        assert_eq!(
-            detoast(&index, pointer(100, 2)),
-            Err(ToastError::Untrusted(2))
-        );
-        assert_eq!(
-            detoast(&index, pointer(5000, 1)),
-            Err(ToastError::Untrusted(1))
-        );
+        assert_both_untrusted(&index);
         // Indexed after the change: block 1's values are marked untrusted.
         for in_memory in [true, false] {
             let index = build_index(&rel, in_memory);
             assert_eq!(index.stats.trusted, 1);
-            assert_eq!(
-                detoast(&index, pointer(100, 2)),
-                Err(ToastError::Untrusted(2))
-            );
-            assert_eq!(
-                detoast(&index, pointer(5000, 1)),
-                Err(ToastError::Untrusted(1))
-            );
+            assert_both_untrusted(&index);
         }
         // A file cut short after indexing: the value cannot be read again.
         write_relation(&rel, 600);
