@@ -357,3 +357,39 @@ fn a_refresh_never_keeps_a_dirty_page() {
         "the refresh's rows differ from COPY's"
     );
 }
+
+/// Right after a load most of the table is dirty in shared buffers: `auto`
+/// lists it, finds more than a tenth dirty and runs a CHECKPOINT instead,
+/// so every page comes from the files (and the report says why);
+/// `buffercache` keeps the list and reads the dirty pages through COPY.
+#[test]
+fn auto_checkpoints_when_most_pages_are_dirty() {
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    exec(&dsn, "CREATE EXTENSION pg_buffercache");
+    exec(
+        &dsn,
+        "CREATE TABLE t (a int, b int) WITH (fillfactor = 60);
+         INSERT INTO t SELECT g, g FROM generate_series(1, 30000) g;",
+    );
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["t"]);
+    // VACUUM set every page's PD_ALL_VISIBLE: all of them are dirty now.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listed = heap_equals_copy(base(&dsn, dir.path(), HeapSync::BufferCache), dir.path());
+    let h = heap(&listed);
+    assert!(h.sync.contains("no CHECKPOINT"), "{}", h.sync);
+    assert!(h.pages_fallback > 0, "{h:?}");
+    exec(&dsn, "UPDATE t SET b = -b");
+    exec(&dsn, "CHECKPOINT");
+    vacuum_all_visible(&dsn, &["t"]);
+    let auto = heap_equals_copy(base(&dsn, dir.path(), HeapSync::Auto), dir.path());
+    let h = heap(&auto);
+    assert!(
+        h.sync.contains("dirty in shared buffers: a CHECKPOINT costs less"),
+        "{}",
+        h.sync
+    );
+    assert_eq!(h.pages_fallback, 0, "{h:?}");
+    assert!(h.files_proof.contains("its data directory"), "{}", h.files_proof);
+}

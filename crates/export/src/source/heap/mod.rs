@@ -201,7 +201,8 @@ pub(crate) fn prepare(
     // `toast_rels`, skipping tables without one).
     let mut oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
     oids.extend(toast_rels.iter().flatten().map(|t| t.oid));
-    let sync = sync_files(&mut probe, req.heap_sync, &oids)?;
+    let table_pages = leaves.iter().map(|t| t.relpages).sum();
+    let sync = sync_files(&mut probe, req.heap_sync, &oids, table_pages)?;
     let mut rels = Vec::with_capacity(found.len());
     let mut starts = Vec::with_capacity(found.len() + 1);
     let mut next = 0u64;

@@ -252,7 +252,7 @@ fn same_checkpoint(
         ));
     }
     proof.proven.push(format!(
-        "current (latest checkpoint {} is the server's; no CHECKPOINT run)",
+        "current (latest checkpoint {} is the server's, read before and after the file)",
         lsn(at)
     ));
     Ok(())

@@ -22,7 +22,8 @@ pub(crate) struct FilesSync {
     pub(super) dirty: Vec<DirtyBlocks>,
     /// Seconds the CHECKPOINT took (0 without one).
     pub checkpoint_seconds: f64,
-    /// Why a CHECKPOINT was run where `auto` would have done without.
+    /// Why `auto` ran a CHECKPOINT: the dirty pages could not be listed,
+    /// or too many were dirty.
     pub(super) why_checkpoint: Option<String>,
 }
 
@@ -44,6 +45,9 @@ impl FilesSync {
     /// One line for the report: "pg_buffercache: 12 dirty pages read
     /// through COPY; no CHECKPOINT" or "CHECKPOINT 0.412 s (why)".
     pub(crate) fn describe(&self) -> String {
+        if let Some(why) = &self.why_checkpoint {
+            return format!("CHECKPOINT {:.3} s ({why})", self.checkpoint_seconds);
+        }
         match self.synced {
             Synced::DirtyListed => {
                 let (heap, vm) = self.dirty_pages();
@@ -52,26 +56,32 @@ impl FilesSync {
                      ({vm} of the visibility map); no CHECKPOINT"
                 )
             }
-            Synced::Checkpoint => match &self.why_checkpoint {
-                Some(why) => format!(
-                    "CHECKPOINT {:.3} s (no dirty-page list: {why})",
-                    self.checkpoint_seconds
-                ),
-                None => format!("CHECKPOINT {:.3} s, as asked", self.checkpoint_seconds),
-            },
+            Synced::Checkpoint => format!("CHECKPOINT {:.3} s, as asked", self.checkpoint_seconds),
         }
     }
 }
+
+/// Above this share of the tables' pages dirty in shared buffers, `auto`
+/// runs a CHECKPOINT rather than read them through COPY: from 15% of the
+/// pages going to COPY the heap path is no faster than COPY itself
+/// (measured on the H100 host, `estimate.rs`), and right after a table is
+/// loaded every page is dirty (events 20k rows here: 0 of 1,764 pages from
+/// the files with the list, all of them after a CHECKPOINT). Below it, the
+/// busy primary's I/O spike is avoided; `--heap-sync buffercache` keeps the
+/// list whatever the share.
+const CHECKPOINT_ABOVE_DIRTY_SHARE: f64 = 0.10;
 
 /// Makes the files of relations `oids` (the plan's relations in its order,
 /// then any other whose pages are read from the files, such as a TOAST
 /// relation) hold every change made before the fence (taken just before),
 /// as `mode` says, on `probe` (a connection outside the export's
-/// transaction).
+/// transaction). `table_pages`: the size of the plan's relations (the first
+/// of `oids`), in blocks.
 pub(super) fn sync_files(
     probe: &mut Connection,
     mode: HeapSync,
     oids: &[u32],
+    table_pages: u64,
 ) -> Result<FilesSync, Unavailable> {
     let listed = match mode {
         HeapSync::Checkpoint => Err(None),
@@ -79,12 +89,16 @@ pub(super) fn sync_files(
     };
     let why = match listed {
         Ok(dirty) => {
-            return Ok(FilesSync {
+            let listed = FilesSync {
                 synced: Synced::DirtyListed,
                 dirty,
                 checkpoint_seconds: 0.0,
                 why_checkpoint: None,
-            })
+            };
+            return match (mode, too_dirty(&listed, table_pages)) {
+                (HeapSync::Auto, Some(why)) => checkpoint_instead(probe, listed, why),
+                _ => Ok(listed),
+            };
         }
         Err(Some(Unavailable::Error(e))) => return Err(Unavailable::Error(e)),
         Err(Some(Unavailable::Reason(why))) if mode == HeapSync::BufferCache => {
@@ -92,7 +106,7 @@ pub(super) fn sync_files(
                 "the pages dirty in shared buffers cannot be listed: {why}"
             )))
         }
-        Err(Some(Unavailable::Reason(why))) => Some(why),
+        Err(Some(Unavailable::Reason(why))) => Some(format!("no dirty-page list: {why}")),
         Err(None) => None,
     };
     let t = Instant::now();
@@ -108,6 +122,45 @@ pub(super) fn sync_files(
         checkpoint_seconds: t.elapsed().as_secs_f64(),
         why_checkpoint: why,
     })
+}
+
+/// Why the listed dirty pages (of the tables and their TOAST relations)
+/// are too many to read through COPY ([`CHECKPOINT_ABOVE_DIRTY_SHARE`] of
+/// the tables' pages).
+fn too_dirty(listed: &FilesSync, table_pages: u64) -> Option<String> {
+    let dirty: u64 = listed.dirty.iter().map(|d| d.heap.len() as u64).sum();
+    let share = dirty as f64 / table_pages.max(1) as f64;
+    (share > CHECKPOINT_ABOVE_DIRTY_SHARE).then(|| {
+        format!(
+            "{dirty} of {table_pages} pages ({:.0}%) dirty in shared buffers: \
+             a CHECKPOINT costs less than reading them through COPY",
+            100.0 * share
+        )
+    })
+}
+
+/// A CHECKPOINT after the dirty pages were listed (the fence is older than
+/// both, so either makes the files exact); where it is not allowed, the
+/// list stands. The files keep the list's proof (`Synced::DirtyListed`:
+/// current by pg_control's checkpoint, and the postmaster's own
+/// directory), which holds all the more after a checkpoint, with nothing
+/// left dirty from before the fence.
+fn checkpoint_instead(
+    probe: &mut Connection,
+    listed: FilesSync,
+    why: String,
+) -> Result<FilesSync, Unavailable> {
+    let t = Instant::now();
+    match checkpoint(probe) {
+        Ok(()) => Ok(FilesSync {
+            synced: Synced::DirtyListed,
+            dirty: Vec::new(),
+            checkpoint_seconds: t.elapsed().as_secs_f64(),
+            why_checkpoint: Some(why),
+        }),
+        Err(SourceError::HeapUnavailable { .. }) => Ok(listed),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The dirty pages of `oids`, when they can be listed and the files then
