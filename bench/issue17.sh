@@ -6,7 +6,8 @@
 # BEFORE=path also runs the heap commands with that (older) binary, for a
 # before/after on the same machine. DEADLINE=seconds (default 540) skips
 # what would start after it, so the summary always comes back. RUNS (2)
-# runs of each command, COPY_RUNS (1) of the COPY ones.
+# runs of each command, COPY_RUNS (1) of the COPY ones. SKIP and EXTRA:
+# below. TGZ_DIR: where every run's JSON and log go, as one tarball.
 # Run from the repository root after bench/prepare-carry.sh, with carry
 # [".carry/bin", ".carry/pg15.tar.xz", ".carry/shared"].
 set -euo pipefail
@@ -47,6 +48,15 @@ for o in "${outputs[@]}"; do
   for c in "${choices[@]}"; do
     cname=${c%%|*}; cargs=${c#*|}
     [ "$oname" = device ] && [ "${cname#*-}" = cpu ] && continue
+    # SKIP="OUTPUT:CHOICE ..." (glob patterns) leaves commands out, such as
+    # COPY ones where the measured COPY ceiling already bounds them.
+    skip=0
+    read -r -a pats <<<"${SKIP:-}"
+    for pat in "${pats[@]}"; do
+      # shellcheck disable=SC2053
+      [[ $oname:$cname == $pat ]] && skip=1
+    done
+    (( skip )) && continue
     # shellcheck disable=SC2086
     n=${RUNS:-2}; [ "${cname%%-*}" = copy ] && n=${COPY_RUNS:-1}
     one "$table-$oname-$cname" "$bin" "$n" $oargs $cargs
@@ -93,4 +103,4 @@ for out, choice, who, label, secs, chose, pages in rows:
     if choice == "auto" and out in best:
         print(f"- {out}: auto {min(secs):.2f} s against the best explicit {best[out]:.2f} s: {min(secs) / best[out]:.3f}x")
 PY
-tar -C "$runs" -czf "$out/issue17-$table-runs.tgz" .
+tar -C "$runs" -czf "${TGZ_DIR:-$out}/issue17-$table-runs.tgz" .
