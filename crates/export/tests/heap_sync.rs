@@ -302,6 +302,19 @@ fn copies_of_the_data_directory_are_refused_without_a_checkpoint() {
     // The updated rows fit their pages (fillfactor 60), so the sizes may
     // match too: the postmaster's directory refuses it then.
     refused_without_checkpoint(&dsn, &stale, &["segment files", "data directory"]);
+    // With a CHECKPOINT the linked pg_control is current and the sizes may
+    // match: the postmaster's directory refuses the copy there too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = base(&dsn, dir.path(), HeapSync::Checkpoint);
+    req.data_dir = Some(stale.clone());
+    req.source = Source::Heap;
+    let msg = export(&req, &NoProgress)
+        .expect_err("a copy read after a CHECKPOINT")
+        .to_string();
+    assert!(
+        msg.contains("not the postmaster's data directory") || msg.contains("segment files"),
+        "{msg}"
+    );
     // The server's own directory, given through a symbolic link, is its own.
     let link = copies.path().join("link");
     std::os::unix::fs::symlink(server.data_dir(), &link).expect("link");
@@ -386,10 +399,15 @@ fn auto_checkpoints_when_most_pages_are_dirty() {
     let auto = heap_equals_copy(base(&dsn, dir.path(), HeapSync::Auto), dir.path());
     let h = heap(&auto);
     assert!(
-        h.sync.contains("dirty in shared buffers: a CHECKPOINT costs less"),
+        h.sync
+            .contains("dirty in shared buffers: a CHECKPOINT costs less"),
         "{}",
         h.sync
     );
     assert_eq!(h.pages_fallback, 0, "{h:?}");
-    assert!(h.files_proof.contains("its data directory"), "{}", h.files_proof);
+    assert!(
+        h.files_proof.contains("its data directory"),
+        "{}",
+        h.files_proof
+    );
 }
