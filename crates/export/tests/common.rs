@@ -220,3 +220,15 @@ pub fn assert_unvisible_chunks_go_to_copy(
         "{h:?}"
     );
 }
+
+/// Sets its flag when dropped, unwinding included: a test's writer threads
+/// loop until the flag is set, so a failed assertion in the scope that runs
+/// them would otherwise leave the scope waiting on them forever (and the
+/// failure unprinted).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

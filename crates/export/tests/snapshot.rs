@@ -95,6 +95,9 @@ fn exports_under_concurrent_writes(source: Source, sync: HeapSync) {
                 }
             });
         }
+        // A failed assertion below must stop the writers too, or the scope
+        // waits for them forever and the failure is never printed.
+        let _stop_on_exit = StopOnDrop(&stop);
         let mut dirty = 0;
         let (mut direct, mut fallback) = (0, 0);
         for run in 0..4 {

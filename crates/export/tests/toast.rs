@@ -183,14 +183,7 @@ fn toasted_values_hold_one_snapshot_under_concurrent_writes_and_vacuum() {
                 }
             });
         }
-        // Stops the writers however this thread leaves the scope: a failed
-        // assertion would otherwise leave the scope waiting on them forever.
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
+        // Stops the writers however this thread leaves the scope.
         let _stop_writers = StopOnDrop(&stop);
         let (mut direct, mut fallback) = (0, 0);
         for run in 0..4 {
