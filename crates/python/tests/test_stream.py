@@ -168,7 +168,7 @@ def test_polars(types):
 def test_duckdb(types):
     duckdb = pytest.importorskip("duckdb")
     stream = gpupgparser.read_table(types.dsn, "types", columns=["id", "t"])  # noqa: F841
-    count, total = duckdb.sql("select count(*), sum(id) from stream").fetchone()
+    [(count, total)] = duckdb.sql("select count(*), sum(id) from stream").fetchall()
     assert (count, total) == (ROWS + 1, ROWS * (ROWS + 1) // 2)
 
 
