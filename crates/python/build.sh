@@ -29,7 +29,7 @@ if [ ! -x "$venv/bin/maturin" ]; then
         'maturin>=1.5,<2'
 fi
 rm -f "$wheels"/gpupgparser-*.whl
-"$venv/bin/maturin" build --quiet --profile dev -m "$here/Cargo.toml" \
+"$venv/bin/maturin" build --quiet --locked --profile dev -m "$here/Cargo.toml" \
     -i "$venv/bin/python" -o "$wheels"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
     --force-reinstall --no-deps "$wheels"/gpupgparser-*.whl
