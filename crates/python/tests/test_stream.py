@@ -207,3 +207,14 @@ def test_closing_a_stream_early_cancels_it(pg):
         "and pid <> pg_backend_pid()")
     assert active.strip() == "0"
     pg.sql("drop table cancelme")
+
+
+def test_an_error_during_the_export(pg):
+    query = "select 1 / (g - 500) as x from generate_series(1, 1000) g"
+    # Iterating: the library's exception.
+    with pytest.raises(gpupgparser.Error, match="division by zero"):
+        for _ in gpupgparser.read_sql(pg.dsn, query):
+            pass
+    # Through the C stream: the consumer's exception, with the same line.
+    with pytest.raises(Exception, match="division by zero"):
+        pa.table(gpupgparser.read_sql(pg.dsn, query))
