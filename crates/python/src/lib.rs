@@ -1,0 +1,160 @@
+//! The `gpupgparser` Python module: PostgreSQL tables and queries as Arrow
+//! streams (the Arrow PyCapsule interface) and as Parquet or Arrow IPC
+//! files, built on `gpupg_export::stream` and `gpupg_export::export`.
+//! Built into a wheel by maturin (see crates/python/build.sh and
+//! docs/python.md).
+
+mod errors;
+mod options;
+mod stream;
+
+use std::path::PathBuf;
+
+use gpupg_export::{ExportReport, NoProgress, Output, Target};
+use pyo3::prelude::*;
+
+use crate::errors::{export_error, Error};
+use crate::options::{file_sink, stream_sink, Options};
+use crate::stream::Stream;
+
+/// `report` as a Python dict with the CLI's JSON report's keys.
+fn report_dict(py: Python<'_>, report: &ExportReport) -> PyResult<Py<PyAny>> {
+    let json = serde_json::to_string(report)
+        .map_err(|e| Error::new_err(format!("cannot write the report: {e}")))?;
+    Ok(py.import("json")?.call_method1("loads", (json,))?.unbind())
+}
+
+/// Starts the export of `target` and returns its stream once its columns
+/// are known; connecting and planning run without the GIL.
+fn start(
+    py: Python<'_>,
+    target: Target,
+    options: Options,
+    batch_rows: Option<usize>,
+) -> PyResult<Stream> {
+    if batch_rows == Some(0) {
+        return Err(errors::InvalidRequest::new_err(
+            "batch_rows=0: must be at least 1",
+        ));
+    }
+    let req = options.request(target, Output::Host, stream_sink())?;
+    let batches = py
+        .detach(|| gpupg_export::stream(req, NoProgress))
+        .map_err(|e| export_error(&e))?;
+    Ok(Stream::new(batches, batch_rows))
+}
+
+/// A table's rows as a stream of Arrow record batches (see docs/python.md).
+#[pyfunction]
+#[pyo3(signature = (dsn, table, *, columns=None, r#where=None, parallel=None,
+    source="auto".to_string(), engine="auto".to_string(), numeric="text".to_string(),
+    batch_rows=None, chunk_mib=None))]
+#[allow(clippy::too_many_arguments)]
+fn read_table(
+    py: Python<'_>,
+    dsn: Option<String>,
+    table: String,
+    columns: Option<Vec<String>>,
+    r#where: Option<String>,
+    parallel: Option<usize>,
+    source: String,
+    engine: String,
+    numeric: String,
+    batch_rows: Option<usize>,
+    chunk_mib: Option<usize>,
+) -> PyResult<Stream> {
+    let options = Options {
+        dsn,
+        columns,
+        filter: r#where,
+        parallel,
+        source,
+        engine,
+        numeric,
+        chunk_mib,
+    };
+    start(py, Target::Table(table), options, batch_rows)
+}
+
+/// A SELECT statement's rows as a stream of Arrow record batches, read on
+/// one connection.
+#[pyfunction]
+#[pyo3(signature = (dsn, query, *, engine="auto".to_string(), numeric="text".to_string(),
+    batch_rows=None))]
+fn read_sql(
+    py: Python<'_>,
+    dsn: Option<String>,
+    query: String,
+    engine: String,
+    numeric: String,
+    batch_rows: Option<usize>,
+) -> PyResult<Stream> {
+    let options = Options {
+        dsn,
+        columns: None,
+        filter: None,
+        parallel: None,
+        source: "auto".into(),
+        engine,
+        numeric,
+        chunk_mib: None,
+    };
+    start(py, Target::Query(query), options, batch_rows)
+}
+
+/// Writes a table to a Parquet or Arrow IPC file and returns the report.
+#[pyfunction]
+#[pyo3(signature = (dsn, table, path, *, format=None, compression=None, columns=None,
+    r#where=None, parallel=None, source="auto".to_string(), engine="auto".to_string(),
+    numeric="text".to_string(), overwrite=false))]
+#[allow(clippy::too_many_arguments)]
+fn export(
+    py: Python<'_>,
+    dsn: Option<String>,
+    table: String,
+    path: PathBuf,
+    format: Option<String>,
+    compression: Option<String>,
+    columns: Option<Vec<String>>,
+    r#where: Option<String>,
+    parallel: Option<usize>,
+    source: String,
+    engine: String,
+    numeric: String,
+    overwrite: bool,
+) -> PyResult<Py<PyAny>> {
+    let options = Options {
+        dsn,
+        columns,
+        filter: r#where,
+        parallel,
+        source,
+        engine,
+        numeric,
+        chunk_mib: None,
+    };
+    let sink = file_sink(&path, format.as_deref(), compression.as_deref(), overwrite)?;
+    let req = options.request(Target::Table(table), Output::File(path), sink)?;
+    let report = py
+        .detach(|| gpupg_export::export(&req, &NoProgress))
+        .map_err(|e| export_error(&e))?;
+    report_dict(py, &report)
+}
+
+/// The Python module.
+#[pymodule]
+fn gpupgparser(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_function(wrap_pyfunction!(read_table, m)?)?;
+    m.add_function(wrap_pyfunction!(read_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(export, m)?)?;
+    m.add_class::<Stream>()?;
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("ConnectionError", py.get_type::<errors::ConnectionError>())?;
+    m.add("NotFound", py.get_type::<errors::NotFound>())?;
+    m.add("Unsupported", py.get_type::<errors::Unsupported>())?;
+    m.add("Cancelled", py.get_type::<errors::Cancelled>())?;
+    m.add("InvalidRequest", py.get_type::<errors::InvalidRequest>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
