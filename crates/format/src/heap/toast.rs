@@ -358,17 +358,29 @@ impl ChunkMap {
     }
 }
 
+/// Whether `ptr` may be looked up in an index of TOAST relation
+/// `toast_relid` whose values `untrusted` have a chunk on an untrusted page:
+/// the checks every [`ToastLookup`] makes before its own.
+pub fn admit(
+    ptr: &ToastPointer,
+    toast_relid: u32,
+    untrusted: &HashSet<u32>,
+) -> Result<(), ToastError> {
+    if ptr.toast_relid != toast_relid {
+        return Err(ToastError::WrongRelation {
+            pointer: ptr.toast_relid,
+            toast: toast_relid,
+        });
+    }
+    if untrusted.contains(&ptr.value_id) {
+        return Err(ToastError::Untrusted(ptr.value_id));
+    }
+    Ok(())
+}
+
 impl ToastLookup for ChunkMap {
     fn detoast(&self, ptr: &ToastPointer, out: &mut Vec<u8>) -> Result<(), ToastError> {
-        if ptr.toast_relid != self.toast_relid {
-            return Err(ToastError::WrongRelation {
-                pointer: ptr.toast_relid,
-                toast: self.toast_relid,
-            });
-        }
-        if self.untrusted.contains(&ptr.value_id) {
-            return Err(ToastError::Untrusted(ptr.value_id));
-        }
+        admit(ptr, self.toast_relid, &self.untrusted)?;
         let chunks = self
             .values
             .get(&ptr.value_id)

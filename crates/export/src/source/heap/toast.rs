@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use gpupg_format::heap::toast::{expand, parse_chunk, reassemble, Chunk};
+use gpupg_format::heap::toast::{admit, expand, parse_chunk, reassemble, Chunk};
 use gpupg_format::heap::varlena::ToastPointer;
 use gpupg_format::heap::{
     verify_page, Align, AttributeDesc, ChunkMap, Page, ToastError, ToastLookup, TupleLayout,
@@ -549,15 +549,7 @@ impl ChunkPlaces {
 
 impl ToastLookup for ChunkPlaces {
     fn detoast(&self, ptr: &ToastPointer, out: &mut Vec<u8>) -> Result<(), ToastError> {
-        if ptr.toast_relid != self.toast_relid {
-            return Err(ToastError::WrongRelation {
-                pointer: ptr.toast_relid,
-                toast: self.toast_relid,
-            });
-        }
-        if self.untrusted.contains(&ptr.value_id) {
-            return Err(ToastError::Untrusted(ptr.value_id));
-        }
+        admit(ptr, self.toast_relid, &self.untrusted)?;
         let from = self.chunks.partition_point(|c| c.value_id < ptr.value_id);
         let n = self.chunks[from..].partition_point(|c| c.value_id == ptr.value_id);
         if n == 0 {
