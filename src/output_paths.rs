@@ -6,40 +6,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use gpupg_export::Output;
-use gpupg_sink::Format;
-
-/// Extensions that name a format, for `--output` without `--format`.
-const PARQUET_EXTENSIONS: [&str; 2] = ["parquet", "pq"];
-const ARROW_EXTENSIONS: [&str; 4] = ["arrow", "arrows", "ipc", "feather"];
+use gpupg_sink::{Format, FormatChoiceError};
 
 /// The format of an `--output` file: `--format` when given, else its
-/// extension's. A file without an extension is Parquet; an extension naming
-/// no supported format (`.csv`) is refused rather than written as Parquet,
-/// and so is one naming the other format than `--format`.
+/// extension's ([`gpupg_sink::output_format`]), in the flags' words.
 pub fn output_format(path: &Path, given: Option<Format>) -> Result<Format> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    let named = match ext.as_deref() {
-        None => None,
-        Some(e) if PARQUET_EXTENSIONS.contains(&e) => Some(Format::Parquet),
-        Some(e) if ARROW_EXTENSIONS.contains(&e) => Some(Format::Arrow),
-        Some(e) => match given {
-            Some(f) => return Ok(f),
-            None => bail!(
-                "--output {}: .{e} is not an output format (Parquet: .parquet, .pq; Arrow IPC: \
-                 .arrow, .arrows, .ipc, .feather; or give --format)",
-                path.display()
-            ),
-        },
-    };
-    match (named, given) {
-        (Some(n), Some(g)) if n != g => bail!(
-            "--output {}: the name says {n} but --format says {g}",
+    gpupg_sink::output_format(path, given).map_err(|e| match e {
+        FormatChoiceError::UnknownExtension(ext) => anyhow::anyhow!(
+            "--output {}: .{ext} is not an output format (Parquet: .parquet, .pq; Arrow IPC: \
+             .arrow, .arrows, .ipc, .feather; or give --format)",
             path.display()
         ),
-        (n, g) => Ok(g.or(n).unwrap_or(Format::Parquet)),
-    }
+        FormatChoiceError::Disagree { named, given } => anyhow::anyhow!(
+            "--output {}: the name says {named} but --format says {given}",
+            path.display()
+        ),
+    })
 }
 
 /// Refuses, before anything is read: an output or report that exists

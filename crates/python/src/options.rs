@@ -5,15 +5,11 @@ use std::path::Path;
 
 use gpupg_decode::{IntervalRepr, TypeOptions, UnconstrainedNumeric};
 use gpupg_export::{Engine, ExportRequest, Output, Source, Target};
-use gpupg_sink::{Compression, Format, SinkOptions, DEFAULT_ZSTD_LEVEL};
+use gpupg_sink::{Compression, Format, FormatChoiceError, SinkOptions, DEFAULT_ZSTD_LEVEL};
 use gpupg_source::ConnectConfig;
 use pyo3::PyResult;
 
 use crate::errors::{request_error, source_error, InvalidRequest};
-
-/// File name extensions that name a format, as the CLI reads them.
-const PARQUET_EXTENSIONS: [&str; 2] = ["parquet", "pq"];
-const ARROW_EXTENSIONS: [&str; 4] = ["arrow", "arrows", "ipc", "feather"];
 
 /// The options every read and export takes.
 pub struct Options {
@@ -141,31 +137,20 @@ pub fn file_sink(
     })
 }
 
-/// The format `path` is written in: its extension's, which must agree with
-/// `given`; Parquet when neither says.
+/// The format `path` is written in ([`gpupg_sink::output_format`]), in
+/// this module's words (`format=`).
 fn output_format(path: &Path, given: Option<Format>) -> PyResult<Format> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    let named = match ext.as_deref() {
-        None => None,
-        Some(e) if PARQUET_EXTENSIONS.contains(&e) => Some(Format::Parquet),
-        Some(e) if ARROW_EXTENSIONS.contains(&e) => Some(Format::Arrow),
-        Some(e) => {
-            return given.ok_or_else(|| {
-                InvalidRequest::new_err(format!(
-                    "{}: .{e} is not an output format (Parquet: .parquet, .pq; Arrow IPC: \
-                     .arrow, .arrows, .ipc, .feather; or give format=)",
-                    path.display()
-                ))
-            })
-        }
-    };
-    match (named, given) {
-        (Some(n), Some(g)) if n != g => Err(InvalidRequest::new_err(format!(
-            "{}: the name says {n} but format= says {g}",
-            path.display()
-        ))),
-        (n, g) => Ok(g.or(n).unwrap_or(Format::Parquet)),
-    }
+    gpupg_sink::output_format(path, given).map_err(|e| {
+        InvalidRequest::new_err(match e {
+            FormatChoiceError::UnknownExtension(ext) => format!(
+                "{}: .{ext} is not an output format (Parquet: .parquet, .pq; Arrow IPC: \
+                 .arrow, .arrows, .ipc, .feather; or give format=)",
+                path.display()
+            ),
+            FormatChoiceError::Disagree { named, given } => format!(
+                "{}: the name says {named} but format= says {given}",
+                path.display()
+            ),
+        })
+    })
 }

@@ -42,6 +42,48 @@ impl Format {
     }
 }
 
+/// Extensions that name a format, for an output file given no format.
+const PARQUET_EXTENSIONS: [&str; 2] = ["parquet", "pq"];
+const ARROW_EXTENSIONS: [&str; 4] = ["arrow", "arrows", "ipc", "feather"];
+
+/// Why an output file's name and the format asked for do not give one
+/// format; the caller words it with its own option's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatChoiceError {
+    /// The extension (lower case, without the dot) names no format and none
+    /// was given.
+    UnknownExtension(String),
+    /// The name says one format, the caller another.
+    Disagree {
+        /// The name's format.
+        named: Format,
+        /// The format asked for.
+        given: Format,
+    },
+}
+
+/// The format an output file is written in: `given` when there is one,
+/// else its extension's. A file without an extension is Parquet; an
+/// extension naming no supported format (`.csv`) is refused rather than
+/// written as Parquet, and so is one naming the other format than `given`.
+pub fn output_format(path: &Path, given: Option<Format>) -> Result<Format, FormatChoiceError> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let named = match ext {
+        None => None,
+        Some(e) if PARQUET_EXTENSIONS.contains(&e.as_str()) => Some(Format::Parquet),
+        Some(e) if ARROW_EXTENSIONS.contains(&e.as_str()) => Some(Format::Arrow),
+        Some(e) => return given.ok_or(FormatChoiceError::UnknownExtension(e)),
+    };
+    match (named, given) {
+        (Some(named), Some(given)) if named != given => {
+            Err(FormatChoiceError::Disagree { named, given })
+        }
+        (n, g) => Ok(g.or(n).unwrap_or(Format::Parquet)),
+    }
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
