@@ -210,31 +210,7 @@ impl ExportReport {
         );
         let _ = writeln!(s, "source: {}", self.source_detail);
         if let Some(h) = &self.heap {
-            let _ = writeln!(
-                s,
-                "  heap pages: {} direct ({} rows; {} converted on the GPU), {} via COPY{}; {}; thread-seconds: read {:.3}, convert {:.3}, hand-off {:.3}",
-                h.pages_direct,
-                h.rows_direct,
-                h.pages_gpu,
-                h.pages_fallback,
-                if h.fallback_reasons.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " ({})",
-                        h.fallback_reasons
-                            .iter()
-                            .map(|(k, v)| format!("{k}: {v}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                },
-                h.sync,
-                h.read_seconds,
-                h.convert_seconds,
-                h.handoff_seconds
-            );
-            let _ = writeln!(s, "  heap files: {}", h.files_proof);
+            write_heap(&mut s, h);
         }
         for note in &self.engine_notes {
             let _ = writeln!(s, "note: {note}");
@@ -336,4 +312,34 @@ impl ExportReport {
         }
         s
     }
+}
+
+/// The heap section of [`ExportReport::summary`]: where the pages came
+/// from and why, and how the files were proven.
+fn write_heap(s: &mut String, h: &crate::HeapReport) {
+    let _ = writeln!(
+        s,
+        "  heap pages: {} direct ({} rows; {} converted on the GPU), {} via COPY{}; {}; thread-seconds: read {:.3}, convert {:.3}, hand-off {:.3}",
+        h.pages_direct,
+        h.rows_direct,
+        h.pages_gpu,
+        h.pages_fallback,
+        if h.fallback_reasons.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                h.fallback_reasons
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        h.sync,
+        h.read_seconds,
+        h.convert_seconds,
+        h.handoff_seconds
+    );
+    let _ = writeln!(s, "  heap files: {}", h.files_proof);
 }
