@@ -548,3 +548,24 @@ fn real_server_compressed_values_convert_exactly() {
     assert!(!refused.is_empty(), "pages with TOAST pointers");
     assert!(flagged.len() < all.len() / 2, "{flagged:?}");
 }
+
+/// The clean array pages the GPU test decodes hold only values the CPU
+/// decoder accepts (it compares the device's columns with the CPU's), so
+/// that test fails only on the kernels, not on its data.
+#[test]
+fn clean_array_pages_decode_on_the_cpu() {
+    use common::pages::cpu_rows;
+    use gpupg_decode::{CpuDecoder, Decoder, OutputSchema, TypeOptions};
+    use gpupg_format::heap::sample::output_columns;
+    for (k, layout) in array_layouts().iter().enumerate() {
+        let data = array_pages(700 + k as u64, 400);
+        let all: Vec<u32> = (0..400).collect();
+        let (rows, _) = cpu_rows(&data, &all, layout, &[]);
+        let cols = output_columns(layout);
+        let schema = OutputSchema::new(&cols, &TypeOptions::default()).expect("schema");
+        let batch = CpuDecoder::new(std::sync::Arc::new(schema))
+            .decode(&rows)
+            .unwrap_or_else(|e| panic!("array layout {k}: {e}"));
+        assert!(batch.num_rows() > 0, "array layout {k}: no rows");
+    }
+}

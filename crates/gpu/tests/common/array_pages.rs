@@ -92,7 +92,17 @@ impl Elem {
             Elem::Int2 => bytes(rng, 2),
             Elem::Int4 | Elem::Float4 | Elem::Date => bytes(rng, 4),
             Elem::Int8 | Elem::Float8 | Elem::Timestamptz => bytes(rng, 8),
-            Elem::Uuid | Elem::Interval => bytes(rng, 16),
+            Elem::Uuid => bytes(rng, 16),
+            Elem::Interval => {
+                // The time part within ±2^52 µs (about 142 years): random
+                // bytes would almost always exceed what Arrow's interval
+                // nanoseconds hold (±9.2e15 µs), which the CPU decoder
+                // rightly refuses, so clean pages would not decode.
+                let micros = rng.below(1 << 53) as i64 - (1 << 52);
+                let mut v = micros.to_le_bytes().to_vec();
+                v.extend(bytes(rng, 8));
+                v
+            }
             Elem::Bool => vec![rng.below(2) as u8],
             Elem::Numeric => {
                 let s = match rng.below(6) {
