@@ -1034,6 +1034,14 @@ fn i_page_cache_to_device() {
     const BATCH: usize = 16 << 20;
     let size: usize = 8 << 30;
     let path = std::env::temp_dir().join(format!("gpupg-io-{}", std::process::id()));
+    // 8 GB: removed however the test ends (an assertion failing included).
+    struct RemoveOnDrop<'a>(&'a std::path::Path);
+    impl Drop for RemoveOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = RemoveOnDrop(&path);
     let mut page = vec![0u8; 8192];
     page[12..14].copy_from_slice(&28u16.to_le_bytes());
     page[14..16].copy_from_slice(&8192u16.to_le_bytes());
@@ -1111,7 +1119,6 @@ fn i_page_cache_to_device() {
             format!("{:.1} GB/s", size as f64 / wall / 1e9),
         );
     }
-    let _ = std::fs::remove_file(&path);
 }
 
 /// Pages already in device memory (as cuFile leaves them), with only their

@@ -27,7 +27,10 @@ use gpupg_gpu::PageLayout;
 fn harness() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("gpupg-heap-twin-{}", std::process::id()));
+        // In the target's folder for tests' files (`cargo clean` removes
+        // it), not in /tmp, where one folder per run piled up.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("gpupg-heap-twin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let bin = dir.join("harness");
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cpu_twin/harness.cpp");

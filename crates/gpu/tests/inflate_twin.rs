@@ -18,7 +18,10 @@ use gpupg_format::heap::{lz4, pglz};
 fn twin() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("gpupg-inflate-twin-{}", std::process::id()));
+        // In the target's folder for tests' files (`cargo clean` removes
+        // it), not in /tmp, where one folder per run piled up.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("gpupg-inflate-twin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let bin = dir.join("inflate_twin");
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cpu_twin/inflate_twin.cpp");
