@@ -141,8 +141,10 @@ fn export(
     report_dict(py, &report)
 }
 
-/// The Python module.
+/// The native module, `gpupgparser._native`; the `gpupgparser` package
+/// (python/gpupgparser) re-exports it.
 #[pymodule]
+#[pyo3(name = "_native")]
 fn gpupgparser(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(read_table, m)?)?;
