@@ -5,6 +5,7 @@
 //! docs/python.md).
 
 mod errors;
+mod fragments;
 mod options;
 mod stream;
 
@@ -151,6 +152,11 @@ fn gpupgparser(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_sql, m)?)?;
     m.add_function(wrap_pyfunction!(export, m)?)?;
     m.add_class::<Stream>()?;
+    m.add_function(wrap_pyfunction!(fragments::plan, m)?)?;
+    m.add_function(wrap_pyfunction!(fragments::read_fragment, m)?)?;
+    m.add_class::<fragments::Plan>()?;
+    m.add_class::<fragments::Fragment>()?;
+    m.add("SnapshotGone", py.get_type::<fragments::SnapshotGone>())?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("ConnectionError", py.get_type::<errors::ConnectionError>())?;
     m.add("NotFound", py.get_type::<errors::NotFound>())?;
