@@ -111,9 +111,12 @@ fn open_followers(
 /// id) is [`ExportError::SnapshotGone`].
 fn import_snapshot(conn: &mut Connection, id: &str) -> Result<(), ExportError> {
     begin_with_snapshot(conn, id).map_err(|e| match e {
-        // 22023 invalid_parameter_value: "invalid snapshot identifier".
+        // 22023 invalid_parameter_value: "invalid snapshot identifier"
+        // (a malformed id, or on older servers a gone one: 15); 42704
+        // undefined_object: "snapshot ... does not exist" (a gone one on
+        // newer servers: 18).
         SourceError::Server { code, message, .. }
-            if code == "22023" && message.contains("snapshot") =>
+            if (code == "22023" || code == "42704") && message.contains("snapshot") =>
         {
             ExportError::SnapshotGone {
                 snapshot: id.to_string(),
