@@ -79,16 +79,22 @@ pub struct Fragment {
     /// The plan's number of fragments.
     #[pyo3(get)]
     count: usize,
+    /// The plan's `columns` (None: every column).
     #[pyo3(get)]
     columns: Option<Vec<String>>,
+    /// The plan's `where` condition.
     #[pyo3(get, name = "where")]
     filter: Option<String>,
+    /// Connections that read this fragment (None: the default).
     #[pyo3(get)]
     parallel: Option<usize>,
+    /// As `read_table`'s `source` (COPY only for fragments).
     #[pyo3(get)]
     source: String,
+    /// As `read_table`'s `engine`.
     #[pyo3(get)]
     engine: String,
+    /// As `read_table`'s `numeric`.
     #[pyo3(get)]
     numeric: String,
 }
