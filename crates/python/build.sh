@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the gpupgparser wheel (a dev build: tests only need it to work),
 # installs it into a virtual environment under target/ together with what
-# the tests use (maturin, pyarrow, pytest, polars, duckdb; packages the
+# the tests use (maturin, pyarrow, pytest, polars, duckdb, dask, distributed,
+# pandas; packages the
 # system Python already has are reused), and runs the pytest suite against
 # throwaway PostgreSQL servers. Arguments go to pytest.
 #   crates/python/build.sh            # build, install, test
@@ -22,7 +23,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv --system-site-packages "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    'pyarrow>=14' pytest polars duckdb
+    'pyarrow>=14' pytest polars duckdb 'dask[dataframe]' distributed pandas
 # maturin's script must be the venv's own (`python -m maturin` looks for it there).
 if [ ! -x "$venv/bin/maturin" ]; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --ignore-installed \

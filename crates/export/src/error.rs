@@ -63,6 +63,19 @@ pub enum ExportError {
         /// The server's message.
         message: String,
     },
+    /// The exported snapshot the request imports
+    /// ([`crate::ExportRequest::snapshot`]) is not there: the transaction
+    /// that exported it ended, or the id is wrong.
+    #[error(
+        "snapshot {snapshot:?} cannot be imported: {message} (the transaction that exported it \
+         has ended, or the id is wrong)"
+    )]
+    SnapshotGone {
+        /// The snapshot id as given.
+        snapshot: String,
+        /// The server's message.
+        message: String,
+    },
     /// The request's cancel flag was set.
     #[error("export interrupted; no output was left behind")]
     Cancelled,

@@ -24,7 +24,8 @@
 //! see [`PageMap`]); [`stream`] and [`stream_to_device`] yield the batches as
 //! they are decoded; [`measure_copy_ceiling`] runs the same COPY statements
 //! into nothing, which is the server's own speed limit that `bench` compares
-//! with.
+//! with. [`FragmentPlan`] splits a table into page ranges read by many
+//! processes under one exported snapshot.
 
 mod api;
 mod carry;
@@ -32,6 +33,7 @@ mod ceiling;
 mod cputime;
 mod decoder;
 mod error;
+mod fragments;
 mod interrupt;
 mod pipeline;
 mod plan;
@@ -51,6 +53,7 @@ pub use carry::{
 };
 pub use ceiling::{measure_copy_ceiling, CeilingReport};
 pub use error::{ExportError, RequestError};
+pub use fragments::FragmentPlan;
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{

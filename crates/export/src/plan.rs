@@ -4,8 +4,11 @@
 
 use gpupg_source::{
     catalog::{self, SelectColumn},
-    ranges::{copy_query_sql, copy_sql, plan_table_reads, ReadSpec, TID_RANGE_SCAN_VERSION},
-    Connection, SourceError,
+    ranges::{
+        copy_query_sql, copy_sql, plan_table_reads, split_range, PageRange, ReadSpec,
+        TID_RANGE_SCAN_VERSION,
+    },
+    Connection, SourceError, TableInfo,
 };
 
 use crate::{ExportError, ExportRequest, RequestError, Target};
@@ -28,7 +31,7 @@ pub(crate) struct ExportPlan {
     pub serial_reason: Option<String>,
     /// The table, and what one COPY of a page range of it selects (for the
     /// heap path's fallback ranges); `None` for a query.
-    pub table: Option<(gpupg_source::TableInfo, ReadSpec)>,
+    pub table: Option<(TableInfo, ReadSpec)>,
 }
 
 pub(crate) fn plan_export(
@@ -42,6 +45,11 @@ pub(crate) fn plan_export(
             }
             if req.columns.is_some() {
                 return Err(RequestError::ColumnsOnQuery.into());
+            }
+            if req.pages.is_some() {
+                return Err(ExportError::Invalid(
+                    "a page range applies to a table, not a query".into(),
+                ));
             }
             let columns = catalog::query_columns(conn, sql, req.unsupported)?;
             let select = columns
@@ -73,23 +81,28 @@ pub(crate) fn plan_export(
             // line of its own so that a trailing `--` comment ends first.
             let filter = req.filter.clone();
             let version = conn.server_version_num();
-            // Many more ranges than connections, so that a connection that
-            // finishes early takes work from the queue instead of idling
-            // while one slow range finishes the export.
-            let tasks = plan_table_reads(
-                &table,
-                &exprs,
-                filter.as_deref(),
-                req.parallel * RANGES_PER_CONNECTION,
-                MIN_RANGE_PAGES,
-                version,
-            );
             let spec = ReadSpec {
                 relation: table.qualified(),
                 columns: exprs,
                 filter,
             };
-            let mut statements: Vec<String> = tasks.iter().map(|t| t.sql()).collect();
+            let mut statements: Vec<String> = match req.pages {
+                Some(pages) => page_range_statements(&table, &spec, pages, req.parallel, version)?,
+                // Many more ranges than connections, so that a connection
+                // that finishes early takes work from the queue instead of
+                // idling while one slow range finishes the export.
+                None => plan_table_reads(
+                    &table,
+                    &spec.columns,
+                    spec.filter.as_deref(),
+                    req.parallel * RANGES_PER_CONNECTION,
+                    MIN_RANGE_PAGES,
+                    version,
+                )
+                .iter()
+                .map(|t| t.sql())
+                .collect(),
+            };
             if statements.is_empty() {
                 // A partitioned table without partitions has no rows, but the
                 // output still carries its schema.
@@ -125,6 +138,44 @@ pub(crate) fn plan_export(
             })
         }
     }
+}
+
+/// The COPY statements of the pages `pages` of `table` (a plain table or
+/// materialized view: a partitioned table or a view has no pages of its
+/// own), split among `parallel` connections as a whole table is.
+fn page_range_statements(
+    table: &TableInfo,
+    spec: &ReadSpec,
+    pages: PageRange,
+    parallel: usize,
+    version: u32,
+) -> Result<Vec<String>, ExportError> {
+    if table.is_partitioned() || !table.has_ctid() {
+        let kind = if table.is_partitioned() {
+            "a partitioned table (read its partitions apart)"
+        } else {
+            "not a table (a view or foreign table has no pages)"
+        };
+        return Err(ExportError::Invalid(format!(
+            "a page range reads a plain table or materialized view; {} is {kind}",
+            table.qualified()
+        )));
+    }
+    let ranges = if version < TID_RANGE_SCAN_VERSION {
+        // Each ctid range would be a sequential scan of the whole table.
+        vec![pages]
+    } else {
+        split_range(
+            pages,
+            table.relpages,
+            parallel * RANGES_PER_CONNECTION,
+            MIN_RANGE_PAGES,
+        )
+    };
+    Ok(ranges
+        .into_iter()
+        .map(|r| copy_sql(spec, Some(r)))
+        .collect())
 }
 
 /// Has the server parse the `--where` condition on `relation` (Parse and

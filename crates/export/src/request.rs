@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use gpupg_decode::TypeOptions;
 use gpupg_sink::SinkOptions;
-use gpupg_source::{ConnectConfig, UnsupportedTypes};
+use gpupg_source::{ConnectConfig, PageRange, UnsupportedTypes};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RequestError;
@@ -346,6 +346,13 @@ pub struct ExportRequest<'a> {
     /// Set (e.g. by a Ctrl-C handler) to stop the export; it then fails with
     /// [`crate::ExportError::Cancelled`] and leaves no output.
     pub cancel: Option<&'a AtomicBool>,
+    /// A snapshot exported by another session (`pg_export_snapshot()`, a
+    /// [`crate::FragmentPlan`]'s): every connection imports it instead of
+    /// the export exporting its own. Read through COPY only.
+    pub snapshot: Option<String>,
+    /// Only these pages of a plain table (or materialized view), split
+    /// among the connections; `end: None` reads to the end of the table.
+    pub pages: Option<PageRange>,
 }
 
 impl<'a> ExportRequest<'a> {
@@ -390,6 +397,8 @@ impl<'a> ExportRequest<'a> {
             data_dir: None,
             prior: None,
             cancel: None,
+            snapshot: None,
+            pages: None,
         }
     }
 
@@ -460,6 +469,7 @@ impl<'a> ExportRequest<'a> {
             data_dir: self.data_dir.clone(),
             gpu_selection: self.gpu_selection.clone(),
             devices: self.devices.clone(),
+            snapshot: self.snapshot.clone(),
             ..*self
         }
     }
@@ -588,6 +598,19 @@ impl<'a> RequestBuilder<'a> {
     /// The output file's format, compression and row groups.
     pub fn sink(mut self, sink: SinkOptions) -> Self {
         self.req.sink = sink;
+        self
+    }
+
+    /// Imports this exported snapshot instead of exporting one
+    /// ([`ExportRequest::snapshot`]).
+    pub fn snapshot(mut self, snapshot: Option<String>) -> Self {
+        self.req.snapshot = snapshot;
+        self
+    }
+
+    /// Reads only these pages of the table ([`ExportRequest::pages`]).
+    pub fn pages(mut self, pages: Option<PageRange>) -> Self {
+        self.req.pages = pages;
         self
     }
 

@@ -5,6 +5,7 @@
 //! docs/python.md).
 
 mod errors;
+mod fragments;
 mod options;
 mod stream;
 
@@ -141,14 +142,21 @@ fn export(
     report_dict(py, &report)
 }
 
-/// The Python module.
+/// The native module, `gpupgparser._native`; the `gpupgparser` package
+/// (python/gpupgparser) re-exports it.
 #[pymodule]
+#[pyo3(name = "_native")]
 fn gpupgparser(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(read_table, m)?)?;
     m.add_function(wrap_pyfunction!(read_sql, m)?)?;
     m.add_function(wrap_pyfunction!(export, m)?)?;
     m.add_class::<Stream>()?;
+    m.add_function(wrap_pyfunction!(fragments::plan, m)?)?;
+    m.add_function(wrap_pyfunction!(fragments::read_fragment, m)?)?;
+    m.add_class::<fragments::Plan>()?;
+    m.add_class::<fragments::Fragment>()?;
+    m.add("SnapshotGone", py.get_type::<fragments::SnapshotGone>())?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("ConnectionError", py.get_type::<errors::ConnectionError>())?;
     m.add("NotFound", py.get_type::<errors::NotFound>())?;

@@ -43,8 +43,8 @@ pub use dsn::{ConnectConfig, Host, SslMode};
 pub use error::SourceError;
 pub use pool::BufferPool;
 pub use ranges::{
-    copy_query_sql, copy_sql, copy_sql_blocks, plan_ranges, plan_table_reads, PageRange, ReadSpec,
-    ReadTask,
+    copy_query_sql, copy_sql, copy_sql_blocks, fragment_ranges, plan_ranges, plan_table_reads,
+    split_range, PageRange, ReadSpec, ReadTask,
 };
 pub use size::parse_size;
 pub use snapshot::{begin_exported_snapshot, begin_with_snapshot};

@@ -49,6 +49,46 @@ pub fn plan_ranges(relpages: u64, workers: usize, min_pages: u64) -> Vec<PageRan
         .collect()
 }
 
+/// Splits `range` of a relation of `relpages` pages like [`plan_ranges`]
+/// (for `workers`, at least `min_pages` a range): the ranges are disjoint,
+/// in order and cover `range` exactly; an open-ended `range` ends with an
+/// open-ended one (pages past `relpages` are read too).
+pub fn split_range(
+    range: PageRange,
+    relpages: u64,
+    workers: usize,
+    min_pages: u64,
+) -> Vec<PageRange> {
+    let end = range.end.unwrap_or(relpages).max(range.start);
+    let mut ranges: Vec<PageRange> = plan_ranges(end - range.start, workers, min_pages)
+        .into_iter()
+        .map(|r| PageRange {
+            start: range.start + r.start,
+            end: r.end.map(|e| range.start + e),
+        })
+        .collect();
+    if let Some(last) = ranges.last_mut() {
+        last.end = range.end;
+    }
+    ranges
+}
+
+/// `n` ranges (at least one) of about equal size covering pages
+/// `[0, relpages)`, the last open-ended: the fragments of a table that
+/// processes read apart under one snapshot. Some are empty when the table
+/// has fewer pages than `n`.
+pub fn fragment_ranges(relpages: u64, n: usize) -> Vec<PageRange> {
+    let n = n.max(1) as u64;
+    // u128: relpages × i cannot overflow.
+    let bound = |i: u64| (u128::from(relpages) * u128::from(i) / u128::from(n)) as u64;
+    (0..n)
+        .map(|i| PageRange {
+            start: bound(i),
+            end: (i + 1 < n).then(|| bound(i + 1)),
+        })
+        .collect()
+}
+
 /// What one COPY reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadSpec {
@@ -209,6 +249,48 @@ mod tests {
             let r = plan_ranges(pages, workers, min);
             check_cover(&r);
             assert!(r.len() as u64 <= (workers as u64 * RANGES_PER_WORKER).max(1));
+        }
+    }
+
+    #[test]
+    fn splits_of_a_range_cover_it_exactly() {
+        for (start, end, relpages, workers) in [
+            (0, Some(0), 100, 4),
+            (10, Some(50), 100, 4),
+            (10, None, 100, 2),
+            (200, None, 100, 2),
+            (5, Some(6), 0, 8),
+        ] {
+            let range = PageRange { start, end };
+            let r = split_range(range, relpages, workers, 1);
+            assert_eq!(r[0].start, start, "{range:?}");
+            for w in r.windows(2) {
+                assert_eq!(w[0].end, Some(w[1].start), "gap or overlap in {r:?}");
+            }
+            assert_eq!(r.last().unwrap().end, end, "{r:?}");
+        }
+        assert!(
+            split_range(
+                PageRange {
+                    start: 10,
+                    end: Some(50)
+                },
+                0,
+                4,
+                1
+            )
+            .len()
+                > 4
+        );
+    }
+
+    #[test]
+    fn fragments_cover_the_table() {
+        for (pages, n) in [(0, 1), (0, 4), (3, 8), (1000, 7), (1 << 40, 16)] {
+            let r = fragment_ranges(pages, n);
+            assert_eq!(r.len(), n);
+            check_cover(&r);
+            assert!(r[n - 1].start <= pages);
         }
     }
 

@@ -34,7 +34,15 @@ impl Session {
     ) -> Result<Session, ExportError> {
         let mut leader = Connection::connect(&req.connect)?;
         interrupts.watch(&leader);
-        let snapshot = begin_exported_snapshot(&mut leader)?;
+        let snapshot = match &req.snapshot {
+            // A fragment of a plan: the coordinator's snapshot, which its
+            // transaction keeps alive for every connection imports it.
+            Some(id) => {
+                import_snapshot(&mut leader, id)?;
+                id.clone()
+            }
+            None => begin_exported_snapshot(&mut leader)?,
+        };
         let plan = plan_export(&mut leader, req)?;
         Ok(Session {
             plan,
@@ -83,7 +91,7 @@ fn open_followers(
                 s.spawn(move || -> Result<Connection, ExportError> {
                     let mut c = Connection::connect(config)?;
                     interrupts.watch(&c);
-                    begin_with_snapshot(&mut c, snapshot)?;
+                    import_snapshot(&mut c, snapshot)?;
                     Ok(c)
                 })
             })
@@ -95,6 +103,27 @@ fn open_followers(
                     .map_err(|_| ExportError::ThreadPanicked("connect"))?
             })
             .collect()
+    })
+}
+
+/// Starts `conn`'s transaction on the exported snapshot `id`; a snapshot
+/// the server does not know (its exporting transaction ended, or a wrong
+/// id) is [`ExportError::SnapshotGone`].
+fn import_snapshot(conn: &mut Connection, id: &str) -> Result<(), ExportError> {
+    begin_with_snapshot(conn, id).map_err(|e| match e {
+        // 22023 invalid_parameter_value: "invalid snapshot identifier"
+        // (a malformed id, or on older servers a gone one: 15); 42704
+        // undefined_object: "snapshot ... does not exist" (a gone one on
+        // newer servers: 18).
+        SourceError::Server { code, message, .. }
+            if (code == "22023" || code == "42704") && message.contains("snapshot") =>
+        {
+            ExportError::SnapshotGone {
+                snapshot: id.to_string(),
+                message,
+            }
+        }
+        e => e.into(),
     })
 }
 

@@ -56,6 +56,18 @@ pub(crate) fn choose_source(
         return Ok(SourceChoice::Copy { why: None });
     }
     let strict = req.source == Source::Heap;
+    if req.snapshot.is_some() || req.pages.is_some() {
+        // The heap path's proof rests on the export's own snapshot and its
+        // fence taken right after it; an imported snapshot may be older.
+        let why = "a fragment (an imported snapshot or a page range) is read through COPY only";
+        return if strict {
+            Err(ExportError::HeapRefused(why.into()))
+        } else {
+            Ok(SourceChoice::Copy {
+                why: Some(why.into()),
+            })
+        };
+    }
     match heap::prepare(req, plan, interrupts) {
         Ok(p) => Ok(SourceChoice::Heap(Box::new(p))),
         Err(Unavailable::Reason(why)) if !strict => Ok(SourceChoice::Copy { why: Some(why) }),
