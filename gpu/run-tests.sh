@@ -13,7 +13,7 @@
 # executables into .carry/gpu/ (ignored by git) for a machine without Rust;
 # the store's tests (gpu_store, gpu_lo) go to .carry/store/, carried on
 # their own.
-# The store's test also runs examples/store_cupy_torch.py when python3 has
+# The store's test also runs examples/store_protocol_cupy_torch.py when python3 has
 # CuPy and PyTorch.
 set -u -o pipefail
 cd "$(dirname "$0")/.."

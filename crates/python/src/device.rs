@@ -584,7 +584,7 @@ impl DeviceColumn {
     /// DLPack: a capsule of the values as a 1-D tensor, versioned
     /// (DLPack 1.0) when `max_version` allows. The data is ready, so
     /// `stream` needs no wait; no copy is ever made.
-    #[pyo3(signature = (*, stream=None, max_version=None, dl_device=None, copy=None))]
+    #[pyo3(signature = (stream=None, max_version=None, dl_device=None, copy=None))]
     fn __dlpack__<'py>(
         &self,
         py: Python<'py>,

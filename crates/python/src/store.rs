@@ -74,14 +74,17 @@ impl Store {
 
 #[pymethods]
 impl Store {
-    /// Connects to the server at `socket` (default: the CLI's, under
-    /// $XDG_RUNTIME_DIR or /tmp).
+    /// Connects to the server at `socket` (default: the CLI's:
+    /// $GPUPGPARSER_STORE_SOCKET, else under $XDG_RUNTIME_DIR or /tmp).
     #[new]
     #[pyo3(signature = (socket=None))]
     fn new(py: Python<'_>, socket: Option<PathBuf>) -> PyResult<Store> {
         let socket = match socket {
             Some(s) => s,
-            None => default_socket_path().map_err(|e| store_error(&e))?,
+            None => match std::env::var_os("GPUPGPARSER_STORE_SOCKET") {
+                Some(s) if !s.is_empty() => PathBuf::from(s),
+                _ => default_socket_path().map_err(|e| store_error(&e))?,
+            },
         };
         let client = py
             .detach(|| Client::connect(&socket))
@@ -123,6 +126,17 @@ impl Store {
                 .extract()?;
             spec = serde_json::from_str(&json)
                 .map_err(|e| InvalidRequest::new_err(format!("load options: {e}")))?;
+            // The spec ignores fields it does not know: a misspelt option
+            // would be dropped without a word.
+            let known = serde_json::to_value(LoadSpec::new("", ""))
+                .map_err(|e| Error::new_err(format!("load options: {e}")))?;
+            if let (Value::Object(given), Value::Object(known)) = (&spec, &known) {
+                if let Some(k) = given.keys().find(|k| !known.contains_key(*k)) {
+                    return Err(InvalidRequest::new_err(format!(
+                        "load options: {k:?} is not a load option"
+                    )));
+                }
+            }
         }
         if let Value::Object(map) = &mut spec {
             map.insert("table".into(), Value::String(table));
