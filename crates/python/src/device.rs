@@ -59,11 +59,19 @@ impl DevArray {
         // The C interface's buffer 0 is the validity of every type we make.
         buffers.push(self.validity.unwrap_or(0));
         buffers.extend_from_slice(&self.buffers);
+        let mut children: Vec<CArray> = self.children.iter().map(DevArray::c_array).collect();
+        // Arrow's `ArrayData` keeps a dictionary's values as its child; the
+        // C interface as the `dictionary` pointer.
+        let dictionary = match self.data_type {
+            DataType::Dictionary(..) if children.len() == 1 => children.pop().map(Box::new),
+            _ => None,
+        };
         CArray {
             length: self.len,
             null_count: self.null_count,
             buffers,
-            children: self.children.iter().map(DevArray::c_array).collect(),
+            children,
+            dictionary,
         }
     }
 }
@@ -434,6 +442,7 @@ impl DeviceBatch {
             null_count: 0,
             buffers: vec![0],
             children: self.data.columns.iter().map(DevArray::c_array).collect(),
+            dictionary: None,
         };
         let keep: Keep = self.data.clone();
         let array = device_ffi::device_array_capsule(py, top, self.data.device, &keep)?;

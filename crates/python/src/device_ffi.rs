@@ -83,6 +83,8 @@ pub struct CArray {
     pub buffers: Vec<u64>,
     /// Children (a struct's fields, a list's values).
     pub children: Vec<CArray>,
+    /// A dictionary array's values.
+    pub dictionary: Option<Box<CArray>>,
 }
 
 /// What an `ArrowArray` made here owns: its buffer and child pointer
@@ -90,6 +92,8 @@ pub struct CArray {
 struct Private {
     buffers: Vec<*const c_void>,
     children: Vec<*mut ArrowArray>,
+    /// Null when the array has no dictionary.
+    dictionary: *mut ArrowArray,
     _keep: Keep,
 }
 
@@ -104,9 +108,14 @@ fn build(array: CArray, keep: &Keep) -> ArrowArray {
         .iter()
         .map(|&p| if p == 0 { null() } else { p as *const c_void })
         .collect();
+    let dictionary = match array.dictionary {
+        Some(d) => Box::into_raw(Box::new(build(*d, keep))),
+        None => null_mut(),
+    };
     let mut private = Box::new(Private {
         buffers,
         children,
+        dictionary,
         _keep: keep.clone(),
     });
     ArrowArray {
@@ -118,14 +127,14 @@ fn build(array: CArray, keep: &Keep) -> ArrowArray {
         // The vectors' heap storage does not move when the box does.
         buffers: private.buffers.as_mut_ptr(),
         children: private.children.as_mut_ptr(),
-        dictionary: null_mut(),
+        dictionary,
         release: Some(release_array),
         private_data: Box::into_raw(private) as *mut c_void,
     }
 }
 
 /// The release callback of every `ArrowArray` made here: releases the
-/// children, drops the private data (and with it one reference to the
+/// children and the dictionary, drops the private data (and with it one reference to the
 /// memory's keeper) and marks the array released.
 ///
 /// # Safety
@@ -140,7 +149,8 @@ unsafe extern "C" fn release_array(array: *mut ArrowArray) {
     // SAFETY: private_data came from Box::into_raw in `build` and is taken
     // back once (it is nulled below).
     let private = unsafe { Box::from_raw(array.private_data as *mut Private) };
-    for &child in &private.children {
+    let dictionary = (!private.dictionary.is_null()).then_some(private.dictionary);
+    for &child in private.children.iter().chain(dictionary.iter()) {
         // SAFETY: each child is a Box of ours; a consumer may have moved a
         // child out and released it already (then its release is null).
         unsafe {

@@ -360,6 +360,7 @@ fn child_types(dt: &DataType) -> Vec<DataType> {
             vec![f.data_type().clone()]
         }
         DataType::Struct(fields) => fields.iter().map(|f| f.data_type().clone()).collect(),
+        DataType::Dictionary(_, values) => vec![values.as_ref().clone()],
         _ => Vec::new(),
     }
 }
