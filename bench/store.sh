@@ -33,8 +33,8 @@ store() { "$bin" store --socket "$sock" "$@"; }
 timed "load lineorder from the heap files (CLI wall, connection and checkpoint included)" \
   store load --dsn "$dsn" --table lineorder --name lo --source heap ${LOAD_ARGS:-}
 store list | tee "$out/list-loaded.txt"
-python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-1.txt"
-python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-2.txt"
+python3 examples/store_protocol_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-1.txt"
+python3 examples/store_protocol_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-2.txt"
 timed "refresh of the unchanged table" store refresh lo
 refresh() { store refresh lo | tee -a "$out/refresh.txt"; }
 "$psql" "$dsn" -XAqc "UPDATE lineorder SET lo_discount = lo_discount WHERE (ctid::text::point)[0]::int % 100 = 0"
@@ -42,13 +42,13 @@ sleep 1.5  # the row counters the stale check reads are published about once a s
 store list | tee "$out/list-stale.txt"
 timed "refresh after an UPDATE of 1% of the pages (page-level)" refresh
 store list | tee "$out/list-refreshed.txt"
-python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-3.txt"
+python3 examples/store_protocol_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-3.txt"
 timed "VACUUM lineorder" "$psql" "$dsn" -XAqc "VACUUM lineorder"
 "$psql" "$dsn" -XAqc "UPDATE lineorder SET lo_discount = lo_discount WHERE lo_orderkey % 100 = 0"
 sleep 1.5
 timed "refresh after an UPDATE of 1% of the rows (page-level)" refresh
 store list | tee "$out/list-refreshed-2.txt"
-python3 examples/store_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-4.txt"
+python3 examples/store_protocol_cupy_torch.py --socket "$sock" --name lo --dsn "$dsn" --psql "$psql" | tee "$out/map-4.txt"
 store drop lo
 kill -TERM "$server"; wait "$server" || true
 echo "server exit: $?, socket left: $([ -e "$sock" ] && echo yes || echo no)" | tee -a "$out/times.txt"

@@ -12,13 +12,15 @@
 # which runs `cargo test -p gpupg-gpu --release --no-run` and copies the test
 # executables into .carry/gpu/ (ignored by git) for a machine without Rust;
 # the store's tests (gpu_store, gpu_lo) go to .carry/store/, carried on
-# their own.
-# The store's test also runs examples/store_cupy_torch.py when python3 has
+# their own; the Python wheel to .carry/python/ (the Python device tests
+# also use the CLI binary bench/prepare-carry.sh puts in .carry/bin/).
+# The store's test also runs examples/store_protocol_cupy_torch.py when python3 has
 # CuPy and PyTorch.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 CARRY=.carry/gpu
 STORE_CARRY=.carry/store
+PY_CARRY=.carry/python
 OUT_DIR=${OUT:-/tmp}
 
 stage() {
@@ -46,7 +48,15 @@ for line in sys.stdin:
         case "$name" in gpu_store | gpu_lo) dir=$STORE_CARRY ;; esac
         cp "$exe" "$dir/$name" && strip "$dir/$name"
     done
-    ls -la "$CARRY" "$STORE_CARRY"
+    # The Python module's wheel for crates/python/tests/test_device.py: a
+    # dev build (abi3), stripped to fit the carry limit.
+    mkdir -p "$PY_CARRY"
+    rm -f "$PY_CARRY"/gpupgparser-*.whl
+    maturin=target/python-venv/bin/maturin
+    [ -x "$maturin" ] || maturin="python3 -m maturin"
+    CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only $maturin build --quiet --locked \
+        --profile dev --strip -m crates/python/Cargo.toml -i python3 -o "$PY_CARRY"
+    ls -la "$CARRY" "$STORE_CARRY" "$PY_CARRY"
 }
 
 case "${1:-}" in
@@ -54,7 +64,7 @@ case "${1:-}" in
 --build) stage ;;
 esac
 
-if [ ! -x "$CARRY/gpu" ] && [ ! -x "$STORE_CARRY/gpu_store" ]; then
+if [ ! -x "$CARRY/gpu" ] && [ ! -x "$STORE_CARRY/gpu_store" ] && ! ls "$PY_CARRY"/gpupgparser-*.whl >/dev/null 2>&1; then
     echo "no test binaries in $CARRY: run gpu/run-tests.sh --stage-only where Rust is installed" >&2
     exit 2
 fi
@@ -87,6 +97,32 @@ for bin in gpupg_gpu gpu gpu_gds gpu_compact gpu_inflate gpu_device gpu_store gp
     "$exe" "${args[@]}" 2>&1 | tee -a "$LOG"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
+
+# The Python module's device tests (CuPy, PyTorch, pyarrow and pytest of
+# the machine's python3), with the carried wheel, CLI binary (the store
+# server) and PostgreSQL bundle; its programs get the bundle's libraries
+# through wrappers, so that Python's own are not replaced.
+wheel=$(ls "$PY_CARRY"/gpupgparser-*.whl 2>/dev/null | head -n 1)
+if [ -n "$wheel" ]; then
+    echo "=== python test_device" | tee -a "$LOG"
+    if [ ! -d /opt/pg/libs ]; then
+        echo "no PostgreSQL bundle (.carry/pg15.tar.xz): skipped" | tee -a "$LOG"
+    else
+        pyroot=/tmp/gpupg-py
+        rm -rf "$pyroot" && mkdir -p "$pyroot/pgbin"
+        python3 -m pip install -q --no-deps --no-index --target "$pyroot/lib" "$wheel" 2>&1 | tee -a "$LOG"
+        for p in initdb pg_ctl postgres psql; do
+            printf '#!/bin/sh\nLD_LIBRARY_PATH=/opt/pg/libs exec /opt/pg/usr/lib/postgresql/15/bin/%s "$@"\n' "$p" \
+                >"$pyroot/pgbin/$p"
+            chmod +x "$pyroot/pgbin/$p"
+        done
+        chmod -R a+rX "$pyroot"
+        PYTHONPATH="$pyroot/lib" GPUPGPARSER_PG_BIN="$pyroot/pgbin" \
+            GPUPGPARSER_BIN=${GPUPGPARSER_BIN:-$PWD/.carry/bin/gpupgparser} \
+            python3 -m pytest -q -rs crates/python/tests/test_device.py 2>&1 | tee -a "$LOG"
+        [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    fi
+fi
 
 echo
 echo "| test | result | key number |"

@@ -211,11 +211,11 @@ fn store_commands_send_nothing_to_a_socket_of_another_user() {
         );
     }
 
-    // examples/store_cupy_torch.py speaks the protocol itself.
+    // examples/store_protocol_cupy_torch.py speaks the protocol itself.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let o = Command::new("python3")
         .arg("-c")
-        .arg("import sys; sys.path.insert(0, sys.argv[1]); import store_cupy_torch as m; m.Store(sys.argv[2]).call('list')")
+        .arg("import sys; sys.path.insert(0, sys.argv[1]); import store_protocol_cupy_torch as m; m.Store(sys.argv[2]).call('list')")
         .arg(&examples)
         .arg(&socket)
         .output()

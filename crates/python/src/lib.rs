@@ -4,9 +4,12 @@
 //! Built into a wheel by maturin (see crates/python/build.sh and
 //! docs/python.md).
 
+mod device;
+mod device_ffi;
 mod errors;
 mod fragments;
 mod options;
+mod store;
 mod stream;
 
 use std::path::PathBuf;
@@ -49,7 +52,7 @@ fn start(
 #[pyfunction]
 #[pyo3(signature = (dsn, table, *, columns=None, r#where=None, parallel=None,
     source="auto".to_string(), engine="auto".to_string(), numeric="text".to_string(),
-    batch_rows=None, chunk_mib=None))]
+    batch_rows=None, chunk_mib=None, device=None))]
 #[allow(clippy::too_many_arguments)]
 fn read_table(
     py: Python<'_>,
@@ -63,7 +66,8 @@ fn read_table(
     numeric: String,
     batch_rows: Option<usize>,
     chunk_mib: Option<usize>,
-) -> PyResult<Stream> {
+    device: Option<Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
     let options = Options {
         dsn,
         columns,
@@ -74,14 +78,28 @@ fn read_table(
         numeric,
         chunk_mib,
     };
-    start(py, Target::Table(table), options, batch_rows)
+    read_to(py, Target::Table(table), options, batch_rows, device)
+}
+
+/// A `Stream` of `target`, or with `device` a `DeviceTable` on that GPU.
+fn read_to(
+    py: Python<'_>,
+    target: Target,
+    options: Options,
+    batch_rows: Option<usize>,
+    device: Option<Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    match device {
+        Some(d) if !d.is_none() => device::read(py, target, options, device::parse_device(&d)?),
+        _ => Ok(Py::new(py, start(py, target, options, batch_rows)?)?.into_any()),
+    }
 }
 
 /// A SELECT statement's rows as a stream of Arrow record batches, read on
 /// one connection.
 #[pyfunction]
 #[pyo3(signature = (dsn, query, *, engine="auto".to_string(), numeric="text".to_string(),
-    batch_rows=None))]
+    batch_rows=None, device=None))]
 fn read_sql(
     py: Python<'_>,
     dsn: Option<String>,
@@ -89,7 +107,8 @@ fn read_sql(
     engine: String,
     numeric: String,
     batch_rows: Option<usize>,
-) -> PyResult<Stream> {
+    device: Option<Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
     let options = Options {
         dsn,
         columns: None,
@@ -100,7 +119,7 @@ fn read_sql(
         numeric,
         chunk_mib: None,
     };
-    start(py, Target::Query(query), options, batch_rows)
+    read_to(py, Target::Query(query), options, batch_rows, device)
 }
 
 /// Writes a table to a Parquet or Arrow IPC file and returns the report.
@@ -157,6 +176,10 @@ fn gpupgparser(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fragments::Plan>()?;
     m.add_class::<fragments::Fragment>()?;
     m.add("SnapshotGone", py.get_type::<fragments::SnapshotGone>())?;
+    m.add_class::<device::DeviceTable>()?;
+    m.add_class::<device::DeviceBatch>()?;
+    m.add_class::<device::DeviceColumn>()?;
+    m.add_class::<store::Store>()?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("ConnectionError", py.get_type::<errors::ConnectionError>())?;
     m.add("NotFound", py.get_type::<errors::NotFound>())?;

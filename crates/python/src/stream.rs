@@ -149,7 +149,10 @@ impl Stream {
 }
 
 /// A capsule of the schema of `schema`'s batches.
-fn schema_capsule<'py>(py: Python<'py>, schema: &SchemaRef) -> PyResult<Bound<'py, PyCapsule>> {
+pub(crate) fn schema_capsule<'py>(
+    py: Python<'py>,
+    schema: &SchemaRef,
+) -> PyResult<Bound<'py, PyCapsule>> {
     let ffi = FFI_ArrowSchema::try_from(schema.as_ref())
         .map_err(|e| Error::new_err(format!("cannot export the schema: {e}")))?;
     // The capsule owns the struct: its destructor releases it unless the
@@ -157,7 +160,7 @@ fn schema_capsule<'py>(py: Python<'py>, schema: &SchemaRef) -> PyResult<Bound<'p
     PyCapsule::new_with_value(py, ffi, SCHEMA_CAPSULE)
 }
 
-fn pyarrow(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+pub(crate) fn pyarrow(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     py.import("pyarrow").map_err(|e| {
         pyo3::exceptions::PyImportError::new_err(format!(
             "iterating a gpupgparser stream yields pyarrow RecordBatches: install pyarrow ({e}), \
@@ -259,7 +262,7 @@ impl Stream {
 /// One batch for the Arrow PyCapsule interface (`__arrow_c_array__`),
 /// which `pyarrow.record_batch` imports without a copy.
 #[pyclass(module = "gpupgparser")]
-struct OneBatch(Mutex<Option<RecordBatch>>);
+pub(crate) struct OneBatch(pub(crate) Mutex<Option<RecordBatch>>);
 
 #[pymethods]
 impl OneBatch {
@@ -284,7 +287,7 @@ impl OneBatch {
 
 /// A schema for `pyarrow.schema()` (`__arrow_c_schema__`).
 #[pyclass(module = "gpupgparser")]
-struct SchemaOf(SchemaRef);
+pub(crate) struct SchemaOf(pub(crate) SchemaRef);
 
 #[pymethods]
 impl SchemaOf {

@@ -345,13 +345,13 @@ fn gpu_store_maps_columns_in_another_process() {
     assert!(!store.socket.exists());
 }
 
-/// Runs examples/store_cupy_torch.py against `lo`, with PostgreSQL's sums.
+/// Runs examples/store_protocol_cupy_torch.py against `lo`, with PostgreSQL's sums.
 fn python_example(dsn: &str, socket: &Path) {
     // From the repository root (gpu/run-tests.sh runs there), else from
     // where this was built.
     let script = [
-        PathBuf::from("examples/store_cupy_torch.py"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/store_cupy_torch.py"),
+        PathBuf::from("examples/store_protocol_cupy_torch.py"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/store_protocol_cupy_torch.py"),
     ]
     .into_iter()
     .find(|p| p.exists())

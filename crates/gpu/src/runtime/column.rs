@@ -126,6 +126,20 @@ impl DeviceBatch {
         self.columns.iter().map(|c| c.device_bytes()).sum()
     }
 
+    /// Waits until every write into the batch's buffers has finished: the
+    /// decoder's streams are its own, so the whole context is waited for.
+    /// Callers that hand the pointers to other CUDA users (Python's DLPack
+    /// and Arrow device interfaces) call it once, after the last batch.
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        self.ctx.bind()?;
+        // SAFETY: the context is bound; no pointers are passed.
+        check(
+            unsafe { sys::cuCtxSynchronize() },
+            "cuCtxSynchronize",
+            self.ctx.ordinal,
+        )
+    }
+
     /// Copies the batch to the host (through a pinned buffer allocated for
     /// the call) and builds the `RecordBatch`.
     pub fn to_host(&self) -> Result<RecordBatch, GpuError> {
