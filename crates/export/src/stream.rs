@@ -94,7 +94,7 @@ struct Stream<B> {
     batches: Option<Receiver<B>>,
     /// Set to stop the export early.
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<ExportReport, ExportError>>>,
+    thread: Option<ExportThread>,
     report: Option<ExportReport>,
 }
 
@@ -160,7 +160,7 @@ struct Starting<B> {
     batches: Option<Receiver<B>>,
     stop: Arc<AtomicBool>,
     /// `None` once handed to the stream or joined.
-    thread: Option<JoinHandle<Result<ExportReport, ExportError>>>,
+    thread: Option<ExportThread>,
 }
 
 impl<B: OutBatch> Starting<B> {
@@ -219,31 +219,32 @@ impl<B: OutBatch> Starting<B> {
     }
 }
 
+/// The thread of an export, as a stream or a starting one holds it.
+type ExportThread = JoinHandle<Result<ExportReport, ExportError>>;
+
+/// Stops an export given up early: the flag cancels the server's
+/// statements and stops every thread at its next look; with the channel
+/// gone, decoders waiting to send fail at once. The export's own error (a
+/// cancel) is of no interest to a caller that gave up.
+fn stop_early<B>(stop: &AtomicBool, batches: &mut Option<Receiver<B>>, thread: ExportThread) {
+    stop.store(true, Ordering::SeqCst);
+    *batches = None;
+    let _ = thread.join();
+}
+
 impl<B> Drop for Starting<B> {
     fn drop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // As a dropped stream: cancel, let waiting senders fail, join.
-        self.stop.store(true, Ordering::SeqCst);
-        self.batches = None;
-        let _ = thread.join();
+        if let Some(thread) = self.thread.take() {
+            stop_early(&self.stop, &mut self.batches, thread);
+        }
     }
 }
 
 impl<B> Drop for Stream<B> {
     fn drop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // The flag cancels the server's statements and stops every thread
-        // at its next look; with the channel gone, decoders waiting to send
-        // fail at once.
-        self.stop.store(true, Ordering::SeqCst);
-        self.batches = None;
-        // The export's own error (a cancel) is of no interest to a stream
-        // dropped early.
-        let _ = thread.join();
+        if let Some(thread) = self.thread.take() {
+            stop_early(&self.stop, &mut self.batches, thread);
+        }
     }
 }
 
