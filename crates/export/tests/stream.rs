@@ -193,7 +193,7 @@ fn waiting_in_slices_can_give_up_at_any_time() {
     let server = LocalServer::start().expect("server");
     let dsn = server.dsn();
     let sleepy = || ExportRequest {
-        target: Target::Query("SELECT pg_sleep(60) AS s".into()),
+        target: Target::Query("SELECT 1 AS s FROM pg_sleep(60)".into()),
         ..host_request(&dsn, "unused", Source::Auto)
     };
     // A stream given up while it may still be connecting stops at once.

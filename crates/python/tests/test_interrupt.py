@@ -16,7 +16,7 @@ import pytest
 # filled in. Each waits in Rust on a server that is sleeping.
 CASES = {
     # The first batch of a query that sleeps: waiting for a batch.
-    "read_sql_iterate": "for b in gpupgparser.read_sql(dsn, 'select pg_sleep(60) as s'): pass",
+    "read_sql_iterate": "for b in gpupgparser.read_sql(dsn, 'select 1 as s from pg_sleep(60)'): pass",
     # read_all() of a table whose every row sleeps, on parallel connections.
     "read_table_read_all": (
         "gpupgparser.read_table(dsn, 'sleepy', where='pg_sleep(0.05) is not null')"

@@ -63,7 +63,7 @@ def test_bad_type_options_are_invalid_requests(typed):
 def test_a_query_is_read_on_one_connection_through_copy(typed):
     with pytest.raises(gpupgparser.InvalidRequest, match="parallel=4: a query is read on one"):
         gpupgparser.read_sql(typed.dsn, "select 1", parallel=4)
-    with pytest.raises(gpupgparser.InvalidRequest, match="source='heap'"):
+    with pytest.raises(gpupgparser.InvalidRequest, match='source="heap"'):
         gpupgparser.read_sql(typed.dsn, "select 1", source="heap")
     # What a query can honour is taken: one connection, COPY, chunk size.
     t = q("select g from generate_series(1, 1000) g", typed.dsn, parallel=1, source="copy",
