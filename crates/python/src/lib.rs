@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::task::Poll;
 
-use gpupg_export::{ExportError, ExportReport, ExportRequest, NoProgress, Output, Target};
+use gpupg_export::{ExportError, ExportReport, ExportRequest, NoProgress, Output, Source, Target};
 use pyo3::prelude::*;
 
 use crate::errors::{export_error, Error};
@@ -125,7 +125,7 @@ fn read_sql(
             "parallel={n}: {why}"
         )));
     }
-    if source.trim().eq_ignore_ascii_case("heap") {
+    if matches!(source.parse(), Ok(Source::Heap)) {
         return Err(errors::InvalidRequest::new_err(format!(
             "source={source:?}: {why}"
         )));
