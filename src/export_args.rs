@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use gpupg_decode::{ArrayRepr, EnumRepr, IntervalRepr, TypeOptions, UnconstrainedNumeric};
+use gpupg_decode::{ArrayRepr, EnumRepr, UnconstrainedNumeric};
 use gpupg_export::{Engine, ExportRequest, HeapIo, HeapSync, Output, RequestError, Source, Target};
 use gpupg_sink::{Compression, Format, SinkOptions};
 use gpupg_source::{ConnectConfig, UnsupportedTypes};
@@ -129,11 +129,11 @@ pub struct ExportOptions {
     #[arg(long, default_value = "text")]
     pub numeric: String,
     /// Enums as utf8 or dictionary.
-    #[arg(long, value_enum, default_value_t = EnumArg::Utf8)]
-    pub enums: EnumArg,
+    #[arg(long, default_value = "utf8", value_name = "utf8|dictionary", value_parser = type_choice::<EnumRepr>)]
+    pub enums: EnumRepr,
     /// Arrays as list (multi-dimensional values flattened) or struct (dims, lower bounds and values: lossless).
-    #[arg(long, value_enum, default_value_t = ArrayArg::List)]
-    pub arrays: ArrayArg,
+    #[arg(long, default_value = "list", value_name = "list|struct", value_parser = type_choice::<ArrayRepr>)]
+    pub arrays: ArrayRepr,
     /// Have the server cast columns of unsupported types to text instead of failing.
     #[arg(long)]
     pub cast_unsupported: bool,
@@ -150,18 +150,6 @@ pub struct ExportOptions {
 pub enum FormatArg {
     Parquet,
     Arrow,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnumArg {
-    Utf8,
-    Dictionary,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArrayArg {
-    List,
-    Struct,
 }
 
 impl From<FormatArg> for Format {
@@ -225,24 +213,15 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_numeric(s: &str) -> Result<UnconstrainedNumeric> {
-    Ok(match s {
-        "text" => UnconstrainedNumeric::Text,
-        "float64" => UnconstrainedNumeric::Float64,
-        _ => match s.strip_prefix("decimal:") {
-            Some(scale) => {
-                let scale: i8 = scale
-                    .parse()
-                    .ok()
-                    .filter(|s| (-38..=38).contains(s))
-                    .with_context(|| {
-                        format!("--numeric {s}: the scale must be a number from -38 to 38")
-                    })?;
-                UnconstrainedNumeric::Decimal128 { scale }
-            }
-            None => bail!("--numeric {s}: expected text, float64 or decimal:SCALE"),
-        },
-    })
+/// A type option's value (`--numeric`, `--enums`, `--arrays`) as the
+/// library parses it; clap (or the caller) names the flag.
+pub fn type_choice<T>(value: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err = gpupg_decode::TypeChoiceError>,
+{
+    value
+        .parse()
+        .map_err(|e: gpupg_decode::TypeChoiceError| e.to_string())
 }
 
 impl ExportOptions {
@@ -264,34 +243,26 @@ impl ExportOptions {
         output: Output,
     ) -> Result<ExportRequest<'static>> {
         let format = self.format_of(&output)?;
-        let compression: Compression = match (&self.compression, format) {
-            (Some(c), _) => c
+        let compression: Compression = match &self.compression {
+            Some(c) => c
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--compression {c}: {e}"))?,
-            (None, Format::Parquet) => Compression::Zstd(gpupg_sink::DEFAULT_ZSTD_LEVEL),
-            (None, Format::Arrow) => Compression::None,
+            None => format.default_compression(),
         };
         let devices = match (&self.devices, self.engine) {
             // The CPU decodes: no GPU to check.
             (_, Engine::Cpu) | (None, _) => vec![self.device],
             (Some(choice), _) => choice.resolve_here()?,
         };
-        let types = TypeOptions {
-            // Parquet has no signed interval type: a struct keeps all three parts.
-            interval: match format {
-                Format::Parquet => IntervalRepr::Struct,
-                Format::Arrow => IntervalRepr::MonthDayNano,
-            },
-            numeric: parse_numeric(&self.numeric)?,
-            enums: match self.enums {
-                EnumArg::Utf8 => EnumRepr::Utf8,
-                EnumArg::Dictionary => EnumRepr::Dictionary,
-            },
-            arrays: match self.arrays {
-                ArrayArg::List => ArrayRepr::List,
-                ArrayArg::Struct => ArrayRepr::Struct,
-            },
-        };
+        let types = gpupg_export::type_options(
+            format,
+            // Checked here rather than by clap, as before: its message names
+            // the value.
+            type_choice::<UnconstrainedNumeric>(&self.numeric)
+                .map_err(|e| anyhow::anyhow!("--numeric {}: {e}", self.numeric))?,
+            self.enums,
+            self.arrays,
+        );
         Ok(ExportRequest::builder(connect, target, output)
             .columns(self.columns.clone())
             .filter(self.filter.clone())

@@ -13,12 +13,14 @@
 //! and the row bytes in cache between the two passes.
 
 mod builder;
+mod choices;
 mod decoder;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzz;
 mod schema;
 
 pub use builder::ValueFailure;
+pub use choices::TypeChoiceError;
 pub use decoder::{CpuDecoder, PagesDecoded};
 pub use schema::OutputSchema;
 

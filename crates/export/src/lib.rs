@@ -57,10 +57,12 @@ pub use fragments::FragmentPlan;
 pub use progress::{NoProgress, Progress};
 pub use report::{ExportReport, GpuPhases, OutputFile, Phases, Resident};
 pub use request::{
-    chunk_bytes_from_mib, default_parallelism, DeviceChoice, Engine, ExportRequest, GpuSelection,
-    HeapIo, HeapSync, Output, RequestBuilder, Source, Target, DEFAULT_CHUNK_BYTES,
+    chunk_bytes_from_mib, default_parallelism, type_options, DeviceChoice, Engine, ExportRequest,
+    GpuSelection, HeapIo, HeapSync, Output, RequestBuilder, Source, Target, DEFAULT_CHUNK_BYTES,
     DEFAULT_HEAP_CHUNK_BYTES, DEFAULT_HEAP_THRESHOLD, DEVICE_WORKERS, MAX_CHUNK_BYTES,
     MIN_CHUNK_BYTES,
 };
 pub use source::heap::HeapReport;
-pub use stream::{stream, stream_to_device, BatchStream, DeviceBatchStream};
+pub use stream::{
+    start_stream, stream, stream_to_device, BatchStream, DeviceBatchStream, StartingStream,
+};

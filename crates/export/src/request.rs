@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 
-use gpupg_decode::TypeOptions;
-use gpupg_sink::SinkOptions;
+use gpupg_decode::{ArrayRepr, EnumRepr, IntervalRepr, TypeOptions, UnconstrainedNumeric};
+use gpupg_sink::{Format, SinkOptions};
 use gpupg_source::{ConnectConfig, PageRange, UnsupportedTypes};
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +141,27 @@ choice_names!(Source, "source", Auto => "auto", Copy => "copy", Heap => "heap");
 choice_names!(HeapIo, "way to read heap files", Auto => "auto", Pread => "pread", CuFile => "cufile");
 choice_names!(HeapSync, "way to make heap files current", Auto => "auto", Checkpoint => "checkpoint", BufferCache => "buffercache");
 choice_names!(Engine, "engine", Auto => "auto", Cpu => "cpu", Gpu => "gpu");
+
+/// The type options of an output written in `format` (in-memory outputs
+/// take Arrow's) with the user's choices for numeric, enums and arrays:
+/// intervals as the format can hold them (Parquet has no signed interval
+/// type, so a struct keeps all three parts).
+pub fn type_options(
+    format: Format,
+    numeric: UnconstrainedNumeric,
+    enums: EnumRepr,
+    arrays: ArrayRepr,
+) -> TypeOptions {
+    TypeOptions {
+        interval: match format {
+            Format::Parquet => IntervalRepr::Struct,
+            Format::Arrow => IntervalRepr::MonthDayNano,
+        },
+        numeric,
+        enums,
+        arrays,
+    }
+}
 
 /// Tables smaller than this are read through COPY by [`Source::Auto`]: the
 /// CHECKPOINT the heap path needs can cost more than COPY of a small table.

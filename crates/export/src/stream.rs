@@ -22,11 +22,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use gpupg_gpu::DeviceBatch;
 
 use crate::decoder::OutBatch;
@@ -51,6 +53,30 @@ pub fn stream(
     Stream::start(req, progress).map(BatchStream)
 }
 
+/// [`stream`] without waiting for the columns: the export connects and
+/// plans on its own thread while the caller waits in slices
+/// ([`StartingStream::wait`]), so that it can give up in between (a
+/// Python caller looks for Ctrl-C). Dropping it stops the export as
+/// dropping a stream does.
+pub fn start_stream(
+    req: ExportRequest<'static>,
+    progress: impl Progress + Send + 'static,
+) -> Result<StartingStream, ExportError> {
+    Starting::spawn(req, progress).map(StartingStream)
+}
+
+/// A [`stream`] whose columns are not known yet ([`start_stream`]).
+pub struct StartingStream(Starting<RecordBatch>);
+
+impl StartingStream {
+    /// Waits at most `timeout` for the columns: `Ready` with the stream
+    /// once they are known (or with the export's error if it ended before
+    /// them), `Pending` if the export is still connecting or planning.
+    pub fn wait(&mut self, timeout: Duration) -> Poll<Result<BatchStream, ExportError>> {
+        self.0.wait(timeout).map(|r| r.map(BatchStream))
+    }
+}
+
 /// [`stream`] into device memory on the GPUs `req.devices` (the GPU
 /// engine, as [`crate::export_to_device`]); each batch is allocated on its
 /// own and freed when dropped.
@@ -68,7 +94,7 @@ struct Stream<B> {
     batches: Option<Receiver<B>>,
     /// Set to stop the export early.
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<ExportReport, ExportError>>>,
+    thread: Option<ExportThread>,
     report: Option<ExportReport>,
 }
 
@@ -77,40 +103,12 @@ impl<B: OutBatch> Stream<B> {
         req: ExportRequest<'static>,
         progress: impl Progress + Send + 'static,
     ) -> Result<Stream<B>, ExportError> {
-        req.validate()?;
-        // A batch in the channel per decoder thread: the decoders wait for
-        // a slow consumer, and the readers for them.
-        let (tx, batches) = bounded::<B>(req.workers);
-        let (schema_tx, schema_rx) = bounded::<SchemaRef>(1);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("gpupg-stream".into())
-            .spawn(move || {
-                let sink = |setup: &crate::sink::SinkSetup| {
-                    // The caller waits for this; it may have gone.
-                    let _ = schema_tx.send(setup.schema.clone());
-                    Ok(ChannelSink { tx })
-                };
-                run(&req, &progress, Some(&stopped), sink).map(|ran| ran.report)
-            })
-            .map_err(|e| ExportError::Internal(format!("cannot start a stream's thread: {e}")))?;
-        match schema_rx.recv() {
-            Ok(schema) => Ok(Stream {
-                schema,
-                batches: Some(batches),
-                stop,
-                thread: Some(thread),
-                report: None,
-            }),
-            // The export ended before its columns were known: its error.
-            Err(_) => match thread.join() {
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(_)) => Err(ExportError::Internal(
-                    "a stream ended without its columns".into(),
-                )),
-                Err(_) => Err(ExportError::ThreadPanicked("stream")),
-            },
+        let mut starting = Starting::spawn(req, progress)?;
+        loop {
+            // Long slices: nobody looks in between.
+            if let Poll::Ready(started) = starting.wait(Duration::from_secs(3600)) {
+                return started;
+            }
         }
     }
 
@@ -131,6 +129,20 @@ impl<B: OutBatch> Stream<B> {
         }
     }
 
+    /// [`Stream::next`] waiting at most `timeout` for a batch: `Pending`
+    /// if none came by then.
+    fn next_timeout(&mut self, timeout: Duration) -> Poll<Option<Result<B, ExportError>>> {
+        let Some(batches) = self.batches.as_ref() else {
+            return Poll::Ready(None);
+        };
+        match batches.recv_timeout(timeout) {
+            Ok(b) => Poll::Ready(Some(Ok(b))),
+            Err(RecvTimeoutError::Timeout) => Poll::Pending,
+            // Every batch is taken: `next` joins the export thread.
+            Err(RecvTimeoutError::Disconnected) => Poll::Ready(self.next()),
+        }
+    }
+
     fn finish(mut self) -> Result<ExportReport, ExportError> {
         while let Some(b) = self.next() {
             b?;
@@ -141,19 +153,98 @@ impl<B: OutBatch> Stream<B> {
     }
 }
 
+/// An export whose columns are not known yet: its thread, and the channels
+/// its schema and batches will come through.
+struct Starting<B> {
+    schema: Receiver<SchemaRef>,
+    batches: Option<Receiver<B>>,
+    stop: Arc<AtomicBool>,
+    /// `None` once handed to the stream or joined.
+    thread: Option<ExportThread>,
+}
+
+impl<B: OutBatch> Starting<B> {
+    fn spawn(
+        req: ExportRequest<'static>,
+        progress: impl Progress + Send + 'static,
+    ) -> Result<Starting<B>, ExportError> {
+        req.validate()?;
+        // A batch in the channel per decoder thread: the decoders wait for
+        // a slow consumer, and the readers for them.
+        let (tx, batches) = bounded::<B>(req.workers);
+        let (schema_tx, schema) = bounded::<SchemaRef>(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("gpupg-stream".into())
+            .spawn(move || {
+                let sink = |setup: &crate::sink::SinkSetup| {
+                    // The caller waits for this; it may have gone.
+                    let _ = schema_tx.send(setup.schema.clone());
+                    Ok(ChannelSink { tx })
+                };
+                run(&req, &progress, Some(&stopped), sink).map(|ran| ran.report)
+            })
+            .map_err(|e| ExportError::Internal(format!("cannot start a stream's thread: {e}")))?;
+        Ok(Starting {
+            schema,
+            batches: Some(batches),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Poll<Result<Stream<B>, ExportError>> {
+        let ended = match self.schema.recv_timeout(timeout) {
+            Ok(schema) => {
+                return Poll::Ready(Ok(Stream {
+                    schema,
+                    batches: self.batches.take(),
+                    stop: self.stop.clone(),
+                    thread: self.thread.take(),
+                    report: None,
+                }))
+            }
+            Err(RecvTimeoutError::Timeout) => return Poll::Pending,
+            // The export ended before its columns were known: its error.
+            Err(RecvTimeoutError::Disconnected) => self.thread.take().map(JoinHandle::join),
+        };
+        Poll::Ready(match ended {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Ok(Ok(_))) | None => Err(ExportError::Internal(
+                "a stream ended without its columns".into(),
+            )),
+            Some(Err(_)) => Err(ExportError::ThreadPanicked("stream")),
+        })
+    }
+}
+
+/// The thread of an export, as a stream or a starting one holds it.
+type ExportThread = JoinHandle<Result<ExportReport, ExportError>>;
+
+/// Stops an export given up early: the flag cancels the server's
+/// statements and stops every thread at its next look; with the channel
+/// gone, decoders waiting to send fail at once. The export's own error (a
+/// cancel) is of no interest to a caller that gave up.
+fn stop_early<B>(stop: &AtomicBool, batches: &mut Option<Receiver<B>>, thread: ExportThread) {
+    stop.store(true, Ordering::SeqCst);
+    *batches = None;
+    let _ = thread.join();
+}
+
+impl<B> Drop for Starting<B> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            stop_early(&self.stop, &mut self.batches, thread);
+        }
+    }
+}
+
 impl<B> Drop for Stream<B> {
     fn drop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // The flag cancels the server's statements and stops every thread
-        // at its next look; with the channel gone, decoders waiting to send
-        // fail at once.
-        self.stop.store(true, Ordering::SeqCst);
-        self.batches = None;
-        // The export's own error (a cancel) is of no interest to a stream
-        // dropped early.
-        let _ = thread.join();
+        if let Some(thread) = self.thread.take() {
+            stop_early(&self.stop, &mut self.batches, thread);
+        }
     }
 }
 
@@ -168,6 +259,16 @@ macro_rules! stream_api {
             /// The export's report, once the iterator has returned `None`.
             pub fn report(&self) -> Option<&ExportReport> {
                 self.0.report.as_ref()
+            }
+
+            /// The next batch as [`Iterator::next`] gives it, waiting at
+            /// most `timeout`: `Pending` if none came by then (so that the
+            /// caller can look for an interrupt and call again).
+            pub fn next_timeout(
+                &mut self,
+                timeout: Duration,
+            ) -> Poll<Option<Result<$batch, ExportError>>> {
+                self.0.next_timeout(timeout)
             }
 
             /// Takes (and drops) the batches not taken yet, and returns the

@@ -8,7 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gpupg_export::{export_to_host, stream, ExportRequest, NoProgress, Output, Source};
+use std::task::Poll;
+
+use gpupg_export::{
+    export_to_host, start_stream, stream, ExportRequest, NoProgress, Output, Source, Target,
+};
 use gpupg_localpg::LocalServer;
 use gpupg_sink::Format;
 
@@ -167,4 +171,79 @@ fn dropping_a_stream_stops_its_export() {
         "UPDATE lineorder SET lo_tax = lo_tax + 1 WHERE lo_orderkey % 50 = 0",
     );
     drop_after_first_batch(&dsn, Source::Heap);
+}
+
+/// Backends running a statement of `pattern` other than this check's.
+fn running(dsn: &str, pattern: &str) -> usize {
+    query(
+        dsn,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE query ILIKE '{pattern}' AND state <> 'idle' AND pid <> pg_backend_pid()"
+        ),
+    )[0][0]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+#[test]
+fn waiting_in_slices_can_give_up_at_any_time() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let server = LocalServer::start().expect("server");
+    let dsn = server.dsn();
+    let sleepy = || ExportRequest {
+        target: Target::Query("SELECT 1 AS s FROM pg_sleep(60)".into()),
+        ..host_request(&dsn, "unused", Source::Auto)
+    };
+    // A stream given up while it may still be connecting stops at once.
+    let t = Instant::now();
+    drop(start_stream(sleepy(), NoProgress).expect("the export starts"));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Waiting for the columns, then for a batch, in slices: the server is
+    // sleeping, so each slice ends with nothing.
+    let mut starting = start_stream(sleepy(), NoProgress).expect("the export starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = loop {
+        match starting.wait(Duration::from_millis(50)) {
+            Poll::Ready(s) => break s.expect("the columns"),
+            Poll::Pending => assert!(Instant::now() < deadline, "no columns"),
+        }
+    };
+    assert_eq!(s.schema().fields().len(), 1);
+    let t = Instant::now();
+    assert!(s.next_timeout(Duration::from_millis(100)).is_pending());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a slice took {:?}",
+        t.elapsed()
+    );
+    while running(&dsn, "%pg_sleep%") == 0 {
+        assert!(Instant::now() < deadline, "the query never ran");
+        assert!(s.next_timeout(Duration::from_millis(50)).is_pending());
+    }
+    // Giving up: the server's statement is cancelled and the threads joined.
+    let t = Instant::now();
+    drop(s);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&dsn, "%pg_sleep%") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "pg_sleep still runs on the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while stream_threads() > 0 {
+        assert!(Instant::now() < deadline, "threads left behind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use gpupg_export::{ExportReport, NoProgress, Output, Target};
+use gpupg_export::{ExportError, ExportReport, ExportRequest, NoProgress, Output, Target};
 use pyo3::exceptions::{PyBufferError, PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyCapsule, PyDict, PyTuple};
@@ -178,11 +178,22 @@ pub fn read(
     device: usize,
 ) -> PyResult<Py<PyAny>> {
     check_device(device)?;
-    let mut req = options.request(target, Output::Device, stream_sink())?;
+    let req = options.request(target, Output::Device, stream_sink())?;
+    read_request(py, req, device, export_error)
+}
+
+/// Runs `req` (its output the device) on GPU `device` and returns the
+/// `DeviceTable`, its errors worded by `error`.
+pub fn read_request(
+    py: Python<'_>,
+    mut req: ExportRequest<'static>,
+    device: usize,
+    error: fn(&ExportError) -> PyErr,
+) -> PyResult<Py<PyAny>> {
+    check_device(device)?;
     req.devices = vec![device];
     let (schema, batches, report) = py.detach(|| {
-        let stream =
-            gpupg_export::stream_to_device(req, NoProgress).map_err(|e| export_error(&e))?;
+        let stream = gpupg_export::stream_to_device(req, NoProgress).map_err(|e| error(&e))?;
         collect(stream)
     })?;
     let report = match report {

@@ -8,14 +8,14 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use gpupg_export::{ExportError, FragmentPlan, NoProgress, Output, Target};
+use gpupg_export::{ExportError, ExportRequest, FragmentPlan, NoProgress, Output, Target};
 use gpupg_source::{ConnectConfig, PageRange};
 use pyo3::create_exception;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
-use crate::errors::{export_error, source_error, Error, InvalidRequest, Unsupported};
-use crate::options::{stream_sink, Options};
+use crate::errors::{export_error, source_error, Error, InvalidRequest};
+use crate::options::{stream_sink, Options, TypeArgs};
 use crate::stream::Stream;
 
 create_exception!(
@@ -197,8 +197,42 @@ impl Fragment {
 }
 
 impl Fragment {
-    /// The stream of this fragment's rows, connecting with `dsn` (`None`:
-    /// the fragment's) and reading pages `pages` (`None`: its own).
+    /// The request reading this fragment into `output`, connecting with
+    /// `dsn` (`None`: the fragment's) and reading pages `pages` (`None`:
+    /// its own), under the plan's snapshot.
+    fn request(
+        &self,
+        dsn: Option<String>,
+        pages: Option<PageRange>,
+        output: Output,
+    ) -> PyResult<ExportRequest<'static>> {
+        let types = TypeArgs {
+            numeric: self.numeric.clone(),
+            enums: "utf8".into(),
+            arrays: "list".into(),
+            cast_unsupported: false,
+        };
+        let options = Options {
+            columns: self.columns.clone(),
+            filter: self.filter.clone(),
+            parallel: self.parallel,
+            source: self.source.clone(),
+            ..Options::new(
+                Some(dsn.unwrap_or_else(|| self.dsn.clone())),
+                self.engine.clone(),
+                types,
+            )
+        };
+        let mut req = options.request(Target::Table(self.table.clone()), output, stream_sink())?;
+        req.snapshot = Some(self.snapshot.clone());
+        req.pages = Some(pages.unwrap_or(PageRange {
+            start: self.start,
+            end: self.end,
+        }));
+        Ok(req)
+    }
+
+    /// The stream of this fragment's rows (see [`Fragment::request`]).
     fn stream(
         &self,
         py: Python<'_>,
@@ -209,26 +243,7 @@ impl Fragment {
         if batch_rows == Some(0) {
             return Err(InvalidRequest::new_err("batch_rows=0: must be at least 1"));
         }
-        let options = Options {
-            dsn: Some(dsn.unwrap_or_else(|| self.dsn.clone())),
-            columns: self.columns.clone(),
-            filter: self.filter.clone(),
-            parallel: self.parallel,
-            source: self.source.clone(),
-            engine: self.engine.clone(),
-            numeric: self.numeric.clone(),
-            chunk_mib: None,
-        };
-        let mut req = options.request(
-            Target::Table(self.table.clone()),
-            Output::Host,
-            stream_sink(),
-        )?;
-        req.snapshot = Some(self.snapshot.clone());
-        req.pages = Some(pages.unwrap_or(PageRange {
-            start: self.start,
-            end: self.end,
-        }));
+        let req = self.request(dsn, pages, Output::Host)?;
         let batches = py
             .detach(|| gpupg_export::stream(req, NoProgress))
             .map_err(|e| fragment_error(&e))?;
@@ -248,13 +263,15 @@ pub fn read_fragment(
     dsn: Option<String>,
     device: Option<Bound<'_, PyAny>>,
     batch_rows: Option<usize>,
-) -> PyResult<Stream> {
-    if device.is_some() {
-        return Err(Unsupported::new_err(
-            "device= is not available for fragments in this build",
-        ));
+) -> PyResult<Py<PyAny>> {
+    match device {
+        Some(d) if !d.is_none() => {
+            let device = crate::device::parse_device(&d)?;
+            let req = fragment.request(dsn, None, Output::Device)?;
+            crate::device::read_request(py, req, device, fragment_error)
+        }
+        _ => Ok(Py::new(py, fragment.stream(py, dsn, None, batch_rows)?)?.into_any()),
     }
-    fragment.stream(py, dsn, None, batch_rows)
 }
 
 /// The coordinator of a table read in fragments: an open transaction on

@@ -13,13 +13,16 @@ mod store;
 mod stream;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::task::Poll;
 
-use gpupg_export::{ExportReport, NoProgress, Output, Target};
+use gpupg_export::{ExportError, ExportReport, ExportRequest, NoProgress, Output, Source, Target};
 use pyo3::prelude::*;
 
 use crate::errors::{export_error, Error};
-use crate::options::{file_sink, stream_sink, Options};
-use crate::stream::Stream;
+use crate::options::{file_sink, stream_sink, Options, TypeArgs};
+use crate::stream::{wait_interruptibly, Stream};
 
 /// `report` as a Python dict with the CLI's JSON report's keys.
 fn report_dict(py: Python<'_>, report: &ExportReport) -> PyResult<Py<PyAny>> {
@@ -29,7 +32,8 @@ fn report_dict(py: Python<'_>, report: &ExportReport) -> PyResult<Py<PyAny>> {
 }
 
 /// Starts the export of `target` and returns its stream once its columns
-/// are known; connecting and planning run without the GIL.
+/// are known; connecting and planning run without the GIL, and a Ctrl-C
+/// meanwhile cancels the export and raises its `KeyboardInterrupt`.
 fn start(
     py: Python<'_>,
     target: Target,
@@ -42,9 +46,16 @@ fn start(
         ));
     }
     let req = options.request(target, Output::Host, stream_sink())?;
-    let batches = py
-        .detach(|| gpupg_export::stream(req, NoProgress))
-        .map_err(|e| export_error(&e))?;
+    let mut starting = gpupg_export::start_stream(req, NoProgress).map_err(|e| export_error(&e))?;
+    let started = match wait_interruptibly(py, |timeout| starting.wait(timeout)) {
+        Ok(started) => started,
+        Err(interrupted) => {
+            // Dropping cancels the export and joins its thread: without the GIL.
+            py.detach(move || drop(starting));
+            return Err(interrupted);
+        }
+    };
+    let batches = started.map_err(|e| export_error(&e))?;
     Ok(Stream::new(batches, batch_rows))
 }
 
@@ -52,7 +63,8 @@ fn start(
 #[pyfunction]
 #[pyo3(signature = (dsn, table, *, columns=None, r#where=None, parallel=None,
     source="auto".to_string(), engine="auto".to_string(), numeric="text".to_string(),
-    batch_rows=None, chunk_mib=None, device=None))]
+    batch_rows=None, chunk_mib=None, enums="utf8".to_string(), arrays="list".to_string(),
+    cast_unsupported=false, device=None))]
 #[allow(clippy::too_many_arguments)]
 fn read_table(
     py: Python<'_>,
@@ -66,17 +78,24 @@ fn read_table(
     numeric: String,
     batch_rows: Option<usize>,
     chunk_mib: Option<usize>,
+    enums: String,
+    arrays: String,
+    cast_unsupported: bool,
     device: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
+    let types = TypeArgs {
+        numeric,
+        enums,
+        arrays,
+        cast_unsupported,
+    };
     let options = Options {
-        dsn,
         columns,
         filter: r#where,
         parallel,
         source,
-        engine,
-        numeric,
         chunk_mib,
+        ..Options::new(dsn, engine, types)
     };
     read_to(py, Target::Table(table), options, batch_rows, device)
 }
@@ -96,10 +115,12 @@ fn read_to(
 }
 
 /// A SELECT statement's rows as a stream of Arrow record batches, read on
-/// one connection.
+/// one connection through COPY.
 #[pyfunction]
 #[pyo3(signature = (dsn, query, *, engine="auto".to_string(), numeric="text".to_string(),
-    batch_rows=None, device=None))]
+    batch_rows=None, chunk_mib=None, enums="utf8".to_string(), arrays="list".to_string(),
+    cast_unsupported=false, parallel=None, source="auto".to_string(), device=None))]
+#[allow(clippy::too_many_arguments)]
 fn read_sql(
     py: Python<'_>,
     dsn: Option<String>,
@@ -107,17 +128,39 @@ fn read_sql(
     engine: String,
     numeric: String,
     batch_rows: Option<usize>,
+    chunk_mib: Option<usize>,
+    enums: String,
+    arrays: String,
+    cast_unsupported: bool,
+    parallel: Option<usize>,
+    source: String,
     device: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let options = Options {
-        dsn,
-        columns: None,
-        filter: None,
-        parallel: None,
-        source: "auto".into(),
-        engine,
+    // Taken so that read_table's keywords can be passed on unchanged where
+    // they mean the same; refused where a query cannot honour them.
+    let why = "a query is read on one connection through COPY (only a table's pages can be \
+               split between connections or read from its files)";
+    if let Some(n) = parallel.filter(|&n| n > 1) {
+        return Err(errors::InvalidRequest::new_err(format!(
+            "parallel={n}: {why}"
+        )));
+    }
+    if matches!(source.parse(), Ok(Source::Heap)) {
+        return Err(errors::InvalidRequest::new_err(format!(
+            "source={source:?}: {why}"
+        )));
+    }
+    let types = TypeArgs {
         numeric,
-        chunk_mib: None,
+        enums,
+        arrays,
+        cast_unsupported,
+    };
+    let options = Options {
+        parallel,
+        source,
+        chunk_mib,
+        ..Options::new(dsn, engine, types)
     };
     read_to(py, Target::Query(query), options, batch_rows, device)
 }
@@ -126,7 +169,8 @@ fn read_sql(
 #[pyfunction]
 #[pyo3(signature = (dsn, table, path, *, format=None, compression=None, columns=None,
     r#where=None, parallel=None, source="auto".to_string(), engine="auto".to_string(),
-    numeric="text".to_string(), overwrite=false))]
+    numeric="text".to_string(), overwrite=false, chunk_mib=None, enums="utf8".to_string(),
+    arrays="list".to_string(), cast_unsupported=false))]
 #[allow(clippy::too_many_arguments)]
 fn export(
     py: Python<'_>,
@@ -142,23 +186,62 @@ fn export(
     engine: String,
     numeric: String,
     overwrite: bool,
+    chunk_mib: Option<usize>,
+    enums: String,
+    arrays: String,
+    cast_unsupported: bool,
 ) -> PyResult<Py<PyAny>> {
+    let types = TypeArgs {
+        numeric,
+        enums,
+        arrays,
+        cast_unsupported,
+    };
     let options = Options {
-        dsn,
         columns,
         filter: r#where,
         parallel,
         source,
-        engine,
-        numeric,
-        chunk_mib: None,
+        chunk_mib,
+        ..Options::new(dsn, engine, types)
     };
     let sink = file_sink(&path, format.as_deref(), compression.as_deref(), overwrite)?;
     let req = options.request(Target::Table(table), Output::File(path), sink)?;
-    let report = py
-        .detach(|| gpupg_export::export(&req, &NoProgress))
-        .map_err(|e| export_error(&e))?;
+    let report = export_interruptibly(py, req)?;
     report_dict(py, &report)
+}
+
+/// Runs `req` on a thread of its own while this one waits without the
+/// GIL; a Ctrl-C meanwhile sets the request's cancel flag (the export then
+/// leaves no file), waits for the export to stop and raises the
+/// `KeyboardInterrupt`.
+fn export_interruptibly(py: Python<'_>, req: ExportRequest<'_>) -> PyResult<ExportReport> {
+    let cancel = AtomicBool::new(false);
+    let req = ExportRequest {
+        cancel: Some(&cancel),
+        ..req
+    };
+    std::thread::scope(|scope| {
+        let (done, result) = mpsc::channel();
+        let req = &req;
+        let thread = scope.spawn(move || {
+            // The waiter may have gone on a Ctrl-C.
+            let _ = done.send(gpupg_export::export(req, &NoProgress));
+        });
+        let waited = wait_interruptibly(py, move |timeout| match result.recv_timeout(timeout) {
+            Ok(ran) => Poll::Ready(ran),
+            Err(RecvTimeoutError::Timeout) => Poll::Pending,
+            Err(RecvTimeoutError::Disconnected) => {
+                Poll::Ready(Err(ExportError::ThreadPanicked("export")))
+            }
+        });
+        if waited.is_err() {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        // The export stops promptly once cancelled; joined without the GIL.
+        let _ = py.detach(move || thread.join());
+        waited?.map_err(|e| export_error(&e))
+    })
 }
 
 /// The native module, `gpupgparser._native`; the `gpupgparser` package

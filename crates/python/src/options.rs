@@ -2,16 +2,18 @@
 //! `ExportRequest`, with the CLI's names, values and defaults.
 
 use std::path::Path;
+use std::str::FromStr;
 
-use gpupg_decode::{IntervalRepr, TypeOptions, UnconstrainedNumeric};
+use gpupg_decode::TypeChoiceError;
 use gpupg_export::{Engine, ExportRequest, Output, Source, Target};
-use gpupg_sink::{Compression, Format, FormatChoiceError, SinkOptions, DEFAULT_ZSTD_LEVEL};
-use gpupg_source::ConnectConfig;
+use gpupg_sink::{Compression, Format, FormatChoiceError, SinkOptions};
+use gpupg_source::{ConnectConfig, UnsupportedTypes};
 use pyo3::PyResult;
 
 use crate::errors::{request_error, source_error, InvalidRequest};
 
-/// The options every read and export takes.
+/// The options of `read_table`, `read_sql` and `export`, with the CLI's
+/// defaults ([`Options::new`]); each function sets the ones it takes.
 pub struct Options {
     /// `dsn`: a libpq connection string or URL; `None`: the environment's.
     pub dsn: Option<String>,
@@ -23,15 +25,43 @@ pub struct Options {
     pub parallel: Option<usize>,
     /// `source`: auto, copy or heap.
     pub source: String,
-    /// `engine`: auto, cpu or gpu.
-    pub engine: String,
-    /// `numeric`: text, float64 or decimal:SCALE.
-    pub numeric: String,
     /// `chunk_mib`: the size of one chunk buffer (1 to 1024 MiB).
     pub chunk_mib: Option<usize>,
+    /// `engine`: auto, cpu or gpu.
+    pub engine: String,
+    /// How the columns' types become Arrow's.
+    pub types: TypeArgs,
+}
+
+/// The type keywords every read and export takes, as the CLI's flags of
+/// the same names.
+pub struct TypeArgs {
+    /// `numeric`: text, float64 or decimal:SCALE.
+    pub numeric: String,
+    /// `enums`: utf8 or dictionary.
+    pub enums: String,
+    /// `arrays`: list or struct.
+    pub arrays: String,
+    /// `cast_unsupported`: the server casts columns of unsupported types
+    /// to text instead of the export failing.
+    pub cast_unsupported: bool,
 }
 
 impl Options {
+    /// Every row and column of the target, the CLI's defaults otherwise.
+    pub fn new(dsn: Option<String>, engine: String, types: TypeArgs) -> Options {
+        Options {
+            dsn,
+            columns: None,
+            filter: None,
+            parallel: None,
+            source: "auto".into(),
+            chunk_mib: None,
+            engine,
+            types,
+        }
+    }
+
     /// The request for `target` into `output`, written in `sink.format`.
     pub fn request(
         &self,
@@ -42,15 +72,13 @@ impl Options {
         let connect = ConnectConfig::resolve(self.dsn.as_deref()).map_err(source_error)?;
         let source: Source = self.source.parse().map_err(|e| request_error(&e))?;
         let engine: Engine = self.engine.parse().map_err(|e| request_error(&e))?;
-        let types = TypeOptions {
-            // Parquet has no signed interval type: a struct keeps all three parts.
-            interval: match sink.format {
-                Format::Parquet => IntervalRepr::Struct,
-                Format::Arrow => IntervalRepr::MonthDayNano,
-            },
-            numeric: parse_numeric(&self.numeric)?,
-            ..TypeOptions::default()
-        };
+        let t = &self.types;
+        let types = gpupg_export::type_options(
+            sink.format,
+            choice("numeric", &t.numeric)?,
+            choice("enums", &t.enums)?,
+            choice("arrays", &t.arrays)?,
+        );
         ExportRequest::builder(connect, target, output)
             .columns(self.columns.clone())
             .filter(self.filter.clone())
@@ -59,37 +87,23 @@ impl Options {
             .engine(engine)
             .source(source)
             .types(types)
+            .unsupported(if t.cast_unsupported {
+                UnsupportedTypes::CastToText
+            } else {
+                UnsupportedTypes::Error
+            })
             .sink(sink)
             .build()
             .map_err(|e| request_error(&e))
     }
 }
 
-/// `numeric=`: how numeric without a usable precision becomes Arrow.
-fn parse_numeric(s: &str) -> PyResult<UnconstrainedNumeric> {
-    Ok(match s {
-        "text" => UnconstrainedNumeric::Text,
-        "float64" => UnconstrainedNumeric::Float64,
-        _ => match s.strip_prefix("decimal:") {
-            Some(scale) => {
-                let scale = scale
-                    .parse::<i8>()
-                    .ok()
-                    .filter(|s| (-38..=38).contains(s))
-                    .ok_or_else(|| {
-                        InvalidRequest::new_err(format!(
-                            "numeric={s:?}: the scale must be a number from -38 to 38"
-                        ))
-                    })?;
-                UnconstrainedNumeric::Decimal128 { scale }
-            }
-            None => {
-                return Err(InvalidRequest::new_err(format!(
-                    "numeric={s:?}: expected text, float64 or decimal:SCALE"
-                )))
-            }
-        },
-    })
+/// A type keyword's value as the library parses it, refused in this
+/// module's words (`numeric="float32": expected ...`).
+fn choice<T: FromStr<Err = TypeChoiceError>>(keyword: &str, value: &str) -> PyResult<T> {
+    value
+        .parse()
+        .map_err(|e| InvalidRequest::new_err(format!("{keyword}={value:?}: {e}")))
 }
 
 /// The sink of an in-memory stream: Arrow's types, nothing compressed.
@@ -124,10 +138,7 @@ pub fn file_sink(
         Some(c) => c
             .parse()
             .map_err(|e| InvalidRequest::new_err(format!("compression={c:?}: {e}")))?,
-        None => match format {
-            Format::Parquet => Compression::Zstd(DEFAULT_ZSTD_LEVEL),
-            Format::Arrow => Compression::None,
-        },
+        None => format.default_compression(),
     };
     Ok(SinkOptions {
         format,

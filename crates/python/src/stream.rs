@@ -4,6 +4,8 @@
 
 use std::ffi::CStr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatchReader, StructArray};
 use arrow::datatypes::SchemaRef;
@@ -31,6 +33,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How long one wait without the GIL lasts before Python's signal handlers
+/// run: the most a Ctrl-C waits to be seen while the export is busy.
+const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+
+/// Calls `poll` without the GIL, each call waiting at most
+/// [`SIGNAL_SLICE`], until it is ready, running Python's signal handlers
+/// between calls: Ctrl-C ends the wait with its `KeyboardInterrupt`, and
+/// the caller then drops (so cancels) what it waited for.
+pub fn wait_interruptibly<T: Send>(
+    py: Python<'_>,
+    mut poll: impl FnMut(Duration) -> Poll<T> + Send,
+) -> PyResult<T> {
+    loop {
+        if let Poll::Ready(value) = py.detach(|| poll(SIGNAL_SLICE)) {
+            return Ok(value);
+        }
+        py.check_signals()?;
+    }
+}
+
 /// The export's batches, at most `batch_rows` rows each.
 pub struct Batches {
     stream: BatchStream,
@@ -42,7 +64,9 @@ pub struct Batches {
 }
 
 impl Batches {
-    fn next_batch(&mut self) -> Option<Result<RecordBatch, ExportError>> {
+    /// The next batch, waiting at most `timeout` for the export to decode
+    /// one: `Pending` if none came by then.
+    fn next_batch(&mut self, timeout: Duration) -> Poll<Option<Result<RecordBatch, ExportError>>> {
         if let (Some(rows), Some((batch, offset))) = (self.batch_rows, self.rest.take()) {
             let len = rows.min(batch.num_rows() - offset);
             // A slice shares the batch's buffers: no copy.
@@ -50,9 +74,13 @@ impl Batches {
             if offset + len < batch.num_rows() {
                 self.rest = Some((batch, offset + len));
             }
-            return Some(Ok(part));
+            return Poll::Ready(Some(Ok(part)));
         }
-        match self.stream.next() {
+        let next = match self.stream.next_timeout(timeout) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(next) => next,
+        };
+        Poll::Ready(match next {
             None => {
                 *lock(&self.report) = self.stream.report().cloned();
                 None
@@ -60,12 +88,12 @@ impl Batches {
             Some(Ok(batch)) => match self.batch_rows {
                 Some(rows) if batch.num_rows() > rows => {
                     self.rest = Some((batch, 0));
-                    self.next_batch()
+                    return self.next_batch(timeout);
                 }
                 _ => Some(Ok(batch)),
             },
             Some(Err(e)) => Some(Err(e)),
-        }
+        })
     }
 }
 
@@ -79,10 +107,15 @@ impl Iterator for Reader {
     type Item = Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // The consumer (not Python's thread necessarily) waits as long as
+        // it takes: a consumer has no way to be told of a Ctrl-C.
+        let next = loop {
+            if let Poll::Ready(next) = self.batches.next_batch(Duration::MAX) {
+                break next;
+            }
+        };
         // The consumer sees the library's one-line message.
-        self.batches
-            .next_batch()
-            .map(|b| b.map_err(|e| ArrowError::ExternalError(one_line(&e).into())))
+        next.map(|b| b.map_err(|e| ArrowError::ExternalError(one_line(&e).into())))
     }
 }
 
@@ -130,12 +163,21 @@ impl Stream {
         })
     }
 
-    /// The next batch, waited for without the GIL; `None` at the end.
+    /// The next batch, waited for without the GIL; `None` at the end. A
+    /// Ctrl-C while waiting closes the stream (cancelling the export) and
+    /// raises its `KeyboardInterrupt`.
     fn next_batch(&self, py: Python<'_>) -> PyResult<Option<RecordBatch>> {
         let Some(mut batches) = lock(&self.batches).take() else {
             return Ok(None);
         };
-        let next = py.detach(|| batches.next_batch());
+        let next = match wait_interruptibly(py, |timeout| batches.next_batch(timeout)) {
+            Ok(next) => next,
+            Err(interrupted) => {
+                // Dropping joins the export's threads: without the GIL.
+                py.detach(move || drop(batches));
+                return Err(interrupted);
+            }
+        };
         match next {
             Some(Ok(batch)) => {
                 *lock(&self.batches) = Some(batches);

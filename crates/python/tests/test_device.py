@@ -87,6 +87,14 @@ def test_device_table_shape(dev, host):
     assert t.to_host().sort_by("id").equals(host)
 
 
+def test_fragments_read_into_device_memory(dev, host):
+    with gpupgparser.plan(dev.dsn, "dev", fragments=3) as plan:
+        parts = [gpupgparser.read_fragment(f, device=0) for f in plan.fragments]
+    assert all(isinstance(p, gpupgparser.DeviceTable) for p in parts)
+    got = pa.concat_tables([p.to_host() for p in parts]).sort_by("id")
+    assert got.equals(host)
+
+
 def test_columns_through_dlpack_and_cai_equal_the_host_export(dev):
     t = gpupgparser.read_table(dev.dsn, "dev", device=0)
     for batch in t.batches:

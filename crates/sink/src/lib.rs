@@ -33,6 +33,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// The compression a file of this format gets when none is asked for:
+    /// zstd at [`DEFAULT_ZSTD_LEVEL`] for Parquet, none for Arrow IPC
+    /// (whose readers map it into memory).
+    pub fn default_compression(self) -> Compression {
+        match self {
+            Format::Parquet => Compression::Zstd(DEFAULT_ZSTD_LEVEL),
+            Format::Arrow => Compression::None,
+        }
+    }
+
     /// File name extension used for `--output-dir` partition files.
     pub fn extension(self) -> &'static str {
         match self {
