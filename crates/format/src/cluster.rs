@@ -147,7 +147,7 @@ mod tests {
         b[0..8].copy_from_slice(&sysid.to_le_bytes());
         b[8..12].copy_from_slice(&1800u32.to_le_bytes());
         b[32..40].copy_from_slice(&checkpoint.to_le_bytes());
-        b[40..48].copy_from_slice(&(checkpoint - 0x28).to_le_bytes());
+        b[40..48].copy_from_slice(&checkpoint.wrapping_sub(0x28).to_le_bytes());
         b[48..52].copy_from_slice(&1u32.to_le_bytes());
         b[100] = 7;
         let crc = crc32c(&b[..crc_at]);

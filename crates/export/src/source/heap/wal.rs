@@ -131,7 +131,7 @@ fn collect(
         nodes.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let mut dirty = vec![DirtyBlocks::default(); nodes.len()];
     let mut vm: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
-    let source = SegmentFiles::new(data_dir.join("pg_wal"), layout, end);
+    let source = SegmentFiles::new(wal_dir(data_dir), layout, end);
     for_each_block(layout, source, start, end, |b| {
         if let Some(&i) = index.get(&(b.spc, b.db, b.rel)) {
             match b.fork {
@@ -150,6 +150,18 @@ fn collect(
         d.vm = v.len() as u64;
     }
     Ok(dirty)
+}
+
+/// `pg_wal` of `data_dir`; in debug builds, the directory the environment
+/// variable `GPUPG_TEST_WAL_DIR` names instead, so that tests can make the
+/// WAL unreadable without touching a live server's (crates/export/tests/
+/// wal_sync.rs).
+fn wal_dir(data_dir: &Path) -> PathBuf {
+    #[cfg(debug_assertions)]
+    if let Some(dir) = std::env::var_os("GPUPG_TEST_WAL_DIR") {
+        return PathBuf::from(dir);
+    }
+    data_dir.join("pg_wal")
 }
 
 /// The relations' file locators (the tablespace as the WAL names it: the
