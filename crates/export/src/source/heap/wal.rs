@@ -177,9 +177,29 @@ fn server_facts(probe: &mut Connection, oids: &[u32]) -> Result<ServerFacts, NoW
         "SELECT pg_catalog.current_setting('wal_block_size'), \
          (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'), \
          (SELECT setting::bigint * pg_catalog.current_setting('block_size')::bigint \
-          FROM pg_catalog.pg_settings WHERE name = 'shared_buffers')",
+          FROM pg_catalog.pg_settings WHERE name = 'shared_buffers'), \
+         (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) \
+         OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r \
+                    WHERE r.rolname IN ('pg_monitor', 'pg_checkpoint') \
+                    AND pg_catalog.pg_has_role(r.oid, 'MEMBER'))",
         &[],
     )?;
+    // Reading the files skips what the server enforces on rows (row
+    // security, say): the WAL's list, which needs no privilege of its own,
+    // is kept to the users the other ways admit (pg_buffercache's
+    // readers and those who may run CHECKPOINT), so that it admits no one
+    // new to the heap path.
+    let admitted = settings
+        .first()
+        .and_then(|r| r.get(3).cloned().flatten())
+        .is_some_and(|v| v == "t");
+    if !admitted {
+        return Err(NoWalList::Why(
+            "the WAL's list is for superusers and members of pg_monitor or pg_checkpoint, \
+             as the other ways"
+                .into(),
+        ));
+    }
     let get = |row: Option<&Vec<Option<String>>>, i: usize| {
         row.and_then(|r| r.get(i).cloned().flatten())
             .and_then(|v| v.parse::<u64>().ok())
