@@ -181,7 +181,8 @@ fn without_pg_buffercache_auto_runs_checkpoint() {
     assert!(
         h.sync.starts_with("CHECKPOINT ")
             && h.sync.contains("pg_buffercache extension is not installed")
-            && h.sync.contains("not from the WAL: the WAL since the checkpoint"),
+            && h.sync
+                .contains("not from the WAL: the WAL since the checkpoint"),
         "{}",
         h.sync
     );
@@ -230,11 +231,7 @@ fn privileges_choose_the_way() {
         r
     };
     let r = heap_equals_copy(as_user("mon", HeapSync::Auto), dir.path());
-    assert!(
-        heap(&r).sync.contains("no CHECKPOINT"),
-        "{}",
-        heap(&r).sync
-    );
+    assert!(heap(&r).sync.contains("no CHECKPOINT"), "{}", heap(&r).sync);
     assert!(heap(&r).pages_dirty > 0, "{:?}", heap(&r));
     let r = heap_equals_copy(as_user("ckpt", HeapSync::Auto), dir.path());
     let s = &heap(&r).sync;

@@ -222,7 +222,7 @@ impl<S: WalSource> WalReader<S> {
             }
         }
         let start = self.pos;
-        if start % 8 != 0 {
+        if !start.is_multiple_of(8) {
             return Err(WalError::Record {
                 lsn: start,
                 what: "does not start 8-aligned".into(),
@@ -351,12 +351,9 @@ impl<S: WalSource> WalReader<S> {
         }
         if tli != self.layout.timeline {
             self.page_lsn = None;
-            return Err(bad(format!(
-                "timeline {tli}, not {}",
-                self.layout.timeline
-            )));
+            return Err(bad(format!("timeline {tli}, not {}", self.layout.timeline)));
         }
-        let first_of_segment = page_lsn % self.layout.segment_size == 0;
+        let first_of_segment = page_lsn.is_multiple_of(self.layout.segment_size);
         let long = self.flags() & XLP_LONG_HEADER != 0;
         if long != first_of_segment {
             self.page_lsn = None;

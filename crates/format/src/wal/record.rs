@@ -45,11 +45,7 @@ pub struct BlockRef {
 
 /// Gives `each` the block references of the record `rec` (its whole bytes,
 /// header included) that starts at `lsn`.
-pub fn block_refs(
-    lsn: u64,
-    rec: &[u8],
-    mut each: impl FnMut(BlockRef),
-) -> Result<(), WalError> {
+pub fn block_refs(lsn: u64, rec: &[u8], mut each: impl FnMut(BlockRef)) -> Result<(), WalError> {
     let bad = |what: String| WalError::Record { lsn, what };
     let mut cur = Cursor {
         bytes: rec,
@@ -99,7 +95,9 @@ pub fn block_refs(
                     rel = Some((spc, db, node));
                 }
                 let Some((spc, db, node)) = rel else {
-                    return Err(bad(format!("block {id} says SAME_REL with no previous relation")));
+                    return Err(bad(format!(
+                        "block {id} says SAME_REL with no previous relation"
+                    )));
                 };
                 let block = cur.u32().ok_or_else(short)?;
                 each(BlockRef {
@@ -134,7 +132,11 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let b: [u8; N] = self.bytes.get(self.at..self.at.checked_add(N)?)?.try_into().ok()?;
+        let b: [u8; N] = self
+            .bytes
+            .get(self.at..self.at.checked_add(N)?)?
+            .try_into()
+            .ok()?;
         self.at += N;
         Some(b)
     }

@@ -42,9 +42,13 @@ impl Wal {
     /// Writes the page header of the page at `lsn`, continuing a record
     /// with `rem` bytes left when `rem > 0`; returns its length.
     fn page_header(&mut self, lsn: u64, rem: u32) -> u64 {
-        let long = lsn % LAYOUT.segment_size == 0;
+        let long = lsn.is_multiple_of(LAYOUT.segment_size);
         let at = (lsn - BASE) as usize;
-        let len = if long { LONG_PAGE_HEADER } else { SHORT_PAGE_HEADER };
+        let len = if long {
+            LONG_PAGE_HEADER
+        } else {
+            SHORT_PAGE_HEADER
+        };
         self.bytes.resize(at + Self::ps() as usize, 0);
         let h = &mut self.bytes[at..at + len];
         let mut flags = if long { XLP_LONG_HEADER } else { 0 };
@@ -79,13 +83,13 @@ impl Wal {
         rec.extend_from_slice(&crc.finish().to_le_bytes());
         rec.extend_from_slice(body);
         let ps = Self::ps();
-        if self.pos % ps == 0 {
+        if self.pos.is_multiple_of(ps) {
             self.pos += self.page_header(self.pos, 0);
         }
         let start = self.pos;
         let mut done = 0;
         while done < rec.len() {
-            if self.pos % ps == 0 {
+            if self.pos.is_multiple_of(ps) {
                 let rem = (rec.len() - done) as u32;
                 self.pos += self.page_header(self.pos, rem);
             }
@@ -146,18 +150,18 @@ const XLR_DATA_LONG: u8 = 254;
 fn after(mut pos: u64, tot: u64) -> u64 {
     let ps = Wal::ps();
     let header = |pos: u64| {
-        if pos % LAYOUT.segment_size == 0 {
+        if pos.is_multiple_of(LAYOUT.segment_size) {
             LONG_PAGE_HEADER as u64
         } else {
             SHORT_PAGE_HEADER as u64
         }
     };
-    if pos % ps == 0 {
+    if pos.is_multiple_of(ps) {
         pos += header(pos);
     }
     let mut left = tot;
     while left > 0 {
-        if pos % ps == 0 {
+        if pos.is_multiple_of(ps) {
             pos += header(pos);
         }
         let take = left.min(ps - pos % ps);
@@ -265,7 +269,10 @@ fn header_split_across_pages() {
         let split = wal.record(10, 0, &body(&[block(7, 0, 70)], 10, 1));
         assert_eq!(split % 1024, off);
         wal.filler(3);
-        assert_eq!(wal.blocks(start, wal.pos).expect("reads"), [block(7, 0, 70)]);
+        assert_eq!(
+            wal.blocks(start, wal.pos).expect("reads"),
+            [block(7, 0, 70)]
+        );
     }
 }
 

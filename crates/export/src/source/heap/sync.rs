@@ -13,8 +13,8 @@ use super::proof::{directory_provable, Synced};
 use super::server::{checkpoint, dirty_blocks, DirtyBlocks};
 use super::wal::{wal_blocks, NoWalList};
 use super::Unavailable;
-use gpupg_format::wal::lsn_text;
 use crate::HeapSync;
+use gpupg_format::wal::lsn_text;
 
 /// What was done so that the files hold every change made before the
 /// fence, for the readers (the dirty pages) and the report.

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gpupg_format::wal::{for_each_block, lsn_text, WalLayout, SHORT_PAGE_HEADER, LONG_PAGE_HEADER};
+use gpupg_format::wal::{for_each_block, lsn_text, WalLayout, LONG_PAGE_HEADER, SHORT_PAGE_HEADER};
 use gpupg_source::{Connection, SourceError};
 
 use super::proof::read_control;
@@ -86,7 +86,8 @@ pub(super) fn wal_blocks(
         let control = read_control(data_dir).map_err(NoWalList::Why)?;
         let start = control.redo_lsn.min(fence);
         let bytes = fence - start;
-        if auto && bytes as f64 / WAL_BYTES_PER_S > facts.shared_buffers as f64 * BUFFER_SCAN_S_PER_BYTE
+        if auto
+            && bytes as f64 / WAL_BYTES_PER_S > facts.shared_buffers as f64 * BUFFER_SCAN_S_PER_BYTE
         {
             return Err(NoWalList::Why(format!(
                 "the WAL since the checkpoint at {} ({:.1} MB) costs more to read than the \
@@ -238,7 +239,9 @@ fn server_facts(probe: &mut Connection, oids: &[u32]) -> Result<ServerFacts, NoW
             get(Some(row), 2),
             get(Some(row), 3),
         ) else {
-            return Err(NoWalList::Why(format!("a relation has no file locator: {row:?}")));
+            return Err(NoWalList::Why(format!(
+                "a relation has no file locator: {row:?}"
+            )));
         };
         if let Some(i) = oids.iter().position(|&o| u64::from(o) == oid) {
             let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
@@ -270,12 +273,16 @@ fn wait_written(
 ) -> Result<(), NoWalList> {
     let ps = u64::from(page_size.max(1));
     let in_page = fence % ps;
-    let header = if (fence - in_page) % segment_size.max(1) == 0 {
+    let header = if (fence - in_page).is_multiple_of(segment_size.max(1)) {
         LONG_PAGE_HEADER
     } else {
         SHORT_PAGE_HEADER
     };
-    let needed = if in_page == header as u64 { fence - in_page } else { fence };
+    let needed = if in_page == header as u64 {
+        fence - in_page
+    } else {
+        fence
+    };
     let t = Instant::now();
     loop {
         let rows = probe.query(
@@ -287,8 +294,8 @@ fn wait_written(
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .unwrap_or_default();
-        let written = parse_lsn(&text)
-            .ok_or_else(|| NoWalList::Why(format!("not an LSN: {text:?}")))?;
+        let written =
+            parse_lsn(&text).ok_or_else(|| NoWalList::Why(format!("not an LSN: {text:?}")))?;
         if written >= needed {
             return Ok(());
         }
@@ -334,7 +341,10 @@ impl SegmentFiles {
         if self.file.as_ref().is_none_or(|(n, _)| *n != segno) {
             let path = self.dir.join(self.layout.segment_file(lsn));
             let f = File::open(&path).map_err(|e| {
-                format!("cannot open {} ({e}; removed or recycled after a checkpoint?)", path.display())
+                format!(
+                    "cannot open {} ({e}; removed or recycled after a checkpoint?)",
+                    path.display()
+                )
             })?;
             self.file = Some((segno, f));
         }
@@ -346,7 +356,10 @@ impl SegmentFiles {
         self.buf_lsn = lsn;
         if let Some((_, f)) = &self.file {
             f.read_exact_at(&mut self.buf, off).map_err(|e| {
-                format!("cannot read {} at {off} ({e})", self.layout.segment_file(lsn))
+                format!(
+                    "cannot read {} at {off} ({e})",
+                    self.layout.segment_file(lsn)
+                )
             })?;
         }
         Ok(())
