@@ -406,3 +406,102 @@ impl gpupg_format::wal::WalSource for SegmentFiles {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use gpupg_localpg::{LocalServer, LocalServerOptions};
+    use gpupg_source::{ConnectConfig, Connection};
+
+    use super::super::server::{dirty_blocks, wal_insert_lsn};
+    use super::wal_blocks;
+
+    fn connect(dsn: &str) -> Connection {
+        Connection::connect(&ConnectConfig::resolve(Some(dsn)).expect("dsn")).expect("connects")
+    }
+
+    /// Under writers that update, insert and delete and a VACUUM, every
+    /// heap page `pg_buffercache` lists dirty is in the WAL's list taken
+    /// right after (its fence later than the buffer scan). With checksums,
+    /// so that a page dirtied by hint bits alone has logged an image since
+    /// the checkpoint; no checkpoint runs meanwhile (one ending between the
+    /// scan and the WAL list would move R past pages it wrote).
+    #[test]
+    fn the_wal_list_holds_every_page_dirty_in_shared_buffers() {
+        let server = LocalServer::start_with(LocalServerOptions {
+            data_checksums: true,
+            ..Default::default()
+        })
+        .expect("server");
+        let dsn = server.dsn();
+        let mut probe = connect(&dsn);
+        probe
+            .execute(
+                "CREATE EXTENSION pg_buffercache;
+                 CREATE TABLE w (a int, b text);
+                 INSERT INTO w SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
+                 CHECKPOINT;",
+            )
+            .expect("setup");
+        let oid: u32 = probe
+            .query("oid", "SELECT 'w'::regclass::oid", &[])
+            .expect("oid")[0][0]
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .expect("an oid");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for w in 0..2 {
+                let (dsn, stop) = (&dsn, &stop);
+                s.spawn(move || {
+                    let mut c = connect(dsn);
+                    let mut k = w * 7;
+                    while !stop.load(Ordering::Relaxed) {
+                        k = (k * 31 + 17) % 20000;
+                        c.execute(&format!(
+                            "UPDATE w SET b = b || 'y' WHERE a = {k};
+                             DELETE FROM w WHERE a = {k} + 1;
+                             INSERT INTO w VALUES ({k} + 1, 'z');"
+                        ))
+                        .expect("writer");
+                    }
+                });
+            }
+            let (dsn, stop) = (&dsn, &stop);
+            s.spawn(move || {
+                let mut c = connect(dsn);
+                while !stop.load(Ordering::Relaxed) {
+                    c.execute("VACUUM w").expect("vacuum");
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                }
+            });
+            for round in 0..8 {
+                std::thread::sleep(std::time::Duration::from_millis(80));
+                let dirty = dirty_blocks(&mut probe, &[oid]).expect("buffer cache");
+                let fence = wal_insert_lsn(&mut probe).expect("fence");
+                let listed = match wal_blocks(&mut probe, server.data_dir(), &[oid], fence, false) {
+                    Ok(l) => l,
+                    Err(super::NoWalList::Why(why)) => panic!("round {round}: no WAL list: {why}"),
+                    Err(super::NoWalList::Error(e)) => panic!("round {round}: {e}"),
+                };
+                let missing: Vec<u32> = dirty[0]
+                    .heap
+                    .iter()
+                    .copied()
+                    .filter(|b| listed.dirty[0].heap.binary_search(b).is_err())
+                    .collect();
+                assert!(
+                    missing.is_empty(),
+                    "round {round}: dirty in shared buffers, not in the WAL since {:X}: {missing:?}",
+                    listed.redo
+                );
+                assert!(
+                    !dirty[0].heap.is_empty(),
+                    "round {round}: the writers dirty pages"
+                );
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+}
