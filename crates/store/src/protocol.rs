@@ -511,6 +511,7 @@ mod tests {
             ("auto", HeapSync::Auto),
             ("checkpoint", HeapSync::Checkpoint),
             ("buffercache", HeapSync::BufferCache),
+            ("wal", HeapSync::Wal),
         ] {
             let r = decode_request(&format!(
                 r#"{{"v":1,"op":"load","spec":{{"table":"t","dsn":"x","heap_sync":"{word}"}}}}"#
