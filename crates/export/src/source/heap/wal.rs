@@ -24,6 +24,10 @@ use super::server::{parse_lsn, DirtyBlocks};
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 /// How often the write position is asked while waiting.
 const WRITE_POLL: Duration = Duration::from_millis(5);
+/// How long to wait for the WAL writer before a commit makes the server
+/// write (on a busy server the write position passes the fence within
+/// milliseconds by itself).
+const NUDGE_AFTER: Duration = Duration::from_millis(20);
 /// Bytes of WAL read by one positioned read.
 const READ_AHEAD: usize = 1 << 20;
 /// `auto` reads the WAL when that costs less than the buffer scan: WAL is
@@ -300,7 +304,7 @@ fn wait_written(
         if written >= needed {
             return Ok(());
         }
-        if !nudged {
+        if !nudged && t.elapsed() >= NUDGE_AFTER {
             nudge_wal_writer(probe);
             nudged = true;
             continue;
