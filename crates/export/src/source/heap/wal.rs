@@ -30,11 +30,13 @@ const WRITE_POLL: Duration = Duration::from_millis(5);
 const NUDGE_AFTER: Duration = Duration::from_millis(20);
 /// Bytes of WAL read by one positioned read.
 const READ_AHEAD: usize = 1 << 20;
-/// `auto` reads the WAL when that costs less than the buffer scan: WAL is
-/// read and checked at about 1 GB/s (CRC-32C by table, page cache; this
-/// machine, debug build of the dependencies at opt-level 2), and
-/// `pg_buffercache` costs about 0.05 s per GB of shared_buffers (measured
-/// on the H100 host, PostgreSQL 15, shared_buffers 16 GB: 0.7-1.3 s).
+/// `auto` reads the WAL when that costs less than the buffer scan. WAL at
+/// about 1 GB/s is an estimate for a release build, not yet measured (a
+/// table-driven CRC-32C runs above 1 GB/s on one core and the WAL since a
+/// checkpoint is mostly in the page cache; the coordinator measures it on
+/// the H100 host); `pg_buffercache` costs about 0.05 s per GB of
+/// shared_buffers (measured on the H100 host, PostgreSQL 15,
+/// shared_buffers 16 GB: 0.7-1.3 s).
 const WAL_BYTES_PER_S: f64 = 1e9;
 const BUFFER_SCAN_S_PER_BYTE: f64 = 0.05 / 1e9;
 
