@@ -19,8 +19,10 @@ use gpupg_source::{Connection, SourceError};
 use super::proof::read_control;
 use super::server::{parse_lsn, DirtyBlocks};
 
-/// How long to wait for the WAL writer to write up to the fence: it
-/// writes at least every `wal_writer_delay` (200 ms by default).
+/// How long to wait for the server to write its WAL up to the fence (the
+/// WAL writer wakes every `wal_writer_delay`, 200 ms by default, but
+/// writes whole pages only; a commit, [`nudge_wal_writer`], writes the
+/// rest).
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 /// How often the write position is asked while waiting.
 const WRITE_POLL: Duration = Duration::from_millis(5);
