@@ -100,9 +100,11 @@ pub struct ExportOptions {
     /// How the heap path makes the files hold every change made before the export began:
     /// buffercache (the table's pages dirty in shared buffers, listed by the pg_buffercache
     /// extension with superuser or pg_monitor, are read through COPY; no checkpoint),
-    /// checkpoint (runs CHECKPOINT: superuser or pg_checkpoint), or buffercache where it can
-    /// be used, else checkpoint (auto).
-    #[arg(long, default_value_t = HeapSync::Auto, value_name = "auto|checkpoint|buffercache")]
+    /// wal (the table's pages changed since the latest checkpoint, listed from pg_wal, are
+    /// read through COPY; else buffercache), checkpoint (runs CHECKPOINT: superuser or
+    /// pg_checkpoint), or wal where the WAL since the checkpoint is short, else buffercache
+    /// where it can be used, else checkpoint (auto).
+    #[arg(long, default_value_t = HeapSync::Auto, value_name = "auto|checkpoint|buffercache|wal")]
     pub heap_sync: HeapSync,
     /// The server's data directory as this machine sees it (default: the server's
     /// data_directory setting, which needs superuser or pg_read_all_settings to read).

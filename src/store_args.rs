@@ -119,9 +119,9 @@ pub struct LoadArgs {
     /// Smallest table (bytes; suffixes kB, MB, GB) that --source auto reads from its heap files.
     #[arg(long, value_parser = gpupg_source::parse_size)]
     pub heap_threshold: Option<u64>,
-    /// How the heap path makes the files hold every change made before the load: buffercache,
-    /// checkpoint, or buffercache where it can be used, else checkpoint (auto); as export's.
-    #[arg(long, default_value_t = HeapSync::Auto, value_name = "auto|checkpoint|buffercache")]
+    /// How the heap path makes the files hold every change made before the load: wal,
+    /// buffercache, checkpoint, or the first of these that can be used (auto); as export's.
+    #[arg(long, default_value_t = HeapSync::Auto, value_name = "auto|checkpoint|buffercache|wal")]
     pub heap_sync: HeapSync,
     /// The PostgreSQL data directory as the store server sees it.
     #[arg(long)]

@@ -92,10 +92,11 @@ pub enum HeapIo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeapSync {
-    /// [`HeapSync::BufferCache`] where `pg_buffercache` is installed and
-    /// readable and the files are proven the server's own without a
-    /// checkpoint; else [`HeapSync::Checkpoint`] where the user may run it;
-    /// else the heap path is refused, saying why.
+    /// [`HeapSync::Wal`] where the WAL since the latest checkpoint is short
+    /// and readable, else [`HeapSync::BufferCache`] where `pg_buffercache`
+    /// is installed and readable (both need the files proven the server's
+    /// own without a checkpoint); else [`HeapSync::Checkpoint`] where the
+    /// user may run it; else the heap path is refused, saying why.
     #[default]
     Auto,
     /// Runs `CHECKPOINT` (superuser or `pg_checkpoint`): every page dirty
@@ -105,6 +106,11 @@ pub enum HeapSync {
     /// superuser or `pg_monitor`) and reads those through COPY; no
     /// checkpoint. Refuses the heap path when that cannot be done.
     BufferCache,
+    /// Lists the table's pages changed since the latest checkpoint's REDO
+    /// pointer from the WAL files in `pg_wal` and reads those through COPY;
+    /// no checkpoint. Where the WAL cannot be read, the `pg_buffercache`
+    /// list is taken instead, saying why.
+    Wal,
 }
 
 /// `FromStr` and `Display` for an enum of plain choices, by the names the
@@ -139,7 +145,7 @@ macro_rules! choice_names {
 
 choice_names!(Source, "source", Auto => "auto", Copy => "copy", Heap => "heap");
 choice_names!(HeapIo, "way to read heap files", Auto => "auto", Pread => "pread", CuFile => "cufile");
-choice_names!(HeapSync, "way to make heap files current", Auto => "auto", Checkpoint => "checkpoint", BufferCache => "buffercache");
+choice_names!(HeapSync, "way to make heap files current", Auto => "auto", Checkpoint => "checkpoint", BufferCache => "buffercache", Wal => "wal");
 choice_names!(Engine, "engine", Auto => "auto", Cpu => "cpu", Gpu => "gpu");
 
 /// The type options of an output written in `format` (in-memory outputs

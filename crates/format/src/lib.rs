@@ -18,15 +18,20 @@
 //! - [`heap`]: PostgreSQL heap pages (page and tuple layout, checksums, the
 //!   visibility map, varlena forms, pglz) and their conversion to binary COPY
 //!   rows, for reading a table's files directly.
+//! - [`wal`]: the write-ahead log's pages and records, read for the blocks
+//!   they change (the heap path's list of pages changed since a checkpoint).
+//! - [`crc32c`]: PostgreSQL's CRC-32C.
 
 pub mod chunk;
 pub mod cluster;
 pub mod copy;
+pub mod crc32c;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod encode;
 pub mod heap;
 pub mod types;
 pub mod value;
+pub mod wal;
 
 pub use chunk::CopyChunk;
 pub use types::{ColumnDesc, PgType};

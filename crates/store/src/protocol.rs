@@ -43,7 +43,7 @@ pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 pub use gpupg_export::Source;
 
 /// How the heap path makes the files current: the export's choice, sent as
-/// `"auto"`, `"checkpoint"` or `"buffercache"`.
+/// `"auto"`, `"checkpoint"`, `"buffercache"` or `"wal"`.
 pub use gpupg_export::HeapSync;
 
 /// What to load and how: the table, the connection (the server connects
@@ -511,6 +511,7 @@ mod tests {
             ("auto", HeapSync::Auto),
             ("checkpoint", HeapSync::Checkpoint),
             ("buffercache", HeapSync::BufferCache),
+            ("wal", HeapSync::Wal),
         ] {
             let r = decode_request(&format!(
                 r#"{{"v":1,"op":"load","spec":{{"table":"t","dsn":"x","heap_sync":"{word}"}}}}"#

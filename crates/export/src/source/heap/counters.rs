@@ -59,9 +59,11 @@ pub struct HeapReport {
     /// Seconds the CHECKPOINT took (0 when none was run).
     pub checkpoint_seconds: f64,
     /// How the files were made to hold every change made before the fence,
-    /// and why: "dirty pages from pg_buffercache: 12 read through COPY (0
-    /// of the visibility map); no CHECKPOINT" or "CHECKPOINT 0.412 s
-    /// (...)".
+    /// and why: "pages changed since the checkpoint at 4/45CF3730 (1.2 MB
+    /// of WAL): 12 read through COPY (0 of the visibility map); no
+    /// CHECKPOINT", "dirty pages from pg_buffercache: 12 read through COPY
+    /// (0 of the visibility map); no CHECKPOINT (not from the WAL: ...)" or
+    /// "CHECKPOINT 0.412 s (...)".
     pub sync: String,
     /// Pages of the table listed dirty in shared buffers after the fence
     /// (read through COPY; 0 after a CHECKPOINT).

@@ -40,6 +40,7 @@ mod reader;
 mod server;
 mod sync;
 mod toast;
+mod wal;
 
 use std::time::Instant;
 
@@ -202,7 +203,17 @@ pub(crate) fn prepare(
     let mut oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
     oids.extend(toast_rels.iter().flatten().map(|t| t.oid));
     let table_pages = leaves.iter().map(|t| t.relpages).sum();
-    let sync = sync_files(&mut probe, req.heap_sync, &oids, table_pages)?;
+    let data_dir = found
+        .first()
+        .map(|(rel, _)| rel.data_dir.clone())
+        .unwrap_or_default();
+    let sync = sync_files(
+        &mut probe,
+        req.heap_sync,
+        &oids,
+        table_pages,
+        (&data_dir, fence),
+    )?;
     let mut rels = Vec::with_capacity(found.len());
     let mut starts = Vec::with_capacity(found.len() + 1);
     let mut next = 0u64;

@@ -272,7 +272,7 @@ fn same_checkpoint(
 
 /// `global/pg_control`, read again while its CRC does not verify (the
 /// server rewrites it in place at every checkpoint).
-fn read_control(dir: &Path) -> Result<ControlFile, String> {
+pub(super) fn read_control(dir: &Path) -> Result<ControlFile, String> {
     let path = dir.join("global").join("pg_control");
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
