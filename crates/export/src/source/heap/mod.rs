@@ -57,7 +57,7 @@ use files::RelationFiles;
 use io::{gpudirect_choice, GdsReads};
 use proof::{prove_files, FilesProof};
 pub(crate) use reader::run_reader;
-use server::wal_insert_lsn;
+use server::{relations_bytes, wal_insert_lsn};
 use sync::{sync_files, FilesSync};
 use toast::{toast_relation, ToastIndex};
 
@@ -202,7 +202,12 @@ pub(crate) fn prepare(
     // `toast_rels`, skipping tables without one).
     let mut oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
     oids.extend(toast_rels.iter().flatten().map(|t| t.oid));
-    let table_pages = leaves.iter().map(|t| t.relpages).sum();
+    // The share of pages listed dirty is of the tables' and their TOAST
+    // relations' pages: both are in the list.
+    let toast_oids: Vec<u32> = toast_rels.iter().flatten().map(|t| t.oid).collect();
+    let block_size = found.first().map_or(8192, |(rel, _)| rel.block_size as u64);
+    let toast_pages = relations_bytes(&mut probe, &toast_oids)? / block_size.max(1);
+    let table_pages = leaves.iter().map(|t| t.relpages).sum::<u64>() + toast_pages;
     let data_dir = found
         .first()
         .map(|(rel, _)| rel.data_dir.clone())

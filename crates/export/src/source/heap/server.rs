@@ -153,6 +153,38 @@ pub fn wal_insert_lsn(conn: &mut Connection) -> Result<u64, SourceError> {
     })
 }
 
+/// The main forks' sizes of relations `oids` together, in bytes
+/// (`pg_relation_size`: the files as they are now, unlike `relpages`,
+/// which only VACUUM and ANALYZE set and ANALYZE never sets for a TOAST
+/// relation).
+pub fn relations_bytes(conn: &mut Connection, oids: &[u32]) -> Result<u64, SourceError> {
+    if oids.is_empty() {
+        return Ok(0);
+    }
+    let list = oids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = conn.query(
+        "measuring the TOAST relations",
+        &format!(
+            "SELECT COALESCE(sum(pg_catalog.pg_relation_size(c.oid)), 0)::text \
+             FROM pg_catalog.pg_class c WHERE c.oid IN ({list})"
+        ),
+        &[],
+    )?;
+    let text = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    text.parse().map_err(|_| SourceError::Protocol {
+        host: conn.endpoint().to_string(),
+        during: "measuring the TOAST relations".into(),
+        message: format!("not a size: {text:?}"),
+    })
+}
+
 /// `"16/B374D848"` -> `0x16_B374D848`.
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.trim().split_once('/')?;

@@ -106,8 +106,8 @@ const CHECKPOINT_ABOVE_DIRTY_SHARE: f64 = 0.10;
 /// then any other whose pages are read from the files, such as a TOAST
 /// relation) hold every change made before the fence (taken just before),
 /// as `mode` says, on `probe` (a connection outside the export's
-/// transaction). `table_pages`: the size of the plan's relations (the first
-/// of `oids`), in blocks. `data_dir` holds the WAL read from, `fence` is
+/// transaction). `table_pages`: the size of all relations of `oids` (the
+/// plan's and their TOAST relations), in blocks. `data_dir` holds the WAL read from, `fence` is
 /// the fence.
 pub(super) fn sync_files(
     probe: &mut Connection,
