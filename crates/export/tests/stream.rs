@@ -40,20 +40,18 @@ fn stream_equals_host(req: ExportRequest<'static>, keys: &[&str]) {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows as u64, report.rows);
     if let (Some(a), Some(b)) = (&report.heap, &loaded.report.heap) {
+        // The same pages from the files and through COPY; not always for
+        // the same reason: reading a page through COPY may set hint bits,
+        // which (with checksums, or evicted) makes the page listed as
+        // changed for the next export ("dirty in shared buffers") where
+        // the first found it "not all-visible".
+        let total = |h: &gpupg_export::HeapReport| h.fallback_reasons.values().sum::<u64>();
         assert_eq!(
-            (
-                a.pages_direct,
-                a.pages_fallback,
-                a.rows_direct,
-                &a.fallback_reasons
-            ),
-            (
-                b.pages_direct,
-                b.pages_fallback,
-                b.rows_direct,
-                &b.fallback_reasons
-            ),
-            "the heap path counts the same"
+            (a.pages_direct, a.pages_fallback, a.rows_direct, total(a)),
+            (b.pages_direct, b.pages_fallback, b.rows_direct, total(b)),
+            "the heap path counts the same: {:?} against {:?}",
+            a.fallback_reasons,
+            b.fallback_reasons
         );
     }
     if rows == 0 {
