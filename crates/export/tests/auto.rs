@@ -1,7 +1,7 @@
 //! `--source auto` and `--engine auto` choose the faster way before the
 //! export starts, and say why: COPY when most of the table's pages would
 //! fall back to COPY anyway, the heap files otherwise; host output from the
-//! heap files on the CPU.
+//! heap files of a table with TOAST on the CPU.
 
 mod common;
 
@@ -78,29 +78,36 @@ fn auto_reads_through_copy_when_most_pages_would_fall_back() {
 }
 
 #[test]
-fn auto_engine_decodes_host_output_from_the_heap_on_the_cpu() {
+fn auto_engine_decodes_heap_pages_of_a_toasted_table_on_the_cpu() {
     let server = LocalServer::start().expect("server");
     let dsn = server.dsn();
     exec(
         &dsn,
         "CREATE TABLE plain (id int PRIMARY KEY, v bigint);
-         INSERT INTO plain SELECT g, g * 7 FROM generate_series(1, 20000) g",
+         INSERT INTO plain SELECT g, g * 7 FROM generate_series(1, 20000) g;
+         CREATE TABLE toasted (id int PRIMARY KEY, t text);
+         ALTER TABLE toasted ALTER COLUMN t SET STORAGE EXTERNAL;
+         INSERT INTO toasted SELECT g, repeat(g::text, 1000) FROM generate_series(1, 2000) g",
     );
     exec(&dsn, "CHECKPOINT");
-    vacuum_all_visible(&dsn, &["plain"]);
+    vacuum_all_visible(&dsn, &["plain", "toasted"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let heap = run(&dsn, dir.path(), "plain", Source::Heap, Engine::Auto);
-    assert_eq!(heap.engine, "cpu");
+    // Every page holds TOAST pointers: the CPU, saying why.
+    let toasted = run(&dsn, dir.path(), "toasted", Source::Heap, Engine::Auto);
+    assert_eq!(toasted.engine, "cpu");
     assert!(
-        heap.engine_detail.contains("faster on the CPU"),
+        toasted.engine_detail.contains("TOAST is"),
         "{}",
-        heap.engine_detail
+        toasted.engine_detail
     );
-    // From COPY `auto` takes a GPU where there is one (none here).
-    let copy = run(&dsn, dir.path(), "plain", Source::Copy, Engine::Auto);
-    assert!(
-        !copy.engine_detail.contains("faster on the CPU"),
-        "{}",
-        copy.engine_detail
-    );
+    // No TOAST: `auto` takes a GPU where there is one (none here), from the
+    // heap files as from COPY.
+    for source in [Source::Heap, Source::Copy] {
+        let plain = run(&dsn, dir.path(), "plain", source, Engine::Auto);
+        assert!(
+            !plain.engine_detail.contains("TOAST"),
+            "{source:?}: {}",
+            plain.engine_detail
+        );
+    }
 }

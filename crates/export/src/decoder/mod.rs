@@ -79,19 +79,32 @@ pub(crate) fn engine_before_source(req: &ExportRequest<'_>, device: bool) -> boo
     device || req.engine != Engine::Auto
 }
 
-/// Why `auto` decodes host output from the heap files on the CPU. Measured
-/// on the H100 host (lineorder 60M, 16 cores, issue 16/17): heap -> Parquet
-/// zstd 2.42 s on the CPU against 2.57 s on the GPU, heap -> Arrow IPC 1.56 s
-/// (CPU, lz4) against 3.51 s (GPU): the CPU decodes pages straight into the
-/// host columns, the GPU adds a copy back and the Arrow assembly. From COPY
-/// the GPU was measured faster to Parquet zstd (7.48 s against 7.63 s; 6.98 s
-/// against 8.08 s in another session), so `auto` keeps it there.
-const HEAP_TO_HOST_ON_CPU: &str = "host output from the heap files decodes faster on the CPU \
-     (lineorder 60M, H100 host: Parquet zstd 2.42 s against 2.57 s on the GPU, Arrow IPC 1.56 s against 3.51 s)";
+/// Above this share of TOAST pages (over the table's), `auto` decodes heap
+/// pages for host output on the CPU: the GPU engine converts every page
+/// holding a TOAST pointer on the CPU anyway, and then loses. Measured on
+/// the H100 host (issue 17, 2026-12-07/08, best of two): events 10M (TOAST
+/// 21% of the table, 60% of the pages hold a pointer) CPU faster for every
+/// host output (Parquet 6.57 against 6.60 s, Arrow IPC 4.06 against 4.82,
+/// memory 3.61 against 3.80); lineorder 60M (no TOAST) GPU faster
+/// (memory 0.88 against 1.14 s, Arrow IPC 1.45 against 1.79, Parquet 2.96
+/// against 3.48; in the run before, 1.64/1.90, 1.92/2.12, 3.12/3.10).
+/// Issue 16 had measured lineorder the other way (Arrow IPC 1.56 s on the
+/// CPU against 3.51 s), before issue 17's page kernels and hand-off.
+const GPU_FOR_HOST_BELOW_TOAST_SHARE: f64 = 0.02;
+
+/// Why `auto` decodes heap pages for host output on the CPU.
+fn heap_to_host_on_cpu(toast_share: f64) -> String {
+    format!(
+        "the table's TOAST is {:.0}% of its size: host output from the heap files \
+         decodes faster on the CPU when pages hold TOAST pointers",
+        100.0 * toast_share
+    )
+}
 
 /// The engine: device output has no CPU path, it needs the GPU as
-/// `--engine gpu` does. `auto` for host output reads the heap files on the
-/// CPU and COPY rows on the GPU where there is one; `source` is `None` when
+/// `--engine gpu` does. `auto` for host output decodes on the GPU where
+/// there is one, except heap pages of a table with TOAST
+/// ([`GPU_FOR_HOST_BELOW_TOAST_SHARE`]), which it decodes on the CPU; `source` is `None` when
 /// chosen before the source ([`engine_before_source`]).
 pub(crate) fn choose_engine(
     req: &ExportRequest<'_>,
@@ -101,12 +114,17 @@ pub(crate) fn choose_engine(
     let engine = match (device, req.engine) {
         (true, Engine::Cpu) => return Err(crate::RequestError::DeviceOutputOnCpu.into()),
         (true, _) => Engine::Gpu,
-        (false, Engine::Auto) if matches!(source, Some(SourceChoice::Heap(_))) => {
-            // Before any CUDA call: the GPU's set-up would be time lost.
-            return Ok(EngineChoice::Cpu {
-                why: Some(HEAP_TO_HOST_ON_CPU.into()),
-            });
-        }
+        (false, Engine::Auto) => match source {
+            Some(SourceChoice::Heap(plan))
+                if plan.toast_share >= GPU_FOR_HOST_BELOW_TOAST_SHARE =>
+            {
+                // Before any CUDA call: the GPU's set-up would be time lost.
+                return Ok(EngineChoice::Cpu {
+                    why: Some(heap_to_host_on_cpu(plan.toast_share)),
+                });
+            }
+            _ => Engine::Auto,
+        },
         (false, e) => e,
     };
     choose(engine, &req.devices).map_err(|e| match (device, e) {

@@ -94,6 +94,9 @@ pub(crate) struct HeapPlan {
     pub(super) prior: Vec<Option<PriorPages>>,
     /// What was read of each TOAST relation, or why it was not.
     pub(super) toast: Vec<String>,
+    /// The TOAST relations' pages over the tables' (0 without TOAST): the
+    /// GPU engine converts on the CPU every page holding a TOAST pointer.
+    pub(crate) toast_share: f64,
 }
 
 /// Who reads a relation's trusted pages.
@@ -207,7 +210,9 @@ pub(crate) fn prepare(
     let toast_oids: Vec<u32> = toast_rels.iter().flatten().map(|t| t.oid).collect();
     let block_size = found.first().map_or(8192, |(rel, _)| rel.block_size as u64);
     let toast_pages = relations_bytes(&mut probe, &toast_oids)? / block_size.max(1);
-    let table_pages = leaves.iter().map(|t| t.relpages).sum::<u64>() + toast_pages;
+    let tables_pages = leaves.iter().map(|t| t.relpages).sum::<u64>();
+    let toast_share = toast_pages as f64 / tables_pages.max(1) as f64;
+    let table_pages = tables_pages + toast_pages;
     let data_dir = found
         .first()
         .map(|(rel, _)| rel.data_dir.clone())
@@ -294,6 +299,7 @@ pub(crate) fn prepare(
         pread_why: None,
         prior: Vec::new(),
         toast: notes,
+        toast_share,
     })
 }
 
