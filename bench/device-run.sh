@@ -10,7 +10,10 @@
 #   bash bench/prepare-carry.sh && cp OLD-BINARY .carry/bin/gpupgparser-before
 #   tar -C .carry -cJf .carry/bins.tar.xz bin
 #   bash gpu/run-tests.sh --stage-only
-#   tar -C .carry -cJf .carry/gputests.tar.xz gpu/gpupg_gpu gpu/gpu gpu/gpu_inflate gpu/gpu_device python
+#   target/python-venv/bin/maturin build --release --strip -m crates/python/Cargo.toml -i python3 -o .carry/python-release
+#   tar -C .carry -cJf .carry/gputests.tar.xz gpu/gpupg_gpu gpu/gpu gpu/gpu_inflate gpu/gpu_device python python-release
+# (the Python benchmark needs the release wheel: the tests' wheel is a dev
+# build, five times slower; run 3 of 2026-12-08 measured that one).
 # $OUT gets summary.txt, the tables' Markdown, the Python benchmark's JSON
 # and all.tgz (every log and JSON).
 set -uo pipefail
@@ -37,8 +40,11 @@ table lineorder 60000000 "${LINEORDER_END_S:-330}" SKIP="*:copy-*" BEFORE=.carry
   EXTRA="device-heap-gpu-checkpoint|--to device --source heap --engine gpu --heap-sync checkpoint;parquet-heap-cpu-checkpoint|--to file --source heap --engine cpu --heap-sync checkpoint"
 if (( $(left 420) > 40 )); then
   . bench/device-env.sh
-  python3 -m pip install -q --no-deps --no-index --target /tmp/gpupg-py/lib .carry/python/gpupgparser-*.whl >/dev/null 2>&1
-  PYTHONPATH=/tmp/gpupg-py/lib timeout "$(left 430)" python3 bench/python_read.py \
+  wheel=$(ls .carry/python-release/gpupgparser-*.whl 2>/dev/null | head -n 1)
+  [ -n "$wheel" ] || { wheel=$(ls .carry/python/gpupgparser-*.whl | head -n 1); echo "python bench: DEV wheel (not for timing)" | tee -a "$summary"; }
+  rm -rf /tmp/gpupg-bench-py
+  python3 -m pip install -q --no-deps --no-index --target /tmp/gpupg-bench-py "$wheel" >/dev/null 2>&1
+  PYTHONPATH=/tmp/gpupg-bench-py timeout "$(left 430)" python3 bench/python_read.py \
     --dsn "postgresql://postgres@/postgres?host=/tmp" --table lineorder --runs 2 \
     --methods read_all,pyarrow_table,iterate,cli_ipc,device --cli .carry/bin/gpupgparser \
     --json "$OUT/python-read.json" >"$res/python-read.md" 2>"$res/python-read.err"
