@@ -56,11 +56,7 @@ pub fn dirty_blocks(conn: &mut Connection, oids: &[u32]) -> Result<Vec<DirtyBloc
         .ok_or_else(|| {
             unavailable("the pg_buffercache extension is not installed in this database".into())
         })?;
-    let list = oids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = oid_list(oids);
     // A relation's buffers are tagged with its file node, its tablespace
     // (0 in pg_class: the database's default) and the database.
     let sql = format!(
@@ -137,20 +133,13 @@ pub fn checkpoint(conn: &mut Connection) -> Result<(), SourceError> {
 /// The server's current WAL insert position (`pg_current_wal_insert_lsn()`),
 /// as a 64-bit LSN.
 pub fn wal_insert_lsn(conn: &mut Connection) -> Result<u64, SourceError> {
-    let rows = conn.query(
-        "reading the WAL insert position",
+    let during = "reading the WAL insert position";
+    let text = first_value(
+        conn,
+        during,
         "SELECT pg_catalog.pg_current_wal_insert_lsn()",
-        &[],
     )?;
-    let text = rows
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .unwrap_or_default();
-    parse_lsn(&text).ok_or_else(|| SourceError::Protocol {
-        host: conn.endpoint().to_string(),
-        during: "reading the WAL insert position".into(),
-        message: format!("not an LSN: {text:?}"),
-    })
+    parse_lsn(&text).ok_or_else(|| not_a(conn, during, "an LSN", &text))
 }
 
 /// The main forks' sizes of relations `oids` together, in bytes
@@ -161,28 +150,42 @@ pub fn relations_bytes(conn: &mut Connection, oids: &[u32]) -> Result<u64, Sourc
     if oids.is_empty() {
         return Ok(0);
     }
-    let list = oids
-        .iter()
+    let list = oid_list(oids);
+    let during = "measuring the TOAST relations";
+    let sql = format!(
+        "SELECT COALESCE(sum(pg_catalog.pg_relation_size(c.oid)), 0)::text \
+         FROM pg_catalog.pg_class c WHERE c.oid IN ({list})"
+    );
+    let text = first_value(conn, during, &sql)?;
+    text.parse()
+        .map_err(|_| not_a(conn, during, "a size", &text))
+}
+
+/// `oids` as SQL's list `1, 2, 3`.
+pub fn oid_list(oids: &[u32]) -> String {
+    oids.iter()
         .map(u32::to_string)
         .collect::<Vec<_>>()
-        .join(", ");
-    let rows = conn.query(
-        "measuring the TOAST relations",
-        &format!(
-            "SELECT COALESCE(sum(pg_catalog.pg_relation_size(c.oid)), 0)::text \
-             FROM pg_catalog.pg_class c WHERE c.oid IN ({list})"
-        ),
-        &[],
-    )?;
-    let text = rows
+        .join(", ")
+}
+
+/// The first column of the first row `sql` returns, as text (empty when
+/// there is none or it is NULL).
+pub fn first_value(conn: &mut Connection, during: &str, sql: &str) -> Result<String, SourceError> {
+    let rows = conn.query(during, sql, &[])?;
+    Ok(rows
         .first()
         .and_then(|r| r.first().cloned().flatten())
-        .unwrap_or_default();
-    text.parse().map_err(|_| SourceError::Protocol {
+        .unwrap_or_default())
+}
+
+/// The server answered `text` where `what` was expected.
+fn not_a(conn: &Connection, during: &str, what: &str, text: &str) -> SourceError {
+    SourceError::Protocol {
         host: conn.endpoint().to_string(),
-        during: "measuring the TOAST relations".into(),
-        message: format!("not a size: {text:?}"),
-    })
+        during: during.into(),
+        message: format!("not {what}: {text:?}"),
+    }
 }
 
 /// `"16/B374D848"` -> `0x16_B374D848`.

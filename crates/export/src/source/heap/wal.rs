@@ -17,7 +17,7 @@ use gpupg_format::wal::{for_each_block, lsn_text, WalLayout, LONG_PAGE_HEADER, S
 use gpupg_source::{Connection, SourceError};
 
 use super::proof::read_control;
-use super::server::{parse_lsn, DirtyBlocks};
+use super::server::{first_value, oid_list, parse_lsn, DirtyBlocks};
 
 /// How long to wait for the server to write its WAL up to the fence (the
 /// WAL writer wakes every `wal_writer_delay`, 200 ms by default, but
@@ -176,11 +176,7 @@ fn wal_dir(data_dir: &Path) -> PathBuf {
 /// The relations' file locators (the tablespace as the WAL names it: the
 /// database's default where `pg_class` says 0) and the WAL's sizes.
 fn server_facts(probe: &mut Connection, oids: &[u32]) -> Result<ServerFacts, NoWalList> {
-    let list = oids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = oid_list(oids);
     let settings = probe.query(
         "reading the WAL's sizes",
         "SELECT pg_catalog.current_setting('wal_block_size'), \
@@ -294,15 +290,11 @@ fn wait_written(
     let t = Instant::now();
     let mut nudged = false;
     loop {
-        let rows = probe.query(
+        let text = first_value(
+            probe,
             "reading the WAL write position",
             "SELECT pg_catalog.pg_current_wal_lsn()",
-            &[],
         )?;
-        let text = rows
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .unwrap_or_default();
         let written =
             parse_lsn(&text).ok_or_else(|| NoWalList::Why(format!("not an LSN: {text:?}")))?;
         if written >= needed {
