@@ -144,11 +144,12 @@ impl From<SourceError> for Unavailable {
     }
 }
 
-pub(crate) fn prepare(
+/// The table's leaves (itself when not partitioned) and its read spec, or
+/// why the heap path is not for this export (before any connection).
+fn heap_leaves<'p>(
     req: &ExportRequest<'_>,
-    plan: &ExportPlan,
-    interrupts: &Interrupts,
-) -> Result<HeapPlan, Unavailable> {
+    plan: &'p ExportPlan,
+) -> Result<(Vec<&'p gpupg_source::TableInfo>, &'p ReadSpec), Unavailable> {
     let reason = |s: &str| Unavailable::Reason(s.to_string());
     if matches!(req.target, Target::Query(_)) {
         return Err(reason("a query is read through COPY"));
@@ -178,6 +179,32 @@ pub(crate) fn prepare(
     if leaves.is_empty() {
         return Err(reason("the partitioned table has no partitions"));
     }
+    Ok((leaves, spec))
+}
+
+/// Pages of the tables and their TOAST relations together (what the share
+/// of dirty pages is of: both are in the list), and the TOAST relations'
+/// pages over the tables'.
+fn page_counts(
+    probe: &mut Connection,
+    leaves: &[&gpupg_source::TableInfo],
+    toast_oids: &[u32],
+    block_size: u64,
+) -> Result<(u64, f64), Unavailable> {
+    let toast_pages = relations_bytes(probe, toast_oids)? / block_size.max(1);
+    let tables_pages = leaves.iter().map(|t| t.relpages).sum::<u64>();
+    let toast_share = toast_pages as f64 / tables_pages.max(1) as f64;
+    Ok((tables_pages + toast_pages, toast_share))
+}
+
+/// The heap read of the export's table: its relations and TOAST, the
+/// files made current and proven the server's, their visibility maps.
+pub(crate) fn prepare(
+    req: &ExportRequest<'_>,
+    plan: &ExportPlan,
+    interrupts: &Interrupts,
+) -> Result<HeapPlan, Unavailable> {
+    let (leaves, spec) = heap_leaves(req, plan)?;
     // Catalog, checkpoint or dirty pages on a connection of their own: a
     // refused query there must not abort the export's transaction.
     let mut probe = Connection::connect(&req.connect)?;
@@ -203,16 +230,11 @@ pub(crate) fn prepare(
     })?;
     // The tables' dirty pages, then their TOAST relations' (in the order of
     // `toast_rels`, skipping tables without one).
-    let mut oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
-    oids.extend(toast_rels.iter().flatten().map(|t| t.oid));
-    // The share of pages listed dirty is of the tables' and their TOAST
-    // relations' pages: both are in the list.
     let toast_oids: Vec<u32> = toast_rels.iter().flatten().map(|t| t.oid).collect();
+    let mut oids: Vec<u32> = found.iter().map(|(rel, _)| rel.oid).collect();
+    oids.extend(&toast_oids);
     let block_size = found.first().map_or(8192, |(rel, _)| rel.block_size as u64);
-    let toast_pages = relations_bytes(&mut probe, &toast_oids)? / block_size.max(1);
-    let tables_pages = leaves.iter().map(|t| t.relpages).sum::<u64>();
-    let toast_share = toast_pages as f64 / tables_pages.max(1) as f64;
-    let table_pages = tables_pages + toast_pages;
+    let (table_pages, toast_share) = page_counts(&mut probe, &leaves, &toast_oids, block_size)?;
     let data_dir = found
         .first()
         .map(|(rel, _)| rel.data_dir.clone())
