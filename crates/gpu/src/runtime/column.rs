@@ -131,13 +131,7 @@ impl DeviceBatch {
     /// Callers that hand the pointers to other CUDA users (Python's DLPack
     /// and Arrow device interfaces) call it once, after the last batch.
     pub fn synchronize(&self) -> Result<(), GpuError> {
-        self.ctx.bind()?;
-        // SAFETY: the context is bound; no pointers are passed.
-        check(
-            unsafe { sys::cuCtxSynchronize() },
-            "cuCtxSynchronize",
-            self.ctx.ordinal,
-        )
+        self.ctx.synchronize()
     }
 
     /// Copies the batch to the host (through a pinned buffer allocated for

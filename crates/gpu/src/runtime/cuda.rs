@@ -565,6 +565,18 @@ impl Context {
         )
     }
 
+    /// Binds the context and waits until all its work (every stream's) has
+    /// finished.
+    pub(crate) fn synchronize(&self) -> Result<(), GpuError> {
+        self.bind()?;
+        // SAFETY: the context is bound; no pointers are passed.
+        check(
+            unsafe { sys::cuCtxSynchronize() },
+            "cuCtxSynchronize",
+            self.ordinal,
+        )
+    }
+
     /// A device attribute.
     pub(crate) fn attr(&self, a: sys::CUdevice_attribute) -> Result<i32, GpuError> {
         device_attr(self.dev, a, self.ordinal)

@@ -311,13 +311,7 @@ impl MappedRegion {
     /// return while the driver still moves the data; another process that
     /// reads the allocation next should be told only after this.
     pub fn synchronize(&self) -> Result<(), GpuError> {
-        self.ctx.bind()?;
-        // SAFETY: the context is bound; no pointers are passed.
-        check(
-            unsafe { sys::cuCtxSynchronize() },
-            "cuCtxSynchronize",
-            self.ctx.ordinal,
-        )
+        self.ctx.synchronize()
     }
 }
 
@@ -430,12 +424,7 @@ impl ExportableBuffer {
             "cuMemcpyHtoD",
             ctx.ordinal,
         )?;
-        // SAFETY: the context is bound; no pointers are passed.
-        check(
-            unsafe { sys::cuCtxSynchronize() },
-            "cuCtxSynchronize",
-            ctx.ordinal,
-        )
+        ctx.synchronize()
     }
 
     /// Copies `dst.len()` bytes at `offset` of the buffer to the host.
